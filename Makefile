@@ -1,0 +1,61 @@
+# tfx-qat: the README's two commands are `make run` and `make test`; everything else is optional.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+RUN_ROOT ?= runs/fashion_mnist
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv run run-digits test test-fast data clean
+
+venv: $(STAMP)
+
+# Idempotent: the venv is rebuilt only when setup.py or constraints.txt change.
+$(STAMP): setup.py constraints.txt
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  py=""; \
+	  for c in python3.10 $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10; do \
+	    if command -v "$$c" >/dev/null 2>&1 && "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then py="$$c"; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then \
+	    echo "ERROR: CPython 3.10 not found (tfx-qat needs it: TFX 1.16 wheels exist for 3.9/3.10 only)." >&2; \
+	    echo "       Install it, e.g. 'pyenv install 3.10' or 'apt-get install python3.10 python3.10-venv', then re-run make." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo ">> creating $(VENV) with $$py ($$($$py --version))"; \
+	  "$$py" -m venv $(VENV); \
+	fi; \
+	echo ">> installing tfx-qat and its pinned dependencies into $(VENV) (first time: a few minutes)"; \
+	$(PY) -m pip install -q --upgrade 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'; \
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]'; \
+	touch $(STAMP); \
+	echo ">> $(VENV) ready"
+
+# Fashion-MNIST from the Debian package when possible (root + apt); else the CLI falls back to the
+# Keras downloader (needs network).
+data:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo ">> installing Debian package dataset-fashion-mnist"; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+	  echo ">> could not install dataset-fashion-mnist; the pipeline will try the Keras downloader"; \
+	fi
+
+run: venv data
+	$(PY) -m pipelines.cli run --dataset fashion_mnist --output-root $(RUN_ROOT) $(RUN_ARGS)
+
+run-digits: venv
+	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)
+
+test: venv data
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""See component.py."""

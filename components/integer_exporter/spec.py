@@ -1,0 +1,15 @@
+"""IntegerExporter's ComponentSpec: QAT Model (+ float base for reference) in, int8 TFLite out."""
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components import keys
+
+
+class IntegerExporterSpec(ComponentSpec):
+    PARAMETERS = {keys.CONFIG: ExecutionParameter(type=str)}  # ExportConfig JSON
+    INPUTS = {
+        keys.MODEL: ChannelParameter(type=standard_artifacts.Model),
+        keys.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
+        keys.BASE_MODEL: ChannelParameter(type=standard_artifacts.Model, optional=True),
+    }
+    OUTPUTS = {keys.QUANTIZED_MODEL: ChannelParameter(type=standard_artifacts.Model)}

@@ -1,0 +1,42 @@
+"""Channel, exec-property, file and custom-property names, defined once for all components."""
+
+# Channels (inputs/outputs) and the one exec property each component takes.
+EXAMPLES = "examples"
+SCHEMA = "schema"
+BASE_MODEL = "base_model"          # float Model from the stock Trainer
+MODEL = "model"                    # QAT Model (QuantizeTrainer out, IntegerExporter in)
+QUANTIZED_MODEL = "quantized_model"  # full-integer TFLite Model (IntegerExporter out)
+BLESSING = "blessing"
+EVALUATION = "evaluation"
+CONFIG = "config"
+
+# Files inside artifacts. TFMA and TFX's TFLiteRewriter read a TFLite model from
+# <Model uri>/Format-Serving/tflite; the stock Pusher pushes the whole Format-Serving dir.
+TFLITE_FILE = "tflite"
+FLOAT_REFERENCE_TFLITE = "float_reference/model_float.tflite"
+QAT_REPORT_FILE = "qat_report.json"
+EXPORT_REPORT_FILE = "export_report.json"
+METRICS_FILE = "metrics.json"
+BLESSED_FILE = "BLESSED"
+NOT_BLESSED_FILE = "NOT_BLESSED"
+
+# Custom properties (MLMD) read by the run summary, lineage tools and the stock Pusher.
+P_BLESSED = "blessed"              # int 1/0: the key the stock Pusher checks
+P_CURRENT_MODEL = "current_model"
+P_CURRENT_MODEL_ID = "current_model_id"
+P_FLOAT_ACCURACY = "float_accuracy"
+P_INT8_ACCURACY = "int8_accuracy"
+P_DELTA_PT = "accuracy_delta_pt"
+P_REASONS = "blessing_reasons"
+P_EVAL_EXAMPLES = "eval_examples"
+P_INT8_SHA256 = "int8_sha256"
+P_INT8_BYTES = "int8_tflite_bytes"
+P_FLOAT_BYTES = "float_tflite_bytes"
+P_VALIDATED = "integer_validated"
+P_OP_COUNTS = "op_counts"
+P_INPUT_DTYPE = "input_dtype"
+P_PARITY_AGREEMENT = "parity_top1_agreement"
+P_PARITY_MAX_ABS_ERR = "parity_max_abs_error"
+P_QAT_SECONDS_PER_STEP = "qat_seconds_per_step"
+P_QAT_TRAIN_ACCURACY = "qat_final_train_accuracy"
+P_QUANTIZED_LAYERS = "quantized_layers"

@@ -1,0 +1,35 @@
+"""QuantEvaluator: blesses the int8 model only if it is nearly as accurate as the float model."""
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import channel_utils, standard_artifacts
+
+from components import keys
+from components.quant_evaluator.executor import Executor
+from components.quant_evaluator.spec import QuantEvaluatorSpec
+from quant_lib.config import EvalConfig
+
+
+class QuantEvaluator(base_component.BaseComponent):
+    """Evaluates the float ``model`` (Keras SavedModel) and the int8 ``quantized_model``
+    (``Format-Serving/tflite``) on the same split of ``examples`` and writes a ``blessing`` the
+    stock Pusher honours (``blessed`` custom property, BLESSED/NOT_BLESSED file) plus an
+    ``evaluation`` with the metrics and reasons.
+    """
+
+    SPEC_CLASS = QuantEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
+                 quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None):
+        config = config if config is not None else EvalConfig()
+        if not isinstance(config, EvalConfig):
+            raise TypeError(f"QuantEvaluator(config=...) takes a quant_lib.config.EvalConfig, "
+                            f"got {type(config).__name__}")
+        spec = QuantEvaluatorSpec(
+            examples=examples, model=model, quantized_model=quantized_model,
+            config=config.to_json(),
+            blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
+            evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]))
+        super().__init__(spec=spec)

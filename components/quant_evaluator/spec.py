@@ -1,0 +1,18 @@
+"""QuantEvaluator's ComponentSpec: float Model + int8 TFLite Model in, blessing + evaluation out."""
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components import keys
+
+
+class QuantEvaluatorSpec(ComponentSpec):
+    PARAMETERS = {keys.CONFIG: ExecutionParameter(type=str)}  # EvalConfig JSON
+    INPUTS = {
+        keys.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
+        keys.MODEL: ChannelParameter(type=standard_artifacts.Model),  # float reference
+        keys.QUANTIZED_MODEL: ChannelParameter(type=standard_artifacts.Model),
+    }
+    OUTPUTS = {
+        keys.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        keys.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+    }

@@ -1,0 +1,26 @@
+"""Small helpers shared by the executors (artifact resolution with actionable errors)."""
+from typing import Dict, List
+
+from tfx import types
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+
+def single(d: Dict[str, List[types.Artifact]], key: str) -> types.Artifact:
+    if not d.get(key):
+        raise ValueError(f"input/output {key!r} is missing: wire this channel in the pipeline")
+    return artifact_utils.get_single_instance(d[key])
+
+
+def split_uri(examples: List[types.Artifact], split: str) -> str:
+    """URI of one Examples split; names the available splits when the asked one is absent."""
+    available = artifact_utils.decode_split_names(examples[0].split_names) if examples else []
+    if split not in available:
+        raise ValueError(f"Examples artifact has no split {split!r} (available: {available}); set "
+                         "the config's split field to one of them or fix ExampleGen's output_config")
+    return artifact_utils.get_split_uri(examples, split)
+
+
+def serving_model_dir(model: types.Artifact) -> str:
+    """Where a Model artifact's serving model lives (``<uri>/Format-Serving``)."""
+    return path_utils.serving_model_path(model.uri)

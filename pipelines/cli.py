@@ -1,0 +1,104 @@
+"""tfx-qat command line: ``python -m pipelines.cli run [--dataset ... | --csv ... | --tfrecords ...]``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import quant_lib  # noqa: F401
+from quant_lib.config import ConfigError, EvalConfig, ExportConfig, QuantizationConfig
+
+
+def _shape(text: str):
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-shape must look like 28,28,1, got {text!r}")
+    if len(dims) != 3:
+        raise argparse.ArgumentTypeError("--image-shape needs three values: H,W,C")
+    return dims
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tfx-qat", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="ingest data and run the QAT pipeline locally")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=("fashion_mnist", "digits"), default="fashion_mnist",
+                     help="built-in real dataset (default: fashion_mnist from the Debian package)")
+    src.add_argument("--csv", metavar="TRAIN_CSV",
+                     help="your own CSV: a label column plus one numeric column per pixel")
+    src.add_argument("--tfrecords", metavar="DIR",
+                     help="your own tf.Example TFRecords in DIR/train/* and DIR/eval/*")
+    r.add_argument("--csv-eval", metavar="EVAL_CSV", help="eval CSV (default: 10%% of --csv rows)")
+    r.add_argument("--label-column", default="label")
+    r.add_argument("--image-key", default="image", help="--tfrecords image feature (float list)")
+    r.add_argument("--label-key", default="label", help="--tfrecords label feature (int64)")
+    r.add_argument("--image-shape", type=_shape, help="H,W,C (default: square, 1 channel)")
+    r.add_argument("--num-classes", type=int, help="default: inferred (CSV) / required (TFRecords)")
+    r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
+                   "(default: runs/<dataset>)")
+    r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
+    r.add_argument("--float-epochs", type=int, default=3)
+    r.add_argument("--qat-epochs", type=int, default=1)
+    r.add_argument("--qat-learning-rate", type=float, default=1e-4)
+    r.add_argument("--width", type=int, default=32, help="channels of the CNN's first conv")
+    r.add_argument("--max-accuracy-drop-pt", type=float, default=1.0,
+                   help="bless only if int8 accuracy is at most this many points below float")
+    r.add_argument("--min-int8-accuracy", type=float, default=0.0,
+                   help="bless only if int8 accuracy is at least this fraction")
+    r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    r.add_argument("--beam-arg", action="append", default=None,
+                   help="Beam pipeline arg, repeatable (default: DirectRunner in memory)")
+    return p
+
+
+def _prepare_data(args, data_root: str):
+    from pipelines import data
+    if args.csv:
+        return data_root, data.ingest_csv(data_root, args.csv, args.csv_eval, args.label_column,
+                                          args.image_shape, args.num_classes)
+    if args.tfrecords:
+        if not args.image_shape or not args.num_classes:
+            raise SystemExit("--tfrecords needs --image-shape H,W,C and --num-classes N")
+        return data.use_tfrecords(args.tfrecords, args.image_shape, args.num_classes,
+                                  args.image_key, args.label_key)
+    if args.dataset == "digits":
+        return data_root, data.ingest_digits(data_root)
+    return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit)
+
+
+def cmd_run(args) -> int:
+    from pipelines.pipeline import DEFAULT_BEAM_ARGS, PipelineSettings
+    from pipelines.runner import print_summary, run_local
+    name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
+    root = args.output_root or os.path.join("runs", name)
+    data_root, spec = _prepare_data(args, os.path.join(root, "data"))
+    try:
+        settings = PipelineSettings(
+            name=f"tfx-qat-{name.replace('_', '-')}", output_root=root, data_root=data_root,
+            data=spec, float_epochs=args.float_epochs, width=args.width,
+            qat=QuantizationConfig(data=spec, epochs=args.qat_epochs,
+                                   learning_rate=args.qat_learning_rate),
+            export=ExportConfig(data=spec),
+            eval=EvalConfig(data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
+                            min_int8_accuracy=args.min_int8_accuracy),
+            beam_pipeline_args=args.beam_arg or list(DEFAULT_BEAM_ARGS),
+            enable_cache=not args.no_cache)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = run_local(settings)
+    print_summary(summary)
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return {"run": cmd_run}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Data ingestion: real datasets (and a user's own data) into train/eval tf.Example TFRecords.
+
+Every dataset becomes the same contract, described by a ``DataSpec``: a float feature ``image``
+holding the flattened image scaled to [0, 1] (fixed length H*W*C) and an int64 feature ``label``.
+The files land in ``<dir>/train/`` and ``<dir>/eval/`` for ImportExampleGen's split patterns.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import os
+import struct
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+import quant_lib  # noqa: F401
+import tensorflow as tf
+
+from quant_lib.config import DataSpec
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+SPLITS = ("train", "eval")
+SPEC_FILE = "dataspec.json"
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class IngestionError(ValueError):
+    pass
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Parses an IDX file (the MNIST format; gzip or plain) into a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise IngestionError(f"{path} is not an IDX file (bad magic {data[:4]!r})")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = data[4 + 4 * ndim:]
+    if len(body) != expected:
+        raise IngestionError(f"{path}: header says {dims} ({expected} bytes) but body has "
+                             f"{len(body)} bytes (truncated download?)")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def load_fashion_mnist(data_dir: str = FASHION_MNIST_DIR):
+    """(x_train, y_train, x_test, y_test) as uint8 images [N,28,28] and labels.
+
+    Reads the Debian package ``dataset-fashion-mnist``; falls back to the Keras downloader (needs
+    network) only when those files are missing.
+    """
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    paths = [os.path.join(data_dir, n) for n in names]
+    if all(os.path.exists(p) for p in paths):
+        log.info("reading Fashion-MNIST from %s", data_dir)
+        return tuple(read_idx(p) for p in paths)
+    log.warning("Fashion-MNIST not found in %s (install the Debian package dataset-fashion-mnist); "
+                "trying the Keras downloader", data_dir)
+    import tf_keras
+    try:
+        (xt, yt), (xe, ye) = tf_keras.datasets.fashion_mnist.load_data()
+    except Exception as e:  # noqa: BLE001  (network errors come in many types)
+        raise IngestionError(
+            f"Fashion-MNIST is not in {data_dir} and the download failed ({e}). Install it with "
+            "`apt-get install dataset-fashion-mnist` or run with --dataset digits") from e
+    return xt, yt, xe, ye
+
+
+def load_digits(eval_fraction: float = 0.2, seed: int = 0):
+    """sklearn's bundled 8x8 digits (1797 images, no network), stratified train/eval split."""
+    from sklearn.datasets import load_digits as _load
+    d = _load()
+    x = d.images.astype(np.float32) / 16.0
+    y = d.target.astype(np.int64)
+    rng = np.random.RandomState(seed)
+    train_idx, eval_idx = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.where(y == c)[0])
+        n_eval = int(round(len(idx) * eval_fraction))
+        eval_idx.extend(idx[:n_eval])
+        train_idx.extend(idx[n_eval:])
+    train_idx, eval_idx = rng.permutation(train_idx), rng.permutation(eval_idx)
+    return x[train_idx], y[train_idx], x[eval_idx], y[eval_idx]
+
+
+def _example(image: np.ndarray, label: int, spec: DataSpec) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={
+        spec.image_key: tf.train.Feature(float_list=tf.train.FloatList(value=image.ravel())),
+        spec.label_key: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+    })).SerializeToString()
+
+
+def write_split(out_dir: str, split: str, images: np.ndarray, labels: np.ndarray,
+                spec: DataSpec) -> str:
+    """Writes one split as gzip TFRecord; returns the file path."""
+    split_dir = os.path.join(out_dir, split)
+    tf.io.gfile.makedirs(split_dir)
+    path = os.path.join(split_dir, "data.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+        for img, lab in zip(images, labels):
+            w.write(_example(img, lab, spec))
+    return path
+
+
+def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec) -> DataSpec:
+    """Writes train/eval splits and ``dataspec.json``; a finished directory is reused unchanged
+    (so TFX's cache, which fingerprints input files, stays valid across runs)."""
+    spec_path = os.path.join(out_dir, SPEC_FILE)
+    if tf.io.gfile.exists(spec_path):
+        with tf.io.gfile.GFile(spec_path) as f:
+            if DataSpec.from_json(f.read()) == spec:
+                log.info("reusing ingested data in %s", out_dir)
+                return spec
+    for split, x, y in (("train", x_train, y_train), ("eval", x_eval, y_eval)):
+        path = write_split(out_dir, split, x, y, spec)
+        log.info("wrote %d %s examples to %s", len(y), split, path)
+    with tf.io.gfile.GFile(spec_path, "w") as f:  # written last: marks the directory complete
+        f.write(spec.to_json())
+    return spec
+
+
+def ingest_fashion_mnist(out_dir: str, data_dir: str = FASHION_MNIST_DIR,
+                         limit: Optional[int] = None) -> DataSpec:
+    xt, yt, xe, ye = load_fashion_mnist(data_dir)
+    if limit:
+        xt, yt, xe, ye = xt[:limit], yt[:limit], xe[:max(limit // 6, 1)], ye[:max(limit // 6, 1)]
+    spec = DataSpec(image_shape=(28, 28, 1), num_classes=10)
+    f = lambda x: (x.astype(np.float32) / 255.0).reshape(len(x), -1)  # noqa: E731
+    return write_dataset(out_dir, f(xt), yt, f(xe), ye, spec)
+
+
+def ingest_digits(out_dir: str) -> DataSpec:
+    xt, yt, xe, ye = load_digits()
+    spec = DataSpec(image_shape=(8, 8, 1), num_classes=10)
+    return write_dataset(out_dir, xt.reshape(len(xt), -1), yt, xe.reshape(len(xe), -1), ye, spec)
+
+
+def _square_shape(n: int) -> Tuple[int, int, int]:
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise IngestionError(f"{n} feature values is not a square image; pass --image-shape H,W,C")
+    return (side, side, 1)
+
+
+def _read_csv(path: str, label_column: str):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or label_column not in reader.fieldnames:
+            raise IngestionError(f"{path}: no {label_column!r} column (columns: "
+                                 f"{reader.fieldnames}); pass --label-column")
+        cols = [c for c in reader.fieldnames if c != label_column]
+        xs, ys = [], []
+        for i, row in enumerate(reader, start=2):
+            try:
+                xs.append([float(row[c]) for c in cols])
+                ys.append(int(row[label_column]))
+            except (TypeError, ValueError) as e:
+                raise IngestionError(f"{path} line {i}: non-numeric value ({e})") from e
+    if not ys:
+        raise IngestionError(f"{path} has no data rows")
+    return np.asarray(xs, np.float32), np.asarray(ys, np.int64)
+
+
+def ingest_csv(out_dir: str, train_csv: str, eval_csv: Optional[str] = None,
+               label_column: str = "label", image_shape: Optional[Sequence[int]] = None,
+               num_classes: Optional[int] = None, pixel_max: Optional[float] = None,
+               eval_fraction: float = 0.1, seed: int = 0) -> DataSpec:
+    """A CSV with a label column and one numeric column per pixel (e.g. Kaggle's MNIST CSVs).
+
+    Values are divided by ``pixel_max`` (default: 255 when any value exceeds 1, else 1). Without
+    ``eval_csv`` a seeded ``eval_fraction`` of rows becomes the eval split.
+    """
+    x, y = _read_csv(train_csv, label_column)
+    if eval_csv:
+        xe, ye = _read_csv(eval_csv, label_column)
+    else:
+        perm = np.random.RandomState(seed).permutation(len(y))
+        n_eval = max(1, int(len(y) * eval_fraction))
+        x, y, xe, ye = x[perm[n_eval:]], y[perm[n_eval:]], x[perm[:n_eval]], y[perm[:n_eval]]
+    if xe.shape[1] != x.shape[1]:
+        raise IngestionError(f"eval CSV has {xe.shape[1]} feature columns, train has {x.shape[1]}")
+    if pixel_max is None:
+        pixel_max = 255.0 if max(x.max(), xe.max()) > 1.0 else 1.0
+    shape = tuple(image_shape) if image_shape else _square_shape(x.shape[1])
+    if int(np.prod(shape)) != x.shape[1]:
+        raise IngestionError(f"--image-shape {shape} needs {int(np.prod(shape))} values per row, "
+                             f"CSV rows have {x.shape[1]}")
+    spec = DataSpec(image_shape=shape,
+                    num_classes=int(num_classes or max(2, int(max(y.max(), ye.max())) + 1)))
+    return write_dataset(out_dir, x / pixel_max, y, xe / pixel_max, ye, spec)
+
+
+def use_tfrecords(tfrecord_dir: str, image_shape: Sequence[int], num_classes: int,
+                  image_key: str = "image", label_key: str = "label") -> Tuple[str, DataSpec]:
+    """A user's own tf.Example TFRecords in ``<dir>/train/*`` and ``<dir>/eval/*``; validated by
+    reading a few examples so a mismatch fails here, before any pipeline step runs."""
+    from quant_lib.data import load_arrays
+    spec = DataSpec(image_key=image_key, label_key=label_key, image_shape=tuple(image_shape),
+                    num_classes=num_classes)
+    for split in SPLITS:
+        load_arrays(os.path.join(tfrecord_dir, split), spec, limit=16)
+    return tfrecord_dir, spec
+
+
+def describe(out_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(out_dir, SPEC_FILE)) as f:
+        return json.loads(f.read())

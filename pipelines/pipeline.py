@@ -1,0 +1,109 @@
+"""The tfx-qat pipeline definition (one definition; runners live in runner.py).
+
+ImportExampleGen -> StatisticsGen -> SchemaGen -> Trainer (float, module file) -> QuantizeTrainer
+-> IntegerExporter -> QuantEvaluator -> Pusher (stock; pushes the int8 TFLite only when blessed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+import quant_lib  # noqa: F401
+from tfx import v1 as tfx
+
+from components import IntegerExporter, QuantEvaluator, QuantizeTrainer
+from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+
+MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules", "cnn_trainer.py")
+DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+@dataclasses.dataclass
+class PipelineSettings:
+    """Everything a run varies; the CLI fills it from flags."""
+
+    name: str
+    output_root: str
+    data_root: str
+    data: DataSpec
+    float_epochs: int = 3
+    float_batch_size: int = 64
+    float_learning_rate: float = 1e-3
+    width: int = 32
+    qat: Optional[QuantizationConfig] = None
+    export: Optional[ExportConfig] = None
+    eval: Optional[EvalConfig] = None
+    beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+    enable_cache: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        self.qat = self.qat or QuantizationConfig(data=self.data, seed=self.seed)
+        self.export = self.export or ExportConfig(data=self.data)
+        self.eval = self.eval or EvalConfig(data=self.data)
+        for name, c in (("qat", self.qat), ("export", self.export), ("eval", self.eval)):
+            if c.data != self.data:
+                raise ValueError(f"PipelineSettings.{name}.data differs from PipelineSettings.data; "
+                                 "build the component configs with the same DataSpec")
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_root, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_root, "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.output_root, "serving")
+
+    @property
+    def trainer_custom_config(self) -> Dict:
+        return {"data": self.data.to_dict(), "epochs": self.float_epochs,
+                "batch_size": self.float_batch_size, "learning_rate": self.float_learning_rate,
+                "width": self.width, "seed": self.seed}
+
+
+def create_pipeline(s: PipelineSettings,
+                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=s.data_root,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name="train", pattern="train/*"),
+            tfx.proto.Input.Split(name="eval", pattern="eval/*"),
+        ]))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=True)
+    trainer = tfx.components.Trainer(
+        module_file=MODULE_FILE,
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=s.trainer_custom_config)
+    quantize_trainer = QuantizeTrainer(
+        examples=example_gen.outputs["examples"], base_model=trainer.outputs["model"],
+        schema=schema_gen.outputs["schema"], config=s.qat)
+    exporter = IntegerExporter(
+        model=quantize_trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        base_model=trainer.outputs["model"], config=s.export)
+    evaluator = QuantEvaluator(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        quantized_model=exporter.outputs["quantized_model"], config=s.eval)
+    pusher = tfx.components.Pusher(
+        model=exporter.outputs["quantized_model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=s.serving_dir)))
+    return tfx.dsl.Pipeline(
+        pipeline_name=s.name,
+        pipeline_root=s.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, trainer, quantize_trainer, exporter,
+                    evaluator, pusher],
+        enable_cache=s.enable_cache,
+        metadata_connection_config=metadata_connection_config or
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(s.metadata_path),
+        beam_pipeline_args=s.beam_pipeline_args)

@@ -1,0 +1,97 @@
+"""The run summary, read from MLMD (not from guessed paths) for the latest run of a pipeline."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from components import keys
+
+SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
+                "int8_tflite_bytes", "blessed", "pushed_path")
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+def _prop(artifact, key) -> Any:
+    if key not in artifact.custom_properties:
+        return None
+    v = artifact.custom_properties[key]
+    return getattr(v, v.WhichOneof("value"))
+
+
+def latest_run_outputs(metadata_path: str, pipeline_name: str) -> Dict[str, list]:
+    """Output artifacts of every execution in the pipeline's latest run, keyed by artifact type."""
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(metadata_path))
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if any(p.name == pipeline_name
+                   for p in store.get_parent_contexts_by_context(c.id))] or \
+        store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise RuntimeError(f"no pipeline run recorded in {metadata_path}")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    execs = store.get_executions_by_context(run.id)
+    events = store.get_events_by_execution_ids([e.id for e in execs])
+    ids = sorted({e.artifact_id for e in events if e.type in _OUTPUT_EVENTS})
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    out: Dict[str, list] = {}
+    for a in store.get_artifacts_by_id(ids):
+        out.setdefault(types[a.type_id], []).append(a)
+    return out
+
+
+def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
+    arts = latest_run_outputs(metadata_path, pipeline_name)
+    blessing = (arts.get("ModelBlessing") or [None])[-1]
+    exported = next((a for a in arts.get("Model", []) if keys.P_INT8_BYTES in a.custom_properties),
+                    None)
+    pushed = (arts.get("PushedModel") or [None])[-1]
+    pushed_path: Optional[str] = None
+    if pushed is not None and _prop(pushed, "pushed") == 1:
+        pushed_path = os.path.join(_prop(pushed, "pushed_destination"), keys.TFLITE_FILE)
+    summary = {
+        "float_accuracy": blessing and _prop(blessing, keys.P_FLOAT_ACCURACY),
+        "int8_accuracy": blessing and _prop(blessing, keys.P_INT8_ACCURACY),
+        "delta_pt": blessing and _prop(blessing, keys.P_DELTA_PT),
+        "float_tflite_bytes": exported and _prop(exported, keys.P_FLOAT_BYTES),
+        "int8_tflite_bytes": exported and _prop(exported, keys.P_INT8_BYTES),
+        "blessed": bool(blessing and _prop(blessing, keys.P_BLESSED) == 1),
+        "pushed_path": pushed_path,
+        "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
+        "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
+        "artifacts": {
+            "blessing": blessing and blessing.uri,
+            "int8_model": exported and exported.uri,
+        },
+    }
+    return summary
+
+
+def format_summary(s: Dict[str, Any]) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    def size(v):
+        return "n/a" if v is None else f"{v / 1024:.1f} KiB ({v} bytes)"
+
+    ratio = (f"{s['float_tflite_bytes'] / s['int8_tflite_bytes']:.2f}x smaller"
+             if s.get("float_tflite_bytes") and s.get("int8_tflite_bytes") else "")
+    delta = "n/a" if s["delta_pt"] is None else f"{s['delta_pt']:+.2f}"
+    lines = [
+        "=" * 64,
+        "tfx-qat run summary",
+        f"  float accuracy : {pct(s['float_accuracy'])}   ({s.get('eval_examples')} eval examples)",
+        f"  int8 accuracy  : {pct(s['int8_accuracy'])}",
+        f"  delta          : {delta} pt (float minus int8)",
+        f"  float TFLite   : {size(s['float_tflite_bytes'])}",
+        f"  int8 TFLite    : {size(s['int8_tflite_bytes'])} {ratio}",
+        f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
+    ]
+    lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
+    lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
+    lines.append("=" * 64)
+    return "\n".join(lines)

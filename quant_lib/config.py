@@ -1,0 +1,188 @@
+"""Typed, validated, JSON-round-trippable configs: one per component.
+
+Each config travels as a single TFX exec property (a JSON string). Validation happens in
+``__post_init__`` so a bad value fails when the pipeline is *defined*, with a message that says
+how to fix the call, not deep inside an executor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T", bound="_JsonConfig")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the fix."""
+
+
+def _require(cond: bool, cls: str, field: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{cls}.{field}: {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _JsonConfig:
+    """JSON round-trip for frozen dataclasses (nested configs and tuples included)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {unknown}; valid fields are {sorted(fields)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = _NESTED.get((cls.__name__, name))
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: Type[T], text: str) -> T:
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{cls.__name__}: config is not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec(_JsonConfig):
+    """How a tf.Example maps to a model input: a fixed-length float image feature and an int label.
+
+    Images are stored flattened (``image_shape`` product values) and already scaled to the range
+    the model trains on (the ingestion code scales pixels to [0, 1]).
+    """
+
+    image_key: str = "image"
+    label_key: str = "label"
+    image_shape: Tuple[int, ...] = (28, 28, 1)
+    num_classes: int = 10
+
+    def __post_init__(self):
+        n = "DataSpec"
+        _require(bool(self.image_key), n, "image_key", "must be a non-empty feature name")
+        _require(bool(self.label_key), n, "label_key", "must be a non-empty feature name")
+        _require(self.image_key != self.label_key, n, "label_key", "must differ from image_key")
+        shape = tuple(self.image_shape)
+        _require(len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape), n,
+                 "image_shape", f"must be 3 positive ints (height, width, channels), got {shape}")
+        object.__setattr__(self, "image_shape", shape)
+        _require(isinstance(self.num_classes, int) and self.num_classes >= 2, n, "num_classes",
+                 f"must be an int >= 2, got {self.num_classes!r}")
+
+    @property
+    def flat_size(self) -> int:
+        h, w, c = self.image_shape
+        return h * w * c
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig(_JsonConfig):
+    """QuantizeTrainer: QAT fine-tuning of a float model with TFMOT's default 8-bit scheme."""
+
+    data: DataSpec = DataSpec()
+    epochs: int = 1
+    steps_per_epoch: Optional[int] = None  # None: one pass over the train split
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    train_split: str = "train"
+    seed: int = 0
+
+    def __post_init__(self):
+        n = "QuantizationConfig"
+        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _require(isinstance(self.epochs, int) and self.epochs >= 1, n, "epochs",
+                 f"must be an int >= 1 (QAT needs at least one epoch), got {self.epochs!r}")
+        _require(self.steps_per_epoch is None or
+                 (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1), n,
+                 "steps_per_epoch", "must be None (full pass) or an int >= 1")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
+                 "must be an int >= 1")
+        _require(isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1, n,
+                 "learning_rate", f"must be in (0, 1); QAT fine-tuning typically uses 1e-4 to 1e-3, "
+                 f"got {self.learning_rate!r}")
+        _require(bool(self.train_split), n, "train_split", "must name an Examples split")
+
+
+INPUT_TYPES = ("int8", "uint8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_JsonConfig):
+    """IntegerExporter: full-integer TFLite conversion and its post-export validation."""
+
+    data: DataSpec = DataSpec()
+    inference_input_type: str = "int8"
+    inference_output_type: str = "int8"
+    representative_examples: int = 200
+    representative_split: str = "train"
+    parity_examples: int = 200
+    parity_split: str = "eval"
+    min_parity_agreement: float = 0.95
+
+    def __post_init__(self):
+        n = "ExportConfig"
+        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        for f in ("inference_input_type", "inference_output_type"):
+            _require(getattr(self, f) in INPUT_TYPES, n, f,
+                     f"must be one of {INPUT_TYPES}, got {getattr(self, f)!r}")
+        _require(isinstance(self.representative_examples, int) and self.representative_examples >= 1,
+                 n, "representative_examples",
+                 "must be an int >= 1: full-integer conversion needs calibration data (100-500 typical)")
+        _require(isinstance(self.parity_examples, int) and self.parity_examples >= 0, n,
+                 "parity_examples", "must be an int >= 0 (0 disables the parity check)")
+        _require(isinstance(self.min_parity_agreement, (int, float)) and
+                 0 <= self.min_parity_agreement <= 1, n, "min_parity_agreement",
+                 "must be a fraction in [0, 1] of examples where Keras-QAT and TFLite top-1 agree")
+        _require(bool(self.representative_split), n, "representative_split", "must name a split")
+        _require(bool(self.parity_split), n, "parity_split", "must name a split")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(_JsonConfig):
+    """QuantEvaluator: float vs int8 accuracy on one split and the blessing thresholds.
+
+    ``max_accuracy_drop_pt`` is in percentage points (float minus int8); ``min_int8_accuracy`` is a
+    floor on int8 top-1 accuracy as a fraction in [0, 1].
+    """
+
+    data: DataSpec = DataSpec()
+    eval_split: str = "eval"
+    max_accuracy_drop_pt: float = 1.0
+    min_int8_accuracy: float = 0.0
+    batch_size: int = 256
+
+    def __post_init__(self):
+        n = "EvalConfig"
+        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _require(bool(self.eval_split), n, "eval_split", "must name an Examples split")
+        _require(isinstance(self.max_accuracy_drop_pt, (int, float)) and
+                 0 <= self.max_accuracy_drop_pt <= 100, n, "max_accuracy_drop_pt",
+                 f"must be in [0, 100] percentage points, got {self.max_accuracy_drop_pt!r}")
+        _require(isinstance(self.min_int8_accuracy, (int, float)) and
+                 0 <= self.min_int8_accuracy <= 1, n, "min_int8_accuracy",
+                 f"must be a fraction in [0, 1] (e.g. 0.85), got {self.min_int8_accuracy!r}")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
+                 "must be an int >= 1")
+
+
+_NESTED = {
+    ("QuantizationConfig", "data"): DataSpec,
+    ("ExportConfig", "data"): DataSpec,
+    ("EvalConfig", "data"): DataSpec,
+}

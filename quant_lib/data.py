@@ -1,0 +1,111 @@
+"""Reading tf.Example TFRecords (as written by ExampleGen) into tensors the models consume."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from quant_lib.config import DataSpec
+
+
+class DataError(ValueError):
+    """Input data does not match the DataSpec; the message names the files/feature and the fix."""
+
+
+def resolve_files(patterns: Union[str, Sequence[str]]) -> List[str]:
+    """Expands file patterns or directories (e.g. an ExampleGen ``Split-train`` dir) to files."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files: List[str] = []
+    for p in patterns:
+        if tf.io.gfile.isdir(p):
+            p = os.path.join(p, "*")
+        files.extend(sorted(tf.io.gfile.glob(p)))
+    if not files:
+        raise DataError(f"no TFRecord files match {list(patterns)}: check the Examples artifact "
+                        "split (did ExampleGen produce this split?)")
+    return files
+
+
+def _compression(files: Sequence[str]) -> str:
+    gz = {f.endswith(".gz") for f in files}
+    if len(gz) > 1:
+        raise DataError(f"mixed gzip and plain TFRecord files in {files[:3]}...: keep one format")
+    return "GZIP" if gz.pop() else ""
+
+
+def _feature_spec(spec: DataSpec):
+    return {
+        spec.image_key: tf.io.FixedLenFeature([spec.flat_size], tf.float32),
+        spec.label_key: tf.io.FixedLenFeature([], tf.int64),
+    }
+
+
+def _parse_fn(spec: DataSpec):
+    feature_spec = _feature_spec(spec)
+
+    def parse(serialized):
+        feats = tf.io.parse_example(serialized, feature_spec)
+        image = tf.reshape(feats[spec.image_key], (-1,) + tuple(spec.image_shape))
+        return image, feats[spec.label_key]
+
+    return parse
+
+
+def make_dataset(patterns: Union[str, Sequence[str]], spec: DataSpec, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                 shuffle_buffer: int = 10000) -> tf.data.Dataset:
+    """A batched (image, label) dataset for training or evaluation."""
+    files = resolve_files(patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size).map(_parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)\
+        .prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
+                limit: Optional[int] = None, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+    """Loads (images float32 [N,H,W,C], labels int64 [N]) and validates them against ``spec``.
+
+    Raises DataError naming the feature and the fix when a feature is missing, has the wrong
+    length, holds NaN/Inf, or a label is outside [0, num_classes).
+    """
+    files = resolve_files(patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    if limit is not None:
+        ds = ds.take(limit)
+    ds = ds.batch(batch_size).map(_parse_fn(spec))
+    images, labels = [], []
+    try:
+        for x, y in ds:
+            images.append(x.numpy())
+            labels.append(y.numpy())
+    except tf.errors.DataLossError as e:
+        raise DataError(f"corrupt or truncated TFRecord among {files[:3]}: {e.message.splitlines()[0]}"
+                        " — regenerate the data or drop the damaged file") from e
+    except tf.errors.InvalidArgumentError as e:
+        raise DataError(
+            f"tf.Examples in {files[0]} do not match DataSpec(image_key={spec.image_key!r}, "
+            f"label_key={spec.label_key!r}, image_shape={spec.image_shape}): "
+            f"{e.message.splitlines()[0]} — each example needs a float feature "
+            f"{spec.image_key!r} of exactly {spec.flat_size} values and an int64 feature "
+            f"{spec.label_key!r}; fix the data or the DataSpec") from e
+    if not images:
+        raise DataError(f"no examples in {files[:3]}: the split is empty")
+    x = np.concatenate(images).astype(np.float32)
+    y = np.concatenate(labels).astype(np.int64)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        raise DataError(f"{bad} example(s) in {files[0]}... have NaN/Inf in feature "
+                        f"{spec.image_key!r}: clean the data before training or quantizing")
+    if y.min() < 0 or y.max() >= spec.num_classes:
+        raise DataError(f"label feature {spec.label_key!r} has values in [{y.min()}, {y.max()}] but "
+                        f"DataSpec.num_classes={spec.num_classes}: labels must be 0..num_classes-1")
+    return x, y

@@ -1,0 +1,41 @@
+"""tfx-qat: quantization-aware training as TFX components (QuantizeTrainer, IntegerExporter,
+QuantEvaluator). Versions are fixed by the project's measured stack; see README.md."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tfx==1.16.0",
+    "ml-pipelines-sdk==1.16.0",
+    "tensorflow>=2.16.1,<2.17",
+    "tf-keras>=2.16.0,<2.17",          # TFMOT quantizes Keras-2 (tf_keras) models only
+    "tensorflow-model-optimization>=0.8.0,<0.9",
+    "tensorflow-model-analysis>=0.47.0,<0.48",
+    "tfx-bsl>=1.16.0,<1.17",
+    "tensorflow-data-validation>=1.16.0,<1.17",
+    "tensorflow-metadata>=1.16.0,<1.17",
+    "tensorflow-transform>=1.16.0,<1.17",
+    "ml-metadata>=1.16.0,<1.17",
+    # tfx_bsl imports dill, which Beam 2.74 dropped; 2.61 resolves cleanly with TFX 1.16.
+    "apache-beam[gcp]>=2.53,<2.74",
+    "numpy>=1.22,<2",
+]
+
+EXTRAS = {
+    "dev": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7"],
+    # Declared for the orchestration work (Kubeflow V2 / Airflow); not exercised by `make test` yet.
+    "kfp": ["kfp>=1.8.22,<2", "kfp-pipeline-spec>=0.1.16,<0.2"],
+    "airflow": ["apache-airflow>=2.8,<3"],
+}
+
+setup(
+    name="tfx-qat",
+    version="0.1.0",
+    description="Quantization-aware training, full-integer export and int8 gating as TFX components",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["quant_lib", "quant_lib.*", "components", "components.*",
+                                    "pipelines", "pipelines.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["tfx-qat=pipelines.cli:main"]},
+)
