@@ -24,3 +24,13 @@ def split_uri(examples: List[types.Artifact], split: str) -> str:
 def serving_model_dir(model: types.Artifact) -> str:
     """Where a Model artifact's serving model lives (``<uri>/Format-Serving``)."""
     return path_utils.serving_model_path(model.uri)
+
+
+def typed_config(config, cls, component: str):
+    """The component's one typed config (default-constructed when None); rejects other types."""
+    if config is None:
+        return cls()
+    if not isinstance(config, cls):
+        raise TypeError(f"{component}(config=...) takes a quant_lib.config.{cls.__name__}, got "
+                        f"{type(config).__name__}; build one, e.g. {cls.__name__}(data=DataSpec(...))")
+    return config

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
                    "(default: runs/<dataset>)")
     r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
-    r.add_argument("--float-epochs", type=int, default=3)
+    r.add_argument("--float-epochs", type=int, default=5)
     r.add_argument("--qat-epochs", type=int, default=1)
     r.add_argument("--qat-learning-rate", type=float, default=1e-4)
     r.add_argument("--width", type=int, default=32, help="channels of the CNN's first conv")

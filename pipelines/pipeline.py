@@ -27,7 +27,7 @@ class PipelineSettings:
     output_root: str
     data_root: str
     data: DataSpec
-    float_epochs: int = 3
+    float_epochs: int = 5
     float_batch_size: int = 64
     float_learning_rate: float = 1e-3
     width: int = 32

@@ -53,10 +53,16 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
     pushed_path: Optional[str] = None
     if pushed is not None and _prop(pushed, "pushed") == 1:
         pushed_path = os.path.join(_prop(pushed, "pushed_destination"), keys.TFLITE_FILE)
+    float_acc = int8_acc = delta = None
+    if blessing is not None:
+        n = _prop(blessing, keys.P_EVAL_EXAMPLES)
+        float_acc = _prop(blessing, keys.P_FLOAT_CORRECT) / n
+        int8_acc = _prop(blessing, keys.P_INT8_CORRECT) / n
+        delta = (float_acc - int8_acc) * 100.0
     summary = {
-        "float_accuracy": blessing and _prop(blessing, keys.P_FLOAT_ACCURACY),
-        "int8_accuracy": blessing and _prop(blessing, keys.P_INT8_ACCURACY),
-        "delta_pt": blessing and _prop(blessing, keys.P_DELTA_PT),
+        "float_accuracy": float_acc,
+        "int8_accuracy": int8_acc,
+        "delta_pt": delta,
         "float_tflite_bytes": exported and _prop(exported, keys.P_FLOAT_BYTES),
         "int8_tflite_bytes": exported and _prop(exported, keys.P_INT8_BYTES),
         "blessed": bool(blessing and _prop(blessing, keys.P_BLESSED) == 1),

@@ -9,10 +9,15 @@ import numpy as np
 from quant_lib.config import EvalConfig
 
 
+def correct(scores: np.ndarray, labels: np.ndarray) -> int:
+    """Number of examples whose top-1 class equals the label."""
+    return int(np.sum(np.argmax(scores, axis=-1) == labels))
+
+
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         raise ValueError("cannot compute accuracy on zero examples")
-    return float(np.mean(np.argmax(scores, axis=-1) == labels))
+    return correct(scores, labels) / len(labels)
 
 
 def agreement(scores_a: np.ndarray, scores_b: np.ndarray) -> float:

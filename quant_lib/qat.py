@@ -44,6 +44,7 @@ def check_keras2_model(model) -> None:
 def outputs_are_probabilities(model) -> bool:
     """True when the model ends in a softmax (decides the loss's ``from_logits``)."""
     last = model.layers[-1]
+    last = getattr(last, "layer", last)  # QAT wraps layers (QuantizeWrapperV2.layer)
     if isinstance(last, tf_keras.layers.Softmax):
         return True
     act = getattr(last, "activation", None)

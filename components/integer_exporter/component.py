@@ -5,9 +5,9 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
-from components import keys
 from components.integer_exporter.executor import Executor
 from components.integer_exporter.spec import IntegerExporterSpec
+from components.utils import typed_config
 from quant_lib.config import ExportConfig
 
 
@@ -25,10 +25,7 @@ class IntegerExporter(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                  base_model: Optional[types.BaseChannel] = None,
                  config: Optional[ExportConfig] = None):
-        config = config if config is not None else ExportConfig()
-        if not isinstance(config, ExportConfig):
-            raise TypeError(f"IntegerExporter(config=...) takes a quant_lib.config.ExportConfig, "
-                            f"got {type(config).__name__}")
+        config = typed_config(config, ExportConfig, "IntegerExporter")
         spec = IntegerExporterSpec(
             model=model, examples=examples, base_model=base_model, config=config.to_json(),
             quantized_model=channel_utils.as_channel([standard_artifacts.Model()]))

@@ -5,9 +5,9 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
-from components import keys
 from components.quant_evaluator.executor import Executor
 from components.quant_evaluator.spec import QuantEvaluatorSpec
+from components.utils import typed_config
 from quant_lib.config import EvalConfig
 
 
@@ -23,10 +23,7 @@ class QuantEvaluator(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None):
-        config = config if config is not None else EvalConfig()
-        if not isinstance(config, EvalConfig):
-            raise TypeError(f"QuantEvaluator(config=...) takes a quant_lib.config.EvalConfig, "
-                            f"got {type(config).__name__}")
+        config = typed_config(config, EvalConfig, "QuantEvaluator")
         spec = QuantEvaluatorSpec(
             examples=examples, model=model, quantized_model=quantized_model,
             config=config.to_json(),

@@ -43,10 +43,12 @@ class Executor(base_executor.BaseExecutor):
         float_model = qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
         float_scores = float_model.predict(x, batch_size=cfg.batch_size, verbose=0)
         int8_scores = tflite.TFLiteClassifier(int8_bytes).predict(x, cfg.batch_size)
-        decision = metrics.decide_blessing(metrics.accuracy(float_scores, y),
-                                           metrics.accuracy(int8_scores, y), cfg)
+        n, float_correct = len(y), metrics.correct(float_scores, y)
+        int8_correct = metrics.correct(int8_scores, y)
+        decision = metrics.decide_blessing(float_correct / n, int8_correct / n, cfg)
         result = {
-            "eval_split": cfg.eval_split, "eval_examples": int(len(y)),
+            "eval_split": cfg.eval_split, "eval_examples": n,
+            "float_correct": float_correct, "int8_correct": int8_correct,
             "float_accuracy": decision.float_accuracy, "int8_accuracy": decision.int8_accuracy,
             "accuracy_delta_pt": decision.delta_pt,
             "top1_agreement": metrics.agreement(float_scores, int8_scores),
@@ -59,7 +61,9 @@ class Executor(base_executor.BaseExecutor):
             art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
             art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
             art.set_float_custom_property(keys.P_DELTA_PT, decision.delta_pt)
-            art.set_int_custom_property(keys.P_EVAL_EXAMPLES, int(len(y)))
+            art.set_int_custom_property(keys.P_EVAL_EXAMPLES, n)
+            art.set_int_custom_property(keys.P_FLOAT_CORRECT, float_correct)
+            art.set_int_custom_property(keys.P_INT8_CORRECT, int8_correct)
 
         marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
         with fileio.open(os.path.join(blessing.uri, marker), "w") as f:

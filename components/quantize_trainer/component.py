@@ -5,9 +5,9 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
-from components import keys
 from components.quantize_trainer.executor import Executor
 from components.quantize_trainer.spec import QuantizeTrainerSpec
+from components.utils import typed_config
 from quant_lib.config import QuantizationConfig
 
 
@@ -24,10 +24,7 @@ class QuantizeTrainer(base_component.BaseComponent):
     def __init__(self, examples: types.BaseChannel, base_model: types.BaseChannel,
                  config: Optional[QuantizationConfig] = None,
                  schema: Optional[types.BaseChannel] = None):
-        config = config if config is not None else QuantizationConfig()
-        if not isinstance(config, QuantizationConfig):
-            raise TypeError(f"QuantizeTrainer(config=...) takes a quant_lib.config.QuantizationConfig, "
-                            f"got {type(config).__name__}")
+        config = typed_config(config, QuantizationConfig, "QuantizeTrainer")
         spec = QuantizeTrainerSpec(
             examples=examples, base_model=base_model, schema=schema,
             config=config.to_json(),

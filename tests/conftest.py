@@ -1,0 +1,73 @@
+"""Shared fixtures: real (small) data, a trained float digits model, TFX artifacts around them."""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import quant_lib  # noqa: E402,F401
+
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """sklearn digits ingested by the pipeline's own ingestion code: <dir>/{train,eval}/*.gz."""
+    from pipelines import data
+    d = str(tmp_path_factory.mktemp("digits_data"))
+    spec = data.ingest_digits(d)
+    return d, spec
+
+
+def make_examples_artifact(root, data_dir, splits=("train", "eval")):
+    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/ directories)."""
+    from tfx.types import artifact_utils, standard_artifacts
+    ex = standard_artifacts.Examples()
+    ex.uri = str(root)
+    for s in splits:
+        os.makedirs(os.path.join(root, f"Split-{s}"), exist_ok=True)
+        for f in os.listdir(os.path.join(data_dir, s)):
+            shutil.copy(os.path.join(data_dir, s, f), os.path.join(root, f"Split-{s}", f))
+    ex.split_names = artifact_utils.encode_split_names(list(splits))
+    return ex
+
+
+@pytest.fixture(scope="session")
+def digits_examples(digits_dir, tmp_path_factory):
+    data_dir, spec = digits_dir
+    return make_examples_artifact(str(tmp_path_factory.mktemp("examples")), data_dir), spec
+
+
+@pytest.fixture(scope="session")
+def digits_arrays(digits_dir):
+    from quant_lib.data import load_arrays
+    d, spec = digits_dir
+    return load_arrays(os.path.join(d, "train"), spec), load_arrays(os.path.join(d, "eval"), spec)
+
+
+@pytest.fixture(scope="session")
+def float_model_artifact(digits_arrays, tmp_path_factory):
+    """The pipeline's CNN trained (seeded) on digits, saved as a stock Trainer would."""
+    import tf_keras as keras
+    from tfx.types import standard_artifacts
+    from tfx.utils import path_utils
+    from pipelines.modules.cnn_trainer import build_model
+    from quant_lib.config import DataSpec
+    (xt, yt), _ = digits_arrays
+    keras.utils.set_random_seed(0)
+    model = build_model(DataSpec(image_shape=(8, 8, 1)), width=16)
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    model.fit(xt, yt, batch_size=64, epochs=15, verbose=0)
+    art = standard_artifacts.Model()
+    art.uri = str(tmp_path_factory.mktemp("float_model"))
+    model.save(path_utils.serving_model_dir(art.uri), save_format="tf", include_optimizer=False)
+    return art
+
+
+@pytest.fixture(scope="session")
+def rng():
+    return np.random.RandomState(0)

@@ -1,0 +1,50 @@
+"""Component wiring: constructors validate, configs travel as one JSON exec property, and the
+pipeline connects Pusher to the int8 model and QuantEvaluator's blessing."""
+import pytest
+
+from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, keys
+from pipelines.pipeline import PipelineSettings, create_pipeline
+from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+
+SPEC = DataSpec(image_shape=(8, 8, 1))
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    s = PipelineSettings(name="wiring", output_root=str(tmp_path), data_root=str(tmp_path / "d"),
+                         data=SPEC, eval=EvalConfig(data=SPEC, max_accuracy_drop_pt=0.5))
+    return s, create_pipeline(s)
+
+
+def test_pipeline_order_and_wiring(pipeline):
+    s, p = pipeline
+    ids = [c.id for c in p.components]
+    assert ids == ["ImportExampleGen", "StatisticsGen", "SchemaGen", "Trainer", "QuantizeTrainer",
+                   "IntegerExporter", "QuantEvaluator", "Pusher"]
+    by_id = {c.id: c for c in p.components}
+    pusher = by_id["Pusher"]
+    assert pusher.inputs["model"].producer_component_id == "IntegerExporter"
+    assert pusher.inputs["model_blessing"].producer_component_id == "QuantEvaluator"
+    ev = by_id["QuantEvaluator"]
+    assert ev.inputs[keys.MODEL].producer_component_id == "Trainer"
+    assert ev.inputs[keys.QUANTIZED_MODEL].producer_component_id == "IntegerExporter"
+    assert EvalConfig.from_json(ev.exec_properties[keys.CONFIG]) == s.eval
+    assert by_id["QuantizeTrainer"].inputs[keys.BASE_MODEL].producer_component_id == "Trainer"
+
+
+def test_constructors_reject_untyped_configs():
+    from tfx.types import channel_utils, standard_artifacts
+    ex = channel_utils.as_channel([standard_artifacts.Examples()])
+    m = channel_utils.as_channel([standard_artifacts.Model()])
+    with pytest.raises(TypeError, match="QuantizationConfig"):
+        QuantizeTrainer(examples=ex, base_model=m, config={"epochs": 1})
+    with pytest.raises(TypeError, match="ExportConfig"):
+        IntegerExporter(model=m, examples=ex, config=QuantizationConfig())
+    with pytest.raises(TypeError, match="EvalConfig"):
+        QuantEvaluator(examples=ex, model=m, quantized_model=m, config=ExportConfig())
+
+
+def test_settings_reject_mismatched_data_specs(tmp_path):
+    with pytest.raises(ValueError, match="eval.data differs"):
+        PipelineSettings(name="x", output_root=str(tmp_path), data_root=str(tmp_path), data=SPEC,
+                         eval=EvalConfig())

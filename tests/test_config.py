@@ -1,0 +1,39 @@
+import pytest
+
+from quant_lib.config import ConfigError, DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+
+
+@pytest.mark.parametrize("cfg", [
+    QuantizationConfig(data=DataSpec(image_shape=(8, 8, 1)), epochs=3, learning_rate=5e-4),
+    ExportConfig(inference_input_type="uint8", representative_examples=17),
+    EvalConfig(max_accuracy_drop_pt=0.25, min_int8_accuracy=0.5, eval_split="test"),
+])
+def test_json_round_trip(cfg):
+    back = type(cfg).from_json(cfg.to_json())
+    assert back == cfg
+    assert isinstance(back.data, DataSpec) and isinstance(back.data.image_shape, tuple)
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: QuantizationConfig(epochs=0), "QuantizationConfig.epochs"),
+    (lambda: QuantizationConfig(learning_rate=2.0), "QuantizationConfig.learning_rate"),
+    (lambda: ExportConfig(inference_input_type="float32"), "ExportConfig.inference_input_type"),
+    (lambda: ExportConfig(representative_examples=0), "ExportConfig.representative_examples"),
+    (lambda: EvalConfig(max_accuracy_drop_pt=-1), "EvalConfig.max_accuracy_drop_pt"),
+    (lambda: EvalConfig(min_int8_accuracy=85), "EvalConfig.min_int8_accuracy"),
+    (lambda: DataSpec(image_shape=(28, 28)), "DataSpec.image_shape"),
+    (lambda: DataSpec(num_classes=1), "DataSpec.num_classes"),
+])
+def test_invalid_values_name_the_field(make, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        make()
+
+
+def test_unknown_field_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown field.*max_drop.*valid fields"):
+        EvalConfig.from_json('{"max_drop": 1.0}')
+
+
+def test_bad_json_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ExportConfig.from_json("{oops")

@@ -1,0 +1,145 @@
+"""Ingestion (IDX, digits, CSV) and the tf.Example reader, including its error messages."""
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipelines import data
+from quant_lib.config import DataSpec
+from quant_lib.data import DataError, load_arrays
+
+FMNIST = data.FASHION_MNIST_DIR
+
+
+def _need_fmnist():
+    if not os.path.exists(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")):
+        if os.environ.get("CI"):
+            pytest.fail(f"Fashion-MNIST missing in {FMNIST}: .ci/run must install "
+                        "dataset-fashion-mnist")
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+
+
+def test_idx_reader_on_real_fashion_mnist():
+    _need_fmnist()
+    x = data.read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz"))
+    y = data.read_idx(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz"))
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
+    assert y.shape == (10000,)
+    # The Fashion-MNIST test set is balanced: exactly 1000 images per class.
+    assert np.bincount(y).tolist() == [1000] * 10
+    assert x.max() == 255 and x.min() == 0
+
+
+def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
+    _need_fmnist()
+    with gzip.open(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")) as f:
+        raw = f.read()
+    short = tmp_path / "short-idx1-ubyte"
+    short.write_bytes(raw[:5000])
+    with pytest.raises(data.IngestionError, match="truncated"):
+        data.read_idx(str(short))
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"PK\x03\x04not idx")
+    with pytest.raises(data.IngestionError, match="not an IDX file"):
+        data.read_idx(str(junk))
+
+
+def test_fashion_mnist_ingestion_round_trip(tmp_path):
+    _need_fmnist()
+    spec = data.ingest_fashion_mnist(str(tmp_path), limit=120)
+    x, y = load_arrays(str(tmp_path / "train"), spec)
+    raw = data.read_idx(os.path.join(FMNIST, "train-images-idx3-ubyte.gz"))[:120]
+    labels = data.read_idx(os.path.join(FMNIST, "train-labels-idx1-ubyte.gz"))[:120]
+    assert x.shape == (120, 28, 28, 1)
+    np.testing.assert_allclose(x[..., 0], raw / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_digits_split_is_stratified_and_reproducible(digits_dir):
+    d, spec = digits_dir
+    xt, yt = load_arrays(os.path.join(d, "train"), spec)
+    xe, ye = load_arrays(os.path.join(d, "eval"), spec)
+    assert len(yt) + len(ye) == 1797 and xt.shape[1:] == (8, 8, 1)
+    assert 0.0 <= xt.min() and xt.max() <= 1.0
+    assert set(np.unique(ye)) == set(range(10))
+    a = data.load_digits()
+    b = data.load_digits()
+    np.testing.assert_array_equal(a[3], b[3])
+
+
+def test_existing_ingestion_is_reused(tmp_path):
+    spec = data.ingest_digits(str(tmp_path))
+    path = tmp_path / "train" / "data.tfrecord.gz"
+    mtime = path.stat().st_mtime_ns
+    assert data.ingest_digits(str(tmp_path)) == spec
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_csv_ingestion(tmp_path):
+    rng = np.random.RandomState(1)
+    rows = rng.randint(0, 256, size=(50, 16))
+    labels = rng.randint(0, 3, size=50)
+    csv = tmp_path / "train.csv"
+    with open(csv, "w") as f:
+        f.write("label," + ",".join(f"p{i}" for i in range(16)) + "\n")
+        for lab, r in zip(labels, rows):
+            f.write(f"{lab}," + ",".join(map(str, r)) + "\n")
+    spec = data.ingest_csv(str(tmp_path / "out"), str(csv))
+    assert spec.image_shape == (4, 4, 1) and spec.num_classes == 3
+    xt, yt = load_arrays(str(tmp_path / "out" / "train"), spec)
+    xe, ye = load_arrays(str(tmp_path / "out" / "eval"), spec)
+    assert len(yt) == 45 and len(ye) == 5
+    got = np.concatenate([xt, xe]).reshape(50, 16) * 255.0
+    assert sorted(map(tuple, np.round(got).astype(int))) == sorted(map(tuple, rows))
+
+
+def test_csv_without_label_column_is_explained(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(data.IngestionError, match="no 'label' column.*--label-column"):
+        data.ingest_csv(str(tmp_path / "out"), str(csv))
+
+
+def _write(path, examples):
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for ex in examples:
+            w.write(ex.SerializeToString())
+
+
+def _ex(image=None, label=None):
+    feats = {}
+    if image is not None:
+        feats["image"] = tf.train.Feature(float_list=tf.train.FloatList(value=image))
+    if label is not None:
+        feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+    return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+SPEC = DataSpec(image_shape=(2, 2, 1), num_classes=3)
+
+
+@pytest.mark.parametrize("examples, match", [
+    ([_ex([0.1] * 4)], "int64 feature 'label'"),
+    ([_ex([0.1] * 5, 1)], "exactly 4 values"),
+    ([_ex([0.1] * 4, 7)], "labels must be 0..num_classes-1"),
+    ([_ex([0.1, float("nan"), 0.2, 0.3], 1)], "NaN/Inf"),
+])
+def test_reader_errors_name_the_feature(tmp_path, examples, match):
+    _write(tmp_path / "d.tfrecord", examples)
+    with pytest.raises(DataError, match=match):
+        load_arrays(str(tmp_path / "d.tfrecord"), SPEC)
+
+
+def test_truncated_tfrecord_is_a_clear_error(tmp_path):
+    _write(tmp_path / "d.tfrecord", [_ex([0.1] * 4, 1)] * 10)
+    raw = (tmp_path / "d.tfrecord").read_bytes()
+    (tmp_path / "d.tfrecord").write_bytes(raw[:-7])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        load_arrays(str(tmp_path / "d.tfrecord"), SPEC)
+
+
+def test_no_files_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no TFRecord files"):
+        load_arrays(str(tmp_path / "nothing" / "*"), SPEC)

@@ -1,0 +1,83 @@
+"""One LocalDagRunner end-to-end run per capability, on real (small) digits data, via the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from pipelines import cli
+from quant_lib import tflite
+from quant_lib.config import DataSpec
+from quant_lib.data import load_arrays
+
+pytestmark = pytest.mark.slow
+MAX_DROP = 2.0
+NODES = {"ImportExampleGen", "StatisticsGen", "SchemaGen", "Trainer", "QuantizeTrainer",
+         "IntegerExporter", "QuantEvaluator", "Pusher"}
+
+
+def _run(root, *extra):
+    assert cli.main(["run", "--dataset", "digits", "--output-root", str(root), "--float-epochs",
+                     "10", "--qat-epochs", "2", "--max-accuracy-drop-pt", str(MAX_DROP),
+                     *extra]) == 0
+    with open(os.path.join(root, "summary.json")) as f:
+        return json.load(f)
+
+
+def _latest_run_executions(root):
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
+        os.path.join(root, "metadata.sqlite")))
+    run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    return {types[e.type_id]: e.last_known_state for e in store.get_executions_by_context(run.id)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    first = _run(root)
+    first_states = _latest_run_executions(root)
+    second = _run(root, "--min-int8-accuracy", "1.0")
+    second_states = _latest_run_executions(root)
+    return root, first, first_states, second, second_states
+
+
+def test_every_component_executed(runs):
+    _, _, states, _, _ = runs
+    assert set(states) == NODES
+    assert all(s == metadata_store_pb2.Execution.COMPLETE for s in states.values()), states
+
+
+def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(runs):
+    root, s, _, _, _ = runs
+    assert set(s) >= {"float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
+                      "int8_tflite_bytes", "blessed", "pushed_path"}
+    assert s["float_accuracy"] > 0.85, "float model did not learn digits"
+    assert s["delta_pt"] == pytest.approx((s["float_accuracy"] - s["int8_accuracy"]) * 100)
+    assert s["blessed"] == (s["delta_pt"] <= MAX_DROP)
+    assert s["blessed"], f"digits int8 model should be within {MAX_DROP} pt: {s}"
+    assert s["float_tflite_bytes"] > 2 * s["int8_tflite_bytes"] > 0
+
+    interp = tf.lite.Interpreter(model_path=s["pushed_path"])
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert os.path.getsize(s["pushed_path"]) == s["int8_tflite_bytes"]
+    x, y = load_arrays(os.path.join(root, "data", "eval"), DataSpec(image_shape=(8, 8, 1)))
+    with open(s["pushed_path"], "rb") as f:
+        scores = tflite.TFLiteClassifier(f.read()).predict(x)
+    assert float(np.mean(np.argmax(scores, -1) == y)) == s["int8_accuracy"]
+
+
+def test_impossible_threshold_pushes_nothing(runs):
+    root, first, _, s, states = runs
+    assert states["QuantEvaluator"] == metadata_store_pb2.Execution.COMPLETE
+    assert states["Trainer"] == metadata_store_pb2.Execution.CACHED  # upstream reused
+    assert s["int8_accuracy"] < 1.0
+    assert s["blessed"] is False and s["pushed_path"] is None
+    assert any("min_int8_accuracy" in r for r in s["blessing_reasons"])
+    pushed_versions = os.listdir(os.path.join(root, "serving"))
+    assert len(pushed_versions) == 1  # only the first (blessed) run's push
+    assert first["pushed_path"].startswith(os.path.join(str(root), "serving", pushed_versions[0]))

@@ -1,0 +1,166 @@
+"""Executor tests: each component's Executor().Do() on real digits artifacts (TFMOT/TFLite real)."""
+import json
+import os
+
+import numpy as np
+import pytest
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from components import keys
+from components.integer_exporter.executor import Executor as ExporterExecutor
+from components.quant_evaluator.executor import Executor as EvaluatorExecutor
+from components.quantize_trainer.executor import Executor as QuantizeExecutor
+from quant_lib import metrics, qat, tflite
+from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+
+SPEC = DataSpec(image_shape=(8, 8, 1), num_classes=10)
+
+
+def _artifact(cls, root):
+    a = cls()
+    a.uri = str(root)
+    os.makedirs(a.uri, exist_ok=True)
+    return a
+
+
+@pytest.fixture(scope="module")
+def qat_model_artifact(digits_examples, float_model_artifact, tmp_path_factory):
+    examples, _ = digits_examples
+    out = _artifact(standard_artifacts.Model, tmp_path_factory.mktemp("qat_model"))
+    cfg = QuantizationConfig(data=SPEC, epochs=2, learning_rate=1e-4, batch_size=32)
+    QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model_artifact]},
+                          {keys.MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def int8_model_artifact(digits_examples, qat_model_artifact, float_model_artifact,
+                        tmp_path_factory):
+    examples, _ = digits_examples
+    out = _artifact(standard_artifacts.Model, tmp_path_factory.mktemp("int8_model"))
+    ExporterExecutor().Do(
+        {keys.MODEL: [qat_model_artifact], keys.EXAMPLES: [examples],
+         keys.BASE_MODEL: [float_model_artifact]},
+        {keys.QUANTIZED_MODEL: [out]}, {keys.CONFIG: ExportConfig(data=SPEC).to_json()})
+    return out
+
+
+def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits_arrays):
+    out = qat_model_artifact
+    model = qat.load_model(path_utils.serving_model_path(out.uri))
+    wrapped = [layer for layer in model.layers if type(layer).__name__ == "QuantizeWrapperV2"]
+    assert len(wrapped) == out.get_int_custom_property(keys.P_QUANTIZED_LAYERS) > 5
+    assert out.get_float_custom_property(keys.P_QAT_SECONDS_PER_STEP) > 0
+    _, (xe, ye) = digits_arrays
+    acc = metrics.accuracy(model.predict(xe, verbose=0), ye)
+    assert acc > 0.85, f"QAT model accuracy {acc} on digits eval: warm start lost"
+    with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
+        report = json.load(f)
+    assert report["config"]["epochs"] == 2 and report["training"]["seconds_per_step"] > 0
+
+
+def test_quantize_trainer_missing_split_is_explained(digits_examples, float_model_artifact,
+                                                     tmp_path):
+    examples, _ = digits_examples
+    out = _artifact(standard_artifacts.Model, tmp_path / "m")
+    cfg = QuantizationConfig(data=SPEC, train_split="training")
+    with pytest.raises(ValueError, match=r"no split 'training' \(available: \['train', 'eval'\]\)"):
+        QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model_artifact]},
+                              {keys.MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    assert not os.path.exists(path_utils.serving_model_dir(out.uri))
+
+
+def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
+    out = int8_model_artifact
+    path = os.path.join(out.uri, "Format-Serving", "tflite")
+    with open(path, "rb") as f:
+        data = f.read()
+    report = tflite.validate_integer(data)  # independent re-check of what landed on disk
+    assert report.input_dtype == "int8"
+    assert out.get_int_custom_property(keys.P_INT8_BYTES) == len(data)
+    float_bytes = out.get_int_custom_property(keys.P_FLOAT_BYTES)
+    assert float_bytes == os.path.getsize(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE))
+    assert float_bytes > 2 * len(data)
+    assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
+    assert json.loads(out.get_string_custom_property(keys.P_OP_COUNTS))["CONV_2D"] >= 1
+
+
+def test_integer_exporter_uint8_io(digits_examples, qat_model_artifact, tmp_path):
+    examples, _ = digits_examples
+    out = _artifact(standard_artifacts.Model, tmp_path / "u8")
+    cfg = ExportConfig(data=SPEC, inference_input_type="uint8", inference_output_type="uint8",
+                       representative_examples=50, parity_examples=100)
+    ExporterExecutor().Do({keys.MODEL: [qat_model_artifact], keys.EXAMPLES: [examples]},
+                          {keys.QUANTIZED_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    assert out.get_string_custom_property(keys.P_INPUT_DTYPE) == "uint8"
+    assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
+
+
+def _evaluate(examples, float_model, int8_model, tmp_path, cfg):
+    blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
+    evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
+    EvaluatorExecutor().Do(
+        {keys.EXAMPLES: [examples], keys.MODEL: [float_model], keys.QUANTIZED_MODEL: [int8_model]},
+        {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]}, {keys.CONFIG: cfg.to_json()})
+    return blessing, evaluation
+
+
+def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_model_artifact,
+                                                        int8_model_artifact, digits_arrays,
+                                                        tmp_path):
+    examples, _ = digits_examples
+    cfg = EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0)
+    blessing, evaluation = _evaluate(examples, float_model_artifact, int8_model_artifact,
+                                     tmp_path, cfg)
+    # Independent reference: one example at a time through a fresh interpreter.
+    import tensorflow as tf
+    _, (xe, ye) = digits_arrays
+    interp = tf.lite.Interpreter(model_path=os.path.join(int8_model_artifact.uri, "Format-Serving",
+                                                         "tflite"))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    correct = 0
+    for x, y in zip(xe, ye):
+        q = np.clip(np.floor(x / scale + 0.5) + zp, -128, 127).astype(np.int8)  # x >= 0 here
+        interp.set_tensor(inp["index"], q[None])
+        interp.invoke()
+        correct += int(np.argmax(interp.get_tensor(outp["index"])[0]) == y)
+    assert blessing.get_int_custom_property(keys.P_INT8_CORRECT) == correct
+    assert blessing.get_int_custom_property(keys.P_EVAL_EXAMPLES) == len(ye)
+    int8_acc = blessing.get_float_custom_property(keys.P_INT8_ACCURACY)
+    assert int8_acc == pytest.approx(correct / len(ye), abs=1e-6)
+    float_acc = blessing.get_float_custom_property(keys.P_FLOAT_ACCURACY)
+    delta = blessing.get_float_custom_property(keys.P_DELTA_PT)
+    assert delta == pytest.approx((float_acc - int8_acc) * 100)
+    blessed = blessing.get_int_custom_property(keys.P_BLESSED)
+    assert blessed == int(delta <= 2.0)
+    marker = "BLESSED" if blessed else "NOT_BLESSED"
+    assert os.listdir(blessing.uri) == [marker]
+    with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
+        assert json.load(f)["int8_accuracy"] == correct / len(ye)
+
+
+def test_quant_evaluator_impossible_floor_does_not_bless(digits_examples, float_model_artifact,
+                                                        int8_model_artifact, tmp_path):
+    examples, _ = digits_examples
+    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path,
+                            EvalConfig(data=SPEC, min_int8_accuracy=1.0))
+    assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) < 1.0
+    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
+    assert os.listdir(blessing.uri) == ["NOT_BLESSED"]
+    assert "below min_int8_accuracy" in blessing.get_string_custom_property(keys.P_REASONS)
+
+
+def test_quant_evaluator_rejects_a_float_tflite(digits_examples, float_model_artifact, tmp_path):
+    examples, _ = digits_examples
+    fake = _artifact(standard_artifacts.Model, tmp_path / "float_tflite")
+    os.makedirs(os.path.join(fake.uri, "Format-Serving"))
+    with open(os.path.join(fake.uri, "Format-Serving", "tflite"), "wb") as f:
+        f.write(tflite.convert_float(qat.load_model(
+            path_utils.serving_model_path(float_model_artifact.uri))))
+    with pytest.raises(tflite.ExportValidationError, match="float32 input, not an integer model"):
+        _evaluate(examples, float_model_artifact, fake, tmp_path,
+                  EvalConfig(data=SPEC))
+    assert not os.listdir(tmp_path / "blessing")

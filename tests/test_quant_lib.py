@@ -1,0 +1,144 @@
+"""Pure quant_lib tests: input quantization, Keras-vs-TFLite parity, validation, blessing rules."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from quant_lib import metrics, qat, tflite
+from quant_lib.config import EvalConfig
+
+
+def test_quantize_input_rounds_half_away_from_zero_and_saturates():
+    scale, zp = 0.5, 0
+    x = np.array([0.25, -0.25, 0.74, 0.76, 63.5, 63.76, 1000.0, -64.0, -64.3, -1000.0])
+    q = tflite.quantize_input(x, scale, zp, np.int8)
+    assert q.dtype == np.int8
+    assert q.tolist() == [1, -1, 1, 2, 127, 127, 127, -128, -128, -128]
+    # Truncation (what TFMA's extractor does) would give 0 and 1 for the first and third.
+    assert np.trunc(x[[0, 2]] / scale).tolist() == [0.0, 1.0]
+
+
+def test_quantize_input_uint8_range_edges():
+    scale, zp = 1 / 255, 0
+    q = tflite.quantize_input(np.array([0.0, 1.0, 1.2, -0.1, 0.5 / 255]), scale, zp, np.uint8)
+    assert q.tolist() == [0, 255, 255, 0, 1]
+
+
+def _tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(4)(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def tiny_qat():
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 1, size=(256, 8, 8, 1)).astype(np.float32)
+    y = rng.randint(0, 4, size=256)
+    model = _tiny_model()
+    q = qat.quantize(model)
+    qat.compile_for_training(q, 1e-3)
+    q.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return q, x
+
+
+def test_qat_keras_and_int8_tflite_agree_within_one_step(tiny_qat):
+    q, x = tiny_qat
+    int8 = tflite.convert_int8(q, x[:64])
+    report = tflite.validate_integer(int8)
+    assert report.input_dtype == "int8" and report.output_dtype == "int8"
+    runner = tflite.TFLiteClassifier(int8)
+    got = runner.predict(x[64:])
+    want = q.predict(x[64:], verbose=0)
+    out_scale = runner._out["quantization"][0]
+    err = np.abs(got - want).max()
+    assert err <= 1.5 * out_scale, f"max error {err} vs output step {out_scale}"
+    assert metrics.agreement(got, want) >= 0.95
+
+
+def test_batched_inference_equals_one_by_one(tiny_qat):
+    q, x = tiny_qat
+    runner = tflite.TFLiteClassifier(tflite.convert_int8(q, x[:32]))
+    batched = runner.predict(x[:21], batch_size=8)
+    single = np.concatenate([runner.predict(x[i:i + 1], batch_size=1) for i in range(21)])
+    np.testing.assert_array_equal(batched, single)
+
+
+def test_validator_rejects_float_and_hybrid_models(tiny_qat):
+    q, x = tiny_qat
+    float_report = tflite.inspect_integer(tflite.convert_float(_tiny_model()))
+    assert not float_report.ok
+    assert any("float tensor" in p for p in float_report.problems)
+    assert "input dtype is float32, expected int8" in float_report.problems
+    with pytest.raises(tflite.ExportValidationError, match="not full-integer"):
+        tflite.validate_integer(tflite.convert_float(_tiny_model()))
+
+
+def test_validator_allows_quantize_only_at_requested_uint8_boundary(tiny_qat):
+    q, x = tiny_qat
+    u8 = tflite.convert_int8(q, x[:32], "uint8", "uint8")
+    report = tflite.validate_integer(u8, "uint8", "uint8")
+    assert report.op_counts.get("QUANTIZE", 0) >= 1
+    assert not tflite.inspect_integer(u8, "int8", "int8").ok
+
+
+def test_garbage_bytes_are_a_validation_error():
+    with pytest.raises(tflite.ExportValidationError, match="not a loadable TFLite model"):
+        tflite.inspect_integer(b"\x00" * 64)
+
+
+def test_empty_representative_dataset_is_rejected():
+    with pytest.raises(ValueError, match="representative dataset is empty"):
+        tflite.convert_int8(_tiny_model(), np.zeros((0, 8, 8, 1), np.float32))
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.d(x)
+
+
+def test_subclassed_model_gets_actionable_error():
+    m = _Subclassed()
+    m(np.zeros((1, 4), np.float32))
+    with pytest.raises(qat.QuantizationError, match="_Subclassed.*subclassed.*Functional API"):
+        qat.quantize(m)
+
+
+def test_keras3_model_gets_actionable_error():
+    keras3 = pytest.importorskip("keras")
+    assert keras3.__version__.startswith("3"), "the venv's standalone keras should be Keras 3"
+    m = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(qat.QuantizationError, match="Keras 3.*tf_keras.*TF_USE_LEGACY_KERAS=1"):
+        qat.quantize(m)
+
+
+@pytest.mark.parametrize("f, i, cfg, blessed, why", [
+    (0.90, 0.895, EvalConfig(max_accuracy_drop_pt=1.0), True, "within"),
+    (0.90, 0.88, EvalConfig(max_accuracy_drop_pt=1.0), False, "exceeds max_accuracy_drop_pt"),
+    (0.90, 0.91, EvalConfig(max_accuracy_drop_pt=0.0), True, "within"),
+    (0.90, 0.90, EvalConfig(min_int8_accuracy=0.95), False, "below min_int8_accuracy"),
+])
+def test_blessing_decision(f, i, cfg, blessed, why):
+    d = metrics.decide_blessing(f, i, cfg)
+    assert d.blessed is blessed
+    assert any(why in r for r in d.reasons)
+    assert d.delta_pt == pytest.approx((f - i) * 100)
+
+
+def test_softmax_head_is_detected_through_qat_wrappers():
+    m = _tiny_model()
+    probs = keras.Model(m.input, keras.layers.Softmax()(m.output))
+    assert not qat.outputs_are_probabilities(m)
+    assert qat.outputs_are_probabilities(probs)
+    assert qat.outputs_are_probabilities(qat.quantize(probs))
