@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     from pipelines.pipeline import DEFAULT_BEAM_ARGS, PipelineSettings
     from pipelines.runner import print_summary, run_local
     name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
-    root = args.output_root or os.path.join("runs", name)
+    root = os.path.abspath(args.output_root or os.path.join("runs", name))
     data_root, spec = _prepare_data(args, os.path.join(root, "data"))
     try:
         settings = PipelineSettings(

@@ -119,14 +119,21 @@ class QuantizationConfig(_JsonConfig):
         _require(bool(self.train_split), n, "train_split", "must name an Examples split")
 
 
-INPUT_TYPES = ("int8", "uint8")
+IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("int16", "float32")}
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(_JsonConfig):
-    """IntegerExporter: full-integer TFLite conversion and its post-export validation."""
+    """IntegerExporter: full-integer TFLite conversion, its post-export validation, and Edge TPU.
+
+    ``activations``: "int8" (default; int8 or uint8 I/O, or float32 I/O for an evaluation copy) or
+    "int16x8" (experimental TFLite scheme: int16 activations, int8 weights; no Edge TPU).
+    ``edgetpu``: run the static Edge TPU analyzer and, where ``edgetpu_compiler`` is found, compile.
+    ``require_edgetpu``: fail the export unless the compiler ran and succeeded.
+    """
 
     data: DataSpec = DataSpec()
+    activations: str = "int8"
     inference_input_type: str = "int8"
     inference_output_type: str = "int8"
     representative_examples: int = 200
@@ -134,13 +141,21 @@ class ExportConfig(_JsonConfig):
     parity_examples: int = 200
     parity_split: str = "eval"
     min_parity_agreement: float = 0.95
+    edgetpu: bool = True
+    edgetpu_compiler: Optional[str] = None  # None: look for edgetpu_compiler on PATH
+    edgetpu_timeout_s: float = 180.0
+    require_edgetpu: bool = False
 
     def __post_init__(self):
         n = "ExportConfig"
         _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _require(self.activations in IO_TYPES, n, "activations",
+                 f"must be one of {sorted(IO_TYPES)}, got {self.activations!r}")
+        allowed = IO_TYPES.get(self.activations, ())
         for f in ("inference_input_type", "inference_output_type"):
-            _require(getattr(self, f) in INPUT_TYPES, n, f,
-                     f"must be one of {INPUT_TYPES}, got {getattr(self, f)!r}")
+            _require(getattr(self, f) in allowed, n, f,
+                     f"must be one of {allowed} with activations={self.activations!r}, got "
+                     f"{getattr(self, f)!r}")
         _require(isinstance(self.representative_examples, int) and self.representative_examples >= 1,
                  n, "representative_examples",
                  "must be an int >= 1: full-integer conversion needs calibration data (100-500 typical)")
@@ -151,6 +166,12 @@ class ExportConfig(_JsonConfig):
                  "must be a fraction in [0, 1] of examples where Keras-QAT and TFLite top-1 agree")
         _require(bool(self.representative_split), n, "representative_split", "must name a split")
         _require(bool(self.parity_split), n, "parity_split", "must name a split")
+        _require(isinstance(self.edgetpu_timeout_s, (int, float)) and self.edgetpu_timeout_s > 0, n,
+                 "edgetpu_timeout_s", "must be > 0 seconds (the compiler's own default is 180)")
+        _require(not (self.require_edgetpu and not self.edgetpu), n, "require_edgetpu",
+                 "needs edgetpu=True")
+        _require(not (self.require_edgetpu and self.activations != "int8"), n, "require_edgetpu",
+                 "the Edge TPU runs int8 models only; use activations='int8'")
 
 
 @dataclasses.dataclass(frozen=True)

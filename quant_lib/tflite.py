@@ -14,7 +14,7 @@ import numpy as np
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-_TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
+_TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}
 
 
 class ExportValidationError(ValueError):
@@ -26,9 +26,43 @@ def convert_float(model) -> bytes:
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+def _fixed_batch_converter(model, batch: int) -> tf.lite.TFLiteConverter:
+    """A converter for ``model`` traced at a static batch size (the Edge TPU compiler rejects
+    dynamic shapes); the ``serving_default`` signature and Keras input/output names are kept.
+    Batched evaluation still works: the interpreter resizes the batch dimension."""
+    specs = [tf.TensorSpec([batch] + list(shape[1:]), tf.float32, name=name)
+             for shape, name in zip(_as_list(model.input_shape), model.input_names)]
+    out_names = list(model.output_names)
+
+    @tf.function
+    def serve(*args):
+        outs = model(list(args) if len(args) > 1 else args[0], training=False)
+        return dict(zip(out_names, _as_list(outs)))
+
+    fn = serve.get_concrete_function(*specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+
+
+def _as_list(x):
+    """Keras gives a list for multi-input/output models and a tuple/tensor for single ones."""
+    return list(x) if isinstance(x, list) else [x]
+
+
+_OPS_SETS = {
+    "int8": tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+    "int16x8": tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+}
+
+
 def convert_int8(model, representative_images: np.ndarray, input_type: str = "int8",
-                 output_type: str = "int8") -> bytes:
-    """Full-integer conversion: int8 kernels only, integer input and output tensors."""
+                 output_type: str = "int8", static_batch: Optional[int] = 1,
+                 activations: str = "int8") -> bytes:
+    """Full-integer conversion: integer kernels only, I/O of the asked types.
+
+    ``activations`` "int16x8" selects TFLite's experimental int16-activation scheme.
+    ``static_batch`` fixes the batch dimension (default 1, what the Edge TPU needs); None keeps it
+    dynamic.
+    """
     if len(representative_images) == 0:
         raise ValueError("representative dataset is empty: full-integer conversion needs at least "
                          "one example to calibrate input ranges")
@@ -38,16 +72,58 @@ def convert_int8(model, representative_images: np.ndarray, input_type: str = "in
         for x in rep:
             yield [x[None]]
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = (tf.lite.TFLiteConverter.from_keras_model(model) if static_batch is None
+            else _fixed_batch_converter(model, static_batch))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = gen
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.target_spec.supported_ops = [_OPS_SETS[activations]]
     conv.inference_input_type = _TF_TYPES[input_type]
     conv.inference_output_type = _TF_TYPES[output_type]
-    return conv.convert()
+    try:
+        return conv.convert()
+    except RuntimeError as e:
+        if activations == "int16x8" and "16x8" in str(e):
+            raise ExportValidationError(
+                f"int16x8 conversion failed ({e}): a QAT model carries 8-bit fake-quant ranges "
+                "that TFLite cannot re-quantize to 16x8; int16x8 is post-training only, so convert "
+                "the float model (IntegerExporter does this when given base_model)") from e
+        raise
+
+
+class ModelFormatError(ExportValidationError):
+    """The bytes are not a readable TFLite flatbuffer."""
+
+
+def schema_names():
+    from tensorflow.lite.python import schema_py_generated as s  # pylint: disable=g-import-not-at-top
+    ops = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    return s, ops, types
+
+
+def read_flatbuffer(model_bytes: bytes):
+    """Parses a .tflite flatbuffer in pure Python: safe on untrusted or truncated bytes, which can
+    crash the C++ interpreter outright (seen with a truncated model). Raises ModelFormatError."""
+    if not isinstance(model_bytes, (bytes, bytearray)):
+        raise ModelFormatError(f"expected bytes, got {type(model_bytes).__name__}")
+    if len(model_bytes) < 8:
+        raise ModelFormatError(f"{len(model_bytes)} bytes is too short for a TFLite model")
+    if bytes(model_bytes[4:8]) != b"TFL3":
+        raise ModelFormatError(f"file identifier is {bytes(model_bytes[4:8])!r}, not b'TFL3': "
+                               "not a TFLite flatbuffer")
+    s, _, _ = schema_names()
+    try:
+        model = s.ModelT.InitFromObj(s.Model.GetRootAsModel(bytearray(model_bytes), 0))
+    except Exception as e:  # noqa: BLE001  (flatbuffers raises struct.error, IndexError, ...)
+        raise ModelFormatError(f"malformed or truncated TFLite flatbuffer ({type(e).__name__}: "
+                               f"{e})") from e
+    if not model.subgraphs:
+        raise ModelFormatError("TFLite model has no subgraph")
+    return model
 
 
 def _interpreter(model_bytes: bytes, num_threads: int = 1) -> tf.lite.Interpreter:
+    read_flatbuffer(model_bytes)
     try:
         interp = tf.lite.Interpreter(model_content=model_bytes, num_threads=num_threads)
     except (ValueError, RuntimeError) as e:
@@ -75,32 +151,47 @@ _INT_TYPES = {np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_}
 
 def inspect_integer(model_bytes: bytes, input_type: str = "int8",
                     output_type: str = "int8") -> IntegerReport:
-    """Checks a TFLite model is full-integer: no float tensors feeding or leaving any op, no
-    DEQUANTIZE, QUANTIZE only as the requested uint8<->int8 boundary, integer I/O of the asked types,
-    and quantization parameters on every int8/uint8 activation tensor."""
+    """Checks a TFLite model is full-integer as asked.
+
+    Every op runs on integer tensors, except the boundary conversions the requested I/O types
+    imply: QUANTIZE on a graph input (uint8/float32 input), QUANTIZE on a graph output (uint8
+    output), DEQUANTIZE on a graph output (float32 output). Any other QUANTIZE/DEQUANTIZE or float
+    tensor is a problem, as are I/O dtypes other than asked and integer activation tensors without
+    quantization parameters.
+    """
     interp = _interpreter(model_bytes)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # pylint: disable=protected-access
+    graph_in = {d["index"] for d in interp.get_input_details()}
+    graph_out = {d["index"] for d in interp.get_output_details()}
     problems: List[str] = []
     counts: Dict[str, int] = {}
-    boundary_ok = "uint8" in (input_type, output_type)
     for op in ops:
         name = op["op_name"]
         counts[name] = counts.get(name, 0) + 1
-        io = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
-        floats = [tensors[i]["name"] for i in io if tensors[i]["dtype"] not in _INT_TYPES]
+        ins = [i for i in op["inputs"] if i >= 0]
+        outs = [i for i in op["outputs"] if i >= 0]
+        at_input = any(i in graph_in for i in ins)
+        at_output = any(o in graph_out for o in outs)
+        if name == "QUANTIZE":
+            if not ((at_input and input_type in ("uint8", "float32")) or
+                    (at_output and output_type == "uint8")):
+                problems.append(f"op #{op['index']} QUANTIZE inside the graph (asked "
+                                f"{input_type} in, {output_type} out)")
+            continue
         if name == "DEQUANTIZE":
-            problems.append(f"op #{op['index']} DEQUANTIZE produces float tensor(s) {floats}")
-        elif name == "QUANTIZE" and not boundary_ok:
-            problems.append(f"op #{op['index']} QUANTIZE inside an {input_type}->{output_type} graph")
-        elif floats:
+            if not (at_output and output_type == "float32"):
+                problems.append(f"op #{op['index']} DEQUANTIZE produces float tensor(s) "
+                                f"{[tensors[o]['name'] for o in outs]}")
+            continue
+        floats = [tensors[i]["name"] for i in ins + outs if tensors[i]["dtype"] not in _INT_TYPES]
+        if floats:
             problems.append(f"op #{op['index']} {name} runs on float tensor(s) {floats[:3]}")
     for t in tensors.values():
-        if t["dtype"] in (np.int8, np.uint8):
-            scales = t["quantization_parameters"]["scales"]
-            if len(scales) == 0:
-                problems.append(f"tensor {t['name']!r} is {np.dtype(t['dtype']).name} without "
-                                "quantization parameters")
+        if t["dtype"] in (np.int8, np.uint8, np.int16) and \
+                len(t["quantization_parameters"]["scales"]) == 0:
+            problems.append(f"tensor {t['name']!r} is {np.dtype(t['dtype']).name} without "
+                            "quantization parameters")
     in_dt = np.dtype(interp.get_input_details()[0]["dtype"]).name
     out_dt = np.dtype(interp.get_output_details()[0]["dtype"]).name
     if in_dt != input_type:
@@ -132,6 +223,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - zero_point) * scale
 
 
+_QUANTIZED_IO = (np.int8, np.uint8, np.int16)
+
+
 class TFLiteClassifier:
     """Batched inference over a float or integer-I/O TFLite classifier; returns float scores."""
 
@@ -157,7 +251,7 @@ class TFLiteClassifier:
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         dtype = self._in["dtype"]
-        if dtype in (np.int8, np.uint8):
+        if dtype in _QUANTIZED_IO:
             scale, zp = self._in["quantization"]
             return quantize_input(x, scale, zp, dtype)
         return x.astype(dtype)
@@ -170,7 +264,7 @@ class TFLiteClassifier:
             self._interp.set_tensor(self._in["index"], self._prepare(xb))
             self._interp.invoke()
             y = self._interp.get_tensor(self._out["index"])
-            if self._out["dtype"] in (np.int8, np.uint8):
+            if self._out["dtype"] in _QUANTIZED_IO:
                 scale, zp = self._out["quantization"]
                 y = dequantize(y, scale, zp)
             outs.append(np.asarray(y, dtype=np.float32))

@@ -17,7 +17,11 @@ def test_json_round_trip(cfg):
 @pytest.mark.parametrize("make, field", [
     (lambda: QuantizationConfig(epochs=0), "QuantizationConfig.epochs"),
     (lambda: QuantizationConfig(learning_rate=2.0), "QuantizationConfig.learning_rate"),
-    (lambda: ExportConfig(inference_input_type="float32"), "ExportConfig.inference_input_type"),
+    (lambda: ExportConfig(inference_input_type="float16"), "ExportConfig.inference_input_type"),
+    (lambda: ExportConfig(activations="int16x8"), "ExportConfig.inference_input_type"),
+    (lambda: ExportConfig(activations="int4"), "ExportConfig.activations"),
+    (lambda: ExportConfig(edgetpu_timeout_s=0), "ExportConfig.edgetpu_timeout_s"),
+    (lambda: ExportConfig(require_edgetpu=True, edgetpu=False), "ExportConfig.require_edgetpu"),
     (lambda: ExportConfig(representative_examples=0), "ExportConfig.representative_examples"),
     (lambda: EvalConfig(max_accuracy_drop_pt=-1), "EvalConfig.max_accuracy_drop_pt"),
     (lambda: EvalConfig(min_int8_accuracy=85), "EvalConfig.min_int8_accuracy"),

@@ -89,9 +89,13 @@ def test_validator_allows_quantize_only_at_requested_uint8_boundary(tiny_qat):
     assert not tflite.inspect_integer(u8, "int8", "int8").ok
 
 
-def test_garbage_bytes_are_a_validation_error():
-    with pytest.raises(tflite.ExportValidationError, match="not a loadable TFLite model"):
+def test_garbage_and_truncated_bytes_are_validation_errors_not_crashes(tiny_qat):
+    with pytest.raises(tflite.ExportValidationError, match="not a TFLite flatbuffer"):
         tflite.inspect_integer(b"\x00" * 64)
+    good = tflite.convert_int8(tiny_qat[0], tiny_qat[1][:16])
+    # A truncated model crashes the C++ interpreter outright; it must be refused before that.
+    with pytest.raises(tflite.ExportValidationError, match="malformed or truncated"):
+        tflite.TFLiteClassifier(good[:len(good) - 100])
 
 
 def test_empty_representative_dataset_is_rejected():
@@ -142,3 +146,44 @@ def test_softmax_head_is_detected_through_qat_wrappers():
     assert not qat.outputs_are_probabilities(m)
     assert qat.outputs_are_probabilities(probs)
     assert qat.outputs_are_probabilities(qat.quantize(probs))
+
+
+def test_op_without_int8_kernel_fails_validation_naming_it():
+    # The converter silently keeps ELU in float (DEQUANTIZE -> ELU -> QUANTIZE) even with
+    # TFLITE_BUILTINS_INT8; the validator must catch and name it.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = keras.layers.ELU()(x)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    rep = np.random.RandomState(0).uniform(0, 1, (32, 8, 8, 1)).astype(np.float32)
+    model = tflite.convert_int8(keras.Model(inp, out), rep)
+    with pytest.raises(tflite.ExportValidationError) as e:
+        tflite.validate_integer(model)
+    msg = str(e.value)
+    assert "ELU runs on float tensor" in msg and "DEQUANTIZE" in msg
+    assert "QUANTIZE inside the graph" in msg
+
+
+def test_float32_io_eval_copy_allows_only_boundary_conversions(tiny_qat):
+    q, x = tiny_qat
+    f_io = tflite.convert_int8(q, x[:32], "float32", "float32")
+    report = tflite.validate_integer(f_io, "float32", "float32")
+    assert report.op_counts["QUANTIZE"] == 1 and report.op_counts["DEQUANTIZE"] == 1
+    np.testing.assert_allclose(tflite.TFLiteClassifier(f_io).predict(x[:50]),
+                               tflite.TFLiteClassifier(tflite.convert_int8(q, x[:32])).predict(
+                                   x[:50]), atol=1e-6)
+
+
+def test_int16x8_scheme_converts_float_models_and_explains_qat(tiny_qat):
+    q, x = tiny_qat
+    float_model = _tiny_model()
+    m16 = tflite.convert_int8(float_model, x[:32], "int16", "int16", activations="int16x8")
+    report = tflite.validate_integer(m16, "int16", "int16")
+    assert report.input_dtype == "int16"
+    got = tflite.TFLiteClassifier(m16).predict(x[64:128])
+    want = float_model.predict(x[64:128], verbose=0)
+    assert np.abs(got - want).max() < 0.05 * (want.max() - want.min())
+    assert metrics.agreement(got, want) >= 0.9
+    with pytest.raises(tflite.ExportValidationError, match="(?s)int16x8.*8-bit fake-quant.*float model"):
+        tflite.convert_int8(q, x[:32], "int16", "int16", activations="int16x8")

@@ -33,7 +33,7 @@ class Executor(base_executor.BaseExecutor):
         with fileio.open(tflite_path, "rb") as f:
             int8_bytes = f.read()
         report = tflite.inspect_integer(int8_bytes, "int8", "int8")
-        if report.input_dtype not in ("int8", "uint8"):
+        if report.input_dtype not in ("int8", "uint8", "int16"):
             raise tflite.ExportValidationError(
                 f"quantized_model {tflite_path} takes {report.input_dtype} input, not an integer "
                 "model: export it with IntegerExporter (full-integer) before evaluating")
