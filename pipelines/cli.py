@@ -51,7 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
     r.add_argument("--beam-arg", action="append", default=None,
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory)")
+    a = sub.add_parser("edgetpu-analyze", help="predict which ops of a .tflite map to the Edge TPU")
+    a.add_argument("model", help="path to a .tflite file (e.g. <artifact>/Format-Serving/tflite)")
+    a.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    lg = sub.add_parser("edgetpu-log", help="parse edgetpu_compiler output (stdout or .log file)")
+    lg.add_argument("log", help="path to the captured compiler output")
     return p
+
+
+def cmd_edgetpu_analyze(args) -> int:
+    import json
+    from quant_lib import edgetpu
+    with open(args.model, "rb") as f:
+        data = f.read()
+    try:
+        pred = edgetpu.analyze(data)
+    except edgetpu.AnalyzerError as e:
+        print(f"error: {args.model}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(pred.to_dict(), indent=2) if args.json else pred.to_markdown())
+    return 0
+
+
+def cmd_edgetpu_log(args) -> int:
+    import json
+    from quant_lib import edgetpu_log
+    with open(args.log, encoding="utf-8", errors="replace") as f:
+        print(json.dumps(edgetpu_log.parse(f.read()).to_dict(), indent=2))
+    return 0
 
 
 def _prepare_data(args, data_root: str):
@@ -97,7 +124,8 @@ def cmd_run(args) -> int:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return {"run": cmd_run}[args.command](args)
+    return {"run": cmd_run, "edgetpu-analyze": cmd_edgetpu_analyze,
+            "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,20 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "int8_tflite_bytes": exported and _prop(exported, keys.P_INT8_BYTES),
         "blessed": bool(blessing and _prop(blessing, keys.P_BLESSED) == 1),
         "pushed_path": pushed_path,
+        "size_ratio_float_over_int8": (
+            _prop(exported, keys.P_FLOAT_BYTES) / _prop(exported, keys.P_INT8_BYTES)
+            if exported and _prop(exported, keys.P_FLOAT_BYTES) else None),
+        "parity_top1_agreement": exported and _prop(exported, keys.P_PARITY_AGREEMENT),
+        "parity_max_abs_error": exported and _prop(exported, keys.P_PARITY_MAX_ABS_ERR),
+        "edgetpu": exported and {
+            "predicted_ops_on_tpu": _prop(exported, keys.P_ETPU_PRED_TPU),
+            "predicted_ops_on_cpu": _prop(exported, keys.P_ETPU_PRED_CPU),
+            "predicted_first_unmapped": _prop(exported, keys.P_ETPU_FIRST_UNMAPPED),
+            "compiler_status": _prop(exported, keys.P_ETPU_STATUS),
+            "compiler_message": _prop(exported, keys.P_ETPU_MESSAGE),
+            "ops_on_tpu": _prop(exported, keys.P_ETPU_OPS_TPU),
+            "ops_on_cpu": _prop(exported, keys.P_ETPU_OPS_CPU),
+        },
         "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
         "artifacts": {
@@ -97,6 +111,16 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  int8 TFLite    : {size(s['int8_tflite_bytes'])} {ratio}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
+    if s.get("parity_top1_agreement") is not None:
+        lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite top-1 agreement "
+                         f"{100 * s['parity_top1_agreement']:.2f}%, max |error| "
+                         f"{s['parity_max_abs_error']:.4f}")
+    e = s.get("edgetpu") or {}
+    if e.get("predicted_ops_on_tpu") is not None:
+        total = e["predicted_ops_on_tpu"] + e["predicted_ops_on_cpu"]
+        where = e["predicted_first_unmapped"] or "no split"
+        lines.insert(-1, f"  Edge TPU       : predicted {e['predicted_ops_on_tpu']}/{total} ops on "
+                         f"TPU ({where}); compiler {e['compiler_status']}")
     lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
     lines.append("=" * 64)
