@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T", bound="_JsonConfig")
@@ -91,21 +92,58 @@ class DataSpec(_JsonConfig):
         return h * w * c
 
 
+SCHEMES = ("default_8bit", "n_bit")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizationConfig(_JsonConfig):
-    """QuantizeTrainer: QAT fine-tuning of a float model with TFMOT's default 8-bit scheme."""
+    """QuantizeTrainer: which layers to quantize, how, and the QAT fine-tuning.
+
+    ``scheme``: "default_8bit" (TFMOT's default; int8 TFLite/Edge TPU) or "n_bit" (TFMOT's
+    experimental scheme with ``weight_bits``/``activation_bits`` in 2..8; for accuracy studies — the
+    TFLite export is still int8). ``per_tensor``: one weight scale per tensor instead of per output
+    channel. ``keep_float_names`` / ``keep_float_regex`` / ``keep_float_types``: layers (by exact name,
+    name regex, class name) left in float. ``strict``: fail on the first layer the scheme cannot
+    quantize instead of leaving it float. ``distribution``: tf.distribute strategy for QAT.
+    """
 
     data: DataSpec = DataSpec()
+    scheme: str = "default_8bit"
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_tensor: bool = False
+    keep_float_names: Tuple[str, ...] = ()
+    keep_float_regex: Tuple[str, ...] = ()
+    keep_float_types: Tuple[str, ...] = ()
+    strict: bool = False
     epochs: int = 1
     steps_per_epoch: Optional[int] = None  # None: one pass over the train split
     batch_size: int = 64
     learning_rate: float = 1e-4
     train_split: str = "train"
+    distribution: str = "none"
     seed: int = 0
 
     def __post_init__(self):
         n = "QuantizationConfig"
         _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _require(self.scheme in SCHEMES, n, "scheme", f"must be one of {SCHEMES}, got {self.scheme!r}")
+        for f in ("weight_bits", "activation_bits"):
+            v = getattr(self, f)
+            _require(isinstance(v, int) and 2 <= v <= 8, n, f, f"must be an int in 2..8, got {v!r}")
+            _require(self.scheme == "n_bit" or v == 8, n, f,
+                     f"is {v} but scheme='default_8bit' is 8-bit; set scheme='n_bit' for other widths")
+        for f in ("keep_float_names", "keep_float_regex", "keep_float_types"):
+            v = tuple(getattr(self, f))
+            _require(all(isinstance(x, str) and x for x in v), n, f,
+                     "must be a list of non-empty strings")
+            object.__setattr__(self, f, v)
+        for pattern in self.keep_float_regex:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"{n}.keep_float_regex: {pattern!r} is not a valid regex ({e})")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, n, "epochs",
                  f"must be an int >= 1 (QAT needs at least one epoch), got {self.epochs!r}")
         _require(self.steps_per_epoch is None or
@@ -117,6 +155,8 @@ class QuantizationConfig(_JsonConfig):
                  "learning_rate", f"must be in (0, 1); QAT fine-tuning typically uses 1e-4 to 1e-3, "
                  f"got {self.learning_rate!r}")
         _require(bool(self.train_split), n, "train_split", "must name an Examples split")
+        _require(self.distribution in DISTRIBUTIONS, n, "distribution",
+                 f"must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
 
 
 IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("int16", "float32")}

@@ -1,9 +1,11 @@
 """Quantization-aware training with TFMOT on tf_keras (Keras 2) models."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
-from typing import Optional
+from typing import Callable, List, Optional
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
@@ -51,11 +53,143 @@ def outputs_are_probabilities(model) -> bool:
     return act is not None and getattr(act, "__name__", "") == "softmax"
 
 
-def quantize(model) -> tf_keras.Model:
-    """Annotates and wraps the whole model with TFMOT's default 8-bit QAT scheme."""
+# Layer policies as data (TFMOT registry style). Classes the scheme's registry supports are
+# quantized; these are decided here instead:
+_STRUCTURAL = {"InputLayer": "graph input"}
+# BatchNormalization is folded into the preceding layer by TFMOT's layout transforms; it has no
+# quantize config of its own, so a BN that follows anything else stays float.
+_FOLDABLE = {"BatchNormalization": ("Conv2D", "DepthwiseConv2D", "Dense")}
+
+QUANTIZE, FOLD, FLOAT, INPUT = "quantized", "folded", "float", "input"
+
+
+@dataclasses.dataclass
+class LayerDecision:
+    name: str
+    cls: str
+    decision: str  # quantized | folded | float | input
+    reason: str
+
+
+def build_scheme(cfg: QuantizationConfig):
+    if cfg.scheme == "n_bit":
+        from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import default_n_bit_quantize_scheme as nbit  # noqa: E501  pylint: disable=line-too-long
+        return nbit.DefaultNBitQuantizeScheme(disable_per_axis=cfg.per_tensor,
+                                              num_bits_weight=cfg.weight_bits,
+                                              num_bits_activation=cfg.activation_bits)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_scheme as d8  # noqa: E501  pylint: disable=line-too-long
+    return d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor)
+
+
+def _inbound_classes(layer) -> List[str]:
+    out = []
+    for node in layer._inbound_nodes:  # pylint: disable=protected-access
+        for inbound in tf.nest.flatten(node.inbound_layers):
+            out.append(type(inbound).__name__)
+    return out
+
+
+def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]:
+    """Decides, per layer, quantize / fold / keep float, with the reason (the per-layer report)."""
+    decisions = []
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls in _STRUCTURAL:
+            decisions.append(LayerDecision(layer.name, cls, INPUT, _STRUCTURAL[cls]))
+        elif layer.name in cfg.keep_float_names:
+            decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_names"))
+        elif any(re.search(p, layer.name) for p in cfg.keep_float_regex):
+            decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_regex"))
+        elif cls in cfg.keep_float_types:
+            decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_types"))
+        elif cls in _FOLDABLE:
+            inbound = _inbound_classes(layer)
+            if len(inbound) == 1 and inbound[0] in _FOLDABLE[cls]:
+                decisions.append(LayerDecision(layer.name, cls, FOLD, f"folded into {inbound[0]}"))
+            else:
+                decisions.append(LayerDecision(layer.name, cls, FLOAT, f"{cls} after {inbound} has "
+                                               "no layer to fold into"))
+        elif registry.supports(layer):
+            decisions.append(LayerDecision(layer.name, cls, QUANTIZE, f"{cfg.scheme} registry"))
+        else:
+            decisions.append(LayerDecision(layer.name, cls, FLOAT,
+                                           f"not supported by the {cfg.scheme} scheme"))
+    return decisions
+
+
+def flatten_nested(model):
+    """Inlines nested Functional/Sequential sub-models (the transfer-learning pattern
+    ``Sequential([backbone, head])``) so TFMOT sees one flat graph. Layers are reused, so weights
+    carry over. TFMOT itself rejects nested models (TFMOT issue #957)."""
+    if not any(isinstance(layer, tf_keras.Model) for layer in model.layers):
+        return model
+    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    outputs = _replay(model, inputs)
+    return tf_keras.Model(inputs, outputs, name=model.name)
+
+
+def _replay(model, inputs):
+    """Re-runs a graph model's nodes on ``inputs``, recursing into nested graph models."""
+    if not getattr(model, "_is_graph_network", False):
+        raise QuantizationError(
+            f"nested model {model.name!r} ({type(model).__name__}) is subclassed; only "
+            "Functional/Sequential sub-models can be flattened for QAT")
+    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            if node.is_input:
+                continue
+            if any(i not in tensors for i in node.flat_input_ids):
+                continue
+            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
+            layer = node.layer
+            if isinstance(layer, tf_keras.Model):
+                outs = _replay(layer, tf.nest.flatten(args))
+            else:
+                outs = layer(*args, **kwargs)
+            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
+                tensors[i] = y
+    outs = [tensors[str(id(x))] for x in model.outputs]
+    return outs if len(outs) > 1 else outs[0]
+
+
+def quantize(model, cfg: Optional[QuantizationConfig] = None) -> tf_keras.Model:
+    """The QAT model (see quantize_with_report)."""
+    return quantize_with_report(model, cfg)[0]
+
+
+def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
+    """Annotates the layers the scheme supports (per the plan) and applies QAT wrappers.
+
+    Returns (qat_model, decisions). Non-strict: unsupported layers stay float and are reported;
+    strict: the first one raises QuantizationError naming it.
+    """
+    cfg = cfg or QuantizationConfig()
     check_keras2_model(model)
+    model = flatten_nested(model)
+    scheme = build_scheme(cfg)
+    decisions = plan_layers(model, cfg, scheme.get_quantize_registry())
+    unsupported = [d for d in decisions if d.decision == FLOAT and d.reason.startswith("not supp")]
+    if cfg.strict and unsupported:
+        d = unsupported[0]
+        raise QuantizationError(
+            f"layer {d.name!r} ({d.cls}) is {d.reason} and QuantizationConfig.strict=True; replace "
+            f"it, keep it float explicitly (keep_float_names=[{d.name!r}]), or set strict=False"
+            + (f" ({len(unsupported) - 1} more unsupported)" if len(unsupported) > 1 else ""))
+    annotate = {d.name for d in decisions if d.decision in (QUANTIZE, FOLD)}
+    if not annotate:
+        raise QuantizationError(f"no layer of model {model.name!r} can be quantized with the "
+                                f"{cfg.scheme} scheme: {[(d.name, d.reason) for d in decisions]}")
+    qk = tfmot.quantization.keras
+
+    def annotate_fn(layer):
+        return qk.quantize_annotate_layer(layer) if layer.name in annotate else layer
+
     try:
-        return tfmot.quantization.keras.quantize_model(model)
+        annotated = tf_keras.models.clone_model(model, clone_function=annotate_fn)
+        with qk.quantize_scope():
+            return qk.quantize_apply(annotated, scheme), decisions
     except (RuntimeError, ValueError) as e:
         raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {e}") from e
 
@@ -92,6 +226,37 @@ class _Progress(tf_keras.callbacks.Callback):
                  logs.get("loss", float("nan")), logs.get("accuracy", float("nan")))
 
 
+def make_strategy(name: str):
+    """tf.distribute strategy for QAT. MultiWorkerMirroredStrategy reads the cluster from
+    TF_CONFIG (each worker runs the same code)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:
+            raise QuantizationError(
+                f"MultiWorkerMirroredStrategy could not start ({e}): it must be created before "
+                "TensorFlow runs anything in the process, so run QuantizeTrainer with "
+                "distribution='multi_worker_mirrored' in a fresh process per worker (one container "
+                "per worker on Kubeflow/Vertex, with TF_CONFIG set), not inside a LocalDagRunner "
+                "process that already ran other TensorFlow steps") from e
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process a non-chief worker."""
+    import json
+    import os
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and task.get("index") == 0 and "chief" not in cluster
+
+
 def fine_tune(qat_model, train_ds: tf.data.Dataset, cfg: QuantizationConfig,
               steps_per_epoch: Optional[int] = None) -> dict:
     """QAT fine-tuning; returns training stats (final loss/accuracy, seconds per step)."""
@@ -107,8 +272,35 @@ def fine_tune(qat_model, train_ds: tf.data.Dataset, cfg: QuantizationConfig,
     }
 
 
+def run_qat(load_float_model: Callable[[], "tf_keras.Model"],
+            make_train_ds: Callable[[], tf.data.Dataset], cfg: QuantizationConfig):
+    """Loads, quantizes and fine-tunes under ``cfg.distribution``'s strategy. The strategy is
+    created first (multi-worker collectives must be configured before TensorFlow runs anything),
+    hence the factories.
+
+    Returns (qat_model, layer decisions, training stats)."""
+    strategy = make_strategy(cfg.distribution)
+    train_ds = make_train_ds()
+    options = tf.data.Options()
+    # ExampleGen may write fewer files than there are workers: shard by element, not by file.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = train_ds.with_options(options)
+    with strategy.scope():
+        qat_model, decisions = quantize_with_report(load_float_model(), cfg)
+        stats = fine_tune(qat_model, train_ds, cfg, cfg.steps_per_epoch)
+    stats["replicas"] = int(strategy.num_replicas_in_sync)
+    stats["strategy"] = type(strategy).__name__
+    return qat_model, decisions, stats
+
+
 def save_model(model, path: str) -> None:
-    """Saves a Keras SavedModel (TF format) usable by TFX Pusher/TF Serving and reloadable here."""
+    """Saves a Keras SavedModel (TF format) usable by TFX Pusher/TF Serving and reloadable here.
+
+    Under MultiWorkerMirroredStrategy every worker must take part in saving; non-chief workers
+    write to a throw-away directory."""
+    if not is_chief():
+        import tempfile
+        path = tempfile.mkdtemp(prefix="qat_worker_save_")
     model.save(path, save_format="tf", include_optimizer=False)
 
 

@@ -56,12 +56,12 @@ _OPS_SETS = {
 
 def convert_int8(model, representative_images: np.ndarray, input_type: str = "int8",
                  output_type: str = "int8", static_batch: Optional[int] = 1,
-                 activations: str = "int8") -> bytes:
+                 activations: str = "int8", per_channel: bool = True) -> bytes:
     """Full-integer conversion: integer kernels only, I/O of the asked types.
 
     ``activations`` "int16x8" selects TFLite's experimental int16-activation scheme.
     ``static_batch`` fixes the batch dimension (default 1, what the Edge TPU needs); None keeps it
-    dynamic.
+    dynamic. ``per_channel=False`` emits one weight scale per tensor (match a per-tensor QAT model).
     """
     if len(representative_images) == 0:
         raise ValueError("representative dataset is empty: full-integer conversion needs at least "
@@ -79,6 +79,7 @@ def convert_int8(model, representative_images: np.ndarray, input_type: str = "in
     conv.target_spec.supported_ops = [_OPS_SETS[activations]]
     conv.inference_input_type = _TF_TYPES[input_type]
     conv.inference_output_type = _TF_TYPES[output_type]
+    conv._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
     try:
         return conv.convert()
     except RuntimeError as e:

@@ -51,7 +51,11 @@ def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits
     out = qat_model_artifact
     model = qat.load_model(path_utils.serving_model_path(out.uri))
     wrapped = [layer for layer in model.layers if type(layer).__name__ == "QuantizeWrapperV2"]
-    assert len(wrapped) == out.get_int_custom_property(keys.P_QUANTIZED_LAYERS) > 5
+    assert len(wrapped) == (out.get_int_custom_property(keys.P_QUANTIZED_LAYERS) +
+                            out.get_int_custom_property(keys.P_FOLDED_LAYERS))
+    assert out.get_int_custom_property(keys.P_FOLDED_LAYERS) == 9  # one BN per conv in the CNN
+    assert out.get_int_custom_property(keys.P_FLOAT_LAYERS) == 0
+    assert out.get_string_custom_property(keys.P_FLOAT_LAYER_NAMES) == "[]"
     assert out.get_float_custom_property(keys.P_QAT_SECONDS_PER_STEP) > 0
     _, (xe, ye) = digits_arrays
     acc = metrics.accuracy(model.predict(xe, verbose=0), ye)
@@ -59,6 +63,8 @@ def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits
     with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
         report = json.load(f)
     assert report["config"]["epochs"] == 2 and report["training"]["seconds_per_step"] > 0
+    assert report["counts"]["folded"] == 9 and report["training"]["replicas"] == 1
+    assert {r["decision"] for r in report["layers"]} == {"input", "quantized", "folded"}
 
 
 def test_quantize_trainer_missing_split_is_explained(digits_examples, float_model_artifact,

@@ -107,6 +107,8 @@ class Executor(base_executor.BaseExecutor):
             qat_model = qat.load_model(serving_model_dir(single(input_dict, keys.BASE_MODEL)))
         else:
             qat_model = qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
+        # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
+        per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
         rep_x, _ = load_arrays(split_uri(examples, cfg.representative_split), cfg.data,
                                limit=cfg.representative_examples)
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
@@ -115,7 +117,7 @@ class Executor(base_executor.BaseExecutor):
         int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
         _write_bytes(int8_path, tflite.convert_int8(
             qat_model, rep_x, cfg.inference_input_type, cfg.inference_output_type,
-            activations=cfg.activations))
+            activations=cfg.activations, per_channel=per_channel))
 
         # Post-check what is on disk, not what we meant to write.
         int8_bytes = _read_bytes(int8_path)
