@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--float-epochs", type=int, default=5)
     r.add_argument("--qat-epochs", type=int, default=1)
     r.add_argument("--qat-learning-rate", type=float, default=1e-4)
+    r.add_argument("--qat-scheme", choices=("default_8bit", "n_bit"), default="default_8bit")
+    r.add_argument("--weight-bits", type=int, default=8, help="n_bit scheme only")
+    r.add_argument("--activation-bits", type=int, default=8, help="n_bit scheme only")
+    r.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor")
+    r.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
+                   help="layer name to leave in float (repeatable)")
+    r.add_argument("--keep-float-regex", action="append", default=[], metavar="REGEX")
+    r.add_argument("--keep-float-type", action="append", default=[], metavar="CLASS")
+    r.add_argument("--strict", action="store_true",
+                   help="fail on a layer the scheme cannot quantize instead of keeping it float")
     r.add_argument("--width", type=int, default=32, help="channels of the CNN's first conv")
     r.add_argument("--max-accuracy-drop-pt", type=float, default=1.0,
                    help="bless only if int8 accuracy is at most this many points below float")
@@ -106,8 +116,13 @@ def cmd_run(args) -> int:
         settings = PipelineSettings(
             name=f"tfx-qat-{name.replace('_', '-')}", output_root=root, data_root=data_root,
             data=spec, float_epochs=args.float_epochs, width=args.width,
-            qat=QuantizationConfig(data=spec, epochs=args.qat_epochs,
-                                   learning_rate=args.qat_learning_rate),
+            qat=QuantizationConfig(
+                data=spec, epochs=args.qat_epochs, learning_rate=args.qat_learning_rate,
+                scheme=args.qat_scheme, weight_bits=args.weight_bits,
+                activation_bits=args.activation_bits, per_tensor=args.per_tensor,
+                keep_float_names=tuple(args.keep_float),
+                keep_float_regex=tuple(args.keep_float_regex),
+                keep_float_types=tuple(args.keep_float_type), strict=args.strict),
             export=ExportConfig(data=spec),
             eval=EvalConfig(data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
                             min_int8_accuracy=args.min_int8_accuracy),

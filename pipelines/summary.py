@@ -7,9 +7,11 @@ from typing import Any, Dict, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components import keys
+from pipelines.modules.cnn_trainer import TRAINING_STATS_FILE
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
@@ -44,12 +46,25 @@ def latest_run_outputs(metadata_path: str, pipeline_name: str) -> Dict[str, list
     return out
 
 
+def _float_training_stats(model_runs) -> Dict[str, Any]:
+    """Float-training facts the Trainer module wrote to its ModelRun artifact, if any."""
+    for run in model_runs:
+        path = os.path.join(run.uri, TRAINING_STATS_FILE)
+        if fileio.exists(path):
+            with fileio.open(path) as f:
+                return json.loads(f.read())
+    return {}
+
+
 def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
     arts = latest_run_outputs(metadata_path, pipeline_name)
     blessing = (arts.get("ModelBlessing") or [None])[-1]
     exported = next((a for a in arts.get("Model", []) if keys.P_INT8_BYTES in a.custom_properties),
                     None)
     pushed = (arts.get("PushedModel") or [None])[-1]
+    qat_model = next((a for a in arts.get("Model", [])
+                      if keys.P_QAT_SECONDS_PER_STEP in a.custom_properties), None)
+    float_stats = _float_training_stats(arts.get("ModelRun", []))
     pushed_path: Optional[str] = None
     if pushed is not None and _prop(pushed, "pushed") == 1:
         pushed_path = os.path.join(_prop(pushed, "pushed_destination"), keys.TFLITE_FILE)
@@ -80,6 +95,15 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
             "compiler_message": _prop(exported, keys.P_ETPU_MESSAGE),
             "ops_on_tpu": _prop(exported, keys.P_ETPU_OPS_TPU),
             "ops_on_cpu": _prop(exported, keys.P_ETPU_OPS_CPU),
+        },
+        "qat": qat_model and {
+            "quantized_layers": _prop(qat_model, keys.P_QUANTIZED_LAYERS),
+            "folded_layers": _prop(qat_model, keys.P_FOLDED_LAYERS),
+            "float_layers": _prop(qat_model, keys.P_FLOAT_LAYERS),
+            "float_layer_names": json.loads(_prop(qat_model, keys.P_FLOAT_LAYER_NAMES) or "[]"),
+            "qat_seconds_per_step": _prop(qat_model, keys.P_QAT_SECONDS_PER_STEP),
+            "float_seconds_per_step": float_stats.get("seconds_per_step"),
+            "report": os.path.join(qat_model.uri, keys.QAT_REPORT_FILE),
         },
         "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
@@ -121,6 +145,15 @@ def format_summary(s: Dict[str, Any]) -> str:
         where = e["predicted_first_unmapped"] or "no split"
         lines.insert(-1, f"  Edge TPU       : predicted {e['predicted_ops_on_tpu']}/{total} ops on "
                          f"TPU ({where}); compiler {e['compiler_status']}")
+    q = s.get("qat") or {}
+    if q.get("quantized_layers") is not None:
+        ratio = ""
+        if q.get("float_seconds_per_step"):
+            ratio = (f"; step time QAT {1000 * q['qat_seconds_per_step']:.1f} ms vs float "
+                     f"{1000 * q['float_seconds_per_step']:.1f} ms "
+                     f"({q['qat_seconds_per_step'] / q['float_seconds_per_step']:.2f}x)")
+        lines.insert(-1, f"  QAT layers     : {q['quantized_layers']} quantized, "
+                         f"{q['folded_layers']} BN folded, {q['float_layers']} float{ratio}")
     lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
     lines.append("=" * 64)

@@ -202,28 +202,40 @@ def compile_for_training(model, learning_rate: float) -> None:
         metrics=["accuracy"])
 
 
-class _Progress(tf_keras.callbacks.Callback):
-    """One log line per epoch with wall time and step time (QAT runs unattended in pipelines)."""
+class StepTimer(tf_keras.callbacks.Callback):
+    """Logs each epoch and measures steady-state seconds per training step: the first
+    ``warmup`` steps (graph tracing, pipeline warm-up) of each epoch are excluded, so float and QAT
+    step times are comparable whatever their epoch counts."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, warmup: int = 20):
         super().__init__()
-        self.tag = tag
-        self.step_times = []
+        self.tag, self.warmup = tag, warmup
+        self.steady = []  # (steps, seconds) per epoch after warm-up
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+        self._t0 = self._tw = time.perf_counter()
         self._steps = 0
+        steps = (self.params or {}).get("steps")
+        self._warm = min(self.warmup, max(1, steps // 4)) if steps else self.warmup
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
+        if self._steps == self._warm:
+            self._tw = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        dt = time.perf_counter() - self._t0
-        self.step_times.append(dt / max(self._steps, 1))
+        now = time.perf_counter()
+        if self._steps > self._warm:
+            self.steady.append((self._steps - self._warm, now - self._tw))
         logs = logs or {}
         log.info("[%s] epoch %d: %d steps in %.1fs (%.1f ms/step) loss=%.4f acc=%.4f", self.tag,
-                 epoch + 1, self._steps, dt, 1000 * dt / max(self._steps, 1),
+                 epoch + 1, self._steps, now - self._t0, 1000 * (now - self._t0) / max(self._steps, 1),
                  logs.get("loss", float("nan")), logs.get("accuracy", float("nan")))
+
+    @property
+    def seconds_per_step(self) -> float:
+        steps = sum(n for n, _ in self.steady)
+        return sum(t for _, t in self.steady) / steps if steps else float("nan")
 
 
 def make_strategy(name: str):
@@ -262,13 +274,14 @@ def fine_tune(qat_model, train_ds: tf.data.Dataset, cfg: QuantizationConfig,
     """QAT fine-tuning; returns training stats (final loss/accuracy, seconds per step)."""
     tf_keras.utils.set_random_seed(cfg.seed)
     compile_for_training(qat_model, cfg.learning_rate)
-    progress = _Progress("QAT")
+    timer = StepTimer("QAT")
     hist = qat_model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-                         callbacks=[progress], verbose=0)
+                         callbacks=[timer], verbose=0)
     return {
         "final_loss": float(hist.history["loss"][-1]),
         "final_train_accuracy": float(hist.history["accuracy"][-1]),
-        "seconds_per_step": float(sum(progress.step_times) / len(progress.step_times)),
+        "seconds_per_step": timer.seconds_per_step,
+        "batch_size": cfg.batch_size,
     }
 
 

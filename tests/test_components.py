@@ -1,5 +1,7 @@
 """Component wiring: constructors validate, configs travel as one JSON exec property, and the
 pipeline connects Pusher to the int8 model and QuantEvaluator's blessing."""
+import json
+
 import pytest
 
 from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, keys
@@ -48,3 +50,16 @@ def test_settings_reject_mismatched_data_specs(tmp_path):
     with pytest.raises(ValueError, match="eval.data differs"):
         PipelineSettings(name="x", output_root=str(tmp_path), data_root=str(tmp_path), data=SPEC,
                          eval=EvalConfig())
+
+
+def test_quantize_trainer_needs_a_float_model_source():
+    from tfx.types import channel_utils, standard_artifacts
+    ex = channel_utils.as_channel([standard_artifacts.Examples()])
+    with pytest.raises(ValueError, match="base_model=.*module_file=/run_fn="):
+        QuantizeTrainer(examples=ex)
+    with pytest.raises(ValueError, match="not both"):
+        QuantizeTrainer(examples=ex, module_file="m.py", run_fn="a.b")
+    c = QuantizeTrainer(examples=ex, run_fn="pipelines.modules.cnn_trainer.run_fn",
+                        custom_config={"epochs": 2})
+    assert c.exec_properties["run_fn"] == "pipelines.modules.cnn_trainer.run_fn"
+    assert json.loads(c.exec_properties["custom_config"]) == {"epochs": 2}

@@ -62,6 +62,8 @@ def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(ru
     assert s["blessed"], f"digits int8 model should be within {MAX_DROP} pt: {s}"
     assert s["float_tflite_bytes"] > 2 * s["int8_tflite_bytes"] > 0
     assert s["parity_top1_agreement"] >= 0.99
+    assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
+    assert s["qat"]["qat_seconds_per_step"] > 0 and s["qat"]["float_seconds_per_step"] > 0
     assert s["edgetpu"]["predicted_ops_on_cpu"] == 0 and s["edgetpu"]["predicted_ops_on_tpu"] > 0
 
     interp = tf.lite.Interpreter(model_path=s["pushed_path"])

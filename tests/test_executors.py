@@ -67,6 +67,30 @@ def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits
     assert {r["decision"] for r in report["layers"]} == {"input", "quantized", "folded"}
 
 
+def test_quantize_trainer_without_base_model_runs_the_trainer_module(digits_examples,
+                                                                    digits_arrays, tmp_path):
+    """The Trainer contract: the same module file the stock Trainer uses trains the float model,
+    then QAT runs on it; nothing in the module changes."""
+    from tfx.proto import trainer_pb2
+    from tfx.utils import proto_utils
+    from pipelines.pipeline import MODULE_FILE
+    examples, _ = digits_examples
+    out = _artifact(standard_artifacts.Model, tmp_path / "qat_from_module")
+    cfg = QuantizationConfig(data=SPEC, epochs=1, learning_rate=1e-4, batch_size=32)
+    QuantizeExecutor().Do(
+        {keys.EXAMPLES: [examples]}, {keys.MODEL: [out]},
+        {keys.CONFIG: cfg.to_json(), "module_file": MODULE_FILE,
+         "custom_config": json.dumps({"data": SPEC.to_dict(), "epochs": 10, "width": 16}),
+         "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
+         "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"]))})
+    with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
+        report = json.load(f)
+    assert report["base_model"] == os.path.join(out.uri, "float_model")
+    model = qat.load_model(path_utils.serving_model_path(out.uri))
+    _, (xe, ye) = digits_arrays
+    assert metrics.accuracy(model.predict(xe, verbose=0), ye) > 0.85
+
+
 def test_quantize_trainer_missing_split_is_explained(digits_examples, float_model_artifact,
                                                      tmp_path):
     examples, _ = digits_examples

@@ -1,9 +1,12 @@
-"""QuantizeTrainer: quantization-aware fine-tuning of an upstream float Model (TFMOT, 8-bit)."""
-from typing import Optional
+"""QuantizeTrainer: quantization-aware fine-tuning of a float Keras model (TFMOT)."""
+from typing import Any, Dict, Optional
 
 from tfx import types
+from tfx.components.util import udf_utils
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import channel_utils, standard_artifacts
+from tfx.proto import trainer_pb2
+from tfx.types import channel_utils, standard_artifacts, standard_component_specs as tss
+from tfx.utils import json_utils
 
 from components.quantize_trainer.executor import Executor
 from components.quantize_trainer.spec import QuantizeTrainerSpec
@@ -12,21 +15,45 @@ from quant_lib.config import QuantizationConfig
 
 
 class QuantizeTrainer(base_component.BaseComponent):
-    """Warm-starts from ``base_model`` (a stock Trainer's float Keras model), wraps it with TFMOT's
-    default 8-bit quantization and fine-tunes on the ``train_split`` of ``examples``.
+    """QAT inside the Trainer step.
 
-    Output ``model``: a Keras SavedModel with fake-quant wrappers at ``<uri>/Format-Serving``.
+    With ``base_model`` (a stock Trainer's float Keras model) it warm-starts from it. Without one,
+    it first runs your Trainer module's ``run_fn`` exactly as the stock Trainer would (same
+    ``module_file``/``run_fn``, ``custom_config``, ``train_args``/``eval_args``, schema,
+    transform graph, hyperparameters), then applies QAT to the model it saved. Either way the layers
+    the scheme supports are quantized, the rest stay float (or fail, in strict mode), and the
+    per-layer report is stored with the output ``model`` (Keras SavedModel at Format-Serving).
     """
 
     SPEC_CLASS = QuantizeTrainerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, base_model: types.BaseChannel,
+    def __init__(self, examples: types.BaseChannel,
+                 base_model: Optional[types.BaseChannel] = None,
                  config: Optional[QuantizationConfig] = None,
-                 schema: Optional[types.BaseChannel] = None):
+                 schema: Optional[types.BaseChannel] = None,
+                 transform_graph: Optional[types.BaseChannel] = None,
+                 hyperparameters: Optional[types.BaseChannel] = None,
+                 module_file: Optional[str] = None, run_fn: Optional[str] = None,
+                 custom_config: Optional[Dict[str, Any]] = None,
+                 train_args: Optional[trainer_pb2.TrainArgs] = None,
+                 eval_args: Optional[trainer_pb2.EvalArgs] = None):
         config = typed_config(config, QuantizationConfig, "QuantizeTrainer")
+        if module_file and run_fn:
+            raise ValueError("QuantizeTrainer: pass module_file= or run_fn=, not both (as Trainer)")
+        if base_model is None and not (module_file or run_fn):
+            raise ValueError(
+                "QuantizeTrainer needs a float model: pass base_model=trainer.outputs['model'] "
+                "(warm start), or module_file=/run_fn= (your Trainer module) to train the float "
+                "model first")
         spec = QuantizeTrainerSpec(
             examples=examples, base_model=base_model, schema=schema,
-            config=config.to_json(),
+            transform_graph=transform_graph, hyperparameters=hyperparameters,
+            config=config.to_json(), module_file=module_file, run_fn=run_fn,
+            custom_config=json_utils.dumps(custom_config) if custom_config else None,
+            train_args=train_args or trainer_pb2.TrainArgs(),
+            eval_args=eval_args or trainer_pb2.EvalArgs(),
             model=channel_utils.as_channel([standard_artifacts.Model()]))
         super().__init__(spec=spec)
+        if module_file and udf_utils.should_package_user_modules():
+            udf_utils.add_user_module_dependency(self, tss.MODULE_FILE_KEY, tss.MODULE_PATH_KEY)

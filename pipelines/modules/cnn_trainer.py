@@ -6,15 +6,20 @@ packages every ``.py`` file next to a module file into the user-code wheel.
 custom_config keys: ``data`` (a DataSpec dict, required), ``epochs`` (3), ``batch_size`` (64),
 ``learning_rate`` (1e-3), ``width`` (32: channels of the first conv), ``seed`` (0).
 """
+import json
 import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from quant_lib.config import DataSpec  # noqa: E402
 from quant_lib.data import make_dataset  # noqa: E402
+from quant_lib.qat import StepTimer  # noqa: E402
+
+TRAINING_STATS_FILE = "training_stats.json"
 
 
 def _conv_bn_relu6(x, filters, stride, name):
@@ -68,6 +73,14 @@ def run_fn(fn_args):
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3))),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
-    model.fit(train_ds, epochs=int(cfg.get("epochs", 3)), validation_data=eval_ds, verbose=2)
+    timer = StepTimer("float")
+    hist = model.fit(train_ds, epochs=int(cfg.get("epochs", 3)), validation_data=eval_ds,
+                     callbacks=[timer], verbose=0)
     model.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False)
     logging.info("float model written to %s", fn_args.serving_model_dir)
+    # Training facts go to the ModelRun artifact (not the serving dir, which Pusher would ship).
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_STATS_FILE), "w") as f:
+        f.write(json.dumps({"seconds_per_step": timer.seconds_per_step, "batch_size": batch_size,
+                            "final_train_accuracy": float(hist.history["accuracy"][-1]),
+                            "final_val_accuracy": float(hist.history["val_accuracy"][-1])}))
