@@ -109,6 +109,12 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
         data = f.read()
     report = tflite.validate_integer(data)  # independent re-check of what landed on disk
     assert report.input_dtype == "int8"
+    import tensorflow as tf
+    # Signature, input and output names carried over from the Keras model; batch 1, static.
+    interp = tf.lite.Interpreter(model_content=data)
+    assert interp.get_signature_list() == {
+        "serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
+    assert list(interp.get_input_details()[0]["shape_signature"]) == [1, 8, 8, 1]
     assert out.get_int_custom_property(keys.P_INT8_BYTES) == len(data)
     float_bytes = out.get_int_custom_property(keys.P_FLOAT_BYTES)
     assert float_bytes == os.path.getsize(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE))
