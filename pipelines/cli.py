@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-key", default="label", help="--tfrecords label feature (int64)")
     r.add_argument("--image-shape", type=_shape, help="H,W,C (default: square, 1 channel)")
     r.add_argument("--num-classes", type=int, help="default: inferred (CSV) / required (TFRecords)")
+    r.add_argument("--image-scale", type=float,
+                   help="--tfrecords: multiply pixels by this (default: 1/255 if values exceed 1)")
     r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
                    "(default: runs/<dataset>)")
     r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
@@ -97,10 +99,11 @@ def _prepare_data(args, data_root: str):
         return data_root, data.ingest_csv(data_root, args.csv, args.csv_eval, args.label_column,
                                           args.image_shape, args.num_classes)
     if args.tfrecords:
-        if not args.image_shape or not args.num_classes:
-            raise SystemExit("--tfrecords needs --image-shape H,W,C and --num-classes N")
+        if not args.num_classes:
+            raise SystemExit("--tfrecords needs --num-classes N (and --image-shape H,W,C unless "
+                             "images are square and single-channel)")
         return data.use_tfrecords(args.tfrecords, args.image_shape, args.num_classes,
-                                  args.image_key, args.label_key)
+                                  args.image_key, args.label_key, args.image_scale)
     if args.dataset == "digits":
         return data_root, data.ingest_digits(data_root)
     return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit)
@@ -111,7 +114,13 @@ def cmd_run(args) -> int:
     from pipelines.runner import print_summary, run_local
     name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
     root = os.path.abspath(args.output_root or os.path.join("runs", name))
-    data_root, spec = _prepare_data(args, os.path.join(root, "data"))
+    from pipelines.data import IngestionError
+    from quant_lib.data import DataError
+    try:
+        data_root, spec = _prepare_data(args, os.path.join(root, "data"))
+    except (IngestionError, DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         settings = PipelineSettings(
             name=f"tfx-qat-{name.replace('_', '-')}", output_root=root, data_root=data_root,

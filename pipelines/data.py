@@ -201,13 +201,22 @@ def ingest_csv(out_dir: str, train_csv: str, eval_csv: Optional[str] = None,
     return write_dataset(out_dir, x / pixel_max, y, xe / pixel_max, ye, spec)
 
 
-def use_tfrecords(tfrecord_dir: str, image_shape: Sequence[int], num_classes: int,
-                  image_key: str = "image", label_key: str = "label") -> Tuple[str, DataSpec]:
-    """A user's own tf.Example TFRecords in ``<dir>/train/*`` and ``<dir>/eval/*``; validated by
-    reading a few examples so a mismatch fails here, before any pipeline step runs."""
-    from quant_lib.data import load_arrays
-    spec = DataSpec(image_key=image_key, label_key=label_key, image_shape=tuple(image_shape),
-                    num_classes=num_classes)
+def use_tfrecords(tfrecord_dir: str, image_shape: Optional[Sequence[int]], num_classes: int,
+                  image_key: str = "image", label_key: str = "label",
+                  image_scale: Optional[float] = None) -> Tuple[str, DataSpec]:
+    """A user's own tf.Example TFRecords in ``<dir>/train/*`` and ``<dir>/eval/*``.
+
+    The image feature may be a float or int64 list (detected); int64 pixels above 1 are scaled by
+    1/255 unless ``image_scale`` says otherwise; a square single-channel shape is inferred when
+    ``image_shape`` is None. A few examples of each split are read so a mismatch fails here,
+    before any pipeline step runs."""
+    from quant_lib.data import load_arrays, sniff_image_feature
+    dtype, length, vmax = sniff_image_feature(os.path.join(tfrecord_dir, "train"), image_key)
+    if image_scale is None:
+        image_scale = 1 / 255.0 if vmax > 1.0 else 1.0
+    shape = tuple(image_shape) if image_shape else _square_shape(length)
+    spec = DataSpec(image_key=image_key, label_key=label_key, image_shape=shape,
+                    num_classes=num_classes, image_dtype=dtype, image_scale=image_scale)
     for split in SPLITS:
         load_arrays(os.path.join(tfrecord_dir, split), spec, limit=16)
     return tfrecord_dir, spec

@@ -63,16 +63,19 @@ class _JsonConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec(_JsonConfig):
-    """How a tf.Example maps to a model input: a fixed-length float image feature and an int label.
+    """How a tf.Example maps to a model input: a fixed-length image feature and an int64 label.
 
-    Images are stored flattened (``image_shape`` product values) and already scaled to the range
-    the model trains on (the ingestion code scales pixels to [0, 1]).
+    Images are stored flattened (``image_shape`` product values) as a float list or an int64 list
+    (``image_dtype``); the model sees ``value * image_scale`` as float32 (the built-in ingestion
+    writes floats already in [0, 1]; raw 0..255 int64 pixels want ``image_scale=1/255``).
     """
 
     image_key: str = "image"
     label_key: str = "label"
     image_shape: Tuple[int, ...] = (28, 28, 1)
     num_classes: int = 10
+    image_dtype: str = "float32"
+    image_scale: float = 1.0
 
     def __post_init__(self):
         n = "DataSpec"
@@ -85,6 +88,10 @@ class DataSpec(_JsonConfig):
         object.__setattr__(self, "image_shape", shape)
         _require(isinstance(self.num_classes, int) and self.num_classes >= 2, n, "num_classes",
                  f"must be an int >= 2, got {self.num_classes!r}")
+        _require(self.image_dtype in ("float32", "int64"), n, "image_dtype",
+                 f"must be 'float32' (float_list) or 'int64' (int64_list), got {self.image_dtype!r}")
+        _require(isinstance(self.image_scale, (int, float)) and self.image_scale > 0, n,
+                 "image_scale", f"must be > 0 (e.g. 1/255 for raw pixels), got {self.image_scale!r}")
 
     @property
     def flat_size(self) -> int:

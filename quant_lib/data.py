@@ -40,7 +40,7 @@ def _compression(files: Sequence[str]) -> str:
 
 def _feature_spec(spec: DataSpec):
     return {
-        spec.image_key: tf.io.FixedLenFeature([spec.flat_size], tf.float32),
+        spec.image_key: tf.io.FixedLenFeature([spec.flat_size], tf.as_dtype(spec.image_dtype)),
         spec.label_key: tf.io.FixedLenFeature([], tf.int64),
     }
 
@@ -50,7 +50,10 @@ def _parse_fn(spec: DataSpec):
 
     def parse(serialized):
         feats = tf.io.parse_example(serialized, feature_spec)
-        image = tf.reshape(feats[spec.image_key], (-1,) + tuple(spec.image_shape))
+        image = tf.cast(feats[spec.image_key], tf.float32)
+        if spec.image_scale != 1.0:
+            image = image * spec.image_scale
+        image = tf.reshape(image, (-1,) + tuple(spec.image_shape))
         return image, feats[spec.label_key]
 
     return parse
@@ -93,8 +96,9 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
     except tf.errors.InvalidArgumentError as e:
         raise DataError(
             f"tf.Examples in {files[0]} do not match DataSpec(image_key={spec.image_key!r}, "
-            f"label_key={spec.label_key!r}, image_shape={spec.image_shape}): "
-            f"{e.message.splitlines()[0]} — each example needs a float feature "
+            f"label_key={spec.label_key!r}, image_shape={spec.image_shape}, "
+            f"image_dtype={spec.image_dtype!r}): "
+            f"{e.message.splitlines()[0]} — each example needs a {spec.image_dtype} feature "
             f"{spec.image_key!r} of exactly {spec.flat_size} values and an int64 feature "
             f"{spec.label_key!r}; fix the data or the DataSpec") from e
     if not images:
@@ -109,3 +113,27 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
         raise DataError(f"label feature {spec.label_key!r} has values in [{y.min()}, {y.max()}] but "
                         f"DataSpec.num_classes={spec.num_classes}: labels must be 0..num_classes-1")
     return x, y
+
+
+def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> Tuple[str, int, float]:
+    """(dtype, length, max value) of ``image_key`` in the first records: lets the CLI accept a
+    user's TFRecords with float or int64 pixels without extra flags."""
+    files = resolve_files(patterns)
+    ds = tf.data.TFRecordDataset(files[:1], compression_type=_compression(files[:1])).take(32)
+    dtype, length, vmax = None, None, 0.0
+    for raw in ds:
+        ex = tf.train.Example.FromString(raw.numpy())
+        if image_key not in ex.features.feature:
+            raise DataError(f"{files[0]}: no feature {image_key!r} (features: "
+                            f"{sorted(ex.features.feature)}); pass --image-key")
+        f = ex.features.feature[image_key]
+        kind = f.WhichOneof("kind")
+        if kind not in ("float_list", "int64_list"):
+            raise DataError(f"{files[0]}: feature {image_key!r} is {kind}; it must be a float_list "
+                            "or int64_list of pixel values (decode encoded images first)")
+        values = getattr(f, kind).value
+        dtype, length = ("float32" if kind == "float_list" else "int64"), len(values)
+        vmax = max(vmax, max(values) if values else 0.0)
+    if dtype is None:
+        raise DataError(f"{files[0]} has no records")
+    return dtype, length, float(vmax)

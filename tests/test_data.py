@@ -143,3 +143,40 @@ def test_truncated_tfrecord_is_a_clear_error(tmp_path):
 def test_no_files_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no TFRecord files"):
         load_arrays(str(tmp_path / "nothing" / "*"), SPEC)
+
+
+def _write_int64_split(path, images, labels, image_key="pixels", label_key="y"):
+    path.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(path / "part-0.tfrecord")) as w:
+        for img, lab in zip(images, labels):
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                image_key: tf.train.Feature(int64_list=tf.train.Int64List(value=img.ravel())),
+                label_key: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(lab)])),
+            })).SerializeToString())
+
+
+def test_user_tfrecords_with_int64_pixels_and_custom_keys(tmp_path):
+    rng = np.random.RandomState(3)
+    imgs = rng.randint(0, 256, size=(20, 6, 6)).astype(np.int64)
+    labels = rng.randint(0, 4, size=20)
+    _write_int64_split(tmp_path / "train", imgs[:15], labels[:15])
+    _write_int64_split(tmp_path / "eval", imgs[15:], labels[15:])
+    root, spec = data.use_tfrecords(str(tmp_path), None, 4, image_key="pixels", label_key="y")
+    assert spec.image_dtype == "int64" and spec.image_shape == (6, 6, 1)
+    assert spec.image_scale == pytest.approx(1 / 255)
+    x, y = load_arrays(str(tmp_path / "eval"), spec)
+    np.testing.assert_allclose(x[..., 0], imgs[15:] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, labels[15:])
+
+
+def test_cli_reports_bad_user_tfrecords_without_a_traceback(tmp_path, capsys):
+    from pipelines import cli
+    rng = np.random.RandomState(0)
+    for split in ("train", "eval"):
+        _write_int64_split(tmp_path / "d" / split, rng.randint(0, 9, (4, 16)), [0, 1, 0, 1])
+    rc = cli.main(["run", "--tfrecords", str(tmp_path / "d"), "--num-classes", "2",
+                   "--output-root", str(tmp_path / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no feature 'image'" in err and "--image-key" in err
+    assert not (tmp_path / "out" / "pipeline_root").exists()
