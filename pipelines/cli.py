@@ -7,7 +7,8 @@ import os
 import sys
 
 import quant_lib  # noqa: F401
-from quant_lib.config import ConfigError, EvalConfig, ExportConfig, QuantizationConfig
+from quant_lib.config import (ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
+                               Threshold)
 
 
 def _shape(text: str):
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bless only if int8 accuracy is at most this many points below float")
     r.add_argument("--min-int8-accuracy", type=float, default=0.0,
                    help="bless only if int8 accuracy is at least this fraction")
+    r.add_argument("--slice-by", action="append", default=[], metavar="FEATURE",
+                   help="evaluate per value of this tf.Example feature (repeatable), e.g. label")
+    r.add_argument("--max-slice-drop-pt", type=float,
+                   help="also require every --slice-by slice to drop at most this many points")
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
     r.add_argument("--beam-arg", action="append", default=None,
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory)")
@@ -133,8 +138,12 @@ def cmd_run(args) -> int:
                 keep_float_regex=tuple(args.keep_float_regex),
                 keep_float_types=tuple(args.keep_float_type), strict=args.strict),
             export=ExportConfig(data=spec),
-            eval=EvalConfig(data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
-                            min_int8_accuracy=args.min_int8_accuracy),
+            eval=EvalConfig(
+                data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
+                min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
+                thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
+                                 for f in args.slice_by
+                                 if args.max_slice_drop_pt is not None)),
             beam_pipeline_args=args.beam_arg or list(DEFAULT_BEAM_ARGS),
             enable_cache=not args.no_cache)
     except ConfigError as e:

@@ -107,8 +107,11 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         },
         "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
+        "int8_latency_ms": blessing and _prop(blessing, keys.P_INT8_LATENCY_MS),
+        "float_latency_ms": blessing and _prop(blessing, keys.P_FLOAT_LATENCY_MS),
         "artifacts": {
             "blessing": blessing and blessing.uri,
+            "evaluation": next((a.uri for a in arts.get("ModelEvaluation", [])), None),
             "int8_model": exported and exported.uri,
         },
     }
@@ -125,6 +128,11 @@ def format_summary(s: Dict[str, Any]) -> str:
     ratio = (f"{s['float_tflite_bytes'] / s['int8_tflite_bytes']:.2f}x smaller"
              if s.get("float_tflite_bytes") and s.get("int8_tflite_bytes") else "")
     delta = "n/a" if s["delta_pt"] is None else f"{s['delta_pt']:+.2f}"
+    latency = "n/a"
+    if s.get("int8_latency_ms") and s.get("float_latency_ms"):
+        latency = (f"int8 {s['int8_latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms per "
+                   f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
+                   f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
     lines = [
         "=" * 64,
         "tfx-qat run summary",
@@ -133,6 +141,7 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  delta          : {delta} pt (float minus int8)",
         f"  float TFLite   : {size(s['float_tflite_bytes'])}",
         f"  int8 TFLite    : {size(s['int8_tflite_bytes'])} {ratio}",
+        f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
     if s.get("parity_top1_agreement") is not None:

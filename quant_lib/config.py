@@ -221,18 +221,58 @@ class ExportConfig(_JsonConfig):
                  "the Edge TPU runs int8 models only; use activations='int8'")
 
 
+EVAL_METRICS = ("accuracy", "top_k_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold(_JsonConfig):
+    """One gate on the int8 model, on one slice (or on every slice of a feature).
+
+    ``slice``: () for the whole split, (("label", "3"),) for one slice, (("label", "*"),) for each
+    value of the feature. Limits: ``max_drop_pt`` (float minus int8, percentage points),
+    ``max_relative_drop`` (fraction of the float value), ``min_value`` (floor on the int8 value).
+    """
+
+    metric: str = "accuracy"
+    slice: Tuple[Tuple[str, str], ...] = ()
+    max_drop_pt: Optional[float] = None
+    max_relative_drop: Optional[float] = None
+    min_value: Optional[float] = None
+
+    def __post_init__(self):
+        n = "Threshold"
+        _require(self.metric in EVAL_METRICS, n, "metric",
+                 f"must be one of {EVAL_METRICS}, got {self.metric!r}")
+        sl = tuple(tuple(x) for x in self.slice)
+        _require(all(len(x) == 2 and all(isinstance(v, str) and v for v in x) for x in sl), n,
+                 "slice", f"must be a list of [feature, value] pairs (value '*' = every value), "
+                 f"got {self.slice!r}")
+        object.__setattr__(self, "slice", sl)
+        _require(any(v is not None for v in (self.max_drop_pt, self.max_relative_drop,
+                                             self.min_value)), n, "max_drop_pt",
+                 "set at least one of max_drop_pt, max_relative_drop, min_value")
+        for f, lo, hi in (("max_drop_pt", 0, 100), ("max_relative_drop", 0, 1), ("min_value", 0, 1)):
+            v = getattr(self, f)
+            _require(v is None or (isinstance(v, (int, float)) and lo <= v <= hi), n, f,
+                     f"must be in [{lo}, {hi}], got {v!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(_JsonConfig):
-    """QuantEvaluator: float vs int8 accuracy on one split and the blessing thresholds.
+    """QuantEvaluator: float vs int8 metrics on one split, sliced, and the blessing thresholds.
 
-    ``max_accuracy_drop_pt`` is in percentage points (float minus int8); ``min_int8_accuracy`` is a
-    floor on int8 top-1 accuracy as a fraction in [0, 1].
+    ``max_accuracy_drop_pt`` (percentage points, float minus int8) and ``min_int8_accuracy`` (a
+    fraction) gate overall accuracy; ``thresholds`` add per-metric / per-slice gates;
+    ``slicing_features`` are tf.Example features whose values define slices (e.g. "label").
     """
 
     data: DataSpec = DataSpec()
     eval_split: str = "eval"
     max_accuracy_drop_pt: float = 1.0
     min_int8_accuracy: float = 0.0
+    thresholds: Tuple[Threshold, ...] = ()
+    slicing_features: Tuple[str, ...] = ()
+    top_k: int = 3
     batch_size: int = 256
 
     def __post_init__(self):
@@ -245,6 +285,21 @@ class EvalConfig(_JsonConfig):
         _require(isinstance(self.min_int8_accuracy, (int, float)) and
                  0 <= self.min_int8_accuracy <= 1, n, "min_int8_accuracy",
                  f"must be a fraction in [0, 1] (e.g. 0.85), got {self.min_int8_accuracy!r}")
+        ths = tuple(Threshold.from_dict(t) if isinstance(t, dict) else t for t in self.thresholds)
+        _require(all(isinstance(t, Threshold) for t in ths), n, "thresholds",
+                 "must be a list of Threshold")
+        object.__setattr__(self, "thresholds", ths)
+        feats = tuple(self.slicing_features)
+        _require(all(isinstance(f, str) and f for f in feats), n, "slicing_features",
+                 "must be a list of feature names")
+        object.__setattr__(self, "slicing_features", feats)
+        for t in ths:
+            for feat, _ in t.slice:
+                _require(feat in feats, n, "thresholds",
+                         f"threshold on slice feature {feat!r} needs it in slicing_features "
+                         f"(now {list(feats)})")
+        _require(isinstance(self.top_k, int) and 1 <= self.top_k < self.data.num_classes, n,
+                 "top_k", f"must be an int in [1, num_classes), got {self.top_k!r}")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
                  "must be an int >= 1")
 

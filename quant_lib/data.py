@@ -59,6 +59,31 @@ def _parse_fn(spec: DataSpec):
     return parse
 
 
+def parse_serialized(serialized: Sequence[bytes], spec: DataSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """Parses a batch of serialized tf.Examples (as Beam hands them) with the same checks as
+    load_arrays."""
+    try:
+        x, y = _parse_fn(spec)(tf.constant(list(serialized)))
+    except tf.errors.InvalidArgumentError as e:
+        raise DataError(
+            f"tf.Examples do not match DataSpec(image_key={spec.image_key!r}, label_key="
+            f"{spec.label_key!r}, image_shape={spec.image_shape}, image_dtype={spec.image_dtype!r}):"
+            f" {e.message.splitlines()[0]}") from e
+    return _validated(x.numpy().astype(np.float32), y.numpy().astype(np.int64), spec, "batch")
+
+
+def _validated(x: np.ndarray, y: np.ndarray, spec: DataSpec, where: str):
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        raise DataError(f"{bad} example(s) in {where} have NaN/Inf in feature "
+                        f"{spec.image_key!r}: clean the data before training or quantizing")
+    if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+        raise DataError(f"label feature {spec.label_key!r} has values in [{y.min()}, {y.max()}] "
+                        f"but DataSpec.num_classes={spec.num_classes}: labels must be "
+                        "0..num_classes-1")
+    return x, y
+
+
 def make_dataset(patterns: Union[str, Sequence[str]], spec: DataSpec, batch_size: int,
                  shuffle: bool = False, seed: int = 0, repeat: bool = False,
                  shuffle_buffer: int = 10000) -> tf.data.Dataset:
@@ -103,16 +128,8 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
             f"{spec.label_key!r}; fix the data or the DataSpec") from e
     if not images:
         raise DataError(f"no examples in {files[:3]}: the split is empty")
-    x = np.concatenate(images).astype(np.float32)
-    y = np.concatenate(labels).astype(np.int64)
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-        raise DataError(f"{bad} example(s) in {files[0]}... have NaN/Inf in feature "
-                        f"{spec.image_key!r}: clean the data before training or quantizing")
-    if y.min() < 0 or y.max() >= spec.num_classes:
-        raise DataError(f"label feature {spec.label_key!r} has values in [{y.min()}, {y.max()}] but "
-                        f"DataSpec.num_classes={spec.num_classes}: labels must be 0..num_classes-1")
-    return x, y
+    return _validated(np.concatenate(images).astype(np.float32),
+                      np.concatenate(labels).astype(np.int64), spec, f"{files[0]}...")
 
 
 def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> Tuple[str, int, float]:

@@ -189,7 +189,9 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     try:
         annotated = tf_keras.models.clone_model(model, clone_function=annotate_fn)
         with qk.quantize_scope():
-            return qk.quantize_apply(annotated, scheme), decisions
+            # No 'quant_' prefix: layer and output names stay those of the float model, so the
+            # TFLite signature keeps the Keras output names.
+            return qk.quantize_apply(annotated, scheme, quantized_layer_name_prefix=""), decisions
     except (RuntimeError, ValueError) as e:
         raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {e}") from e
 

@@ -1,12 +1,16 @@
 import pytest
 
-from quant_lib.config import ConfigError, DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from quant_lib.config import (ConfigError, DataSpec, EvalConfig, ExportConfig,
+                               QuantizationConfig, Threshold)
 
 
 @pytest.mark.parametrize("cfg", [
     QuantizationConfig(data=DataSpec(image_shape=(8, 8, 1)), epochs=3, learning_rate=5e-4),
     ExportConfig(inference_input_type="uint8", representative_examples=17),
     EvalConfig(max_accuracy_drop_pt=0.25, min_int8_accuracy=0.5, eval_split="test"),
+    EvalConfig(slicing_features=("label",), thresholds=(
+        Threshold(metric="top_k_accuracy", slice=(("label", "*"),), max_relative_drop=0.02),
+        Threshold(min_value=0.8))),
 ])
 def test_json_round_trip(cfg):
     back = type(cfg).from_json(cfg.to_json())
@@ -27,6 +31,12 @@ def test_json_round_trip(cfg):
     (lambda: EvalConfig(min_int8_accuracy=85), "EvalConfig.min_int8_accuracy"),
     (lambda: DataSpec(image_shape=(28, 28)), "DataSpec.image_shape"),
     (lambda: DataSpec(num_classes=1), "DataSpec.num_classes"),
+    (lambda: DataSpec(image_dtype="uint8"), "DataSpec.image_dtype"),
+    (lambda: Threshold(metric="f1", min_value=0.5), "Threshold.metric"),
+    (lambda: Threshold(), "Threshold.max_drop_pt"),
+    (lambda: EvalConfig(thresholds=(Threshold(slice=(("label", "3"),), min_value=0.5),)),
+     "EvalConfig.thresholds"),
+    (lambda: EvalConfig(top_k=10), "EvalConfig.top_k"),
 ])
 def test_invalid_values_name_the_field(make, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

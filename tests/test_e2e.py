@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     first = _run(root)
     first_states = _latest_run_executions(root)
-    second = _run(root, "--min-int8-accuracy", "1.0")
+    second = _run(root, "--min-int8-accuracy", "1.0", "--slice-by", "label")
     second_states = _latest_run_executions(root)
     return root, first, first_states, second, second_states
 
@@ -82,6 +82,10 @@ def test_impossible_threshold_pushes_nothing(runs):
     assert s["int8_accuracy"] < 1.0
     assert s["blessed"] is False and s["pushed_path"] is None
     assert any("min_int8_accuracy" in r for r in s["blessing_reasons"])
+    with open(os.path.join(s["artifacts"]["evaluation"], "metrics.json")) as f:
+        slices = json.load(f)["slices"]
+    assert sum(v["examples"] for k, v in slices.items() if k.startswith("label=")) == \
+        slices["overall"]["examples"]
     pushed_versions = os.listdir(os.path.join(root, "serving"))
     assert len(pushed_versions) == 1  # only the first (blessed) run's push
     assert first["pushed_path"].startswith(os.path.join(str(root), "serving", pushed_versions[0]))

@@ -13,7 +13,7 @@ from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
 from quant_lib import metrics, qat, tflite
-from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig, Threshold
 
 SPEC = DataSpec(image_shape=(8, 8, 1), num_classes=10)
 
@@ -191,10 +191,13 @@ def test_integer_exporter_uint8_io(digits_examples, qat_model_artifact, tmp_path
     assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
 
 
-def _evaluate(examples, float_model, int8_model, tmp_path, cfg):
+def _evaluate(examples, float_model, int8_model, tmp_path, cfg, beam_args=None):
+    from tfx.dsl.components.base import base_beam_executor
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
     evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
-    EvaluatorExecutor().Do(
+    ctx = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_args or ["--direct_running_mode=in_memory"])
+    EvaluatorExecutor(ctx).Do(
         {keys.EXAMPLES: [examples], keys.MODEL: [float_model], keys.QUANTIZED_MODEL: [int8_model]},
         {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]}, {keys.CONFIG: cfg.to_json()})
     return blessing, evaluation
@@ -233,7 +236,55 @@ def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_m
     marker = "BLESSED" if blessed else "NOT_BLESSED"
     assert os.listdir(blessing.uri) == [marker]
     with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
-        assert json.load(f)["int8_accuracy"] == correct / len(ye)
+        result = json.load(f)
+    assert result["int8_accuracy"] == correct / len(ye)
+    overall = result["slices"]["overall"]
+    assert overall["examples"] == len(ye) and overall["top_k_accuracy"]["int8"] >= int8_acc
+    assert sum(c["support"] for c in overall["per_class_accuracy"].values()) == len(ye)
+    assert np.asarray(overall["confusion_matrix"]["int8"]).sum() == len(ye)
+    # Latency is recorded for both models (1 thread, batch 1); no claim about which is faster.
+    assert blessing.get_float_custom_property(keys.P_INT8_LATENCY_MS) > 0
+    assert blessing.get_float_custom_property(keys.P_FLOAT_LATENCY_MS) > 0
+
+
+def test_quant_evaluator_per_slice_threshold_blocks_on_one_slice(
+        digits_examples, float_model_artifact, int8_model_artifact, digits_arrays, tmp_path):
+    """Slicing by the label feature: a floor every class but the worst one meets."""
+    examples, _ = digits_examples
+    _, (_, ye) = digits_arrays
+    probe, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "probe",
+                         EvalConfig(data=SPEC, max_accuracy_drop_pt=100,
+                                    slicing_features=("label",)))
+    with open(os.path.join(tmp_path / "probe" / "evaluation", keys.METRICS_FILE)) as f:
+        slices = json.load(f)["slices"]
+    per_label = {k: v["accuracy"]["int8"] for k, v in slices.items() if k.startswith("label=")}
+    assert len(per_label) == 10
+    worst = min(per_label, key=per_label.get)
+    floor = sorted(set(per_label.values()))[1] if len(set(per_label.values())) > 1 else None
+    if floor is None:
+        pytest.skip("every class has the same int8 accuracy; no single failing slice to build")
+    failing = [k for k, v in per_label.items() if v < floor]
+    cfg = EvalConfig(data=SPEC, max_accuracy_drop_pt=100, slicing_features=("label",),
+                     thresholds=(Threshold(slice=(("label", "*"),), min_value=floor),))
+    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "gate",
+                            cfg)
+    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
+    reasons = json.loads(blessing.get_string_custom_property(keys.P_REASONS))
+    assert len(reasons) == len(failing) and worst in reasons[0]
+
+
+def test_quant_evaluator_multiprocess_beam_matches_in_process(
+        digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
+    examples, _ = digits_examples
+    cfg = EvalConfig(data=SPEC, slicing_features=("label",), batch_size=64)
+    results = []
+    for name, args in (("inproc", ["--direct_running_mode=in_memory"]),
+                       ("multi", ["--direct_running_mode=multi_processing",
+                                  "--direct_num_workers=2"])):
+        _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / name, cfg, args)
+        with open(os.path.join(tmp_path / name / "evaluation", keys.METRICS_FILE)) as f:
+            results.append(json.load(f)["slices"])
+    assert results[0] == results[1]
 
 
 def test_quant_evaluator_impossible_floor_does_not_bless(digits_examples, float_model_artifact,

@@ -4,7 +4,7 @@ import pytest
 import tf_keras as keras
 
 from quant_lib import metrics, qat, tflite
-from quant_lib.config import EvalConfig
+from quant_lib.config import DataSpec, EvalConfig, Threshold
 
 
 def test_quantize_input_rounds_half_away_from_zero_and_saturates():
@@ -187,3 +187,56 @@ def test_int16x8_scheme_converts_float_models_and_explains_qat(tiny_qat):
     assert metrics.agreement(got, want) >= 0.9
     with pytest.raises(tflite.ExportValidationError, match="(?s)int16x8.*8-bit fake-quant.*float model"):
         tflite.convert_int8(q, x[:32], "int16", "int16", activations="int16x8")
+
+
+def _stats(labels, f_scores, i_scores, k=2, classes=3):
+    return metrics.SliceStats(classes, k).add(np.asarray(labels), {"float": np.asarray(f_scores),
+                                                                   "int8": np.asarray(i_scores)})
+
+
+def test_slice_stats_merge_equals_one_pass():
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 3, 50)
+    f, i = rng.rand(50, 3), rng.rand(50, 3)
+    whole = _stats(y, f, i)
+    parts = _stats(y[:20], f[:20], i[:20]).merge(_stats(y[20:], f[20:], i[20:]))
+    assert parts.to_dict() == whole.to_dict()
+    d = whole.to_dict()
+    assert d["accuracy"]["float"] == np.mean(np.argmax(f, 1) == y)
+    top2 = np.argsort(-i, 1)[:, :2]
+    assert d["top_k_accuracy"]["int8"] == np.mean((top2 == y[:, None]).any(1))
+    assert np.trace(np.asarray(d["confusion_matrix"]["int8"])) == whole.correct["int8"]
+    assert metrics.SliceStats.from_counts(whole.to_counts()).to_dict() == d
+
+
+def test_per_slice_threshold_fails_on_one_slice_only():
+    eye = np.eye(3)
+    stats = {
+        metrics.OVERALL: _stats([0, 1, 2, 2], eye[[0, 1, 2, 2]], eye[[0, 1, 2, 0]]),
+        (("label", "0"),): _stats([0], eye[[0]], eye[[0]]),
+        (("label", "1"),): _stats([1], eye[[1]], eye[[1]]),
+        (("label", "2"),): _stats([2, 2], eye[[2, 2]], eye[[2, 0]]),
+    }
+    cfg = EvalConfig(data=DataSpec(num_classes=3), max_accuracy_drop_pt=30, top_k=2,
+                     slicing_features=("label",),
+                     thresholds=(Threshold(slice=(("label", "*"),), max_drop_pt=10),))
+    d = metrics.decide(stats, cfg)
+    assert not d.blessed
+    failed = [c for c in d.checks if not c["passed"]]
+    assert [c["slice"] for c in failed] == ["label=2"]
+    assert "accuracy on label=2: float 1.0000, int8 0.5000 fails max_drop_pt=10" in d.reasons[0]
+    # The same thresholds on a single passing slice bless.
+    ok = EvalConfig(data=DataSpec(num_classes=3), max_accuracy_drop_pt=30, top_k=2,
+                    slicing_features=("label",),
+                    thresholds=(Threshold(slice=(("label", "1"),), max_drop_pt=0,
+                                          min_value=1.0),))
+    assert metrics.decide(stats, ok).blessed
+
+
+def test_threshold_on_absent_slice_is_a_failure_not_a_pass():
+    eye = np.eye(3)
+    stats = {metrics.OVERALL: _stats([0], eye[[0]], eye[[0]])}
+    cfg = EvalConfig(data=DataSpec(num_classes=3), top_k=2, slicing_features=("label",),
+                     thresholds=(Threshold(slice=(("label", "7"),), min_value=0.5),))
+    d = metrics.decide(stats, cfg)
+    assert not d.blessed and "has no examples" in d.reasons[0]

@@ -2,7 +2,7 @@
 from typing import Optional
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
 from components.quant_evaluator.executor import Executor
@@ -11,15 +11,16 @@ from components.utils import typed_config
 from quant_lib.config import EvalConfig
 
 
-class QuantEvaluator(base_component.BaseComponent):
+class QuantEvaluator(base_beam_component.BaseBeamComponent):
     """Evaluates the float ``model`` (Keras SavedModel) and the int8 ``quantized_model``
     (``Format-Serving/tflite``) on the same split of ``examples`` and writes a ``blessing`` the
     stock Pusher honours (``blessed`` custom property, BLESSED/NOT_BLESSED file) plus an
-    ``evaluation`` with the metrics and reasons.
+    ``evaluation`` with sliced metrics, threshold checks and reasons. Scoring is a Beam pipeline:
+    ``with_beam_pipeline_args`` (or the pipeline's ``beam_pipeline_args``) choose the runner.
     """
 
     SPEC_CLASS = QuantEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None):

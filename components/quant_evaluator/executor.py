@@ -1,31 +1,36 @@
-"""QuantEvaluator executor: score both models on one split -> decide -> write blessing/evaluation."""
+"""QuantEvaluator executor: Beam-score both models on one split -> decide -> write blessing and
+evaluation. Runs on whatever Beam runner the pipeline's beam_pipeline_args select."""
 import hashlib
 import json
 import logging
 import os
 from typing import Any, Dict, List
 
+import apache_beam as beam
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import keys
 from components.utils import serving_model_dir, single, split_uri
-from quant_lib import metrics, qat, tflite
+from quant_lib import evaluation, metrics, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import load_arrays
 
+STATS_FILE = "slice_stats.jsonl"
 
-class Executor(base_executor.BaseExecutor):
+
+class Executor(base_beam_executor.BaseBeamExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = EvalConfig.from_json(exec_properties[keys.CONFIG])
         quantized = single(input_dict, keys.QUANTIZED_MODEL)
         blessing = single(output_dict, keys.BLESSING)
-        evaluation = single(output_dict, keys.EVALUATION)
+        evaluation_art = single(output_dict, keys.EVALUATION)
+        eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
+        float_dir = serving_model_dir(single(input_dict, keys.MODEL))
 
-        x, y = load_arrays(split_uri(input_dict[keys.EXAMPLES], cfg.eval_split), cfg.data)
         tflite_path = os.path.join(serving_model_dir(quantized), keys.TFLITE_FILE)
         if not fileio.exists(tflite_path):
             raise ValueError(f"quantized_model has no TFLite file at {tflite_path}: wire "
@@ -38,32 +43,47 @@ class Executor(base_executor.BaseExecutor):
                 f"quantized_model {tflite_path} takes {report.input_dtype} input, not an integer "
                 "model: export it with IntegerExporter (full-integer) before evaluating")
 
-        logging.info("QuantEvaluator: scoring float and int8 models on %d %r examples", len(y),
-                     cfg.eval_split)
-        float_model = qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
-        float_scores = float_model.predict(x, batch_size=cfg.batch_size, verbose=0)
-        int8_scores = tflite.TFLiteClassifier(int8_bytes).predict(x, cfg.batch_size)
-        n, float_correct = len(y), metrics.correct(float_scores, y)
-        int8_correct = metrics.correct(int8_scores, y)
-        decision = metrics.decide_blessing(float_correct / n, int8_correct / n, cfg)
+        logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
+                     eval_uri, list(cfg.slicing_features) or "overall only")
+        stats_prefix = os.path.join(evaluation_art.uri, STATS_FILE)
+        with self._make_beam_pipeline() as p:
+            _ = (p
+                 | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
+                 | "Evaluate" >> evaluation.ScoreAndCombine(
+                     float_dir, tflite_path, cfg.data, cfg.slicing_features, cfg.top_k,
+                     cfg.batch_size)
+                 | "Encode" >> beam.Map(evaluation.encode)
+                 | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+        with fileio.open(stats_prefix) as f:
+            stats = evaluation.decode(f.read().splitlines())
+        if metrics.OVERALL not in stats:
+            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
+        decision = metrics.decide(stats, cfg)
+        overall = stats[metrics.OVERALL]
+
+        sizes_latency = self._latency(quantized, int8_bytes, eval_uri, cfg)
         result = {
-            "eval_split": cfg.eval_split, "eval_examples": n,
-            "float_correct": float_correct, "int8_correct": int8_correct,
+            "eval_split": cfg.eval_split, "eval_examples": overall.n,
             "float_accuracy": decision.float_accuracy, "int8_accuracy": decision.int8_accuracy,
-            "accuracy_delta_pt": decision.delta_pt,
-            "top1_agreement": metrics.agreement(float_scores, int8_scores),
+            "accuracy_delta_pt": decision.delta_pt, "top1_agreement": overall.agree / overall.n,
             "blessed": decision.blessed, "reasons": decision.reasons,
+            "threshold_checks": decision.checks,
+            "slices": {metrics.slice_name(k): v.to_dict() for k, v in sorted(stats.items())},
             "int8_sha256": hashlib.sha256(int8_bytes).hexdigest(), "config": cfg.to_dict(),
+            **sizes_latency,
         }
-        with fileio.open(os.path.join(evaluation.uri, keys.METRICS_FILE), "w") as f:
+        with fileio.open(os.path.join(evaluation_art.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=2))
-        for art in (blessing, evaluation):
+        for art in (blessing, evaluation_art):
             art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
             art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
             art.set_float_custom_property(keys.P_DELTA_PT, decision.delta_pt)
-            art.set_int_custom_property(keys.P_EVAL_EXAMPLES, n)
-            art.set_int_custom_property(keys.P_FLOAT_CORRECT, float_correct)
-            art.set_int_custom_property(keys.P_INT8_CORRECT, int8_correct)
+            art.set_int_custom_property(keys.P_EVAL_EXAMPLES, overall.n)
+            art.set_int_custom_property(keys.P_FLOAT_CORRECT, overall.correct["float"])
+            art.set_int_custom_property(keys.P_INT8_CORRECT, overall.correct["int8"])
+            for k, v in sizes_latency.items():
+                if v is not None:
+                    art.set_float_custom_property(k, v)
 
         marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
         with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
@@ -73,6 +93,19 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_string_custom_property(keys.P_CURRENT_MODEL, quantized.uri)
         blessing.set_int_custom_property(keys.P_CURRENT_MODEL_ID, quantized.id)
         blessing.set_string_custom_property(keys.P_INT8_SHA256, result["int8_sha256"])
-        logging.info("QuantEvaluator: %s — %s (blessing at %s)",
+        logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
                      "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
-                     blessing.uri)
+                     blessing.uri, evaluation_art.uri)
+
+    @staticmethod
+    def _latency(quantized, int8_bytes: bytes, eval_uri: str, cfg: EvalConfig) -> Dict[str, Any]:
+        """Per-example latency (1 thread, batch 1) of the int8 model and of the float TFLite
+        reference IntegerExporter stored, on up to 200 eval examples."""
+        x, _ = load_arrays(eval_uri, cfg.data, limit=200)
+        out = {keys.P_INT8_LATENCY_MS: evaluation.latency_ms(int8_bytes, x),
+               keys.P_FLOAT_LATENCY_MS: None}
+        ref = os.path.join(quantized.uri, keys.FLOAT_REFERENCE_TFLITE)
+        if fileio.exists(ref):
+            with fileio.open(ref, "rb") as f:
+                out[keys.P_FLOAT_LATENCY_MS] = evaluation.latency_ms(f.read(), x)
+        return out

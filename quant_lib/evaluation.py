@@ -1,0 +1,123 @@
+"""Float-vs-int8 evaluation as a Beam pipeline: both models score the same batches of the same
+split, per-slice counts are combined exactly (integers), so any runner (DirectRunner in-process or
+multi-process, Dataflow, Flink, Spark) gives identical metrics.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+
+import quant_lib  # noqa: F401
+from quant_lib.config import DataSpec
+from quant_lib.metrics import OVERALL, SliceKey, SliceStats
+
+
+def slice_keys(serialized: bytes, features: Sequence[str]) -> List[SliceKey]:
+    """The overall slice plus one slice per slicing feature's (first) value in this example."""
+    if not features:
+        return [OVERALL]
+    import tensorflow as tf
+    ex = tf.train.Example.FromString(serialized)
+    keys = [OVERALL]
+    for f in features:
+        feat = ex.features.feature.get(f)
+        kind = feat.WhichOneof("kind") if feat is not None else None
+        values = getattr(feat, kind).value if kind else []
+        if not values:
+            keys.append(((f, "<missing>"),))
+            continue
+        v = values[0]
+        keys.append(((f, v.decode("utf-8", "replace") if isinstance(v, bytes) else
+                      (str(int(v)) if kind == "int64_list" else repr(float(v)))),))
+    return keys
+
+
+class _ScoreBatch(beam.DoFn):
+    """Scores a batch with both models (loaded once per worker) and emits per-slice counts."""
+
+    def __init__(self, float_model_dir: str, int8_path: str, spec: DataSpec,
+                 slicing_features: Sequence[str], top_k: int):
+        self._float_dir, self._int8_path = float_model_dir, int8_path
+        self._spec, self._features, self._k = spec, tuple(slicing_features), top_k
+
+    def setup(self):
+        import tensorflow as tf
+        from quant_lib import qat, tflite
+        self._float = qat.load_model(self._float_dir)
+        with tf.io.gfile.GFile(self._int8_path, "rb") as f:
+            self._int8 = tflite.TFLiteClassifier(f.read())
+
+    def process(self, batch: List[bytes]) -> Iterable[Tuple[SliceKey, SliceStats]]:
+        from quant_lib.data import parse_serialized
+        x, y = parse_serialized(batch, self._spec)
+        scores = {"float": np.asarray(self._float.predict_on_batch(x)),
+                  "int8": self._int8.predict(x, batch_size=len(x))}
+        groups: Dict[SliceKey, List[int]] = {}
+        for i, raw in enumerate(batch):
+            for key in slice_keys(raw, self._features):
+                groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            idx = np.asarray(idx)
+            yield key, SliceStats(self._spec.num_classes, self._k).add(
+                y[idx], {m: s[idx] for m, s in scores.items()})
+
+
+class _MergeStats(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return stats if acc is None else acc.merge(stats)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+@beam.ptransform_fn
+def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, spec: DataSpec,
+                    slicing_features: Sequence[str], top_k: int, batch_size: int):
+    """serialized tf.Examples -> (slice key, SliceStats) for every slice."""
+    return (pcoll
+            | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+            | "Score" >> beam.ParDo(_ScoreBatch(float_model_dir, int8_path, spec,
+                                                slicing_features, top_k))
+            | "Combine" >> beam.CombinePerKey(_MergeStats()))
+
+
+def encode(kv: Tuple[SliceKey, SliceStats]) -> str:
+    return json.dumps({"slice": [list(x) for x in kv[0]], "counts": kv[1].to_counts()})
+
+
+def decode(lines: Iterable[str]) -> Dict[SliceKey, SliceStats]:
+    out = {}
+    for line in lines:
+        if line.strip():
+            d = json.loads(line)
+            out[tuple(tuple(x) for x in d["slice"])] = SliceStats.from_counts(d["counts"])
+    return out
+
+
+def latency_ms(model_bytes: bytes, images: np.ndarray, repeats: int = 3) -> Optional[float]:
+    """Median per-example latency of a TFLite model: one thread, batch 1, default (XNNPACK)
+    delegate; the median over ``repeats`` passes of the per-pass mean."""
+    from quant_lib import tflite
+    runner = tflite.TFLiteClassifier(model_bytes, num_threads=1)
+    runner.predict(images[:1], batch_size=1)  # allocate + warm up
+    passes = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner.predict(images, batch_size=1)
+        passes.append((time.perf_counter() - t0) / len(images))
+    return 1000 * statistics.median(passes)
