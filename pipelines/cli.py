@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate per value of this tf.Example feature (repeatable), e.g. label")
     r.add_argument("--max-slice-drop-pt", type=float,
                    help="also require every --slice-by slice to drop at most this many points")
+    r.add_argument("--max-regression-pt", type=float,
+                   help="bless only if int8 accuracy is at most this many points below the "
+                        "latest blessed (pushed) int8 model; skipped on the first run")
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
     r.add_argument("--beam-arg", action="append", default=None,
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory)")
@@ -141,6 +144,7 @@ def cmd_run(args) -> int:
             eval=EvalConfig(
                 data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
                 min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
+                max_regression_vs_baseline_pt=args.max_regression_pt,
                 thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
                                  for f in args.slice_by
                                  if args.max_slice_drop_pt is not None)),

@@ -90,9 +90,16 @@ def create_pipeline(s: PipelineSettings,
     exporter = IntegerExporter(
         model=quantize_trainer.outputs["model"], examples=example_gen.outputs["examples"],
         base_model=trainer.outputs["model"], config=s.export)
+    # The deployed model: the latest int8 model QuantEvaluator blessed (TFX's standard resolver).
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_int8_resolver")
     evaluator = QuantEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        quantized_model=exporter.outputs["quantized_model"], config=s.eval)
+        quantized_model=exporter.outputs["quantized_model"], config=s.eval,
+        baseline_model=baseline.outputs["model"])
     pusher = tfx.components.Pusher(
         model=exporter.outputs["quantized_model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -102,7 +109,7 @@ def create_pipeline(s: PipelineSettings,
         pipeline_name=s.name,
         pipeline_root=s.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, trainer, quantize_trainer, exporter,
-                    evaluator, pusher],
+                    baseline, evaluator, pusher],
         enable_cache=s.enable_cache,
         metadata_connection_config=metadata_connection_config or
         tfx.orchestration.metadata.sqlite_metadata_connection_config(s.metadata_path),

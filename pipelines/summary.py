@@ -105,6 +105,7 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
             "float_seconds_per_step": float_stats.get("seconds_per_step"),
             "report": os.path.join(qat_model.uri, keys.QAT_REPORT_FILE),
         },
+        "baseline_check": blessing and _prop(blessing, keys.P_BASELINE_CHECK),
         "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
         "int8_latency_ms": blessing and _prop(blessing, keys.P_INT8_LATENCY_MS),
@@ -164,6 +165,8 @@ def format_summary(s: Dict[str, Any]) -> str:
         lines.insert(-1, f"  QAT layers     : {q['quantized_layers']} quantized, "
                          f"{q['folded_layers']} BN folded, {q['float_layers']} float{ratio}")
     lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
+    if s.get("baseline_check"):
+        lines.append(f"  baseline       : {s['baseline_check']}")
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
     lines.append("=" * 64)
     return "\n".join(lines)

@@ -274,6 +274,7 @@ class EvalConfig(_JsonConfig):
     slicing_features: Tuple[str, ...] = ()
     top_k: int = 3
     batch_size: int = 256
+    max_regression_vs_baseline_pt: Optional[float] = None
 
     def __post_init__(self):
         n = "EvalConfig"
@@ -302,6 +303,11 @@ class EvalConfig(_JsonConfig):
                  "top_k", f"must be an int in [1, num_classes), got {self.top_k!r}")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
                  "must be an int >= 1")
+        _require(self.max_regression_vs_baseline_pt is None or
+                 (isinstance(self.max_regression_vs_baseline_pt, (int, float)) and
+                  0 <= self.max_regression_vs_baseline_pt <= 100), n,
+                 "max_regression_vs_baseline_pt",
+                 "must be None (no baseline check) or in [0, 100] percentage points")
 
 
 _NESTED = {

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -173,20 +173,22 @@ def check_thresholds(stats: Dict[SliceKey, SliceStats], cfg: EvalConfig) -> List
     return rows
 
 
-def decide(stats: Dict[SliceKey, SliceStats], cfg: EvalConfig) -> BlessingDecision:
-    """The overall accuracy gate (decide_blessing) plus every configured threshold."""
+def decide(stats: Dict[SliceKey, SliceStats], cfg: EvalConfig,
+           extra_failures: Sequence[str] = ()) -> BlessingDecision:
+    """The overall accuracy gate (decide_blessing), every configured threshold, and failures
+    found elsewhere (e.g. the regression check against the deployed model)."""
     overall = stats[OVERALL]
     d = decide_blessing(overall.value("accuracy", "float"), overall.value("accuracy", "int8"), cfg)
     rows = check_thresholds(stats, cfg)
     failures = [r for r in rows if not r["passed"]]
-    reasons = [r for r in d.reasons] if not d.blessed else []
+    reasons = ([r for r in d.reasons] if not d.blessed else []) + list(extra_failures)
     for r in failures:
         if "why" in r:
             reasons.append(f"{r['metric']} threshold on {r['slice']}: {r['why']}")
         else:
             reasons.append(f"{r['metric']} on {r['slice']}: float {r['float']:.4f}, int8 "
                            f"{r['int8']:.4f} fails {r['limit']} (value {r['value']:.4f})")
-    blessed = d.blessed and not failures
+    blessed = d.blessed and not failures and not extra_failures
     if blessed:
         reasons = d.reasons + ([f"{len(rows)} threshold check(s) passed"] if rows else [])
     return BlessingDecision(d.float_accuracy, d.int8_accuracy, d.delta_pt, blessed, reasons, rows)

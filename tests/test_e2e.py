@@ -43,17 +43,20 @@ def runs(tmp_path_factory):
     first_states = _latest_run_executions(root)
     second = _run(root, "--min-int8-accuracy", "1.0", "--slice-by", "label")
     second_states = _latest_run_executions(root)
-    return root, first, first_states, second, second_states
+    # A refresh whose model is worse (1 float epoch) than the deployed (first) one.
+    third = _run(root, "--float-epochs", "1", "--max-regression-pt", "0.5")
+    return root, first, first_states, second, second_states, third
 
 
 def test_every_component_executed(runs):
-    _, _, states, _, _ = runs
-    assert set(states) == NODES
-    assert all(s == metadata_store_pb2.Execution.COMPLETE for s in states.values()), states
+    _, _, states, _, _, _ = runs
+    assert NODES <= set(states)
+    assert all(states[n] == metadata_store_pb2.Execution.COMPLETE for n in NODES), states
 
 
 def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(runs):
-    root, s, _, _, _ = runs
+    root, s, _, _, _, _ = runs
+    assert s["baseline_check"].startswith("skipped")
     assert set(s) >= {"float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                       "int8_tflite_bytes", "blessed", "pushed_path"}
     assert s["float_accuracy"] > 0.85, "float model did not learn digits"
@@ -76,7 +79,7 @@ def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(ru
 
 
 def test_impossible_threshold_pushes_nothing(runs):
-    root, first, _, s, states = runs
+    root, first, _, s, states, _ = runs
     assert states["QuantEvaluator"] == metadata_store_pb2.Execution.COMPLETE
     assert states["Trainer"] == metadata_store_pb2.Execution.CACHED  # upstream reused
     assert s["int8_accuracy"] < 1.0
@@ -89,3 +92,12 @@ def test_impossible_threshold_pushes_nothing(runs):
     pushed_versions = os.listdir(os.path.join(root, "serving"))
     assert len(pushed_versions) == 1  # only the first (blessed) run's push
     assert first["pushed_path"].startswith(os.path.join(str(root), "serving", pushed_versions[0]))
+
+
+def test_refresh_that_regresses_against_the_pushed_model_is_not_pushed(runs):
+    root, first, _, _, _, third = runs
+    assert third["baseline_check"].startswith("failed: int8 accuracy")
+    assert first["artifacts"]["int8_model"] in third["baseline_check"]  # the deployed model
+    assert third["blessed"] is False and third["pushed_path"] is None
+    assert first["int8_accuracy"] - third["int8_accuracy"] > 0.005
+    assert len(os.listdir(os.path.join(root, "serving"))) == 1

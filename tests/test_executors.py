@@ -242,6 +242,14 @@ def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_m
     assert overall["examples"] == len(ye) and overall["top_k_accuracy"]["int8"] >= int8_acc
     assert sum(c["support"] for c in overall["per_class_accuracy"].values()) == len(ye)
     assert np.asarray(overall["confusion_matrix"]["int8"]).sum() == len(ye)
+    # TFMA can load the evaluation, for each model.
+    import tensorflow_model_analysis as tfma
+    for model, acc in (("float", float_acc), ("int8", correct / len(ye))):
+        res = tfma.load_eval_result(evaluation.uri, model_name=model)
+        overall_metrics = dict(res.slicing_metrics)[()][""][""]
+        assert overall_metrics["accuracy"]["doubleValue"] == pytest.approx(acc, abs=1e-12)
+        assert overall_metrics["example_count"]["doubleValue"] == len(ye)
+    assert res.config.model_specs[1].name == "int8"
     # Latency is recorded for both models (1 thread, batch 1); no claim about which is faster.
     assert blessing.get_float_custom_property(keys.P_INT8_LATENCY_MS) > 0
     assert blessing.get_float_custom_property(keys.P_FLOAT_LATENCY_MS) > 0

@@ -17,16 +17,22 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
     stock Pusher honours (``blessed`` custom property, BLESSED/NOT_BLESSED file) plus an
     ``evaluation`` with sliced metrics, threshold checks and reasons. Scoring is a Beam pipeline:
     ``with_beam_pipeline_args`` (or the pipeline's ``beam_pipeline_args``) choose the runner.
+    ``baseline_model``: the latest blessed int8 model (wire a Resolver with TFX's
+    LatestBlessedModelStrategy); with ``EvalConfig.max_regression_vs_baseline_pt`` the new int8
+    model must not fall further than that below it. Without a baseline (first run) the check is
+    skipped and the blessing says so.
     """
 
     SPEC_CLASS = QuantEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
-                 quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None):
+                 quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None,
+                 baseline_model: Optional[types.BaseChannel] = None):
         config = typed_config(config, EvalConfig, "QuantEvaluator")
         spec = QuantEvaluatorSpec(
             examples=examples, model=model, quantized_model=quantized_model,
+            baseline_model=baseline_model,
             config=config.to_json(),
             blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
             evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]))

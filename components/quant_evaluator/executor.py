@@ -18,6 +18,54 @@ from quant_lib.config import EvalConfig
 from quant_lib.data import load_arrays
 
 STATS_FILE = "slice_stats.jsonl"
+FLOAT, INT8 = "float", "int8"  # model names in the TFMA-format output
+
+
+def _write_tfma_result(out_dir: str, stats, cfg: EvalConfig, data_location: str,
+                       model_locations: Dict[str, str]) -> None:
+    """Writes the result in TFMA's on-disk format (eval_config.json + MetricsForSlice records) so
+    ``tfma.load_eval_result(uri, model_name="float"|"int8")`` and TFMA's views load it. TFMA
+    cannot evaluate a TFLite model and a SavedModel in one run; we compute both and write one."""
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+    from tensorflow_model_analysis.proto import config_pb2, metrics_for_slice_pb2 as mfs
+    eval_config = config_pb2.EvalConfig(
+        model_specs=[config_pb2.ModelSpec(name=FLOAT),
+                     config_pb2.ModelSpec(name=INT8, is_baseline=False)],
+        slicing_specs=[config_pb2.SlicingSpec()] + [
+            config_pb2.SlicingSpec(feature_keys=[f]) for f in cfg.slicing_features])
+    run = config_pb2.EvalRun(eval_config=eval_config, version=tfma.__version__,
+                             data_location=data_location, file_format="tfrecords",
+                             model_locations=model_locations)
+    with fileio.open(os.path.join(out_dir, "eval_config.json"), "w") as f:
+        f.write(json_format.MessageToJson(run))
+
+    def value(v):
+        return mfs.MetricValue(double_value={"value": float(v)})
+
+    with tf.io.TFRecordWriter(os.path.join(out_dir, "metrics-00000-of-00001.tfrecord")) as w:
+        for key, st in sorted(stats.items()):
+            slice_key = mfs.SliceKey(single_slice_keys=[
+                mfs.SingleSliceKey(column=col, int64_value=int(v)) if v.lstrip("-").isdigit()
+                else mfs.SingleSliceKey(column=col, bytes_value=v.encode()) for col, v in key])
+            msg = mfs.MetricsForSlice(slice_key=slice_key)
+            d = st.to_dict()
+            for model in (FLOAT, INT8):
+                for name, v in (("example_count", st.n), ("accuracy", d["accuracy"][model]),
+                                (f"top_{cfg.top_k}_accuracy", d["top_k_accuracy"][model]),
+                                ("float_int8_agreement", d["agreement"])):
+                    msg.metric_keys_and_values.add(
+                        key=mfs.MetricKey(name=name, model_name=model), value=value(v))
+                for c, acc in d["per_class_accuracy"].items():
+                    msg.metric_keys_and_values.add(
+                        key=mfs.MetricKey(name="accuracy", model_name=model,
+                                          sub_key=mfs.SubKey(class_id={"value": int(c)})),
+                        value=value(acc[model]))
+            msg.metric_keys_and_values.add(  # TFMA's model-diff convention: candidate - baseline
+                key=mfs.MetricKey(name="accuracy", model_name=INT8, is_diff=True),
+                value=value(d["accuracy"][INT8] - d["accuracy"][FLOAT]))
+            w.write(msg.SerializeToString())
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -58,8 +106,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             stats = evaluation.decode(f.read().splitlines())
         if metrics.OVERALL not in stats:
             raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
-        decision = metrics.decide(stats, cfg)
         overall = stats[metrics.OVERALL]
+        baseline = self._baseline_check(input_dict, eval_uri, cfg,
+                                        overall.value("accuracy", "int8"))
+        decision = metrics.decide(stats, cfg, extra_failures=[baseline["reason"]]
+                                  if baseline["status"] == "failed" else [])
 
         sizes_latency = self._latency(quantized, int8_bytes, eval_uri, cfg)
         result = {
@@ -67,13 +118,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "float_accuracy": decision.float_accuracy, "int8_accuracy": decision.int8_accuracy,
             "accuracy_delta_pt": decision.delta_pt, "top1_agreement": overall.agree / overall.n,
             "blessed": decision.blessed, "reasons": decision.reasons,
-            "threshold_checks": decision.checks,
+            "threshold_checks": decision.checks, "baseline": baseline,
             "slices": {metrics.slice_name(k): v.to_dict() for k, v in sorted(stats.items())},
             "int8_sha256": hashlib.sha256(int8_bytes).hexdigest(), "config": cfg.to_dict(),
             **sizes_latency,
         }
         with fileio.open(os.path.join(evaluation_art.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=2))
+        _write_tfma_result(evaluation_art.uri, stats, cfg, eval_uri,
+                           {FLOAT: float_dir, INT8: tflite_path})
         for art in (blessing, evaluation_art):
             art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
             art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
@@ -93,9 +146,38 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing.set_string_custom_property(keys.P_CURRENT_MODEL, quantized.uri)
         blessing.set_int_custom_property(keys.P_CURRENT_MODEL_ID, quantized.id)
         blessing.set_string_custom_property(keys.P_INT8_SHA256, result["int8_sha256"])
+        blessing.set_string_custom_property(keys.P_BASELINE_CHECK,
+                                            f"{baseline['status']}: {baseline['reason']}")
+        if baseline.get("baseline_int8_accuracy") is not None:
+            blessing.set_float_custom_property(keys.P_BASELINE_ACCURACY,
+                                               baseline["baseline_int8_accuracy"])
         logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
                      "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
                      blessing.uri, evaluation_art.uri)
+
+    @staticmethod
+    def _baseline_check(input_dict, eval_uri: str, cfg: EvalConfig, int8_acc: float) -> Dict:
+        """New int8 model vs the latest blessed (deployed) one, on the same split."""
+        if cfg.max_regression_vs_baseline_pt is None:
+            return {"status": "skipped", "reason": "no baseline check configured "
+                    "(EvalConfig.max_regression_vs_baseline_pt=None)"}
+        if not input_dict.get(keys.BASELINE_MODEL):
+            return {"status": "skipped", "reason": "no blessed baseline model yet (first run): "
+                    "regression check skipped"}
+        base = single(input_dict, keys.BASELINE_MODEL)
+        with fileio.open(os.path.join(serving_model_dir(base), keys.TFLITE_FILE), "rb") as f:
+            base_bytes = f.read()
+        x, y = load_arrays(eval_uri, cfg.data)
+        base_acc = metrics.accuracy(tflite.TFLiteClassifier(base_bytes).predict(x,
+                                                                               cfg.batch_size), y)
+        regression = (base_acc - int8_acc) * 100
+        ok = regression <= cfg.max_regression_vs_baseline_pt + 1e-9
+        return {"status": "passed" if ok else "failed", "baseline_uri": base.uri,
+                "baseline_int8_accuracy": base_acc, "regression_pt": regression,
+                "reason": f"int8 accuracy {int8_acc:.4f} vs blessed baseline {base_acc:.4f} "
+                          f"({base.uri}): regression {regression:.3f} pt "
+                          f"{'within' if ok else 'exceeds'} max_regression_vs_baseline_pt="
+                          f"{cfg.max_regression_vs_baseline_pt}"}
 
     @staticmethod
     def _latency(quantized, int8_bytes: bytes, eval_uri: str, cfg: EvalConfig) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ class QuantEvaluatorSpec(ComponentSpec):
         keys.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
         keys.MODEL: ChannelParameter(type=standard_artifacts.Model),  # float reference
         keys.QUANTIZED_MODEL: ChannelParameter(type=standard_artifacts.Model),
+        keys.BASELINE_MODEL: ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {
         keys.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
