@@ -1,0 +1,104 @@
+"""Evaluator throughput vs a raw loop over the same split (a benchmark, not a test).
+
+    .venv/bin/python -m pipelines.bench_evaluator --output-root runs/fashion_mnist
+
+Uses the artifacts of the latest run under the output root (read from MLMD): the eval split, the
+float Keras model and the int8 TFLite model. Times, in one process:
+  - QuantEvaluator's Beam scoring (DirectRunner, in memory): both models, per-slice counts;
+  - a raw loop doing the same work: decode the split, float Keras predict + int8 interpreter;
+  - a raw int8-only interpreter loop.
+Prints examples/second and ratios, and writes bench_evaluator.json under the output root.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import quant_lib  # noqa: F401
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--output-root", default="runs/fashion_mnist")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.summary import latest_run_outputs
+    from quant_lib import evaluation, metrics, qat, tflite
+    from quant_lib.config import DataSpec
+    from quant_lib.data import load_arrays
+
+    root = os.path.abspath(args.output_root)
+    with open(os.path.join(root, "summary.json")) as f:
+        summary = json.load(f)
+    arts = latest_run_outputs(os.path.join(root, "metadata.sqlite"), "")  # the latest run
+    examples = arts["Examples"][0]
+    eval_uri = os.path.join(examples.uri, "Split-eval")
+    trainer_model = next(a for a in arts["Model"]  # <pipeline_root>/Trainer/model/<id>
+                         if a.uri.rstrip("/").split("/")[-3] == "Trainer")
+    float_dir = os.path.join(trainer_model.uri, "Format-Serving")
+    int8_path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
+    with open(os.path.join(root, "data", "dataspec.json")) as f:
+        spec = DataSpec.from_json(f.read())
+
+    def beam_run():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "stats.jsonl")
+            with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as bp:
+                _ = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
+                     | evaluation.ScoreAndCombine(float_dir, int8_path, spec, (), 3, 256)
+                     | beam.Map(evaluation.encode)
+                     | beam.io.WriteToText(path, shard_name_template=""))
+            with open(path) as f:
+                return evaluation.decode(f.read().splitlines())[()].n
+
+    def raw_both():
+        x, y = load_arrays(eval_uri, spec)
+        model = qat.load_model(float_dir)
+        with open(int8_path, "rb") as f:
+            runner = tflite.TFLiteClassifier(f.read())
+        model.predict(x, batch_size=256, verbose=0)
+        metrics.correct(runner.predict(x, 256), y)
+        return len(y)
+
+    def raw_int8():
+        x, y = load_arrays(eval_uri, spec)
+        with open(int8_path, "rb") as f:
+            runner = tflite.TFLiteClassifier(f.read())
+        metrics.correct(runner.predict(x, 256), y)
+        return len(y)
+
+    results = {}
+    for label, fn in (("evaluator_beam", beam_run), ("raw_float_and_int8_loop", raw_both),
+                      ("raw_int8_interpreter_loop", raw_int8)):
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            n = fn()
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        results[label] = {"examples": n, "seconds": best, "examples_per_second": n / best}
+        print(f"{label:28s} {n} examples in {best:.2f}s = {n / best:,.0f} ex/s (best of "
+              f"{args.repeats})")
+    for ref in ("raw_float_and_int8_loop", "raw_int8_interpreter_loop"):
+        ratio = results["evaluator_beam"]["examples_per_second"] / \
+            results[ref]["examples_per_second"]
+        results[f"evaluator_vs_{ref}"] = ratio
+        print(f"evaluator throughput / {ref}: {ratio:.2f}x")
+    results["note"] = ("all timings include loading the models and decoding the split; "
+                       "evaluator = Beam DirectRunner in memory")
+    out = os.path.join(root, "bench_evaluator.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
