@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate per value of this tf.Example feature (repeatable), e.g. label")
     r.add_argument("--max-slice-drop-pt", type=float,
                    help="also require every --slice-by slice to drop at most this many points")
+    r.add_argument("--tfma-metric", action="append", default=[], metavar="CLASS",
+                   help="TFMA/Keras metric class computed by TFMA on both models' predictions "
+                        "(repeatable), e.g. SparseTopKCategoricalAccuracy")
     r.add_argument("--max-regression-pt", type=float,
                    help="bless only if int8 accuracy is at most this many points below the "
                         "latest blessed (pushed) int8 model; skipped on the first run")
@@ -145,6 +148,7 @@ def cmd_run(args) -> int:
                 data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
                 min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
                 max_regression_vs_baseline_pt=args.max_regression_pt,
+                tfma_metrics=tuple(args.tfma_metric),
                 thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
                                  for f in args.slice_by
                                  if args.max_slice_drop_pt is not None)),

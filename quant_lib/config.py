@@ -264,6 +264,8 @@ class EvalConfig(_JsonConfig):
     ``max_accuracy_drop_pt`` (percentage points, float minus int8) and ``min_int8_accuracy`` (a
     fraction) gate overall accuracy; ``thresholds`` add per-metric / per-slice gates;
     ``slicing_features`` are tf.Example features whose values define slices (e.g. "label").
+    ``tfma_metrics``: any TFMA/Keras metric class names, computed by TFMA itself on both models'
+    predictions (model-agnostic evaluation) into ``<evaluation>/tfma``.
     """
 
     data: DataSpec = DataSpec()
@@ -275,6 +277,7 @@ class EvalConfig(_JsonConfig):
     top_k: int = 3
     batch_size: int = 256
     max_regression_vs_baseline_pt: Optional[float] = None
+    tfma_metrics: Tuple[str, ...] = ()
 
     def __post_init__(self):
         n = "EvalConfig"
@@ -303,6 +306,11 @@ class EvalConfig(_JsonConfig):
                  "top_k", f"must be an int in [1, num_classes), got {self.top_k!r}")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
                  "must be an int >= 1")
+        tm = tuple(self.tfma_metrics)
+        _require(all(isinstance(m, str) and m.isidentifier() for m in tm), n, "tfma_metrics",
+                 "must be a list of TFMA/Keras metric class names, e.g. "
+                 "['SparseTopKCategoricalAccuracy', 'ExampleCount']")
+        object.__setattr__(self, "tfma_metrics", tm)
         _require(self.max_regression_vs_baseline_pt is None or
                  (isinstance(self.max_regression_vs_baseline_pt, (int, float)) and
                   0 <= self.max_regression_vs_baseline_pt <= 100), n,

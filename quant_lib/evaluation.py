@@ -40,10 +40,13 @@ def slice_keys(serialized: bytes, features: Sequence[str]) -> List[SliceKey]:
 class _ScoreBatch(beam.DoFn):
     """Scores a batch with both models (loaded once per worker) and emits per-slice counts."""
 
+    PREDICTIONS = "predictions"  # tagged output: tf.Examples with label + both models' scores
+
     def __init__(self, float_model_dir: str, int8_path: str, spec: DataSpec,
-                 slicing_features: Sequence[str], top_k: int):
+                 slicing_features: Sequence[str], top_k: int, emit_predictions: bool = False):
         self._float_dir, self._int8_path = float_model_dir, int8_path
         self._spec, self._features, self._k = spec, tuple(slicing_features), top_k
+        self._emit = emit_predictions
 
     def setup(self):
         import tensorflow as tf
@@ -65,6 +68,28 @@ class _ScoreBatch(beam.DoFn):
             idx = np.asarray(idx)
             yield key, SliceStats(self._spec.num_classes, self._k).add(
                 y[idx], {m: s[idx] for m, s in scores.items()})
+        if self._emit:
+            for i, raw in enumerate(batch):
+                yield beam.pvalue.TaggedOutput(self.PREDICTIONS, prediction_example(
+                    raw, int(y[i]), scores["float"][i], scores["int8"][i], self._spec.label_key,
+                    self._features))
+
+
+def prediction_example(raw: bytes, label: int, float_scores, int8_scores, label_key: str,
+                       features: Sequence[str]) -> bytes:
+    """A tf.Example for TFMA's model-agnostic evaluation: label, each model's scores under
+    ``float_scores``/``int8_scores``, and the slicing features copied from the input."""
+    import tensorflow as tf
+    src = tf.train.Example.FromString(raw)
+    ex = tf.train.Example()
+    fmap = ex.features.feature
+    fmap[label_key].int64_list.value.append(label)
+    fmap["float_scores"].float_list.value.extend(np.asarray(float_scores, np.float32))
+    fmap["int8_scores"].float_list.value.extend(np.asarray(int8_scores, np.float32))
+    for f in features:
+        if f != label_key and f in src.features.feature:
+            fmap[f].CopyFrom(src.features.feature[f])
+    return ex.SerializeToString()
 
 
 class _MergeStats(beam.CombineFn):
@@ -87,13 +112,21 @@ class _MergeStats(beam.CombineFn):
 
 @beam.ptransform_fn
 def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, spec: DataSpec,
-                    slicing_features: Sequence[str], top_k: int, batch_size: int):
-    """serialized tf.Examples -> (slice key, SliceStats) for every slice."""
-    return (pcoll
-            | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-            | "Score" >> beam.ParDo(_ScoreBatch(float_model_dir, int8_path, spec,
-                                                slicing_features, top_k))
-            | "Combine" >> beam.CombinePerKey(_MergeStats()))
+                    slicing_features: Sequence[str], top_k: int, batch_size: int,
+                    predictions_prefix: Optional[str] = None):
+    """serialized tf.Examples -> (slice key, SliceStats) for every slice; with
+    ``predictions_prefix`` also writes per-example predictions there (gzip TFRecord)."""
+    scored = (pcoll
+              | "Batch" >> beam.BatchElements(min_batch_size=batch_size,
+                                              max_batch_size=batch_size)
+              | "Score" >> beam.ParDo(_ScoreBatch(
+                  float_model_dir, int8_path, spec, slicing_features, top_k,
+                  emit_predictions=predictions_prefix is not None)).with_outputs(
+                      _ScoreBatch.PREDICTIONS, main="stats"))
+    if predictions_prefix is not None:
+        _ = scored[_ScoreBatch.PREDICTIONS] | "WritePredictions" >> beam.io.WriteToTFRecord(
+            predictions_prefix, file_name_suffix=".tfrecord.gz")
+    return scored["stats"] | "Combine" >> beam.CombinePerKey(_MergeStats())
 
 
 def encode(kv: Tuple[SliceKey, SliceStats]) -> str:

@@ -281,6 +281,27 @@ def test_quant_evaluator_per_slice_threshold_blocks_on_one_slice(
     assert len(reasons) == len(failing) and worst in reasons[0]
 
 
+def test_quant_evaluator_computes_user_configured_tfma_metrics(
+        digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
+    import tensorflow_model_analysis as tfma
+    examples, _ = digits_examples
+    cfg = EvalConfig(data=SPEC, slicing_features=("label",),
+                     tfma_metrics=("SparseCategoricalAccuracy", "ExampleCount"))
+    _, evaluation = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path, cfg)
+    with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
+        ours = json.load(f)["slices"]
+    for model in ("float", "int8"):
+        res = dict(tfma.load_eval_result(os.path.join(evaluation.uri, "tfma"),
+                                         model_name=model).slicing_metrics)
+        overall = res[()][""][""]
+        assert overall["example_count"]["doubleValue"] == ours["overall"]["examples"]
+        # TFMA's own accuracy on the recorded predictions equals ours (float32 rounding aside).
+        assert overall["sparse_categorical_accuracy"]["doubleValue"] == pytest.approx(
+            ours["overall"]["accuracy"][model], abs=1e-6)
+        assert res[(("label", 3),)][""][""]["sparse_categorical_accuracy"]["doubleValue"] == \
+            pytest.approx(ours["label=3"]["accuracy"][model], abs=1e-6)
+
+
 def test_quant_evaluator_multiprocess_beam_matches_in_process(
         digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
     examples, _ = digits_examples

@@ -18,6 +18,7 @@ from quant_lib.config import EvalConfig
 from quant_lib.data import load_arrays
 
 STATS_FILE = "slice_stats.jsonl"
+TFMA_USER_DIR = "tfma"  # tfma.load_eval_result(<evaluation>/tfma, model_name=...) for tfma_metrics
 FLOAT, INT8 = "float", "int8"  # model names in the TFMA-format output
 
 
@@ -94,12 +95,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
                      eval_uri, list(cfg.slicing_features) or "overall only")
         stats_prefix = os.path.join(evaluation_art.uri, STATS_FILE)
+        predictions = (os.path.join(evaluation_art.uri, "predictions", "part")
+                       if cfg.tfma_metrics else None)
         with self._make_beam_pipeline() as p:
             _ = (p
                  | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
                  | "Evaluate" >> evaluation.ScoreAndCombine(
                      float_dir, tflite_path, cfg.data, cfg.slicing_features, cfg.top_k,
-                     cfg.batch_size)
+                     cfg.batch_size, predictions)
                  | "Encode" >> beam.Map(evaluation.encode)
                  | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
         with fileio.open(stats_prefix) as f:
@@ -127,6 +130,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             f.write(json.dumps(result, indent=2))
         _write_tfma_result(evaluation_art.uri, stats, cfg, eval_uri,
                            {FLOAT: float_dir, INT8: tflite_path})
+        if cfg.tfma_metrics:
+            self._run_tfma(predictions + "*", os.path.join(evaluation_art.uri, TFMA_USER_DIR), cfg)
         for art in (blessing, evaluation_art):
             art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
             art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
@@ -154,6 +159,34 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
                      "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
                      blessing.uri, evaluation_art.uri)
+
+    def _run_tfma(self, data_location: str, out_dir: str, cfg: EvalConfig) -> None:
+        """TFMA computes the user's metrics on both models' recorded predictions (model-agnostic
+        evaluation: no model is loaded, so TFLite and SavedModel never meet in one TFMA run)."""
+        import tensorflow_model_analysis as tfma
+        eval_config = tfma.EvalConfig(
+            model_specs=[tfma.ModelSpec(name=m, label_key=cfg.data.label_key,
+                                        prediction_key=f"{m}_scores") for m in (FLOAT, INT8)],
+            metrics_specs=[tfma.MetricsSpec(
+                metrics=[tfma.MetricConfig(class_name=c) for c in cfg.tfma_metrics],
+                model_names=[FLOAT, INT8])],
+            slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f])
+                                                  for f in cfg.slicing_features])
+        logging.info("QuantEvaluator: TFMA metrics %s on both models' predictions -> %s",
+                     list(cfg.tfma_metrics), out_dir)
+        try:
+            from tfx_bsl.tfxio import tf_example_record
+            tfxio = tf_example_record.TFExampleRecord(
+                file_pattern=data_location, raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+            with self._make_beam_pipeline() as p:
+                _ = (p
+                     | "ReadPredictions" >> tfxio.BeamSource()
+                     | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(eval_config=eval_config,
+                                                                   output_path=out_dir))
+        except Exception as e:  # noqa: BLE001  (TFMA raises many types for a bad metric name)
+            raise ValueError(f"EvalConfig.tfma_metrics {list(cfg.tfma_metrics)}: TFMA could not "
+                             f"compute them ({type(e).__name__}: {str(e)[:300]}); use TFMA or "
+                             "tf_keras metric class names") from e
 
     @staticmethod
     def _baseline_check(input_dict, eval_uri: str, cfg: EvalConfig, int8_acc: float) -> Dict:
