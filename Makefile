@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-digits test test-fast data clean
+.PHONY: venv run run-digits test test-fast test-airflow airflow-venv data clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,28 @@ test: venv data
 
 test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
+
+# Airflow 2 pins conflict with TFX 1.16's (werkzeug, SQLAlchemy, OpenTelemetry...), so Airflow gets its
+# own venv that sees .venv's packages through site.addsitedir and shadows only what differs.
+AF_VENV := .venv-airflow
+AF_STAMP := $(AF_VENV)/.installed
+AF_HOME := $(CURDIR)/runs/airflow_home
+airflow-venv: $(AF_STAMP)
+
+$(AF_STAMP): $(STAMP) constraints-airflow.txt
+	@set -e; \
+	rm -rf $(AF_VENV); \
+	base=$$($(PY) -c 'import sys; print(sys.base_prefix)'); \
+	"$$base/bin/python3.10" -m venv $(AF_VENV); \
+	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python3.10/site-packages')" \
+	  > $(AF_VENV)/lib/python3.10/site-packages/zz_tfx_qat_base.pth; \
+	echo ">> installing Airflow into $(AF_VENV) (layered over $(VENV))"; \
+	$(AF_VENV)/bin/python -m pip install -q --no-deps -r constraints-airflow.txt; \
+	touch $(AF_STAMP); echo ">> $(AF_VENV) ready"
+
+# DagBag import check + `airflow dags test` of the DAG on digits, on a throw-away SQLite Airflow.
+test-airflow: airflow-venv
+	AIRFLOW_HOME=$(AF_HOME) $(AF_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS) tests/airflow
 
 clean:
 	rm -rf runs .pytest_cache

@@ -17,13 +17,20 @@ INSTALL_REQUIRES = [
     # tfx_bsl imports dill, which Beam 2.74 dropped; 2.61 resolves cleanly with TFX 1.16.
     "apache-beam[gcp]>=2.53,<2.74",
     "numpy>=1.22,<2",
+    "google-crc32c>=1.5",  # TFRecord framing check (quant_lib.data.check_framing)
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7"],
-    # Declared for the orchestration work (Kubeflow V2 / Airflow); not exercised by `make test` yet.
-    "kfp": ["kfp>=1.8.22,<2", "kfp-pipeline-spec>=0.1.16,<0.2"],
-    "airflow": ["apache-airflow>=2.8,<3"],
+    # kfp-pipeline-spec: the KFP v2 compile test runs in `make test`.
+    "dev": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "kfp-pipeline-spec==0.1.16"],
+    # Compiling for Kubeflow V2 / Vertex needs only the pipeline-spec protos (protobuf < 4, like
+    # TFX 1.16). The kfp 1.8 SDK itself pins kubernetes < 26, urllib3 < 2 and pydantic < 2, which
+    # conflict with TFX 1.16's dependencies; submit the compiled JSON with google-cloud-aiplatform
+    # (installed with TFX) or the KFP UI.
+    "kfp": ["kfp-pipeline-spec==0.1.16"],
+    # Airflow's pins conflict with TFX 1.16's: `make airflow-venv` layers it over .venv using
+    # constraints-airflow.txt (README "Airflow").
+    "airflow": ["apache-airflow==2.10.5"],
 }
 
 setup(

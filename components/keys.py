@@ -4,7 +4,10 @@
 EXAMPLES = "examples"
 SCHEMA = "schema"
 BASE_MODEL = "base_model"          # float Model from the stock Trainer
-MODEL = "model"                    # QAT Model (QuantizeTrainer out, IntegerExporter in)
+MODEL = "model"                    # input: QAT Model (IntegerExporter), float Model (QuantEvaluator)
+# QuantizeTrainer's output. Not "model": TFX's legacy driver (Airflow) names artifacts
+# "<output key>:<run id>" per type, so it would collide with the stock Trainer's "model" output.
+QAT_MODEL = "qat_model"
 QUANTIZED_MODEL = "quantized_model"  # full-integer TFLite Model (IntegerExporter out)
 BASELINE_MODEL = "baseline_model"  # latest blessed int8 Model (LatestBlessedModelStrategy)
 BLESSING = "blessing"
@@ -38,6 +41,8 @@ P_EVAL_EXAMPLES = "eval_examples"
 P_FLOAT_CORRECT = "float_correct"
 P_INT8_CORRECT = "int8_correct"
 P_INT8_SHA256 = "int8_sha256"
+P_PUSHED = "pushed"                # int 1/0, as the stock Pusher writes
+P_PUSHED_SHA256 = "pushed_sha256"  # VerifiedPusher: sha256 of the bytes that were pushed
 P_BASELINE_ACCURACY = "baseline_int8_accuracy"
 P_BASELINE_CHECK = "baseline_check"  # passed | failed | skipped: why
 P_INT8_LATENCY_MS = "int8_latency_ms"    # TFLite, 1 thread, batch 1, default XNNPACK delegate

@@ -5,6 +5,8 @@ from tfx import types
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from quant_lib.data import DataError, load_arrays, validate_split
+
 
 def single(d: Dict[str, List[types.Artifact]], key: str) -> types.Artifact:
     if not d.get(key):
@@ -34,3 +36,20 @@ def typed_config(config, cls, component: str):
         raise TypeError(f"{component}(config=...) takes a quant_lib.config.{cls.__name__}, got "
                         f"{type(config).__name__}; build one, e.g. {cls.__name__}(data=DataSpec(...))")
     return config
+
+
+def load_split(examples: List[types.Artifact], split: str, spec, field: str, limit=None):
+    """load_arrays on one split of an Examples artifact; errors name the config field that chose
+    it (e.g. ``ExportConfig.representative_split='train'``)."""
+    try:
+        return load_arrays(split_uri(examples, split), spec, limit=limit)
+    except DataError as e:
+        raise DataError(f"{field}={split!r}: {e}") from e
+
+
+def check_split(examples: List[types.Artifact], split: str, spec, field: str) -> int:
+    """validate_split on one split of an Examples artifact (see load_split for the errors)."""
+    try:
+        return validate_split(split_uri(examples, split), spec)
+    except DataError as e:
+        raise DataError(f"{field}={split!r}: {e}") from e

@@ -21,28 +21,15 @@ def _shape(text: str):
     return dims
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tfx-qat", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="ingest data and run the QAT pipeline locally")
-    src = r.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=("fashion_mnist", "digits"), default="fashion_mnist",
-                     help="built-in real dataset (default: fashion_mnist from the Debian package)")
-    src.add_argument("--csv", metavar="TRAIN_CSV",
-                     help="your own CSV: a label column plus one numeric column per pixel")
-    src.add_argument("--tfrecords", metavar="DIR",
-                     help="your own tf.Example TFRecords in DIR/train/* and DIR/eval/*")
-    r.add_argument("--csv-eval", metavar="EVAL_CSV", help="eval CSV (default: 10%% of --csv rows)")
-    r.add_argument("--label-column", default="label")
+def _pipeline_flags() -> argparse.ArgumentParser:
+    """Flags shared by every runner: what to train, how to quantize, when to bless."""
+    r = argparse.ArgumentParser(add_help=False)
     r.add_argument("--image-key", default="image", help="--tfrecords image feature (float list)")
     r.add_argument("--label-key", default="label", help="--tfrecords label feature (int64)")
     r.add_argument("--image-shape", type=_shape, help="H,W,C (default: square, 1 channel)")
     r.add_argument("--num-classes", type=int, help="default: inferred (CSV) / required (TFRecords)")
     r.add_argument("--image-scale", type=float,
                    help="--tfrecords: multiply pixels by this (default: 1/255 if values exceed 1)")
-    r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
-                   "(default: runs/<dataset>)")
-    r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
     r.add_argument("--float-epochs", type=int, default=5)
     r.add_argument("--qat-epochs", type=int, default=1)
     r.add_argument("--qat-learning-rate", type=float, default=1e-4)
@@ -73,7 +60,46 @@ def build_parser() -> argparse.ArgumentParser:
                         "latest blessed (pushed) int8 model; skipped on the first run")
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
     r.add_argument("--beam-arg", action="append", default=None,
-                   help="Beam pipeline arg, repeatable (default: DirectRunner in memory)")
+                   help="Beam pipeline arg, repeatable (default: DirectRunner in memory); e.g. "
+                        "--beam-arg=--runner=DataflowRunner (see README, Distributed Beam)")
+    return r
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tfx-qat", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    common = _pipeline_flags()
+    r = sub.add_parser("run", parents=[common],
+                       help="ingest data and run the QAT pipeline locally (LocalDagRunner)")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=("fashion_mnist", "digits"), default="fashion_mnist",
+                     help="built-in real dataset (default: fashion_mnist from the Debian package)")
+    src.add_argument("--csv", metavar="TRAIN_CSV",
+                     help="your own CSV: a label column plus one numeric column per pixel")
+    src.add_argument("--tfrecords", metavar="DIR",
+                     help="your own tf.Example TFRecords in DIR/train/* and DIR/eval/*")
+    r.add_argument("--csv-eval", metavar="EVAL_CSV", help="eval CSV (default: 10%% of --csv rows)")
+    r.add_argument("--label-column", default="label")
+    r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
+                   "(default: runs/<dataset>)")
+    r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
+    k = sub.add_parser("compile-kfp", parents=[common],
+                       help="compile the pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON)")
+    k.add_argument("--image", required=True,
+                   help="container image with tfx-qat installed that every step runs in")
+    k.add_argument("--output-root", required=True,
+                   help="pipeline root + push destination parent, e.g. gs://bucket/tfx-qat")
+    k.add_argument("--data-root", required=True,
+                   help="tf.Example TFRecords in <data-root>/train/* and <data-root>/eval/*")
+    k.add_argument("--dataset", choices=("fashion_mnist", "digits"),
+                   help="DataSpec of a built-in dataset; else give --num-classes (+ --image-shape)")
+    k.add_argument("--name", default="tfx-qat", help="pipeline name")
+    k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
+    ln = sub.add_parser("lineage", help="for each pushed int8 model, print where it came from "
+                        "(read from MLMD)")
+    ln.add_argument("root", help="pipeline output root (holding metadata.sqlite) or an MLMD "
+                    "SQLite file")
+    ln.add_argument("--json", action="store_true", help="print JSON instead of text")
     a = sub.add_parser("edgetpu-analyze", help="predict which ops of a .tflite map to the Edge TPU")
     a.add_argument("model", help="path to a .tflite file (e.g. <artifact>/Format-Serving/tflite)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
@@ -120,8 +146,32 @@ def _prepare_data(args, data_root: str):
     return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit)
 
 
-def cmd_run(args) -> int:
+def _settings(args, name: str, root: str, data_root: str, spec):
     from pipelines.pipeline import DEFAULT_BEAM_ARGS, PipelineSettings
+    return PipelineSettings(
+        name=name, output_root=root, data_root=data_root,
+        data=spec, float_epochs=args.float_epochs, width=args.width,
+        qat=QuantizationConfig(
+            data=spec, epochs=args.qat_epochs, learning_rate=args.qat_learning_rate,
+            scheme=args.qat_scheme, weight_bits=args.weight_bits,
+            activation_bits=args.activation_bits, per_tensor=args.per_tensor,
+            keep_float_names=tuple(args.keep_float),
+            keep_float_regex=tuple(args.keep_float_regex),
+            keep_float_types=tuple(args.keep_float_type), strict=args.strict),
+        export=ExportConfig(data=spec),
+        eval=EvalConfig(
+            data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
+            min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
+            max_regression_vs_baseline_pt=args.max_regression_pt,
+            tfma_metrics=tuple(args.tfma_metric),
+            thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
+                             for f in args.slice_by
+                             if args.max_slice_drop_pt is not None)),
+        beam_pipeline_args=args.beam_arg or list(DEFAULT_BEAM_ARGS),
+        enable_cache=not args.no_cache)
+
+
+def cmd_run(args) -> int:
     from pipelines.runner import print_summary, run_local
     name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
     root = os.path.abspath(args.output_root or os.path.join("runs", name))
@@ -129,32 +179,8 @@ def cmd_run(args) -> int:
     from quant_lib.data import DataError
     try:
         data_root, spec = _prepare_data(args, os.path.join(root, "data"))
+        settings = _settings(args, f"tfx-qat-{name.replace('_', '-')}", root, data_root, spec)
     except (IngestionError, DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        settings = PipelineSettings(
-            name=f"tfx-qat-{name.replace('_', '-')}", output_root=root, data_root=data_root,
-            data=spec, float_epochs=args.float_epochs, width=args.width,
-            qat=QuantizationConfig(
-                data=spec, epochs=args.qat_epochs, learning_rate=args.qat_learning_rate,
-                scheme=args.qat_scheme, weight_bits=args.weight_bits,
-                activation_bits=args.activation_bits, per_tensor=args.per_tensor,
-                keep_float_names=tuple(args.keep_float),
-                keep_float_regex=tuple(args.keep_float_regex),
-                keep_float_types=tuple(args.keep_float_type), strict=args.strict),
-            export=ExportConfig(data=spec),
-            eval=EvalConfig(
-                data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
-                min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
-                max_regression_vs_baseline_pt=args.max_regression_pt,
-                tfma_metrics=tuple(args.tfma_metric),
-                thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
-                                 for f in args.slice_by
-                                 if args.max_slice_drop_pt is not None)),
-            beam_pipeline_args=args.beam_arg or list(DEFAULT_BEAM_ARGS),
-            enable_cache=not args.no_cache)
-    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = run_local(settings)
@@ -162,10 +188,54 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compile_kfp(args) -> int:
+    from pipelines.data import builtin_spec
+    from pipelines.kubeflow_v2_runner import compile_kfp_v2
+    from quant_lib.config import DataSpec
+    try:
+        if args.dataset:
+            spec = builtin_spec(args.dataset)
+        elif args.num_classes and args.image_shape:
+            spec = DataSpec(image_key=args.image_key, label_key=args.label_key,
+                            image_shape=args.image_shape, num_classes=args.num_classes,
+                            image_scale=args.image_scale or 1.0)
+        else:
+            raise ConfigError("compile-kfp needs --dataset NAME, or --num-classes N and "
+                              "--image-shape H,W,C describing your TFRecords")
+        root = args.output_root if "://" in args.output_root else os.path.abspath(args.output_root)
+        settings = _settings(args, args.name, root, args.data_root, spec)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_dir, out_file = os.path.split(os.path.abspath(args.output))
+    job = compile_kfp_v2(settings, image=args.image, output_dir=out_dir, output_filename=out_file)
+    tasks = sorted(job["pipelineSpec"]["root"]["dag"]["tasks"])
+    print(f"KFP v2 pipeline spec written to {args.output} ({len(tasks)} tasks: {', '.join(tasks)})")
+    print(f"pipeline root: {settings.pipeline_root}; image: {args.image}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    import json
+    from pipelines.lineage import format_lineage, pushed_model_lineage
+    path = args.root
+    if os.path.isdir(path):
+        path = os.path.join(path, "metadata.sqlite")
+    if not os.path.isfile(path):
+        print(f"error: no MLMD database at {path}; pass the pipeline output root (the folder "
+              "holding metadata.sqlite) or the SQLite file itself", file=sys.stderr)
+        return 2
+    records = pushed_model_lineage(path)
+    print(json.dumps(records, indent=2) if args.json else format_lineage(records))
+    return 0
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return {"run": cmd_run, "edgetpu-analyze": cmd_edgetpu_analyze,
+    logging.basicConfig(level=logging.INFO if args.command == "run" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
+            "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 
 

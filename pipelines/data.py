@@ -130,19 +130,37 @@ def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec
     return spec
 
 
+def ingested_spec(out_dir: str) -> Optional[DataSpec]:
+    """The DataSpec of a completely ingested directory, else None."""
+    spec_path = os.path.join(out_dir, SPEC_FILE)
+    if not tf.io.gfile.exists(spec_path):
+        return None
+    with tf.io.gfile.GFile(spec_path) as f:
+        return DataSpec.from_json(f.read())
+
+
+BUILTIN_SPECS = {"fashion_mnist": DataSpec(image_shape=(28, 28, 1), num_classes=10),
+                 "digits": DataSpec(image_shape=(8, 8, 1), num_classes=10)}
+
+
+def builtin_spec(name: str) -> DataSpec:
+    """The DataSpec of a built-in dataset as ingested here (float pixels in [0, 1])."""
+    return BUILTIN_SPECS[name]
+
+
 def ingest_fashion_mnist(out_dir: str, data_dir: str = FASHION_MNIST_DIR,
                          limit: Optional[int] = None) -> DataSpec:
     xt, yt, xe, ye = load_fashion_mnist(data_dir)
     if limit:
         xt, yt, xe, ye = xt[:limit], yt[:limit], xe[:max(limit // 6, 1)], ye[:max(limit // 6, 1)]
-    spec = DataSpec(image_shape=(28, 28, 1), num_classes=10)
+    spec = builtin_spec("fashion_mnist")
     f = lambda x: (x.astype(np.float32) / 255.0).reshape(len(x), -1)  # noqa: E731
     return write_dataset(out_dir, f(xt), yt, f(xe), ye, spec)
 
 
 def ingest_digits(out_dir: str) -> DataSpec:
     xt, yt, xe, ye = load_digits()
-    spec = DataSpec(image_shape=(8, 8, 1), num_classes=10)
+    spec = builtin_spec("digits")
     return write_dataset(out_dir, xt.reshape(len(xt), -1), yt, xe.reshape(len(xe), -1), ye, spec)
 
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import quant_lib  # noqa: F401
 from tfx import v1 as tfx
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer
+from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules", "cnn_trainer.py")
@@ -66,8 +66,17 @@ class PipelineSettings:
                 "width": self.width, "seed": self.seed}
 
 
-def create_pipeline(s: PipelineSettings,
-                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+TRAINER_RUN_FN = "pipelines.modules.cnn_trainer.run_fn"
+
+
+def create_pipeline(s: PipelineSettings, metadata_connection_config=None,
+                    for_container: bool = False) -> tfx.dsl.Pipeline:
+    """The one pipeline definition every runner uses.
+
+    ``for_container``: steps run in an image with tfx-qat installed (Kubeflow V2 / Vertex), so the
+    Trainer imports its ``run_fn`` from the installed package instead of packaging the local module
+    file, and MLMD is the orchestrator's (no SQLite connection config).
+    """
     example_gen = tfx.components.ImportExampleGen(
         input_base=s.data_root,
         input_config=tfx.proto.Input(splits=[
@@ -77,8 +86,9 @@ def create_pipeline(s: PipelineSettings,
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
                                           infer_feature_shape=True)
+    trainer_code = {"run_fn": TRAINER_RUN_FN} if for_container else {"module_file": MODULE_FILE}
     trainer = tfx.components.Trainer(
-        module_file=MODULE_FILE,
+        **trainer_code,
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
@@ -88,29 +98,39 @@ def create_pipeline(s: PipelineSettings,
         examples=example_gen.outputs["examples"], base_model=trainer.outputs["model"],
         schema=schema_gen.outputs["schema"], config=s.qat)
     exporter = IntegerExporter(
-        model=quantize_trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        model=quantize_trainer.outputs["qat_model"], examples=example_gen.outputs["examples"],
         base_model=trainer.outputs["model"], config=s.export)
-    # The deployed model: the latest int8 model QuantEvaluator blessed (TFX's standard resolver).
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_int8_resolver")
+    # The deployed model (the latest int8 model QuantEvaluator blessed, TFX's standard resolver) is
+    # wired only when a regression gate uses it: an unused input would still change the
+    # evaluator's cache key after every push and defeat caching of unchanged reruns.
+    nodes = []
+    baseline_model = None
+    if s.eval.max_regression_vs_baseline_pt is not None:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_int8_resolver")
+        nodes.append(baseline)
+        baseline_model = baseline.outputs["model"]
     evaluator = QuantEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         quantized_model=exporter.outputs["quantized_model"], config=s.eval,
-        baseline_model=baseline.outputs["model"])
-    pusher = tfx.components.Pusher(
+        baseline_model=baseline_model)
+    # TFX's Pusher with a verifying executor: pushes only blessed bytes, checksum-checked.
+    pusher = VerifiedPusher(
         model=exporter.outputs["quantized_model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=s.serving_dir)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=s.serving_dir)),
+    ).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=s.name,
         pipeline_root=s.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, trainer, quantize_trainer, exporter,
-                    baseline, evaluator, pusher],
+                    *nodes, evaluator, pusher],
         enable_cache=s.enable_cache,
-        metadata_connection_config=metadata_connection_config or
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(s.metadata_path),
+        metadata_connection_config=None if for_container else (
+            metadata_connection_config or
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(s.metadata_path)),
         beam_pipeline_args=s.beam_pipeline_args)

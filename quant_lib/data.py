@@ -1,9 +1,13 @@
 """Reading tf.Example TFRecords (as written by ExampleGen) into tensors the models consume."""
 from __future__ import annotations
 
+import gzip
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+import struct
+import zlib
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+import google_crc32c
 import numpy as np
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -98,23 +102,60 @@ def make_dataset(patterns: Union[str, Sequence[str]], spec: DataSpec, batch_size
         .prefetch(tf.data.AUTOTUNE)
 
 
-def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
-                limit: Optional[int] = None, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-    """Loads (images float32 [N,H,W,C], labels int64 [N]) and validates them against ``spec``.
+def _masked_crc(data: bytes) -> bytes:
+    """TFRecord's masked CRC-32C of ``data`` (little-endian bytes)."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
-    Raises DataError naming the feature and the fix when a feature is missing, has the wrong
-    length, holds NaN/Inf, or a label is outside [0, num_classes).
+
+def check_framing(files: Sequence[str]) -> int:
+    """Walks each file's TFRecord framing (length, CRC, payload, CRC); returns the record count.
+
+    TensorFlow's reader treats a file cut inside a record's payload as a clean end of file, so a
+    half-copied shard would silently lose examples: detect the cut here instead.
     """
+    total = 0
+    for path in files:
+        raw = tf.io.gfile.GFile(path, "rb")
+        try:
+            f = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+            while True:
+                header = f.read(12)
+                if not header:
+                    break
+                if len(header) == 12 and _masked_crc(header[:8]) != header[8:]:
+                    raise DataError(f"corrupt TFRecord {path}: record {total + 1} has a bad "
+                                    "length checksum (not a TFRecord file, or damaged) — "
+                                    "regenerate the data or drop the damaged file")
+                n = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else -1
+                if n < 0 or len(f.read(n + 4)) != n + 4:
+                    raise DataError(f"truncated TFRecord {path}: the file ends inside record "
+                                    f"{total + 1} — regenerate the data or drop the damaged file")
+                total += 1
+        except (EOFError, OSError, zlib.error) as e:  # gzip stream cut short or not gzip
+            raise DataError(f"corrupt or truncated TFRecord {path}: {e} — regenerate the data "
+                            "or drop the damaged file") from e
+        finally:
+            raw.close()
+    return total
+
+
+def _batches(patterns: Union[str, Sequence[str]], spec: DataSpec, limit: Optional[int],
+             batch_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Validated (images, labels) batches; every data problem becomes a DataError."""
     files = resolve_files(patterns)
     ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
-    if limit is not None:
+    if limit is None:  # whole split: check the framing too (a limited read stops early anyway)
+        check_framing(files)
+    else:
         ds = ds.take(limit)
     ds = ds.batch(batch_size).map(_parse_fn(spec))
-    images, labels = [], []
+    seen = 0
     try:
         for x, y in ds:
-            images.append(x.numpy())
-            labels.append(y.numpy())
+            seen += len(y)
+            yield _validated(x.numpy().astype(np.float32), y.numpy().astype(np.int64), spec,
+                             f"{files[0]}...")
     except tf.errors.DataLossError as e:
         raise DataError(f"corrupt or truncated TFRecord among {files[:3]}: {e.message.splitlines()[0]}"
                         " — regenerate the data or drop the damaged file") from e
@@ -126,10 +167,29 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
             f"{e.message.splitlines()[0]} — each example needs a {spec.image_dtype} feature "
             f"{spec.image_key!r} of exactly {spec.flat_size} values and an int64 feature "
             f"{spec.label_key!r}; fix the data or the DataSpec") from e
-    if not images:
+    if not seen:
         raise DataError(f"no examples in {files[:3]}: the split is empty")
-    return _validated(np.concatenate(images).astype(np.float32),
-                      np.concatenate(labels).astype(np.int64), spec, f"{files[0]}...")
+
+
+def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
+                limit: Optional[int] = None, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+    """Loads (images float32 [N,H,W,C], labels int64 [N]) and validates them against ``spec``.
+
+    Raises DataError naming the feature and the fix when a file is corrupt, a feature is missing,
+    has the wrong length, holds NaN/Inf, a label is outside [0, num_classes), or there is no data.
+    """
+    xs, ys = zip(*_batches(patterns, spec, limit, batch_size))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def validate_split(patterns: Union[str, Sequence[str]], spec: DataSpec,
+                   batch_size: int = 4096) -> int:
+    """Streams a split once with load_arrays' checks (without holding it); returns its size.
+
+    Training reads through tf.data, where a corrupt record or a NaN pixel would surface as a raw
+    TensorFlow error mid-epoch or, worse, as a silently NaN loss: check before training instead.
+    """
+    return sum(len(y) for _, y in _batches(patterns, spec, None, batch_size))
 
 
 def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> Tuple[str, int, float]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from typing import Callable, List, Optional
@@ -319,7 +320,28 @@ def save_model(model, path: str) -> None:
     model.save(path, save_format="tf", include_optimizer=False)
 
 
+_SAVE_HINT = ("QAT needs a Keras 2 model: build it with `import tf_keras as keras` "
+              "(TF_USE_LEGACY_KERAS=1 set before TensorFlow is imported) and save it with "
+              "model.save(serving_model_dir, save_format='tf')")
+
+
 def load_model(path: str):
-    """Loads a float or QAT Keras SavedModel (QAT wrappers need TFMOT's quantize_scope)."""
+    """Loads a float or QAT Keras SavedModel (QAT wrappers need TFMOT's quantize_scope).
+
+    Models Keras 2 cannot load (a Keras-3 ``.keras`` file, a SavedModel exported without Keras
+    metadata) get a QuantizationError saying what was found and how to re-save it.
+    """
+    has = lambda name: tf.io.gfile.exists(os.path.join(path, name))  # noqa: E731
+    if not tf.io.gfile.isdir(path):
+        raise QuantizationError(f"no model directory at {path}: the Model artifact is empty")
+    if not (has("saved_model.pb") or has("saved_model.pbtxt")):
+        found = tf.io.gfile.listdir(path)
+        kind = ("a Keras 3 .keras file" if any(f.endswith(".keras") for f in found) else
+                "an .h5 file" if any(f.endswith(".h5") for f in found) else f"{found}")
+        raise QuantizationError(f"{path} holds {kind}, not a Keras 2 SavedModel. {_SAVE_HINT}")
+    if not has("keras_metadata.pb"):
+        raise QuantizationError(
+            f"the SavedModel at {path} has no keras_metadata.pb: it was exported without Keras 2 "
+            f"metadata (Keras 3 model.export, or tf.saved_model.save). {_SAVE_HINT}")
     with tfmot.quantization.keras.quantize_scope():
         return tf_keras.models.load_model(path, compile=False)

@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import importlib.util  # noqa: E402
 import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -71,3 +72,7 @@ def float_model_artifact(digits_arrays, tmp_path_factory):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.RandomState(0)
+
+
+# tests/airflow needs Airflow, which lives in .venv-airflow (`make test-airflow`).
+collect_ignore = [] if importlib.util.find_spec("airflow") else ["airflow"]

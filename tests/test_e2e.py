@@ -32,7 +32,8 @@ def _latest_run_executions(root):
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
         os.path.join(root, "metadata.sqlite")))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
-    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    types = {t.id: t.name.rsplit(".", 1)[-1].replace("VerifiedPusher", "Pusher")
+             for t in store.get_execution_types()}
     return {types[e.type_id]: e.last_known_state for e in store.get_executions_by_context(run.id)}
 
 
@@ -101,3 +102,24 @@ def test_refresh_that_regresses_against_the_pushed_model_is_not_pushed(runs):
     assert third["blessed"] is False and third["pushed_path"] is None
     assert first["int8_accuracy"] - third["int8_accuracy"] > 0.005
     assert len(os.listdir(os.path.join(root, "serving"))) == 1
+
+
+def test_lineage_of_the_pushed_model_comes_from_mlmd(runs, capsys):
+    from pipelines.lineage import pushed_model_lineage
+    root, first, _, _, _, third = runs
+    records = pushed_model_lineage(os.path.join(root, "metadata.sqlite"))
+    assert len(records) == 1  # only the first run was blessed and pushed
+    r = records[0]
+    assert os.path.join(r["pushed"]["destination"], "tflite") == first["pushed_path"]
+    assert r["export"]["int8_model"]["uri"] == first["artifacts"]["int8_model"]
+    assert r["export"]["validated"] and r["export"]["int8_tflite_bytes"] == first[
+        "int8_tflite_bytes"]
+    assert r["evaluation"]["blessed"] and r["evaluation"]["int8_accuracy"] == first[
+        "int8_accuracy"]
+    assert r["evaluation"]["float_accuracy"] == first["float_accuracy"]
+    assert r["evaluation"]["evaluated_int8_sha256"] == r["pushed"]["sha256"]
+    assert r["qat"]["config"]["epochs"] == 2 and r["qat"]["report"]["layers"]
+    assert r["float_baseline"]["custom_config"]["epochs"] == 10  # not the third run's 1 epoch
+    assert cli.main(["lineage", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert r["pushed"]["version"] in out and "QuantizeTrainer" in out

@@ -31,7 +31,7 @@ def qat_model_artifact(digits_examples, float_model_artifact, tmp_path_factory):
     out = _artifact(standard_artifacts.Model, tmp_path_factory.mktemp("qat_model"))
     cfg = QuantizationConfig(data=SPEC, epochs=2, learning_rate=1e-4, batch_size=32)
     QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model_artifact]},
-                          {keys.MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+                          {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
     return out
 
 
@@ -78,7 +78,7 @@ def test_quantize_trainer_without_base_model_runs_the_trainer_module(digits_exam
     out = _artifact(standard_artifacts.Model, tmp_path / "qat_from_module")
     cfg = QuantizationConfig(data=SPEC, epochs=1, learning_rate=1e-4, batch_size=32)
     QuantizeExecutor().Do(
-        {keys.EXAMPLES: [examples]}, {keys.MODEL: [out]},
+        {keys.EXAMPLES: [examples]}, {keys.QAT_MODEL: [out]},
         {keys.CONFIG: cfg.to_json(), "module_file": MODULE_FILE,
          "custom_config": json.dumps({"data": SPEC.to_dict(), "epochs": 10, "width": 16}),
          "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
@@ -98,7 +98,7 @@ def test_quantize_trainer_missing_split_is_explained(digits_examples, float_mode
     cfg = QuantizationConfig(data=SPEC, train_split="training")
     with pytest.raises(ValueError, match=r"no split 'training' \(available: \['train', 'eval'\]\)"):
         QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model_artifact]},
-                              {keys.MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+                              {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
     assert not os.path.exists(path_utils.serving_model_dir(out.uri))
 
 

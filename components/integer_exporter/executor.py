@@ -13,10 +13,9 @@ from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import keys
-from components.utils import serving_model_dir, single, split_uri
+from components.utils import load_split, serving_model_dir, single
 from quant_lib import edgetpu, metrics, qat, tflite
 from quant_lib.config import ExportConfig
-from quant_lib.data import load_arrays
 
 
 class EdgeTpuRequiredError(RuntimeError):
@@ -109,24 +108,26 @@ class Executor(base_executor.BaseExecutor):
             qat_model = qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
         per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
-        rep_x, _ = load_arrays(split_uri(examples, cfg.representative_split), cfg.data,
-                               limit=cfg.representative_examples)
+        rep_x, _ = load_split(examples, cfg.representative_split, cfg.data,
+                              "ExportConfig.representative_split", cfg.representative_examples)
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
                      "%s out) with %d representative examples", cfg.activations,
                      cfg.inference_input_type, cfg.inference_output_type, len(rep_x))
         int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
-        _write_bytes(int8_path, tflite.convert_int8(
+        # Staged: the model appears at Format-Serving/tflite only after every check below passed.
+        staged_path = os.path.join(out.uri, ".staging", keys.TFLITE_FILE)
+        _write_bytes(staged_path, tflite.convert_int8(
             qat_model, rep_x, cfg.inference_input_type, cfg.inference_output_type,
             activations=cfg.activations, per_channel=per_channel))
 
         # Post-check what is on disk, not what we meant to write.
-        int8_bytes = _read_bytes(int8_path)
+        int8_bytes = _read_bytes(staged_path)
         report = tflite.validate_integer(int8_bytes, cfg.inference_input_type,
                                          cfg.inference_output_type)
         parity = {}
         if cfg.parity_examples:
-            px, _ = load_arrays(split_uri(examples, cfg.parity_split), cfg.data,
-                                limit=cfg.parity_examples)
+            px, _ = load_split(examples, cfg.parity_split, cfg.data, "ExportConfig.parity_split",
+                               cfg.parity_examples)
             keras_scores = qat_model.predict(px, batch_size=256, verbose=0)
             tfl_scores = tflite.TFLiteClassifier(int8_bytes).predict(px)
             parity = {"examples": len(px),
@@ -166,5 +167,8 @@ class Executor(base_executor.BaseExecutor):
             "size_ratio_float_over_int8": float_bytes / len(int8_bytes) if float_bytes else None,
             "op_counts": report.op_counts, "input_dtype": report.input_dtype,
             "output_dtype": report.output_dtype, "parity": parity, "edgetpu": edge}, indent=2))
+        fileio.makedirs(os.path.dirname(int8_path))
+        fileio.rename(staged_path, int8_path)
+        fileio.rmtree(os.path.dirname(staged_path))
         logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s) "
                      "written to %s", len(int8_bytes), report.num_ops, parity, int8_path)

@@ -12,7 +12,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import keys
-from components.utils import serving_model_dir, single, split_uri
+from components.utils import check_split, serving_model_dir, single, split_uri
 from quant_lib import evaluation, metrics, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import load_arrays
@@ -78,6 +78,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing = single(output_dict, keys.BLESSING)
         evaluation_art = single(output_dict, keys.EVALUATION)
         eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
+        # Fail fast, naming the field, before Beam: empty split, corrupt file, NaN, bad labels.
+        check_split(input_dict[keys.EXAMPLES], cfg.eval_split, cfg.data, "EvalConfig.eval_split")
         float_dir = serving_model_dir(single(input_dict, keys.MODEL))
 
         tflite_path = os.path.join(serving_model_dir(quantized), keys.TFLITE_FILE)

@@ -22,7 +22,7 @@ class QuantizeTrainer(base_component.BaseComponent):
     ``module_file``/``run_fn``, ``custom_config``, ``train_args``/``eval_args``, schema,
     transform graph, hyperparameters), then applies QAT to the model it saved. Either way the layers
     the scheme supports are quantized, the rest stay float (or fail, in strict mode), and the
-    per-layer report is stored with the output ``model`` (Keras SavedModel at Format-Serving).
+    per-layer report is stored with the output ``qat_model`` (Keras SavedModel at Format-Serving).
     """
 
     SPEC_CLASS = QuantizeTrainerSpec
@@ -53,7 +53,7 @@ class QuantizeTrainer(base_component.BaseComponent):
             custom_config=json_utils.dumps(custom_config) if custom_config else None,
             train_args=train_args or trainer_pb2.TrainArgs(),
             eval_args=eval_args or trainer_pb2.EvalArgs(),
-            model=channel_utils.as_channel([standard_artifacts.Model()]))
+            qat_model=channel_utils.as_channel([standard_artifacts.Model()]))
         super().__init__(spec=spec)
         if module_file and udf_utils.should_package_user_modules():
             udf_utils.add_user_module_dependency(self, tss.MODULE_FILE_KEY, tss.MODULE_PATH_KEY)

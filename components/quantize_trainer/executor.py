@@ -12,7 +12,7 @@ from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.utils import path_utils
 
 from components import keys
-from components.utils import serving_model_dir, single, split_uri
+from components.utils import check_split, serving_model_dir, single, split_uri
 from quant_lib import qat
 from quant_lib.config import QuantizationConfig
 from quant_lib.data import make_dataset
@@ -47,7 +47,7 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = QuantizationConfig.from_json(exec_properties[keys.CONFIG])
-        out = single(output_dict, keys.MODEL)
+        out = single(output_dict, keys.QAT_MODEL)
         if input_dict.get(keys.BASE_MODEL):
             base_uri = single(input_dict, keys.BASE_MODEL).uri
             float_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
@@ -55,6 +55,9 @@ class Executor(base_executor.BaseExecutor):
             float_dir = _train_float_with_user_module(input_dict, exec_properties, out.uri)
             base_uri = os.path.dirname(float_dir)
         train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)
+        n = check_split(input_dict[keys.EXAMPLES], cfg.train_split, cfg.data,
+                        "QuantizationConfig.train_split")
+        logging.info("QuantizeTrainer: %d training examples checked (parse, NaN/Inf, labels)", n)
 
         logging.info("QuantizeTrainer: QAT (%s scheme%s, %s) for %d epoch(s) at lr=%g on %s",
                      cfg.scheme, ", per-tensor" if cfg.per_tensor else "", cfg.distribution,

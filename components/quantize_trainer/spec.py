@@ -27,4 +27,4 @@ class QuantizeTrainerSpec(ComponentSpec):
         tss.HYPERPARAMETERS_KEY: ChannelParameter(type=standard_artifacts.HyperParameters,
                                                   optional=True),
     }
-    OUTPUTS = {keys.MODEL: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {keys.QAT_MODEL: ChannelParameter(type=standard_artifacts.Model)}

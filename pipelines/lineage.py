@@ -1,0 +1,210 @@
+"""Lineage of pushed int8 models, walked through MLMD events (not guessed from paths).
+
+PushedModel <- Pusher <- (int8 Model <- IntegerExporter <- (QAT Model <- QuantizeTrainer),
+float Model <- Trainer) and (ModelBlessing <- QuantEvaluator).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
+from tfx.orchestration import metadata
+
+from components import keys
+
+_IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+_OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_DONE = (metadata_store_pb2.Execution.COMPLETE,)
+
+
+def _value(v) -> Any:
+    kind = v.WhichOneof("value")
+    return None if kind is None else getattr(v, kind)
+
+
+def _props(node) -> Dict[str, Any]:
+    out = {k: _value(v) for k, v in node.properties.items()}
+    out.update({k: _value(v) for k, v in node.custom_properties.items()})
+    return out
+
+
+def _key(event) -> Optional[str]:
+    return next((s.key for s in event.path.steps if s.HasField("key")), None)
+
+
+class _Graph:
+    def __init__(self, store):
+        self.store = store
+        self.exec_types = {t.id: t.name for t in store.get_execution_types()}
+
+    def producer(self, artifact_id: int):
+        """The execution that actually ran to produce the artifact (not a cache hit of it)."""
+        events = [e for e in self.store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUT]
+        execs = self.store.get_executions_by_id([e.execution_id for e in events])
+        done = [x for x in execs if x.last_known_state == metadata_store_pb2.Execution.COMPLETE]
+        return min(done or execs, key=lambda x: x.id) if (done or execs) else None
+
+    def inputs(self, execution_id: int) -> Dict[str, list]:
+        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
+                  if e.type in _IN]
+        arts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
+        out: Dict[str, list] = {}
+        for e in events:
+            out.setdefault(_key(e), []).append(arts[e.artifact_id])
+        return out
+
+    def outputs(self, execution_id: int) -> Dict[str, list]:
+        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
+                  if e.type in _OUT]
+        arts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
+        out: Dict[str, list] = {}
+        for e in events:
+            out.setdefault(_key(e), []).append(arts[e.artifact_id])
+        return out
+
+    def component(self, execution) -> str:
+        return self.exec_types[execution.type_id].rsplit(".", 1)[-1]
+
+
+def _config(execution) -> Optional[dict]:
+    raw = _props(execution).get(keys.CONFIG)
+    return json.loads(raw) if raw else None
+
+
+def _read_json(uri: str, name: str) -> Optional[dict]:
+    path = os.path.join(uri, name)
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path) as f:
+        return json.loads(f.read())
+
+
+def _artifact(a) -> Dict[str, Any]:
+    return {"id": a.id, "uri": a.uri, "state": metadata_store_pb2.Artifact.State.Name(a.state)}
+
+
+def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
+    """One record per pushed model (oldest first): push, blessing, export, QAT and float origin."""
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(metadata_path))
+    g = _Graph(store)
+    records = []
+    for pushed in store.get_artifacts_by_type("PushedModel"):
+        p = _props(pushed)
+        if p.get("pushed") != 1:
+            continue
+        push_exec = g.producer(pushed.id)
+        push_in = g.inputs(push_exec.id)
+        int8 = push_in["model"][0]
+        blessing = push_in["model_blessing"][0]
+        rec: Dict[str, Any] = {
+            "pushed": {**_artifact(pushed), "destination": p.get("pushed_destination"),
+                       "version": p.get("pushed_version"),
+                       "sha256": p.get(keys.P_PUSHED_SHA256),
+                       "execution_id": push_exec.id},
+        }
+        b = _props(blessing)
+        eval_exec = g.producer(blessing.id)
+        n = b.get(keys.P_EVAL_EXAMPLES)
+        rec["evaluation"] = {
+            "component": g.component(eval_exec), "execution_id": eval_exec.id,
+            "blessing": _artifact(blessing), "blessed": b.get(keys.P_BLESSED) == 1,
+            "float_accuracy": b.get(keys.P_FLOAT_CORRECT) / n if n else None,
+            "int8_accuracy": b.get(keys.P_INT8_CORRECT) / n if n else None,
+            "delta_pt": (100.0 * (b[keys.P_FLOAT_CORRECT] - b[keys.P_INT8_CORRECT]) / n
+                         if n else None),
+            "eval_examples": n,
+            "reasons": json.loads(b.get(keys.P_REASONS) or "[]"),
+            "baseline_check": b.get(keys.P_BASELINE_CHECK),
+            "evaluated_int8_sha256": b.get(keys.P_INT8_SHA256),
+            "evaluated_model_id": b.get(keys.P_CURRENT_MODEL_ID),
+            "config": _config(eval_exec),
+        }
+        export_exec = g.producer(int8.id)
+        e = _props(int8)
+        rec["export"] = {
+            "component": g.component(export_exec), "execution_id": export_exec.id,
+            "int8_model": _artifact(int8),
+            "validated": e.get(keys.P_VALIDATED) == 1,
+            "int8_tflite_bytes": e.get(keys.P_INT8_BYTES),
+            "float_tflite_bytes": e.get(keys.P_FLOAT_BYTES),
+            "parity_top1_agreement": e.get(keys.P_PARITY_AGREEMENT),
+            "parity_max_abs_error": e.get(keys.P_PARITY_MAX_ABS_ERR),
+            "op_counts": json.loads(e[keys.P_OP_COUNTS]) if e.get(keys.P_OP_COUNTS) else None,
+            "edgetpu": {k: v for k, v in e.items() if k.startswith("edgetpu_")},
+            "config": _config(export_exec),
+        }
+        export_in = g.inputs(export_exec.id)
+        qat = export_in[keys.MODEL][0]
+        qat_exec = g.producer(qat.id)
+        q = _props(qat)
+        rec["qat"] = {
+            "component": g.component(qat_exec), "execution_id": qat_exec.id,
+            "qat_model": _artifact(qat),
+            "quantized_layers": q.get(keys.P_QUANTIZED_LAYERS),
+            "folded_layers": q.get(keys.P_FOLDED_LAYERS),
+            "float_layers": q.get(keys.P_FLOAT_LAYERS),
+            "seconds_per_step": q.get(keys.P_QAT_SECONDS_PER_STEP),
+            "config": _config(qat_exec),
+            "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
+        }
+        float_models = g.inputs(qat_exec.id).get(keys.BASE_MODEL) or []
+        if float_models:
+            fm = float_models[0]
+            trainer_exec = g.producer(fm.id)
+            tp = _props(trainer_exec)
+            rec["float_baseline"] = {
+                "component": g.component(trainer_exec), "execution_id": trainer_exec.id,
+                "float_model": _artifact(fm),
+                "custom_config": json.loads(tp["custom_config"]) if tp.get("custom_config")
+                else None,
+                "examples": [_artifact(x) for x in g.inputs(trainer_exec.id).get("examples", [])],
+            }
+        else:
+            rec["float_baseline"] = {"note": "QuantizeTrainer trained its own float model "
+                                             "(no base_model input); stored in its artifact"}
+        records.append(rec)
+    return records
+
+
+def format_lineage(records: List[Dict[str, Any]]) -> str:
+    if not records:
+        return "no pushed model recorded in this MLMD database (nothing was blessed and pushed)"
+    lines = []
+    for r in records:
+        ev, ex, q, fb = r["evaluation"], r["export"], r["qat"], r["float_baseline"]
+        lines += [
+            f"pushed model {r['pushed']['version']} -> {r['pushed']['destination']}",
+            f"  QuantEvaluator (execution {ev['execution_id']}): blessed={ev['blessed']}; "
+            f"float {100 * ev['float_accuracy']:.2f}% vs int8 {100 * ev['int8_accuracy']:.2f}% "
+            f"(delta {ev['delta_pt']:+.2f} pt on {ev['eval_examples']} examples); "
+            f"baseline: {ev['baseline_check']}",
+            *[f"      - {reason}" for reason in ev["reasons"]],
+            f"    evaluated sha256 {ev['evaluated_int8_sha256']}; pushed sha256 "
+            f"{r['pushed']['sha256'] or 'not recorded (stock Pusher)'}",
+            f"  IntegerExporter (execution {ex['execution_id']}): validated={ex['validated']}; "
+            f"int8 {ex['int8_tflite_bytes']} B vs float {ex['float_tflite_bytes']} B; parity "
+            f"top-1 {ex['parity_top1_agreement']}; Edge TPU compiler "
+            f"{ex['edgetpu'].get(keys.P_ETPU_STATUS)}, predicted on TPU "
+            f"{ex['edgetpu'].get(keys.P_ETPU_PRED_TPU)} ops, on CPU "
+            f"{ex['edgetpu'].get(keys.P_ETPU_PRED_CPU)}",
+            f"    int8 model: {ex['int8_model']['uri']}",
+            f"  QuantizeTrainer (execution {q['execution_id']}): {q['quantized_layers']} quantized, "
+            f"{q['folded_layers']} folded, {q['float_layers']} float layers; scheme "
+            f"{(q['config'] or {}).get('scheme')}, epochs {(q['config'] or {}).get('epochs')}, "
+            f"lr {(q['config'] or {}).get('learning_rate')}",
+            f"    QAT model: {q['qat_model']['uri']}",
+        ]
+        if "float_model" in fb:
+            cc = fb["custom_config"] or {}
+            lines += [f"  float baseline: {fb['component']} (execution {fb['execution_id']}), "
+                      f"epochs {cc.get('epochs')}, lr {cc.get('learning_rate')}",
+                      f"    float model: {fb['float_model']['uri']}"]
+        else:
+            lines.append(f"  float baseline: {fb['note']}")
+        lines.append("")
+    return "\n".join(lines)

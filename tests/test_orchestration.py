@@ -1,0 +1,91 @@
+"""Kubeflow V2: the one pipeline definition compiles to a KFP v2 PipelineJob spec whose tfx-qat
+steps carry our executor classes, channels, configs and Beam args (parsed and checked)."""
+import json
+
+import pytest
+
+from components.integer_exporter.spec import IntegerExporterSpec
+from components.quant_evaluator.spec import QuantEvaluatorSpec
+from components.quantize_trainer.spec import QuantizeTrainerSpec
+from pipelines import cli
+from quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
+
+pytest.importorskip("kfp.pipeline_spec", reason="the kfp extra is part of the dev install")
+
+OURS = {"QuantizeTrainer": (QuantizeTrainerSpec, QuantizationConfig,
+                            "components.quantize_trainer.executor.Executor"),
+        "IntegerExporter": (IntegerExporterSpec, ExportConfig,
+                            "components.integer_exporter.executor.Executor"),
+        "QuantEvaluator": (QuantEvaluatorSpec, EvalConfig,
+                           "components.quant_evaluator.executor.Executor")}
+BEAM = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
+        "--temp_location=gs://bucket/tmp"]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kfp") / "pipeline.json"
+    rc = cli.main(["compile-kfp", "--dataset", "fashion_mnist", "--image", "gcr.io/p/tfx-qat:1",
+                   "--output-root", "gs://bucket/tfx-qat", "--data-root", "gs://bucket/data",
+                   "--output", str(out), "--qat-epochs", "3", "--max-accuracy-drop-pt", "0.5",
+                   "--max-regression-pt", "0.2", *[f"--beam-arg={a}" for a in BEAM]])
+    assert rc == 0
+    with open(out) as f:
+        return json.load(f)
+
+
+def _const(task, name):
+    return task["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def test_spec_has_every_step_in_dependency_order(job):
+    spec = job["pipelineSpec"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ImportExampleGen", "StatisticsGen", "SchemaGen", "Trainer", "QuantizeTrainer",
+            "IntegerExporter", "QuantEvaluator", "Pusher"} <= set(tasks)
+    assert set(tasks["QuantizeTrainer"]["dependentTasks"]) >= {"Trainer", "ImportExampleGen"}
+    assert "IntegerExporter" in tasks["QuantEvaluator"]["dependentTasks"]
+    assert "QuantEvaluator" in tasks["Pusher"]["dependentTasks"]
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/tfx-qat/pipeline_root"
+    # The Trainer imports the installed module in the container; no local file path leaks in.
+    assert _const(tasks["Trainer"], "run_fn") == "pipelines.modules.cnn_trainer.run_fn"
+    assert "/work/" not in json.dumps(job) and "module_file" not in tasks["Trainer"]["inputs"][
+        "parameters"]
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_tfx_qat_steps_have_executor_channels_and_config(job, name):
+    spec_cls, config_cls, executor = OURS[name]
+    spec = job["pipelineSpec"]
+    task = spec["root"]["dag"]["tasks"][name]
+    component = spec["components"][task["componentRef"]["name"]]
+    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    assert container["image"] == "gcr.io/p/tfx-qat:1"
+    args = container["args"]
+    assert args[args.index("--executor_class_path") + 1] == executor
+    assert set(component["inputDefinitions"]["artifacts"]) <= set(spec_cls.INPUTS)
+    required = {k for k, p in spec_cls.INPUTS.items() if not p.optional}
+    assert required <= set(component["inputDefinitions"]["artifacts"])
+    assert set(component["outputDefinitions"]["artifacts"]) == set(spec_cls.OUTPUTS)
+    config = config_cls.from_json(_const(task, "config"))  # validates on decode
+    assert config.data.image_shape == (28, 28, 1)
+    if name == "QuantizeTrainer":
+        assert config.epochs == 3
+    if name == "QuantEvaluator":
+        assert config.max_accuracy_drop_pt == 0.5
+        assert config.max_regression_vs_baseline_pt == 0.2
+        assert "baseline_model" in task["inputs"]["artifacts"]  # resolver wired for the gate
+        assert args[-len(BEAM):] == BEAM  # Beam work goes to the distributed runner
+
+
+def test_push_destination_is_under_the_output_root(job):
+    task = job["pipelineSpec"]["root"]["dag"]["tasks"]["Pusher"]
+    dest = json.loads(_const(task, "push_destination"))
+    assert dest["filesystem"]["base_directory"] == "gs://bucket/tfx-qat/serving"
+
+
+def test_compile_without_a_data_spec_is_a_clear_error(tmp_path, capsys):
+    rc = cli.main(["compile-kfp", "--image", "i", "--output-root", "gs://b/r", "--data-root",
+                   "gs://b/d", "--output", str(tmp_path / "p.json")])
+    assert rc == 2
+    assert "--num-classes" in capsys.readouterr().err
