@@ -7,10 +7,11 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 RUN_ROOT ?= runs/fashion_mnist
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-digits test test-fast test-airflow airflow-venv data clean
+.PHONY: venv run run-digits test test-fast test-airflow airflow-venv bench data clean
 
 venv: $(STAMP)
 
@@ -53,6 +54,11 @@ run-digits: venv
 
 test: venv data
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(MAKE) test-airflow
+
+# Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.
+bench: venv data
+	$(PY) -m pipelines.bench --out runs/bench $(BENCH_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
@@ -77,7 +83,8 @@ $(AF_STAMP): $(STAMP) constraints-airflow.txt
 
 # DagBag import check + `airflow dags test` of the DAG on digits, on a throw-away SQLite Airflow.
 test-airflow: airflow-venv
-	AIRFLOW_HOME=$(AF_HOME) $(AF_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS) tests/airflow
+	TFX_QAT_AIRFLOW_TESTS=1 AIRFLOW_HOME=$(AF_HOME) $(AF_VENV)/bin/python -m pytest -q -ra \
+	  -p no:cacheprovider $(PYTEST_ARGS) tests/airflow_venv
 
 clean:
 	rm -rf runs .pytest_cache

@@ -25,6 +25,7 @@ EDGETPU_ANALYSIS_JSON = "edgetpu/analysis.json"
 EDGETPU_ANALYSIS_MD = "edgetpu/analysis.md"
 EDGETPU_COMPILE_JSON = "edgetpu/compile.json"
 METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"        # QuantEvaluator: self-contained HTML run report
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 

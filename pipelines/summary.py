@@ -110,6 +110,8 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
         "int8_latency_ms": blessing and _prop(blessing, keys.P_INT8_LATENCY_MS),
         "float_latency_ms": blessing and _prop(blessing, keys.P_FLOAT_LATENCY_MS),
+        "report": next((os.path.join(a.uri, keys.REPORT_FILE) for a in arts.get(
+            "ModelEvaluation", []) if fileio.exists(os.path.join(a.uri, keys.REPORT_FILE))), None),
         "artifacts": {
             "blessing": blessing and blessing.uri,
             "evaluation": next((a.uri for a in arts.get("ModelEvaluation", [])), None),
@@ -168,5 +170,7 @@ def format_summary(s: Dict[str, Any]) -> str:
     if s.get("baseline_check"):
         lines.append(f"  baseline       : {s['baseline_check']}")
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
+    if s.get("report"):
+        lines.append(f"  report         : {s['report']}")
     lines.append("=" * 64)
     return "\n".join(lines)

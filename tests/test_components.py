@@ -14,7 +14,8 @@ SPEC = DataSpec(image_shape=(8, 8, 1))
 @pytest.fixture
 def pipeline(tmp_path):
     s = PipelineSettings(name="wiring", output_root=str(tmp_path), data_root=str(tmp_path / "d"),
-                         data=SPEC, eval=EvalConfig(data=SPEC, max_accuracy_drop_pt=0.5))
+                         data=SPEC, eval=EvalConfig(data=SPEC, max_accuracy_drop_pt=0.5,
+                                                    max_regression_vs_baseline_pt=0.3))
     return s, create_pipeline(s)
 
 
@@ -35,6 +36,17 @@ def test_pipeline_order_and_wiring(pipeline):
     assert EvalConfig.from_json(ev.exec_properties[keys.CONFIG]) == s.eval
     assert ev.inputs[keys.BASELINE_MODEL].producer_component_id == "latest_blessed_int8_resolver"
     assert by_id["QuantizeTrainer"].inputs[keys.BASE_MODEL].producer_component_id == "Trainer"
+    assert type(pusher).__name__ == "VerifiedPusher"
+
+
+def test_baseline_resolver_is_wired_only_for_a_regression_gate(tmp_path):
+    s = PipelineSettings(name="nobase", output_root=str(tmp_path), data_root=str(tmp_path / "d"),
+                         data=SPEC)
+    p = create_pipeline(s)
+    ids = [c.id for c in p.components]
+    assert "latest_blessed_int8_resolver" not in ids
+    ev = next(c for c in p.components if c.id == "QuantEvaluator")
+    assert keys.BASELINE_MODEL not in ev.inputs
 
 
 def test_constructors_reject_untyped_configs():

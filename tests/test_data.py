@@ -136,7 +136,7 @@ def test_truncated_tfrecord_is_a_clear_error(tmp_path):
     _write(tmp_path / "d.tfrecord", [_ex([0.1] * 4, 1)] * 10)
     raw = (tmp_path / "d.tfrecord").read_bytes()
     (tmp_path / "d.tfrecord").write_bytes(raw[:-7])
-    with pytest.raises(DataError, match="corrupt or truncated"):
+    with pytest.raises(DataError, match="truncated TFRecord .*ends inside record 10"):
         load_arrays(str(tmp_path / "d.tfrecord"), SPEC)
 
 

@@ -90,6 +90,15 @@ def _edgetpu(out: types.Artifact, model_bytes: bytes, cfg: ExportConfig) -> Dict
     return {"prediction": prediction.to_dict(), "compile": result.to_dict()}
 
 
+def _qat_report(qat_model: types.Artifact):
+    """QuantizeTrainer's per-layer report, carried along so the run report needs one artifact."""
+    path = os.path.join(qat_model.uri, keys.QAT_REPORT_FILE)
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path) as f:
+        return json.loads(f.read())
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -166,7 +175,8 @@ class Executor(base_executor.BaseExecutor):
             "float_tflite_bytes": float_bytes,
             "size_ratio_float_over_int8": float_bytes / len(int8_bytes) if float_bytes else None,
             "op_counts": report.op_counts, "input_dtype": report.input_dtype,
-            "output_dtype": report.output_dtype, "parity": parity, "edgetpu": edge}, indent=2))
+            "output_dtype": report.output_dtype, "parity": parity, "edgetpu": edge,
+            "qat_report": _qat_report(single(input_dict, keys.MODEL))}, indent=2))
         fileio.makedirs(os.path.dirname(int8_path))
         fileio.rename(staged_path, int8_path)
         fileio.rmtree(os.path.dirname(staged_path))

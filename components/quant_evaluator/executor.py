@@ -13,7 +13,7 @@ from tfx.dsl.io import fileio
 
 from components import keys
 from components.utils import check_split, serving_model_dir, single, split_uri
-from quant_lib import evaluation, metrics, tflite
+from quant_lib import evaluation, metrics, report, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import load_arrays
 
@@ -145,6 +145,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 if v is not None:
                     art.set_float_custom_property(k, v)
 
+        self._write_report(evaluation_art.uri, quantized.uri, result)
         marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
         with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
             f.write("\n".join(decision.reasons) + "\n")
@@ -161,6 +162,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
                      "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
                      blessing.uri, evaluation_art.uri)
+
+    @staticmethod
+    def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> None:
+        """The HTML run report; a rendering problem is logged, never a reason to block a push."""
+        export = None
+        path = os.path.join(quantized_uri, keys.EXPORT_REPORT_FILE)
+        if fileio.exists(path):
+            with fileio.open(path) as f:
+                export = json.loads(f.read())
+        try:
+            page = report.render(result, export)
+        except Exception:  # noqa: BLE001
+            logging.exception("QuantEvaluator: could not render the HTML report")
+            return
+        with fileio.open(os.path.join(out_uri, keys.REPORT_FILE), "w") as f:
+            f.write(page)
+        logging.info("QuantEvaluator: run report at %s", os.path.join(out_uri, keys.REPORT_FILE))
 
     def _run_tfma(self, data_location: str, out_dir: str, cfg: EvalConfig) -> None:
         """TFMA computes the user's metrics on both models' recorded predictions (model-agnostic
