@@ -59,6 +59,8 @@ test: venv data
 # Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.
 bench: venv data
 	$(PY) -m pipelines.bench --out runs/bench $(BENCH_ARGS)
+	cp runs/bench/bench.json pipelines/bench_results.json
+	cp runs/bench/bench.md pipelines/bench_results.md
 
 test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests

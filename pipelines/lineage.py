@@ -18,7 +18,6 @@ from components import keys
 
 _IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-_DONE = (metadata_store_pb2.Execution.COMPLETE,)
 
 
 def _value(v) -> Any:
@@ -48,23 +47,17 @@ class _Graph:
         done = [x for x in execs if x.last_known_state == metadata_store_pb2.Execution.COMPLETE]
         return min(done or execs, key=lambda x: x.id) if (done or execs) else None
 
-    def inputs(self, execution_id: int) -> Dict[str, list]:
+    def _by_key(self, execution_id: int, kinds) -> Dict[str, list]:
         events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-                  if e.type in _IN]
+                  if e.type in kinds]
         arts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
         out: Dict[str, list] = {}
         for e in events:
             out.setdefault(_key(e), []).append(arts[e.artifact_id])
         return out
 
-    def outputs(self, execution_id: int) -> Dict[str, list]:
-        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-                  if e.type in _OUT]
-        arts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
-        out: Dict[str, list] = {}
-        for e in events:
-            out.setdefault(_key(e), []).append(arts[e.artifact_id])
-        return out
+    def inputs(self, execution_id: int) -> Dict[str, list]:
+        return self._by_key(execution_id, _IN)
 
     def component(self, execution) -> str:
         return self.exec_types[execution.type_id].rsplit(".", 1)[-1]

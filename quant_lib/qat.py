@@ -223,13 +223,14 @@ class StepTimer(tf_keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
+        self._last = time.perf_counter()  # epoch end would include the validation pass
         if self._steps == self._warm:
-            self._tw = time.perf_counter()
+            self._tw = self._last
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         if self._steps > self._warm:
-            self.steady.append((self._steps - self._warm, now - self._tw))
+            self.steady.append((self._steps - self._warm, self._last - self._tw))
         logs = logs or {}
         log.info("[%s] epoch %d: %d steps in %.1fs (%.1f ms/step) loss=%.4f acc=%.4f", self.tag,
                  epoch + 1, self._steps, now - self._t0, 1000 * (now - self._t0) / max(self._steps, 1),
