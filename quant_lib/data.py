@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import zlib
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -72,8 +73,13 @@ def parse_serialized(serialized: Sequence[bytes], spec: DataSpec) -> Tuple[np.nd
         raise DataError(
             f"tf.Examples do not match DataSpec(image_key={spec.image_key!r}, label_key="
             f"{spec.label_key!r}, image_shape={spec.image_shape}, image_dtype={spec.image_dtype!r}):"
-            f" {e.message.splitlines()[0]}") from e
+            f" {_tf_message(e)}") from e
     return _validated(x.numpy().astype(np.float32), y.numpy().astype(np.int64), spec, "batch")
+
+
+def _tf_message(e) -> str:
+    """The first line of a TensorFlow error, without its ``{{function_node ...}}`` prefix."""
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message.splitlines()[0])
 
 
 def _validated(x: np.ndarray, y: np.ndarray, spec: DataSpec, where: str):
@@ -164,7 +170,7 @@ def _batches(patterns: Union[str, Sequence[str]], spec: DataSpec, limit: Optiona
             f"tf.Examples in {files[0]} do not match DataSpec(image_key={spec.image_key!r}, "
             f"label_key={spec.label_key!r}, image_shape={spec.image_shape}, "
             f"image_dtype={spec.image_dtype!r}): "
-            f"{e.message.splitlines()[0]} — each example needs a {spec.image_dtype} feature "
+            f"{_tf_message(e)} — each example needs a {spec.image_dtype} feature "
             f"{spec.image_key!r} of exactly {spec.flat_size} values and an int64 feature "
             f"{spec.label_key!r}; fix the data or the DataSpec") from e
     if not seen:
