@@ -141,7 +141,9 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     if qat.get("layers"):
         counts = qat.get("counts", {})
         tr = qat.get("training", {})
-        out.append(f"<p>{counts} — scheme {e(str(qat.get('config', {}).get('scheme')))}, "
+        counts_text = ", ".join(f"{v} {k}" for k, v in counts.items())
+        out.append(f"<p>{e(counts_text)} layers — scheme "
+                   f"{e(str(qat.get('config', {}).get('scheme')))}, "
                    f"{_fmt(tr.get('seconds_per_step'))} s/step at batch {tr.get('batch_size')}"
                    "</p>")
         out.append(_table(["layer", "class", "decision", "reason"],
