@@ -34,7 +34,8 @@ def compile_kfp_v2(settings: PipelineSettings, image: str, output_dir: str,
     config = kfp_runner.KubeflowV2DagRunnerConfig(default_image=image, display_name=display_name)
     runner = kfp_runner.KubeflowV2DagRunner(config=config, output_dir=output_dir,
                                             output_filename=output_filename)
-    os.makedirs(output_dir, exist_ok=True) if "://" not in output_dir else None
+    if "://" not in output_dir:
+        os.makedirs(output_dir, exist_ok=True)
     return runner.run(create_pipeline(settings, for_container=True), write_out=True)
 
 
