@@ -1,5 +1,5 @@
 """Small helpers shared by the executors (artifact resolution with actionable errors)."""
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from tfx import types
 from tfx.types import artifact_utils
@@ -53,3 +53,20 @@ def check_split(examples: List[types.Artifact], split: str, spec, field: str) ->
         return validate_split(split_uri(examples, split), spec)
     except DataError as e:
         raise DataError(f"{field}={split!r}: {e}") from e
+
+
+def set_properties(artifact: types.Artifact, props: Dict[str, Any]) -> None:
+    """Writes a result's ``to_properties()`` as MLMD custom properties (ints, floats, strings;
+    anything else as JSON)."""
+    import json
+    for k, v in props.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or isinstance(v, int):
+            artifact.set_int_custom_property(k, int(v))
+        elif isinstance(v, float):
+            artifact.set_float_custom_property(k, v)
+        elif isinstance(v, str):
+            artifact.set_string_custom_property(k, v)
+        else:
+            artifact.set_string_custom_property(k, json.dumps(v, sort_keys=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union
 
 T = TypeVar("T", bound="_JsonConfig")
 
@@ -46,7 +46,8 @@ class _JsonConfig:
         for name, value in data.items():
             sub = _NESTED.get((cls.__name__, name))
             if sub is not None and isinstance(value, dict):
-                value = sub.from_dict(value)
+                value = _input_spec_class(value).from_dict(value) if sub is _INPUTS \
+                    else sub.from_dict(value)
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[name] = value
@@ -76,9 +77,11 @@ class DataSpec(_JsonConfig):
     num_classes: int = 10
     image_dtype: str = "float32"
     image_scale: float = 1.0
+    adapter: str = "image"  # JSON tag: which input adapter reads the data
 
     def __post_init__(self):
         n = "DataSpec"
+        _require(self.adapter == "image", n, "adapter", "is 'image' for a DataSpec")
         _require(bool(self.image_key), n, "image_key", "must be a non-empty feature name")
         _require(bool(self.label_key), n, "label_key", "must be a non-empty feature name")
         _require(self.image_key != self.label_key, n, "label_key", "must differ from image_key")
@@ -99,6 +102,49 @@ class DataSpec(_JsonConfig):
         return h * w * c
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec(_JsonConfig):
+    """Model inputs read the TFX way, for any Keras model: features come from the Examples through
+    the schema (raw Examples plus the Transform graph, transformed Examples, or the records
+    themselves) and are matched to the model's inputs **by name**, reshaped to the input's shape.
+
+    ``label_key``: the class-id feature (raw or transformed name, e.g. "species" or "species_xf"),
+    given once and used by all three components. ``num_classes``: None reads it from the model's
+    output width.
+    """
+
+    label_key: str = "label"
+    num_classes: Optional[int] = None
+    adapter: str = "features"  # JSON tag: which input adapter reads the data
+
+    def __post_init__(self):
+        n = "FeatureSpec"
+        _require(isinstance(self.label_key, str) and bool(self.label_key), n, "label_key",
+                 "must name the label feature, e.g. 'species'")
+        _require(self.num_classes is None or (isinstance(self.num_classes, int) and
+                                              self.num_classes >= 2), n, "num_classes",
+                 f"must be None (read from the model) or an int >= 2, got {self.num_classes!r}")
+        _require(self.adapter == "features", n, "adapter", "is 'features' for a FeatureSpec")
+
+
+InputSpec = Union[DataSpec, FeatureSpec]
+_INPUTS = object()  # marker in _NESTED: a DataSpec or a FeatureSpec, told apart by 'adapter'
+
+
+def _input_spec_class(d: Dict[str, Any]):
+    kind = d.get("adapter", "image")
+    if kind not in ("image", "features"):
+        raise ConfigError(f"data.adapter: must be 'image' (DataSpec) or 'features' (FeatureSpec), "
+                          f"got {kind!r}")
+    return DataSpec if kind == "image" else FeatureSpec
+
+
+def _check_inputs(value, cls: str) -> None:
+    _require(isinstance(value, (DataSpec, FeatureSpec)), cls, "data",
+             "must be a DataSpec (image input) or a FeatureSpec (features matched to model inputs "
+             "by name)")
+
+
 SCHEMES = ("default_8bit", "n_bit")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
 
@@ -113,9 +159,14 @@ class QuantizationConfig(_JsonConfig):
     channel. ``keep_float_names`` / ``keep_float_regex`` / ``keep_float_types``: layers (by exact name,
     name regex, class name) left in float. ``strict``: fail on the first layer the scheme cannot
     quantize instead of leaving it float. ``distribution``: tf.distribute strategy for QAT.
+    ``model_fn``: the function in the Trainer module (``module_file``/``module_path``/``run_fn``'s
+    module) that builds the untrained Keras model; needed to warm-start from a SavedModel written
+    by ``tf.saved_model.save`` (no Keras metadata): the model is rebuilt and the Trainer's weights
+    restored from its checkpoint. ``hparams_fn``: the module function returning the
+    ``keras_tuner.HyperParameters`` ``model_fn`` takes when no ``hyperparameters`` channel is wired.
     """
 
-    data: DataSpec = DataSpec()
+    data: InputSpec = DataSpec()
     scheme: str = "default_8bit"
     weight_bits: int = 8
     activation_bits: int = 8
@@ -131,10 +182,17 @@ class QuantizationConfig(_JsonConfig):
     train_split: str = "train"
     distribution: str = "none"
     seed: int = 0
+    model_fn: Optional[str] = None
+    hparams_fn: Optional[str] = None
 
     def __post_init__(self):
         n = "QuantizationConfig"
-        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _check_inputs(self.data, n)
+        for f in ("model_fn", "hparams_fn"):
+            v = getattr(self, f)
+            _require(v is None or (isinstance(v, str) and v.isidentifier()), n, f,
+                     f"must name a function in the Trainer module (e.g. '_make_keras_model'), "
+                     f"got {v!r}")
         _require(self.scheme in SCHEMES, n, "scheme", f"must be one of {SCHEMES}, got {self.scheme!r}")
         for f in ("weight_bits", "activation_bits"):
             v = getattr(self, f)
@@ -179,7 +237,7 @@ class ExportConfig(_JsonConfig):
     ``require_edgetpu``: fail the export unless the compiler ran and succeeded.
     """
 
-    data: DataSpec = DataSpec()
+    data: InputSpec = DataSpec()
     activations: str = "int8"
     inference_input_type: str = "int8"
     inference_output_type: str = "int8"
@@ -195,7 +253,7 @@ class ExportConfig(_JsonConfig):
 
     def __post_init__(self):
         n = "ExportConfig"
-        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _check_inputs(self.data, n)
         _require(self.activations in IO_TYPES, n, "activations",
                  f"must be one of {sorted(IO_TYPES)}, got {self.activations!r}")
         allowed = IO_TYPES.get(self.activations, ())
@@ -268,7 +326,7 @@ class EvalConfig(_JsonConfig):
     predictions (model-agnostic evaluation) into ``<evaluation>/tfma``.
     """
 
-    data: DataSpec = DataSpec()
+    data: InputSpec = DataSpec()
     eval_split: str = "eval"
     max_accuracy_drop_pt: float = 1.0
     min_int8_accuracy: float = 0.0
@@ -281,7 +339,7 @@ class EvalConfig(_JsonConfig):
 
     def __post_init__(self):
         n = "EvalConfig"
-        _require(isinstance(self.data, DataSpec), n, "data", "must be a DataSpec")
+        _check_inputs(self.data, n)
         _require(bool(self.eval_split), n, "eval_split", "must name an Examples split")
         _require(isinstance(self.max_accuracy_drop_pt, (int, float)) and
                  0 <= self.max_accuracy_drop_pt <= 100, n, "max_accuracy_drop_pt",
@@ -302,7 +360,9 @@ class EvalConfig(_JsonConfig):
                 _require(feat in feats, n, "thresholds",
                          f"threshold on slice feature {feat!r} needs it in slicing_features "
                          f"(now {list(feats)})")
-        _require(isinstance(self.top_k, int) and 1 <= self.top_k < self.data.num_classes, n,
+        # FeatureSpec without num_classes: the evaluator caps top_k at the model's classes - 1.
+        classes = self.data.num_classes or float("inf")
+        _require(isinstance(self.top_k, int) and 1 <= self.top_k < classes, n,
                  "top_k", f"must be an int in [1, num_classes), got {self.top_k!r}")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, n, "batch_size",
                  "must be an int >= 1")
@@ -319,7 +379,7 @@ class EvalConfig(_JsonConfig):
 
 
 _NESTED = {
-    ("QuantizationConfig", "data"): DataSpec,
-    ("ExportConfig", "data"): DataSpec,
-    ("EvalConfig", "data"): DataSpec,
+    ("QuantizationConfig", "data"): _INPUTS,
+    ("ExportConfig", "data"): _INPUTS,
+    ("EvalConfig", "data"): _INPUTS,
 }

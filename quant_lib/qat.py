@@ -310,15 +310,57 @@ def run_qat(load_float_model: Callable[[], "tf_keras.Model"],
     return qat_model, decisions, stats
 
 
-def save_model(model, path: str) -> None:
+@dataclasses.dataclass
+class QATResult:
+    """What QuantizeTrainer did: the config, the float model it started from, training stats
+    and the per-layer decisions; ``to_properties()`` is what the qat_model artifact records."""
+
+    cfg: QuantizationConfig
+    base_model: str
+    training: dict
+    decisions: List[LayerDecision]
+    float_model: dict  # FloatModel.to_properties(): how the float model was obtained
+
+    @property
+    def counts(self) -> dict:
+        return {d: sum(1 for x in self.decisions if x.decision == d)
+                for d in (QUANTIZE, FOLD, FLOAT)}
+
+    def report(self) -> dict:
+        return {"config": self.cfg.to_dict(), "base_model": self.base_model,
+                "float_model": self.float_model, "training": self.training,
+                "counts": self.counts, "layers": [dataclasses.asdict(d) for d in self.decisions]}
+
+    def to_properties(self) -> dict:
+        c = self.counts
+        return {"qat_seconds_per_step": float(self.training["seconds_per_step"]),
+                "qat_final_train_accuracy": float(self.training["final_train_accuracy"]),
+                "quantized_layers": c[QUANTIZE], "folded_layers": c[FOLD], "float_layers": c[FLOAT],
+                "qat_scheme": self.cfg.scheme, "per_tensor": int(self.cfg.per_tensor),
+                "float_layer_names": [d.name for d in self.decisions if d.decision == FLOAT],
+                **self.float_model}
+
+    def summary(self) -> str:
+        c = self.counts
+        return f"{c[QUANTIZE]} quantized, {c[FOLD]} folded, {c[FLOAT]} float layers"
+
+
+def save_model(model, path: str, inputs=None) -> None:
     """Saves a Keras SavedModel (TF format) usable by TFX Pusher/TF Serving and reloadable here.
 
-    Under MultiWorkerMirroredStrategy every worker must take part in saving; non-chief workers
-    write to a throw-away directory."""
+    With bound ``inputs`` whose adapter can parse unlabelled examples (features read the TFX way),
+    ``serving_default`` takes serialized raw tf.Examples, as TFX's example modules serve the float
+    model: parse, Transform layer, QAT model. Under MultiWorkerMirroredStrategy every worker must
+    take part in saving; non-chief workers write to a throw-away directory."""
     if not is_chief():
         import tempfile
         path = tempfile.mkdtemp(prefix="qat_worker_save_")
-    model.save(path, save_format="tf", include_optimizer=False)
+    signatures = None
+    if inputs is not None and inputs.adapter.serves_examples:
+        for name, obj in inputs.adapter.serving_trackables().items():
+            setattr(model, name, obj)  # tracked, so the SavedModel carries it
+        signatures = {"serving_default": inputs.serving_fn(model)}
+    model.save(path, save_format="tf", include_optimizer=False, signatures=signatures)
 
 
 _SAVE_HINT = ("QAT needs a Keras 2 model: build it with `import tf_keras as keras` "

@@ -28,15 +28,17 @@ def convert_float(model) -> bytes:
 
 def _fixed_batch_converter(model, batch: int) -> tf.lite.TFLiteConverter:
     """A converter for ``model`` traced at a static batch size (the Edge TPU compiler rejects
-    dynamic shapes); the ``serving_default`` signature and Keras input/output names are kept.
-    Batched evaluation still works: the interpreter resizes the batch dimension."""
-    specs = [tf.TensorSpec([batch] + list(shape[1:]), tf.float32, name=name)
-             for shape, name in zip(_as_list(model.input_shape), model.input_names)]
+    dynamic shapes); the ``serving_default`` signature keeps the Keras input and output names, so
+    inputs are fed by name whatever order the converter gives the tensors. Batched evaluation
+    still works: the interpreter resizes the batch dimension."""
+    names = list(model.input_names)
+    specs = [tf.TensorSpec([batch] + list(t.shape[1:]), t.dtype, name=name)
+             for t, name in zip(model.inputs, names)]
     out_names = list(model.output_names)
 
     @tf.function
     def serve(*args):
-        outs = model(list(args) if len(args) > 1 else args[0], training=False)
+        outs = model(dict(zip(names, args)) if len(args) > 1 else args[0], training=False)
         return dict(zip(out_names, _as_list(outs)))
 
     fn = serve.get_concrete_function(*specs)
@@ -54,7 +56,14 @@ _OPS_SETS = {
 }
 
 
-def convert_int8(model, representative_images: np.ndarray, input_type: str = "int8",
+def _named(model, x) -> Dict[str, np.ndarray]:
+    """Model inputs by Keras input name (a bare array feeds a single-input model)."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v) for k, v in x.items()}
+    return {model.input_names[0]: np.asarray(x)}
+
+
+def convert_int8(model, representative_inputs, input_type: str = "int8",
                  output_type: str = "int8", static_batch: Optional[int] = 1,
                  activations: str = "int8", per_channel: bool = True) -> bytes:
     """Full-integer conversion: integer kernels only, I/O of the asked types.
@@ -63,14 +72,19 @@ def convert_int8(model, representative_images: np.ndarray, input_type: str = "in
     ``static_batch`` fixes the batch dimension (default 1, what the Edge TPU needs); None keeps it
     dynamic. ``per_channel=False`` emits one weight scale per tensor (match a per-tensor QAT model).
     """
-    if len(representative_images) == 0:
+    rep = _named(model, representative_inputs)
+    n = min(len(v) for v in rep.values())
+    if n == 0:
         raise ValueError("representative dataset is empty: full-integer conversion needs at least "
                          "one example to calibrate input ranges")
-    rep = np.asarray(representative_images, dtype=np.float32)
+    missing = sorted(set(model.input_names) - set(rep))
+    if missing:
+        raise ValueError(f"representative inputs lack model input(s) {missing}")
+    dtypes = {name: t.dtype.as_numpy_dtype for name, t in zip(model.input_names, model.inputs)}
 
-    def gen():
-        for x in rep:
-            yield [x[None]]
+    def gen():  # by signature input name: the converter's tensor order is not the model's
+        for i in range(n):
+            yield {k: rep[k][i:i + 1].astype(dtypes[k]) for k in model.input_names}
 
     conv = (tf.lite.TFLiteConverter.from_keras_model(model) if static_batch is None
             else _fixed_batch_converter(model, static_batch))
@@ -228,45 +242,104 @@ _QUANTIZED_IO = (np.int8, np.uint8, np.int16)
 
 
 class TFLiteClassifier:
-    """Batched inference over a float or integer-I/O TFLite classifier; returns float scores."""
+    """Batched inference over a float or integer-I/O TFLite classifier; returns float scores.
+
+    Inputs go in by name through the ``serving_default`` signature (a dict name -> array; a bare
+    array feeds a single-input model), quantized with each input's own scale and zero point."""
 
     def __init__(self, model_bytes: bytes, num_threads: int = 1):
         self._interp = _interpreter(model_bytes, num_threads)
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
+        sigs = self._interp.get_signature_list()
+        if sigs:
+            runner = self._interp.get_signature_runner(
+                "serving_default" if "serving_default" in sigs else next(iter(sigs)))
+            self._index = {k: d["index"] for k, d in runner.get_input_details().items()}
+            outs = runner.get_output_details()
+            if len(outs) != 1:
+                raise ExportValidationError(f"TFLite model has outputs {sorted(outs)}; a "
+                                            "classifier has one scores output")
+            self._out_index = next(iter(outs.values()))["index"]
+        else:
+            self._index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
+            self._out_index = self._interp.get_output_details()[0]["index"]
         self._batch: Optional[int] = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        by_index = {d["index"]: d for d in self._interp.get_input_details()}
+        self._in = {k: by_index[i] for k, i in self._index.items()}
+        self._out = next(d for d in self._interp.get_output_details()
+                         if d["index"] == self._out_index)
+
+    @property
+    def input_names(self) -> List[str]:
+        return sorted(self._in)
 
     @property
     def input_dtype(self):
-        return self._in["dtype"]
+        return next(iter(self._in.values()))["dtype"]
+
+    def _named(self, x) -> Dict[str, np.ndarray]:
+        if not isinstance(x, dict):
+            if len(self._in) != 1:
+                raise ValueError(f"the model takes inputs {self.input_names}: pass a dict by name")
+            return {next(iter(self._in)): x}
+        missing = sorted(set(self._in) - set(x))
+        if missing:
+            raise ValueError(f"TFLite model inputs {missing} are not among the given features "
+                             f"{sorted(x)}")
+        return x
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
-            shape = list(self._in["shape"])
-            shape[0] = batch
-            self._interp.resize_tensor_input(self._in["index"], shape)
+            for d in self._in.values():
+                shape = list(d["shape"])
+                shape[0] = batch
+                self._interp.resize_tensor_input(d["index"], shape)
             self._interp.allocate_tensors()
-            self._in = self._interp.get_input_details()[0]
-            self._out = self._interp.get_output_details()[0]
+            self._refresh()
             self._batch = batch
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._in["dtype"]
-        if dtype in _QUANTIZED_IO:
-            scale, zp = self._in["quantization"]
-            return quantize_input(x, scale, zp, dtype)
-        return x.astype(dtype)
+    @staticmethod
+    def _prepare(x: np.ndarray, d) -> np.ndarray:
+        if d["dtype"] in _QUANTIZED_IO:
+            scale, zp = d["quantization"]
+            return quantize_input(x, scale, zp, d["dtype"])
+        return np.asarray(x).astype(d["dtype"])
 
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
+        inputs = self._named(inputs)
+        total = len(next(iter(inputs.values())))
         outs = []
-        for start in range(0, len(images), batch_size):
-            xb = images[start:start + batch_size]
-            self._resize(len(xb))
-            self._interp.set_tensor(self._in["index"], self._prepare(xb))
+        for start in range(0, total, batch_size):
+            n = min(batch_size, total - start)
+            self._resize(n)
+            for name, d in self._in.items():
+                xb = np.asarray(inputs[name][start:start + n]).reshape(d["shape"])
+                self._interp.set_tensor(d["index"], self._prepare(xb, d))
             self._interp.invoke()
             y = self._interp.get_tensor(self._out["index"])
             if self._out["dtype"] in _QUANTIZED_IO:
                 scale, zp = self._out["quantization"]
                 y = dequantize(y, scale, zp)
-            outs.append(np.asarray(y, dtype=np.float32))
+            outs.append(np.asarray(y, dtype=np.float32).reshape(n, -1))
         return np.concatenate(outs)
+
+
+def input_contract(model_bytes: bytes) -> List[Dict]:
+    """What the TFLite model takes, by signature input name: dtype, shape, scale, zero point."""
+    c = TFLiteClassifier(model_bytes)
+    return [{"name": k, "dtype": np.dtype(d["dtype"]).name,
+             "shape": [int(v) for v in d["shape_signature"]],
+             "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
+            for k, d in sorted(c._in.items())]  # pylint: disable=protected-access
+
+
+def signature_inputs(model_bytes: bytes):
+    """The TFLite model's inputs as quant_lib.inputs.ModelInput (for binding features)."""
+    from quant_lib.inputs import ModelInput
+    out = []
+    for c in input_contract(model_bytes):
+        dtype = "float32"  # the model's inputs before (our) quantization
+        out.append(ModelInput(c["name"], tuple(c["shape"][1:]), dtype))
+    return out

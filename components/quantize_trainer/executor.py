@@ -1,5 +1,4 @@
 """QuantizeTrainer executor: decode config -> quant_lib QAT -> write Model + report + properties."""
-import dataclasses
 import json
 import logging
 import os
@@ -12,10 +11,11 @@ from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.utils import path_utils
 
 from components import keys
-from components.utils import check_split, serving_model_dir, single, split_uri
-from quant_lib import qat
+from components import inputs
+from components.utils import serving_model_dir, set_properties, single, split_uri
+from quant_lib import models, qat
 from quant_lib.config import QuantizationConfig
-from quant_lib.data import make_dataset
+from quant_lib.data import DataError
 
 
 FLOAT_STAGE_DIR = "float_model"  # float model trained here when there is no base_model
@@ -48,42 +48,42 @@ class Executor(base_executor.BaseExecutor):
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = QuantizationConfig.from_json(exec_properties[keys.CONFIG])
         out = single(output_dict, keys.QAT_MODEL)
+        train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)
+        adapter = inputs.adapter_factory(cfg.data, input_dict, train_uri)()
+        build_fn = inputs.model_builder(exec_properties, cfg,
+                                        inputs.hyperparameters_artifact(input_dict))
         if input_dict.get(keys.BASE_MODEL):
             base_uri = single(input_dict, keys.BASE_MODEL).uri
             float_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
         else:
             float_dir = _train_float_with_user_module(input_dict, exec_properties, out.uri)
             base_uri = os.path.dirname(float_dir)
-        train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)
-        n = check_split(input_dict[keys.EXAMPLES], cfg.train_split, cfg.data,
-                        "QuantizationConfig.train_split")
-        logging.info("QuantizeTrainer: %d training examples checked (parse, NaN/Inf, labels)", n)
+        # Before any training: the data against the model's inputs, the rebuilt model against
+        # the Trainer's SavedModel, then the whole split (framing, parse, NaN/Inf, labels).
+        float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri)
+        try:
+            n = float_model.inputs.count(train_uri)
+        except DataError as e:
+            raise DataError(f"QuantizationConfig.train_split={cfg.train_split!r}: {e}") from e
+        logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
+                     "its inputs %s", float_dir, float_model.source, n,
+                     sorted(float_model.inputs.mapping))
 
         logging.info("QuantizeTrainer: QAT (%s scheme%s, %s) for %d epoch(s) at lr=%g on %s",
                      cfg.scheme, ", per-tensor" if cfg.per_tensor else "", cfg.distribution,
                      cfg.epochs, cfg.learning_rate, train_uri)
         qat_model, decisions, stats = qat.run_qat(
-            lambda: qat.load_model(float_dir),
-            lambda: make_dataset(train_uri, cfg.data, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                 repeat=cfg.steps_per_epoch is not None), cfg)
+            lambda: float_model.model if cfg.distribution == "none" else
+            models.load_float_model(float_dir, build_fn),
+            lambda: float_model.inputs.dataset(train_uri, cfg.batch_size, shuffle=True,
+                                               seed=cfg.seed,
+                                               repeat=cfg.steps_per_epoch is not None), cfg)
 
         out_dir = path_utils.serving_model_dir(out.uri)
-        qat.save_model(qat_model, out_dir)
-        counts = {d: sum(1 for x in decisions if x.decision == d)
-                  for d in (qat.QUANTIZE, qat.FOLD, qat.FLOAT)}
-        report = {"config": cfg.to_dict(), "base_model": base_uri, "training": stats,
-                  "counts": counts, "layers": [dataclasses.asdict(d) for d in decisions]}
+        qat.save_model(qat_model, out_dir, float_model.inputs)
+        result = qat.QATResult(cfg, base_uri, stats, decisions, float_model.to_properties())
         with fileio.open(os.path.join(out.uri, keys.QAT_REPORT_FILE), "w") as f:
-            f.write(json.dumps(report, indent=2))
-        out.set_float_custom_property(keys.P_QAT_SECONDS_PER_STEP, stats["seconds_per_step"])
-        out.set_float_custom_property(keys.P_QAT_TRAIN_ACCURACY, stats["final_train_accuracy"])
-        out.set_int_custom_property(keys.P_QUANTIZED_LAYERS, counts[qat.QUANTIZE])
-        out.set_int_custom_property(keys.P_FOLDED_LAYERS, counts[qat.FOLD])
-        out.set_string_custom_property(keys.P_QAT_SCHEME, cfg.scheme)
-        out.set_int_custom_property(keys.P_PER_TENSOR, int(cfg.per_tensor))
-        out.set_int_custom_property(keys.P_FLOAT_LAYERS, counts[qat.FLOAT])
-        out.set_string_custom_property(keys.P_FLOAT_LAYER_NAMES, json.dumps(
-            [d.name for d in decisions if d.decision == qat.FLOAT]))
-        logging.info("QuantizeTrainer: QAT model written to %s (%d quantized, %d folded, %d float "
-                     "layers; report %s)", out_dir, counts[qat.QUANTIZE], counts[qat.FOLD],
-                     counts[qat.FLOAT], os.path.join(out.uri, keys.QAT_REPORT_FILE))
+            f.write(json.dumps(result.report(), indent=2))
+        set_properties(out, result.to_properties())
+        logging.info("QuantizeTrainer: QAT model written to %s (%s; report %s)", out_dir,
+                     result.summary(), os.path.join(out.uri, keys.QAT_REPORT_FILE))

@@ -1,0 +1,137 @@
+"""The TFX glue of the input adapters (the only components-side module that knows TFTransformOutput,
+Schema artifacts and Trainer modules): artifacts in, a quant_lib adapter out.
+
+A ``FeatureSpec`` reads Examples the way the stock Trainer's module does:
+- with a ``transform_graph``: raw Examples are parsed with the Transform's raw feature spec and
+  transformed by its ``transform_features_layer()``; transformed Examples (Transform's
+  ``transformed_examples``) are parsed with its transformed feature spec — told apart by the
+  records' feature names;
+- else with a ``schema``: the schema's feature spec;
+- else: a feature spec read off the records themselves.
+"""
+import functools
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import tensorflow as tf
+from tfx import types
+from tfx.types import standard_component_specs as tss
+from tfx.utils import import_utils, io_utils
+
+from components import keys
+from components.utils import single
+from quant_lib.config import DataSpec, FeatureSpec, QuantizationConfig
+from quant_lib.data import DataError
+from quant_lib.inputs import FeatureAdapter, ImageAdapter, InputAdapter, feature_spec_from_records
+
+
+def _first_record_keys(pattern: str) -> set:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise DataError(f"no TFRecord files match {pattern}")
+    comp = "GZIP" if files[0].endswith(".gz") else ""
+    for raw in tf.data.TFRecordDataset(files[:1], compression_type=comp).take(1):
+        return set(tf.train.Example.FromString(raw.numpy()).features.feature)
+    raise DataError(f"{files[0]} has no records")
+
+
+def build_adapter(spec_json: str, transform_uri: Optional[str], schema_uri: Optional[str],
+                  sample_pattern: str) -> InputAdapter:
+    """The adapter for ``spec_json`` (a DataSpec or FeatureSpec as JSON); picklable through
+    functools.partial, so Beam workers rebuild it in ``setup``."""
+    spec = QuantizationConfig.from_dict({"data": _json(spec_json)}).data
+    if isinstance(spec, DataSpec):
+        return ImageAdapter(spec)
+    keys_in_data = _first_record_keys(sample_pattern)
+    if transform_uri:
+        import tensorflow_transform as tft
+        tft_out = tft.TFTransformOutput(transform_uri)
+        raw_spec = tft_out.raw_feature_spec()
+        if set(raw_spec) - {spec.label_key} <= keys_in_data:
+            return FeatureAdapter(raw_spec, spec.label_key, tft_out.transform_features_layer(),
+                                  f"raw Examples + Transform graph {transform_uri}",
+                                  spec.num_classes)
+        xf_spec = tft_out.transformed_feature_spec()
+        if set(xf_spec) <= keys_in_data | {spec.label_key}:
+            return FeatureAdapter(xf_spec, spec.label_key, None,
+                                  f"transformed Examples (Transform graph {transform_uri})",
+                                  spec.num_classes)
+        raise DataError(
+            f"the Examples ({sorted(keys_in_data)}) are neither the Transform graph's raw input "
+            f"({sorted(raw_spec)}) nor its output ({sorted(xf_spec)}): wire the ExampleGen's or "
+            "the Transform's examples that belong to this transform_graph")
+    if schema_uri:
+        from tensorflow_transform.tf_metadata import schema_utils
+        schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
+        return FeatureAdapter(schema_utils.schema_as_feature_spec(schema).feature_spec,
+                              spec.label_key, None, f"Examples with schema {schema_uri}",
+                              spec.num_classes)
+    return FeatureAdapter(feature_spec_from_records(sample_pattern), spec.label_key, None,
+                          f"Examples {os.path.dirname(sample_pattern)} (features read off the "
+                          "records)", spec.num_classes)
+
+
+def _json(text: str) -> Dict[str, Any]:
+    import json
+    return json.loads(text)
+
+
+def adapter_factory(spec, input_dict: Dict[str, List[types.Artifact]],
+                    split_dir: str) -> Callable[[], InputAdapter]:
+    """A picklable factory of the adapter for ``spec`` and the wired transform_graph / schema."""
+    transform = input_dict.get(tss.TRANSFORM_GRAPH_KEY)
+    schema = input_dict.get(keys.SCHEMA)
+    return functools.partial(build_adapter, spec.to_json(),
+                             transform[0].uri if transform else None,
+                             schema[0].uri if schema and isinstance(spec, FeatureSpec) else None,
+                             os.path.join(split_dir, "*"))
+
+
+def module_fn(exec_properties: Dict[str, Any], name: str, field: str) -> Callable:
+    """Function ``name`` of the Trainer module (module_file, packaged module_path, or run_fn's
+    module), as the stock Trainer resolves its run_fn."""
+    module_path = exec_properties.get(tss.MODULE_PATH_KEY)
+    module_file = exec_properties.get(tss.MODULE_FILE_KEY)
+    run_fn = exec_properties.get(tss.RUN_FN_KEY)
+    try:
+        if module_path:
+            return import_utils.import_func_from_module(module_path, name)
+        if module_file:
+            return import_utils.import_func_from_source(module_file, name)
+        if run_fn and "." in run_fn:
+            return import_utils.import_func_from_module(run_fn.rsplit(".", 1)[0], name)
+    except (AttributeError, ImportError) as e:
+        raise ValueError(f"{field}={name!r}: not found in the Trainer module ({e})") from e
+    raise ValueError(f"{field}={name!r} needs the Trainer module: pass module_file= (or run_fn=) "
+                     "to the component, the same as the Trainer's")
+
+
+def model_builder(exec_properties: Dict[str, Any], cfg: QuantizationConfig,
+                  hyperparameters: Optional[types.Artifact]) -> Optional[Callable]:
+    """``cfg.model_fn`` of the Trainer module as a no-argument builder: called with the
+    HyperParameters the Trainer would use (the hyperparameters channel, else ``hparams_fn()``)
+    when it takes an argument."""
+    if not cfg.model_fn:
+        return None
+    import inspect
+    fn = module_fn(exec_properties, cfg.model_fn, "QuantizationConfig.model_fn")
+    if not inspect.signature(fn).parameters:
+        return fn
+    if hyperparameters is not None:
+        import keras_tuner
+        hp_file = io_utils.get_only_uri_in_dir(hyperparameters.uri)
+        hparams = keras_tuner.HyperParameters.from_config(
+            _json(io_utils.read_string_file(hp_file)))
+    elif cfg.hparams_fn:
+        hparams = module_fn(exec_properties, cfg.hparams_fn, "QuantizationConfig.hparams_fn")()
+    else:
+        raise ValueError(f"QuantizationConfig.model_fn={cfg.model_fn!r} takes hyperparameters: "
+                         "wire the Tuner's best_hyperparameters (hyperparameters=) or set "
+                         "QuantizationConfig.hparams_fn to the module's function returning them "
+                         "(e.g. '_get_hyperparameters')")
+    return functools.partial(fn, hparams)
+
+
+def hyperparameters_artifact(input_dict) -> Optional[types.Artifact]:
+    return single(input_dict, tss.HYPERPARAMETERS_KEY) \
+        if input_dict.get(tss.HYPERPARAMETERS_KEY) else None

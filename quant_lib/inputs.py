@@ -1,0 +1,336 @@
+"""Input adapters: the seam between the data a pipeline has and the Keras model it quantizes.
+
+The config says *what* to quantize; an adapter says how serialized tf.Examples become the model's
+inputs. ``ImageAdapter`` reads one fixed-length image feature (``DataSpec``, what ``make run``
+uses); ``FeatureAdapter`` parses a feature spec (from a schema, a Transform graph, or the records
+themselves), optionally applies a transform (e.g. TFT's ``transform_features_layer``) and hands
+every feature over by name. ``bind`` checks the features against the model's inputs (names,
+element counts, dtypes) on real records *before* any training, conversion or scoring, and the
+returned ``BoundInputs`` feeds Keras, the TFLite converter and the TFLite interpreter alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from quant_lib import data as image_data
+from quant_lib.config import DataSpec
+from quant_lib.data import DataError, resolve_files
+
+Features = Dict[str, np.ndarray]
+
+
+class InputMismatchError(DataError):
+    """The data's features do not fit the model's inputs; the message names both sides."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """One model input: name, per-example shape (no batch dimension) and dtype."""
+
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: str
+
+    @property
+    def size(self) -> Optional[int]:
+        return None if any(d is None for d in self.shape) else int(np.prod(self.shape, dtype=int))
+
+    def describe(self) -> str:
+        return f"{self.name!r} {list(self.shape)} {self.dtype}"
+
+
+def keras_inputs(model) -> List[ModelInput]:
+    """The inputs of a tf_keras Functional/Sequential model, in the model's order."""
+    out = []
+    for name, t in zip(model.input_names, model.inputs):
+        out.append(ModelInput(name, tuple(t.shape[1:]), t.dtype.name))
+    return out
+
+
+def _dense(t):
+    return tf.sparse.to_dense(t) if isinstance(t, tf.SparseTensor) else t
+
+
+class InputAdapter:
+    """Turns a batch of serialized tf.Examples into (features by name, int64 class ids)."""
+
+    label_key: str
+    num_classes: Optional[int] = None
+    serves_examples = False  # parse_for_serving works: a SavedModel can serve raw tf.Examples
+
+    def parse(self, serialized: tf.Tensor) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def parse_for_serving(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Features of unlabelled examples (serving); default: not supported."""
+        raise NotImplementedError
+
+    def serving_trackables(self) -> Dict[str, object]:
+        """Objects a SavedModel must track for ``parse_for_serving`` (e.g. the TFT layer)."""
+        return {}
+
+    def bind(self, inputs: Sequence[ModelInput], patterns, num_classes: int) -> "BoundInputs":
+        """Checks the features of the first records in ``patterns`` against ``inputs``."""
+        files = resolve_files(patterns)
+        sample = first_records(files, 8)
+        try:
+            feats, _ = self.parse(tf.constant(sample))
+        except (tf.errors.InvalidArgumentError, ValueError, KeyError) as e:
+            msg = image_data._tf_message(e) if hasattr(e, "message") else str(e)
+            raise DataError(f"tf.Examples in {files[0]} do not parse with {self.describe()}: "
+                            f"{msg} — fix the data or the input spec") from e
+        return BoundInputs(self, match(inputs, feats, self.describe()), num_classes)
+
+
+def match(inputs: Sequence[ModelInput], feats: Dict[str, tf.Tensor],
+          source: str) -> Dict[str, str]:
+    """model input name -> feature name; one InputMismatchError naming both sides otherwise.
+
+    A single-input model fed by a single feature is matched whatever the names; otherwise by
+    name. Element counts per example must agree (the feature is reshaped to the input's shape);
+    numeric features are cast to the input's dtype, strings never are.
+    """
+    have = {k: (tuple(v.shape[1:]), v.dtype) for k, v in feats.items()}
+    listing = ", ".join(f"{k!r} {list(s)} {d.name}" for k, (s, d) in sorted(have.items()))
+    wanted = ", ".join(i.describe() for i in inputs)
+    if len(inputs) == 1 and len(have) == 1:
+        mapping = {inputs[0].name: next(iter(have))}
+    else:
+        missing = [i.name for i in inputs if i.name not in have]
+        if missing:
+            raise InputMismatchError(
+                f"model inputs [{wanted}] do not match the features of {source} [{listing}]: no "
+                f"feature named {missing}. Inputs are matched by name: name the Keras Input "
+                "layers after the (transformed) features, or make the Transform/Examples provide "
+                "them")
+        mapping = {i.name: i.name for i in inputs}
+    for i in inputs:
+        f = mapping[i.name]
+        shape, dtype = have[f]
+        n = int(np.prod([d for d in shape if d is not None], dtype=int)) \
+            if all(d is not None for d in shape) else None
+        if dtype == tf.string:
+            raise InputMismatchError(
+                f"model input {i.describe()} is fed by feature {f!r} of {source}, which holds "
+                "strings: map them to numbers in the Transform (e.g. tft.compute_and_apply_"
+                "vocabulary); int8 models take numeric inputs only")
+        if i.size is not None and n is not None and n != i.size:
+            raise InputMismatchError(
+                f"model input {i.describe()} takes {i.size} value(s) per example but feature "
+                f"{f!r} of {source} has shape {list(shape)} ({n} value(s)): fix the feature's "
+                "shape (schema / Transform) or the model's Input shape")
+    return mapping
+
+
+class BoundInputs:
+    """An adapter matched to one model's inputs: feeds Keras, the converter and TFLite."""
+
+    def __init__(self, adapter: InputAdapter, mapping: Dict[str, str], num_classes: int):
+        self.adapter, self.mapping, self.num_classes = adapter, mapping, num_classes
+        self._shapes: Dict[str, Tuple] = {}
+
+    def with_shapes(self, inputs: Sequence[ModelInput]) -> "BoundInputs":
+        self._shapes = {i.name: (i.shape, i.dtype) for i in inputs}
+        return self
+
+    def to_model(self, feats: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out = {}
+        for name, f in self.mapping.items():
+            t = _dense(feats[f])
+            shape, dtype = self._shapes.get(name, (None, "float32"))
+            if shape is not None and all(d is not None for d in shape):
+                t = tf.reshape(t, (-1,) + tuple(shape))
+            out[name] = tf.cast(t, tf.as_dtype(dtype))
+        return out
+
+    def parse(self, serialized) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        feats, labels = self.adapter.parse(serialized)
+        return self.to_model(feats), labels
+
+    def _model_x(self, inputs: Dict[str, tf.Tensor]):
+        """Keras takes a bare tensor for a single-input model, a dict by name otherwise."""
+        return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+    def dataset(self, patterns, batch_size: int, shuffle: bool = False, seed: int = 0,
+                repeat: bool = False, shuffle_buffer: int = 10000) -> tf.data.Dataset:
+        """A batched (inputs, labels) dataset for Keras ``fit``."""
+        files = resolve_files(patterns)
+        ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+
+        def fn(serialized):
+            x, y = self.parse(serialized)
+            return self._model_x(x), y
+
+        return ds.batch(batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE)\
+            .prefetch(tf.data.AUTOTUNE)
+
+    def batches(self, patterns, limit: Optional[int] = None,
+                batch_size: int = 1024) -> Iterator[Tuple[Features, np.ndarray]]:
+        """Validated numpy batches: every data problem becomes a DataError naming the files."""
+        files = resolve_files(patterns)
+        ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+        if limit is None:
+            image_data.check_framing(files)
+        else:
+            ds = ds.take(limit)
+        seen = 0
+        try:
+            for raw in ds.batch(batch_size):
+                x, y = self.parse(raw)
+                x = {k: v.numpy() for k, v in x.items()}
+                y = tf.reshape(tf.cast(_dense(y), tf.int64), [-1]).numpy()
+                seen += len(y)
+                yield self.validated(x, y, files[0])
+        except tf.errors.DataLossError as e:
+            raise DataError(f"corrupt or truncated TFRecord among {files[:3]}: "
+                            f"{e.message.splitlines()[0]} — regenerate the data or drop the "
+                            "damaged file") from e
+        except tf.errors.InvalidArgumentError as e:
+            raise DataError(f"tf.Examples in {files[0]} do not match {self.adapter.describe()}: "
+                            f"{image_data._tf_message(e)} — fix the data or the input spec") from e
+        if not seen:
+            raise DataError(f"no examples in {files[:3]}: the split is empty")
+
+    def validated(self, x: Features, y: np.ndarray, where: str):
+        for k, v in x.items():
+            if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+                bad = int(np.sum(~np.isfinite(v).reshape(len(v), -1).all(axis=1)))
+                raise DataError(f"{bad} example(s) in {where} have NaN/Inf in feature "
+                                f"{self.mapping[k]!r}: clean the data before training or "
+                                "quantizing")
+        if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+            raise DataError(f"label feature {self.adapter.label_key!r} has values in "
+                            f"[{y.min()}, {y.max()}] but the model has {self.num_classes} "
+                            f"classes: labels must be class ids 0..{self.num_classes - 1}")
+        return x, y
+
+    def arrays(self, patterns, limit: Optional[int] = None) -> Tuple[Features, np.ndarray]:
+        xs, ys = zip(*self.batches(patterns, limit))
+        return {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}, np.concatenate(ys)
+
+    def count(self, patterns) -> int:
+        """Streams a whole split once with the checks above (framing, parse, NaN, labels)."""
+        return sum(len(y) for _, y in self.batches(patterns, None, 4096))
+
+    def keras_x(self, x: Features):
+        return self._model_x(x)
+
+    def serving_fn(self, model) -> Callable:
+        """``serving_default`` for a SavedModel of ``model``: serialized raw tf.Examples in,
+        the model's outputs out (parse, transform, reshape, model)."""
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(examples):
+            x = self.to_model(self.adapter.parse_for_serving(examples))
+            return {"outputs": model(self._model_x(x), training=False)}
+
+        return serve
+
+
+class ImageAdapter(InputAdapter):
+    """One fixed-length image feature (``DataSpec``): the built-in datasets' layout."""
+
+    def __init__(self, spec: DataSpec):
+        self.spec, self.label_key, self.num_classes = spec, spec.label_key, spec.num_classes
+        self._parse = image_data._parse_fn(spec)
+
+    def parse(self, serialized):
+        x, y = self._parse(serialized)
+        return {self.spec.image_key: x}, y
+
+    def describe(self) -> str:
+        s = self.spec
+        return (f"DataSpec(image_key={s.image_key!r}, label_key={s.label_key!r}, image_shape="
+                f"{s.image_shape}, image_dtype={s.image_dtype!r})")
+
+
+class FeatureAdapter(InputAdapter):
+    """Features parsed with ``feature_spec`` and, with ``transform``, transformed (e.g. TFT's
+    ``transform_features_layer()`` on raw Examples); the label is looked up among the transformed
+    features first, then the parsed ones."""
+
+    serves_examples = True
+
+    def __init__(self, feature_spec: Dict[str, object], label_key: str,
+                 transform: Optional[Callable] = None, source: str = "the Examples",
+                 num_classes: Optional[int] = None):
+        if label_key not in feature_spec:
+            raise DataError(f"label feature {label_key!r} is not among the features of {source} "
+                            f"({sorted(feature_spec)}): set FeatureSpec.label_key to one of them")
+        self.feature_spec, self.label_key = dict(feature_spec), label_key
+        self.transform, self.source, self.num_classes = transform, source, num_classes
+
+    def describe(self) -> str:
+        return self.source
+
+    def _features(self, serialized, spec):
+        feats = {k: _dense(v) for k, v in tf.io.parse_example(serialized, spec).items()}
+        if self.transform is None:
+            return feats, feats
+        return feats, {k: _dense(v) for k, v in self.transform(feats).items()}
+
+    def parse(self, serialized):
+        raw, feats = self._features(serialized, self.feature_spec)
+        label = feats[self.label_key] if self.label_key in feats else raw[self.label_key]
+        feats = {k: v for k, v in feats.items() if k != self.label_key}
+        return feats, tf.reshape(tf.cast(label, tf.int64), [-1])
+
+    def parse_for_serving(self, serialized):
+        spec = {k: v for k, v in self.feature_spec.items() if k != self.label_key}
+        return self._features(serialized, spec)[1]
+
+    def serving_trackables(self):
+        return {"tft_layer": self.transform} if isinstance(self.transform, tf.Module) else {}
+
+
+def first_records(patterns, n: int) -> List[bytes]:
+    """Up to ``n`` serialized records from the first file(s) of ``patterns``."""
+    files = resolve_files(patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+    out = [r.numpy() for r in ds.take(n)]
+    if not out:
+        raise DataError(f"no examples in {files[:3]}: the split is empty")
+    return out
+
+
+def feature_spec_from_records(patterns, limit: int = 16) -> Dict[str, tf.io.FixedLenFeature]:
+    """A FixedLenFeature spec read off the first records (kind and length of each feature), for
+    Examples with neither a schema nor a Transform graph."""
+    files = resolve_files(patterns)
+    ds = tf.data.TFRecordDataset(files[:1], compression_type=image_data._compression(files))
+    spec: Dict[str, tf.io.FixedLenFeature] = {}
+    for raw in ds.take(limit):
+        ex = tf.train.Example.FromString(raw.numpy())
+        for k, f in ex.features.feature.items():
+            kind = f.WhichOneof("kind")
+            dtype = {"float_list": tf.float32, "int64_list": tf.int64,
+                     "bytes_list": tf.string}.get(kind)
+            n = len(getattr(f, kind).value) if kind else 0
+            if dtype is not None and k not in spec:
+                spec[k] = tf.io.FixedLenFeature([] if n == 1 else [n], dtype)
+    if not spec:
+        raise DataError(f"{files[0]} has no records with features")
+    return spec
+
+
+def bind_model(adapter: InputAdapter, inputs: Sequence[ModelInput], patterns,
+               num_classes: int) -> BoundInputs:
+    """adapter.bind + the inputs' shapes: the one call the components make."""
+    if adapter.num_classes is not None and adapter.num_classes != num_classes:
+        raise InputMismatchError(f"the model has {num_classes} output classes but the input "
+                                 f"spec says num_classes={adapter.num_classes}: fix one of them")
+    return adapter.bind(inputs, patterns, num_classes).with_shapes(inputs)
+

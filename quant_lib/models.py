@@ -1,0 +1,142 @@
+"""Float models as TFX's Trainer writes them: Keras ``model.save`` SavedModels load directly;
+``tf.saved_model.save`` ones (every TFX example module) are rebuilt with the module's own
+model-building function, their weights restored from the SavedModel's checkpoint, and the restore
+proven against the SavedModel's own ``serving_default`` on real examples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from quant_lib import qat
+from quant_lib.qat import QuantizationError
+
+
+def is_keras_savedmodel(path: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(path, "keras_metadata.pb"))
+
+
+def load_float_model(path: str, build_fn: Optional[Callable[[], object]] = None,
+                     build_fn_name: str = "QuantizationConfig.model_fn"):
+    """The float Keras model at ``path``; rebuilt with ``build_fn`` when it has no Keras metadata.
+
+    The restore reads the SavedModel's variables checkpoint into the rebuilt model (its root
+    object is the model, as ``tf.saved_model.save(model, ...)`` writes it). Call
+    ``prove_restore`` afterwards: a different architecture can still match some variables.
+    """
+    if not tf.io.gfile.isdir(path) or is_keras_savedmodel(path) or build_fn is None:
+        try:
+            return qat.load_model(path)
+        except QuantizationError as e:
+            if build_fn is not None or "keras_metadata.pb" not in str(e):
+                raise
+            raise QuantizationError(
+                f"{e} Or keep the module unchanged: set {build_fn_name} to the Trainer module's "
+                "function that builds the Keras model (e.g. '_make_keras_model') and pass the "
+                "module (module_file=) so the model is rebuilt and the Trainer's weights restored"
+            ) from None
+    model = build_fn()
+    qat.check_keras2_model(model)
+    ckpt = os.path.join(path, "variables", "variables")
+    try:
+        status = tf.train.Checkpoint(root=model).read(ckpt)
+        status.expect_partial()  # the SavedModel also holds e.g. the optimizer and a TFT layer
+        status.assert_nontrivial_match()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise QuantizationError(
+            f"the weights in {ckpt} do not fit the model {build_fn_name} builds "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): {build_fn_name} must build "
+            "the same architecture the Trainer saved") from e
+    return model
+
+
+def serving_scores(path: str) -> Callable[[Sequence[bytes], Dict[str, np.ndarray]], np.ndarray]:
+    """A scorer over the SavedModel's ``serving_default``: fed serialized tf.Examples when the
+    signature takes one string tensor (TFX's example modules), else the features by name."""
+    loaded = tf.saved_model.load(path)
+    if "serving_default" not in loaded.signatures:
+        raise QuantizationError(f"the SavedModel at {path} has no serving_default signature "
+                                f"(has {list(loaded.signatures)}): save the model with one")
+    sig = loaded.signatures["serving_default"]
+    specs = sig.structured_input_signature[1]
+    outs = list(sig.structured_outputs)
+    if len(outs) != 1:
+        raise QuantizationError(f"serving_default of {path} returns {outs}; a classifier's "
+                                "signature must return one scores tensor")
+    string_in = len(specs) == 1 and next(iter(specs.values())).dtype == tf.string
+
+    def score(serialized: Sequence[bytes], features: Dict[str, np.ndarray]) -> np.ndarray:
+        if string_in:
+            res = sig(**{next(iter(specs)): tf.constant(list(serialized))})
+        else:
+            missing = sorted(set(specs) - set(features))
+            if missing:
+                raise QuantizationError(f"serving_default of {path} takes {sorted(specs)}; the "
+                                        f"features lack {missing}")
+            res = sig(**{k: tf.cast(features[k], specs[k].dtype) for k in specs})
+        return res[outs[0]].numpy().reshape(len(serialized), -1)
+
+    score.loaded = loaded  # keep the SavedModel alive with the scorer
+    return score
+
+
+def prove_restore(model, path: str, serialized: Sequence[bytes], features: Dict[str, np.ndarray],
+                  keras_x, atol: float = 1e-4) -> float:
+    """Max |rebuilt model - SavedModel serving_default| on real examples; raises beyond ``atol``
+    (relative to the outputs' scale): a wrong rebuild never reaches QAT."""
+    saved = serving_scores(path)(serialized, features)
+    rebuilt = np.asarray(model(keras_x, training=False)).reshape(len(serialized), -1)
+    if saved.shape != rebuilt.shape:
+        raise QuantizationError(f"rebuilt model outputs {rebuilt.shape[1:]} per example but the "
+                                f"SavedModel at {path} serves {saved.shape[1:]}: the model "
+                                "function builds a different model")
+    err = float(np.max(np.abs(saved - rebuilt)))
+    scale = max(1.0, float(np.max(np.abs(saved))))
+    if err > atol * scale:
+        raise QuantizationError(
+            f"the rebuilt model does not reproduce the Trainer's SavedModel at {path}: max |diff| "
+            f"{err:.3g} on {len(serialized)} examples (tolerance {atol * scale:.3g}); the model "
+            "function must build exactly the architecture the Trainer trained")
+    return err
+
+
+@dataclasses.dataclass
+class FloatModel:
+    """The float Keras model, its inputs bound to the data, and how it was obtained."""
+
+    model: object
+    inputs: object  # quant_lib.inputs.BoundInputs
+    source: str  # "keras" (loaded) | "rebuilt" (model_fn + checkpoint, proven)
+    restore_max_abs_diff: Optional[float] = None
+
+    def to_properties(self) -> Dict[str, object]:
+        props = {"float_model_source": self.source}
+        if self.restore_max_abs_diff is not None:
+            props["restore_max_abs_diff"] = self.restore_max_abs_diff
+        return props
+
+
+def prepare_float_model(path: str, build_fn: Optional[Callable], adapter, split_dir: str,
+                        proof_examples: int = 64) -> FloatModel:
+    """Loads (or rebuilds) the float model and checks the data against its inputs — before any
+    training: names, shapes and dtypes (one clear error), then, for a rebuilt model, the proof
+    that it reproduces the SavedModel's serving outputs on real examples."""
+    from quant_lib import inputs as inputs_lib
+    model = load_float_model(path, build_fn)
+    qat.check_keras2_model(model)
+    num_classes = int(model.outputs[0].shape[-1])
+    bound = inputs_lib.bind_model(adapter, inputs_lib.keras_inputs(model), split_dir, num_classes)
+    if not (build_fn is not None and not is_keras_savedmodel(path)):
+        return FloatModel(model, bound, "keras")
+    serialized = inputs_lib.first_records(split_dir, proof_examples)
+    feats, _ = bound.adapter.parse(tf.constant(serialized))
+    x = bound.to_model(feats)
+    err = prove_restore(model, path, serialized, {k: v.numpy() for k, v in feats.items()},
+                        bound.keras_x(x))
+    return FloatModel(model, bound, "rebuilt", err)
