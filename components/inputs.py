@@ -20,7 +20,7 @@ from tfx.utils import import_utils, io_utils
 
 from components import keys
 from components.utils import single
-from quant_lib.config import DataSpec, FeatureSpec, QuantizationConfig
+from quant_lib.config import DataSpec, FeatureSpec, QuantizationConfig, input_spec_from_json
 from quant_lib.data import DataError
 from quant_lib.inputs import FeatureAdapter, ImageAdapter, InputAdapter, feature_spec_from_records
 
@@ -39,7 +39,7 @@ def build_adapter(spec_json: str, transform_uri: Optional[str], schema_uri: Opti
                   sample_pattern: str) -> InputAdapter:
     """The adapter for ``spec_json`` (a DataSpec or FeatureSpec as JSON); picklable through
     functools.partial, so Beam workers rebuild it in ``setup``."""
-    spec = QuantizationConfig.from_dict({"data": _json(spec_json)}).data
+    spec = input_spec_from_json(spec_json)
     if isinstance(spec, DataSpec):
         return ImageAdapter(spec)
     keys_in_data = _first_record_keys(sample_pattern)

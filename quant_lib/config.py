@@ -139,6 +139,12 @@ def _input_spec_class(d: Dict[str, Any]):
     return DataSpec if kind == "image" else FeatureSpec
 
 
+def input_spec_from_json(text: str) -> "InputSpec":
+    """A DataSpec or FeatureSpec from its JSON (the ``adapter`` tag tells which)."""
+    d = json.loads(text)
+    return _input_spec_class(d).from_dict(d)
+
+
 def _check_inputs(value, cls: str) -> None:
     _require(isinstance(value, (DataSpec, FeatureSpec)), cls, "data",
              "must be a DataSpec (image input) or a FeatureSpec (features matched to model inputs "

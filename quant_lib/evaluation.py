@@ -4,16 +4,17 @@ multi-process, Dataflow, Flink, Spark) gives identical metrics.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 
 import quant_lib  # noqa: F401
-from quant_lib.config import DataSpec
+from quant_lib.inputs import BoundInputs, ModelInput
 from quant_lib.metrics import OVERALL, SliceKey, SliceStats
 
 
@@ -38,45 +39,86 @@ def slice_keys(serialized: bytes, features: Sequence[str]) -> List[SliceKey]:
 
 
 class _ScoreBatch(beam.DoFn):
-    """Scores a batch with both models (loaded once per worker) and emits per-slice counts."""
+    """Scores a batch with both models (loaded once per worker) and emits per-slice counts.
+
+    The float model is scored as Keras (a Keras SavedModel) or through its own
+    ``serving_default`` (e.g. ``tf.saved_model.save`` with a raw-tf.Example signature, as TFX's
+    example modules write); the int8 model through TFLite, inputs fed by name."""
 
     PREDICTIONS = "predictions"  # tagged output: tf.Examples with label + both models' scores
 
-    def __init__(self, float_model_dir: str, int8_path: str, spec: DataSpec,
+    def __init__(self, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
                  slicing_features: Sequence[str], top_k: int, emit_predictions: bool = False):
-        self._float_dir, self._int8_path = float_model_dir, int8_path
-        self._spec, self._features, self._k = spec, tuple(slicing_features), top_k
+        self._float_dir, self._int8_path, self._inputs = float_model_dir, int8_path, inputs
+        self._features, self._k = tuple(slicing_features), top_k
         self._emit = emit_predictions
 
     def setup(self):
-        import tensorflow as tf
-        from quant_lib import qat, tflite
-        model = qat.load_model(self._float_dir)
-        # One traced graph for every batch size: Keras' predict_on_batch costs ~10 ms of Python
-        # per call, which made the evaluator 0.62x a raw loop (make bench profile).
-        self._float = tf.function(lambda x: model(x, training=False), input_signature=[
-            tf.TensorSpec([None, *self._spec.image_shape], tf.float32)])
-        with tf.io.gfile.GFile(self._int8_path, "rb") as f:
+        from quant_lib import tflite
+        self._bound = self._inputs.bind()
+        self._float = float_scorer(self._float_dir, self._inputs.model_inputs, self._bound)
+        with tf_gfile_open(self._int8_path) as f:
             self._int8 = tflite.TFLiteClassifier(f.read())
 
     def process(self, batch: List[bytes]) -> Iterable[Tuple[SliceKey, SliceStats]]:
-        from quant_lib.data import parse_serialized
-        x, y = parse_serialized(batch, self._spec)
-        scores = {"float": self._float(x).numpy(),
-                  "int8": self._int8.predict(x, batch_size=len(x))}
+        import tensorflow as tf
+        x, y = self._bound.parse(tf.constant(batch))
+        x = {k: v.numpy() for k, v in x.items()}
+        x, y = self._bound.validated(x, y.numpy().astype(np.int64), "batch")
+        scores = {"float": self._float(batch, x),
+                  "int8": self._int8.predict(x, batch_size=len(y))}
         groups: Dict[SliceKey, List[int]] = {}
         for i, raw in enumerate(batch):
             for key in slice_keys(raw, self._features):
                 groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
             idx = np.asarray(idx)
-            yield key, SliceStats(self._spec.num_classes, self._k).add(
+            yield key, SliceStats(self._bound.num_classes, self._k).add(
                 y[idx], {m: s[idx] for m, s in scores.items()})
         if self._emit:
             for i, raw in enumerate(batch):
                 yield beam.pvalue.TaggedOutput(self.PREDICTIONS, prediction_example(
-                    raw, int(y[i]), scores["float"][i], scores["int8"][i], self._spec.label_key,
-                    self._features))
+                    raw, int(y[i]), scores["float"][i], scores["int8"][i],
+                    self._bound.adapter.label_key, self._features))
+
+
+def tf_gfile_open(path: str):
+    import tensorflow as tf
+    return tf.io.gfile.GFile(path, "rb")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringInputs:
+    """What a Beam worker needs to rebuild the bound inputs: a picklable adapter factory, the
+    feature -> model input mapping checked before the pipeline started, and the inputs' shapes."""
+
+    make_adapter: Callable[[], object]
+    mapping: Dict[str, str]
+    model_inputs: Tuple[ModelInput, ...]
+    num_classes: int
+
+    def bind(self) -> BoundInputs:
+        return BoundInputs(self.make_adapter(), dict(self.mapping),
+                           self.num_classes).with_shapes(self.model_inputs)
+
+
+def float_scorer(float_dir: str, model_inputs: Sequence[ModelInput], bound: BoundInputs):
+    """(serialized batch, model inputs by name) -> float scores."""
+    import tensorflow as tf
+    from quant_lib import models, qat
+    if not models.is_keras_savedmodel(float_dir):
+        return models.serving_scores(float_dir)
+    model = qat.load_model(float_dir)
+    names = list(model.input_names)
+    # One traced graph for every batch size: Keras' predict_on_batch costs ~10 ms of Python
+    # per call, which made the evaluator 0.62x a raw loop (make bench profile).
+    specs = {i.name: tf.TensorSpec([None, *i.shape], tf.as_dtype(i.dtype)) for i in model_inputs}
+    if len(names) == 1:
+        spec = specs.get(names[0]) or next(iter(specs.values()))
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return lambda serialized, x: fn(bound.keras_x(x)).numpy()
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[specs])
+    return lambda serialized, x: fn(x).numpy()
 
 
 def prediction_example(raw: bytes, label: int, float_scores, int8_scores, label_key: str,
@@ -115,7 +157,7 @@ class _MergeStats(beam.CombineFn):
 
 
 @beam.ptransform_fn
-def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, spec: DataSpec,
+def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
                     slicing_features: Sequence[str], top_k: int, batch_size: int,
                     predictions_prefix: Optional[str] = None):
     """serialized tf.Examples -> (slice key, SliceStats) for every slice; with
@@ -124,7 +166,7 @@ def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, spec: DataSpec,
               | "Batch" >> beam.BatchElements(min_batch_size=batch_size,
                                               max_batch_size=batch_size)
               | "Score" >> beam.ParDo(_ScoreBatch(
-                  float_model_dir, int8_path, spec, slicing_features, top_k,
+                  float_model_dir, int8_path, inputs, slicing_features, top_k,
                   emit_predictions=predictions_prefix is not None)).with_outputs(
                       _ScoreBatch.PREDICTIONS, main="stats"))
     if predictions_prefix is not None:
@@ -146,15 +188,17 @@ def decode(lines: Iterable[str]) -> Dict[SliceKey, SliceStats]:
     return out
 
 
-def latency_ms(model_bytes: bytes, images: np.ndarray, repeats: int = 3) -> Optional[float]:
+def latency_ms(model_bytes: bytes, images, repeats: int = 3) -> Optional[float]:
     """Median per-example latency of a TFLite model: one thread, batch 1, default (XNNPACK)
     delegate; the median over ``repeats`` passes of the per-pass mean."""
     from quant_lib import tflite
     runner = tflite.TFLiteClassifier(model_bytes, num_threads=1)
-    runner.predict(images[:1], batch_size=1)  # allocate + warm up
+    first = {k: v[:1] for k, v in images.items()} if isinstance(images, dict) else images[:1]
+    n = len(next(iter(images.values()))) if isinstance(images, dict) else len(images)
+    runner.predict(first, batch_size=1)  # allocate + warm up
     passes = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         runner.predict(images, batch_size=1)
-        passes.append((time.perf_counter() - t0) / len(images))
+        passes.append((time.perf_counter() - t0) / n)
     return 1000 * statistics.median(passes)

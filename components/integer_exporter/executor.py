@@ -6,16 +6,17 @@ import os
 import tempfile
 from typing import Any, Dict, List
 
-import numpy as np
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
-from components import keys
-from components.utils import load_split, serving_model_dir, single
-from quant_lib import edgetpu, metrics, qat, tflite
+from components import inputs, keys
+from components.utils import serving_model_dir, set_properties, single, split_uri
+from quant_lib import edgetpu, export, models, qat, tflite
 from quant_lib.config import ExportConfig
+from quant_lib.data import DataError
+from quant_lib.inputs import bind_model, keras_inputs
 
 
 class EdgeTpuRequiredError(RuntimeError):
@@ -99,6 +100,37 @@ def _qat_report(qat_model: types.Artifact):
         return json.loads(f.read())
 
 
+def _model_to_convert(input_dict, cfg: ExportConfig):
+    """The QAT model; for int16x8 (post-training only: QAT ranges are 8-bit) the float one."""
+    if cfg.activations != "int16x8":
+        return qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
+    if not input_dict.get(keys.BASE_MODEL):
+        raise ValueError("ExportConfig.activations='int16x8' converts the float model: "
+                         "wire the Trainer's model into IntegerExporter(base_model=...)")
+    return models.load_float_model(serving_model_dir(single(input_dict, keys.BASE_MODEL)))
+
+
+def _float_reference(input_dict, out: types.Artifact):
+    """Float TFLite of base_model (size/latency reference), when it is a Keras SavedModel."""
+    if not input_dict.get(keys.BASE_MODEL):
+        return None
+    base_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+    if not models.is_keras_savedmodel(base_dir):
+        logging.info("IntegerExporter: no float TFLite reference: %s is not a Keras SavedModel",
+                     base_dir)
+        return None
+    data = tflite.convert_float(models.load_float_model(base_dir))
+    _write_bytes(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE), data)
+    return len(data)
+
+
+def _load(bound, examples, split: str, field: str, limit: int):
+    try:
+        return bound.arrays(split_uri(examples, split), limit)
+    except DataError as e:
+        raise DataError(f"{field}={split!r}: {e}") from e
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -106,79 +138,46 @@ class Executor(base_executor.BaseExecutor):
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
-
-        if cfg.activations == "int16x8":
-            # 16x8 is post-training only (QAT ranges are 8-bit): convert the float base model.
-            if not input_dict.get(keys.BASE_MODEL):
-                raise ValueError("ExportConfig.activations='int16x8' converts the float model: "
-                                 "wire the Trainer's model into IntegerExporter(base_model=...)")
-            qat_model = qat.load_model(serving_model_dir(single(input_dict, keys.BASE_MODEL)))
-        else:
-            qat_model = qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
+        model = _model_to_convert(input_dict, cfg)
+        # The data against the model's inputs before conversion: a mismatch is one clear error.
+        rep_dir = split_uri(examples, cfg.representative_split)
+        bound = bind_model(inputs.adapter_factory(cfg.data, input_dict, rep_dir)(),
+                           keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]))
+        rep_x, _ = _load(bound, examples, cfg.representative_split,
+                         "ExportConfig.representative_split", cfg.representative_examples)
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
         per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
-        rep_x, _ = load_split(examples, cfg.representative_split, cfg.data,
-                              "ExportConfig.representative_split", cfg.representative_examples)
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
-                     "%s out) with %d representative examples", cfg.activations,
-                     cfg.inference_input_type, cfg.inference_output_type, len(rep_x))
-        int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
-        # Staged: the model appears at Format-Serving/tflite only after every check below passed.
+                     "%s out; inputs %s) with %d representative examples", cfg.activations,
+                     cfg.inference_input_type, cfg.inference_output_type, sorted(rep_x),
+                     len(next(iter(rep_x.values()))))
+        # Staged: the model appears at Format-Serving/tflite only after every check passed, and
+        # the checks read what is on disk, not what we meant to write.
         staged_path = os.path.join(out.uri, ".staging", keys.TFLITE_FILE)
-        _write_bytes(staged_path, tflite.convert_int8(
-            qat_model, rep_x, cfg.inference_input_type, cfg.inference_output_type,
-            activations=cfg.activations, per_channel=per_channel))
-
-        # Post-check what is on disk, not what we meant to write.
-        int8_bytes = _read_bytes(staged_path)
-        report = tflite.validate_integer(int8_bytes, cfg.inference_input_type,
-                                         cfg.inference_output_type)
-        parity = {}
+        result = export.convert_and_verify(model, rep_x, cfg, per_channel, check=lambda data: (
+            _write_bytes(staged_path, data), _read_bytes(staged_path))[1])
         if cfg.parity_examples:
-            px, _ = load_split(examples, cfg.parity_split, cfg.data, "ExportConfig.parity_split",
-                               cfg.parity_examples)
-            keras_scores = qat_model.predict(px, batch_size=256, verbose=0)
-            tfl_scores = tflite.TFLiteClassifier(int8_bytes).predict(px)
-            parity = {"examples": len(px),
-                      "top1_agreement": metrics.agreement(keras_scores, tfl_scores),
-                      "max_abs_error": float(np.max(np.abs(keras_scores - tfl_scores)))}
-            if parity["top1_agreement"] < cfg.min_parity_agreement:
-                raise tflite.ExportValidationError(
-                    f"Keras QAT vs TFLite top-1 agreement {parity['top1_agreement']:.4f} on "
-                    f"{len(px)} {cfg.parity_split!r} examples is below "
-                    f"ExportConfig.min_parity_agreement={cfg.min_parity_agreement}: the converted "
-                    "model does not reproduce the QAT model")
-            out.set_float_custom_property(keys.P_PARITY_AGREEMENT, parity["top1_agreement"])
-            out.set_float_custom_property(keys.P_PARITY_MAX_ABS_ERR, parity["max_abs_error"])
+            px, _ = _load(bound, examples, cfg.parity_split, "ExportConfig.parity_split",
+                          cfg.parity_examples)
+            result.parity = export.parity(model, bound.keras_x(px), px, result.int8_bytes, cfg,
+                                          cfg.parity_split)
 
         edge = None
         if cfg.edgetpu and cfg.activations == "int8":
-            edge = _edgetpu(out, int8_bytes, cfg)
+            edge = _edgetpu(out, result.int8_bytes, cfg)
         else:
             out.set_string_custom_property(keys.P_ETPU_STATUS, "skipped")
-
-        float_bytes = None
-        if input_dict.get(keys.BASE_MODEL):
-            float_tfl = tflite.convert_float(qat.load_model(
-                serving_model_dir(single(input_dict, keys.BASE_MODEL))))
-            _write_bytes(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE), float_tfl)
-            float_bytes = len(float_tfl)
-            out.set_int_custom_property(keys.P_FLOAT_BYTES, float_bytes)
-
-        out.set_int_custom_property(keys.P_INT8_BYTES, len(int8_bytes))
-        out.set_int_custom_property(keys.P_VALIDATED, 1)
-        out.set_string_custom_property(keys.P_ACTIVATIONS, cfg.activations)
-        out.set_string_custom_property(keys.P_INPUT_DTYPE, report.input_dtype)
-        out.set_string_custom_property(keys.P_OP_COUNTS, json.dumps(report.op_counts, sort_keys=True))
+        float_bytes = _float_reference(input_dict, out)
+        set_properties(out, {**result.to_properties(), keys.P_FLOAT_BYTES: float_bytes})
         _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
-            "config": cfg.to_dict(), "int8_tflite_bytes": len(int8_bytes),
-            "float_tflite_bytes": float_bytes,
-            "size_ratio_float_over_int8": float_bytes / len(int8_bytes) if float_bytes else None,
-            "op_counts": report.op_counts, "input_dtype": report.input_dtype,
-            "output_dtype": report.output_dtype, "parity": parity, "edgetpu": edge,
+            "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
+            "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)
+            if float_bytes else None, "edgetpu": edge,
             "qat_report": _qat_report(single(input_dict, keys.MODEL))}, indent=2))
+        int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
         fileio.makedirs(os.path.dirname(int8_path))
         fileio.rename(staged_path, int8_path)
         fileio.rmtree(os.path.dirname(staged_path))
-        logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s) "
-                     "written to %s", len(int8_bytes), report.num_ops, parity, int8_path)
+        logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s, "
+                     "inputs %s) written to %s", len(result.int8_bytes), result.integer.num_ops,
+                     result.parity, [c["name"] for c in result.input_contract], int8_path)

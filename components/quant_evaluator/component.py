@@ -20,7 +20,10 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
     ``baseline_model``: the latest blessed int8 model (wire a Resolver with TFX's
     LatestBlessedModelStrategy); with ``EvalConfig.max_regression_vs_baseline_pt`` the new int8
     model must not fall further than that below it. Without a baseline (first run) the check is
-    skipped and the blessing says so.
+    skipped and the blessing says so. The float ``model`` may be any SavedModel the Trainer
+    writes: a Keras one is scored as Keras, others through their ``serving_default`` (raw
+    tf.Examples, as TFX's example modules serve). With a ``FeatureSpec``, features come through
+    ``transform_graph`` / ``schema`` as for QuantizeTrainer and feed the int8 model by name.
     """
 
     SPEC_CLASS = QuantEvaluatorSpec
@@ -28,11 +31,13 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  quantized_model: types.BaseChannel, config: Optional[EvalConfig] = None,
-                 baseline_model: Optional[types.BaseChannel] = None):
+                 baseline_model: Optional[types.BaseChannel] = None,
+                 schema: Optional[types.BaseChannel] = None,
+                 transform_graph: Optional[types.BaseChannel] = None):
         config = typed_config(config, EvalConfig, "QuantEvaluator")
         spec = QuantEvaluatorSpec(
             examples=examples, model=model, quantized_model=quantized_model,
-            baseline_model=baseline_model,
+            baseline_model=baseline_model, schema=schema, transform_graph=transform_graph,
             config=config.to_json(),
             blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
             evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]))

@@ -11,11 +11,12 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
-from components import keys
-from components.utils import check_split, serving_model_dir, single, split_uri
+from components import inputs, keys
+from components.utils import serving_model_dir, single, split_uri
 from quant_lib import evaluation, metrics, report, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.data import load_arrays
+from quant_lib.data import DataError
+from quant_lib.inputs import bind_model
 
 STATS_FILE = "slice_stats.jsonl"
 TFMA_USER_DIR = "tfma"  # tfma.load_eval_result(<evaluation>/tfma, model_name=...) for tfma_metrics
@@ -69,6 +70,38 @@ def _write_tfma_result(out_dir: str, stats, cfg: EvalConfig, data_location: str,
             w.write(msg.SerializeToString())
 
 
+def _integer_model(quantized: types.Artifact):
+    """(path, bytes) of the int8 TFLite model; refuses a model with float inputs."""
+    tflite_path = os.path.join(serving_model_dir(quantized), keys.TFLITE_FILE)
+    if not fileio.exists(tflite_path):
+        raise ValueError(f"quantized_model has no TFLite file at {tflite_path}: wire "
+                         "IntegerExporter's 'quantized_model' output into QuantEvaluator")
+    with fileio.open(tflite_path, "rb") as f:
+        int8_bytes = f.read()
+    report = tflite.inspect_integer(int8_bytes, "int8", "int8")
+    if report.input_dtype not in ("int8", "uint8", "int16"):
+        raise tflite.ExportValidationError(
+            f"quantized_model {tflite_path} takes {report.input_dtype} input, not an integer "
+            "model: export it with IntegerExporter (full-integer) before evaluating")
+    return tflite_path, int8_bytes
+
+
+def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str,
+                    int8_bytes: bytes) -> evaluation.ScoringInputs:
+    """The eval features bound to the int8 model's inputs (by signature name), checked here."""
+    model_inputs = tflite.signature_inputs(int8_bytes)
+    num_classes = _num_classes(int8_bytes)
+    factory = inputs.adapter_factory(cfg.data, input_dict, eval_uri)
+    bound = bind_model(factory(), model_inputs, eval_uri, num_classes)
+    return evaluation.ScoringInputs(factory, bound.mapping, tuple(model_inputs), num_classes)
+
+
+def _num_classes(int8_bytes: bytes) -> int:
+    import tensorflow as tf
+    out = tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]
+    return int(out["shape"][-1])
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -78,21 +111,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing = single(output_dict, keys.BLESSING)
         evaluation_art = single(output_dict, keys.EVALUATION)
         eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
-        # Fail fast, naming the field, before Beam: empty split, corrupt file, NaN, bad labels.
-        check_split(input_dict[keys.EXAMPLES], cfg.eval_split, cfg.data, "EvalConfig.eval_split")
         float_dir = serving_model_dir(single(input_dict, keys.MODEL))
-
-        tflite_path = os.path.join(serving_model_dir(quantized), keys.TFLITE_FILE)
-        if not fileio.exists(tflite_path):
-            raise ValueError(f"quantized_model has no TFLite file at {tflite_path}: wire "
-                             "IntegerExporter's 'quantized_model' output into QuantEvaluator")
-        with fileio.open(tflite_path, "rb") as f:
-            int8_bytes = f.read()
-        report = tflite.inspect_integer(int8_bytes, "int8", "int8")
-        if report.input_dtype not in ("int8", "uint8", "int16"):
-            raise tflite.ExportValidationError(
-                f"quantized_model {tflite_path} takes {report.input_dtype} input, not an integer "
-                "model: export it with IntegerExporter (full-integer) before evaluating")
+        tflite_path, int8_bytes = _integer_model(quantized)
+        # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
+        # empty split, corrupt file, NaN, bad labels.
+        scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
+        bound = scoring.bind()
+        try:
+            bound.count(eval_uri)
+        except DataError as e:
+            raise DataError(f"EvalConfig.eval_split={cfg.eval_split!r}: {e}") from e
+        top_k = min(cfg.top_k, bound.num_classes - 1)
 
         logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
                      eval_uri, list(cfg.slicing_features) or "overall only")
@@ -103,7 +132,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             _ = (p
                  | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
                  | "Evaluate" >> evaluation.ScoreAndCombine(
-                     float_dir, tflite_path, cfg.data, cfg.slicing_features, cfg.top_k,
+                     float_dir, tflite_path, scoring, cfg.slicing_features, top_k,
                      cfg.batch_size, predictions)
                  | "Encode" >> beam.Map(evaluation.encode)
                  | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
@@ -112,12 +141,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if metrics.OVERALL not in stats:
             raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
         overall = stats[metrics.OVERALL]
-        baseline = self._baseline_check(input_dict, eval_uri, cfg,
+        baseline = self._baseline_check(input_dict, eval_uri, cfg, bound,
                                         overall.value("accuracy", "int8"))
         decision = metrics.decide(stats, cfg, extra_failures=[baseline["reason"]]
                                   if baseline["status"] == "failed" else [])
 
-        sizes_latency = self._latency(quantized, int8_bytes, eval_uri, cfg)
+        sizes_latency = self._latency(quantized, int8_bytes, eval_uri, bound)
         result = {
             "eval_split": cfg.eval_split, "eval_examples": overall.n,
             "float_accuracy": decision.float_accuracy, "int8_accuracy": decision.int8_accuracy,
@@ -209,7 +238,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                              "tf_keras metric class names") from e
 
     @staticmethod
-    def _baseline_check(input_dict, eval_uri: str, cfg: EvalConfig, int8_acc: float) -> Dict:
+    def _baseline_check(input_dict, eval_uri: str, cfg: EvalConfig, bound,
+                        int8_acc: float) -> Dict:
         """New int8 model vs the latest blessed (deployed) one, on the same split."""
         if cfg.max_regression_vs_baseline_pt is None:
             return {"status": "skipped", "reason": "no baseline check configured "
@@ -220,7 +250,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         base = single(input_dict, keys.BASELINE_MODEL)
         with fileio.open(os.path.join(serving_model_dir(base), keys.TFLITE_FILE), "rb") as f:
             base_bytes = f.read()
-        x, y = load_arrays(eval_uri, cfg.data)
+        x, y = bound.arrays(eval_uri)
         base_acc = metrics.accuracy(tflite.TFLiteClassifier(base_bytes).predict(x,
                                                                                cfg.batch_size), y)
         regression = (base_acc - int8_acc) * 100
@@ -233,10 +263,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                           f"{cfg.max_regression_vs_baseline_pt}"}
 
     @staticmethod
-    def _latency(quantized, int8_bytes: bytes, eval_uri: str, cfg: EvalConfig) -> Dict[str, Any]:
+    def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound) -> Dict[str, Any]:
         """Per-example latency (1 thread, batch 1) of the int8 model and of the float TFLite
         reference IntegerExporter stored, on up to 200 eval examples."""
-        x, _ = load_arrays(eval_uri, cfg.data, limit=200)
+        x, _ = bound.arrays(eval_uri, limit=200)
         out = {keys.P_INT8_LATENCY_MS: evaluation.latency_ms(int8_bytes, x),
                keys.P_FLOAT_LATENCY_MS: None}
         ref = os.path.join(quantized.uri, keys.FLOAT_REFERENCE_TFLITE)

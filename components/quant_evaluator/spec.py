@@ -1,5 +1,5 @@
 """QuantEvaluator's ComponentSpec: float Model + int8 TFLite Model in, blessing + evaluation out."""
-from tfx.types import standard_artifacts
+from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import keys
@@ -12,6 +12,9 @@ class QuantEvaluatorSpec(ComponentSpec):
         keys.MODEL: ChannelParameter(type=standard_artifacts.Model),  # float reference
         keys.QUANTIZED_MODEL: ChannelParameter(type=standard_artifacts.Model),
         keys.BASELINE_MODEL: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        keys.SCHEMA: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        tss.TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
+                                                  optional=True),
     }
     OUTPUTS = {
         keys.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
