@@ -65,7 +65,8 @@ def set_properties(artifact: types.Artifact, props: Dict[str, Any]) -> None:
         if isinstance(v, bool) or isinstance(v, int):
             artifact.set_int_custom_property(k, int(v))
         elif isinstance(v, float):
-            artifact.set_float_custom_property(k, v)
+            if v == v and abs(v) != float("inf"):  # MLMD cannot store NaN/Inf
+                artifact.set_float_custom_property(k, v)
         elif isinstance(v, str):
             artifact.set_string_custom_property(k, v)
         else:

@@ -214,6 +214,7 @@ class StepTimer(tf_keras.callbacks.Callback):
         super().__init__()
         self.tag, self.warmup = tag, warmup
         self.steady = []  # (steps, seconds) per epoch after warm-up
+        self.whole = []  # (steps, seconds) per epoch: the fallback for epochs shorter than warm-up
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = self._tw = time.perf_counter()
@@ -231,6 +232,8 @@ class StepTimer(tf_keras.callbacks.Callback):
         now = time.perf_counter()
         if self._steps > self._warm:
             self.steady.append((self._steps - self._warm, self._last - self._tw))
+        if self._steps:
+            self.whole.append((self._steps, self._last - self._t0))
         logs = logs or {}
         log.info("[%s] epoch %d: %d steps in %.1fs (%.1f ms/step) loss=%.4f acc=%.4f", self.tag,
                  epoch + 1, self._steps, now - self._t0, 1000 * (now - self._t0) / max(self._steps, 1),
@@ -238,8 +241,11 @@ class StepTimer(tf_keras.callbacks.Callback):
 
     @property
     def seconds_per_step(self) -> float:
-        steps = sum(n for n, _ in self.steady)
-        return sum(t for _, t in self.steady) / steps if steps else float("nan")
+        """Steady-state seconds per step; with epochs too short to warm up (small data), whole
+        epochs after the first (which traces the graph), else the first."""
+        timed = self.steady or self.whole[1:] or self.whole
+        steps = sum(n for n, _ in timed)
+        return sum(t for _, t in timed) / steps if steps else float("nan")
 
 
 def make_strategy(name: str):
