@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-digits test test-fast test-airflow airflow-venv bench data clean
+.PHONY: venv run run-penguin run-digits test test-fast test-airflow airflow-venv bench data clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,10 @@ data:
 
 run: venv data
 	$(PY) -m pipelines.cli run --dataset fashion_mnist --output-root $(RUN_ROOT) $(RUN_ARGS)
+
+# TFX's penguin example (Transform + its own Trainer module, unmodified) with tfx-qat added.
+run-penguin: venv
+	$(PY) -m pipelines.cli penguin --output-root runs/penguin
 
 run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)

@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataSpec of a built-in dataset; else give --num-classes (+ --image-shape)")
     k.add_argument("--name", default="tfx-qat", help="pipeline name")
     k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
+    pg = sub.add_parser("penguin", help="TFX's own penguin example (Transform + the tfx-shipped "
+                        "penguin_utils_keras.py module, unmodified) with tfx-qat added")
+    pg.add_argument("--data", default=os.path.join("..", "shared", "data", "penguin",
+                                                   "penguins_processed.csv"),
+                    help="the penguin CSV (TFX's penguins_processed.csv)")
+    pg.add_argument("--output-root", default=os.path.join("runs", "penguin"))
+    pg.add_argument("--qat-epochs", type=int, default=10)
+    pg.add_argument("--max-accuracy-drop-pt", type=float, default=3.0)
     ln = sub.add_parser("lineage", help="for each pushed int8 model, print where it came from "
                         "(read from MLMD)")
     ln.add_argument("root", help="pipeline output root (holding metadata.sqlite) or an MLMD "
@@ -188,6 +196,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_penguin(args) -> int:
+    import shutil
+    from pipelines.penguin import create_pipeline
+    from pipelines.runner import print_summary, run_pipeline
+    if not os.path.isfile(args.data):
+        print(f"error: --data {args.data}: no such file (TFX's penguins_processed.csv)",
+              file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.output_root)
+    data_root = os.path.join(root, "data")
+    os.makedirs(data_root, exist_ok=True)
+    shutil.copy(args.data, os.path.join(data_root, "penguins_processed.csv"))
+    pipeline = create_pipeline(os.path.join(root, "pipeline_root"), data_root,
+                               os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"),
+                               qat_epochs=args.qat_epochs,
+                               max_accuracy_drop_pt=args.max_accuracy_drop_pt)
+    print_summary(run_pipeline(pipeline, root, os.path.join(root, "metadata.sqlite")))
+    return 0
+
+
 def cmd_compile_kfp(args) -> int:
     from pipelines.data import builtin_spec
     from pipelines.kubeflow_v2_runner import compile_kfp_v2
@@ -232,9 +260,10 @@ def cmd_lineage(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "run" else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin") else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
+            "penguin": cmd_penguin,
             "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 

@@ -19,15 +19,21 @@ SUMMARY_FILE = "summary.json"
 
 def run_local(settings: PipelineSettings) -> Dict[str, Any]:
     """Runs the pipeline to completion and writes ``<output_root>/summary.json``."""
-    fileio.makedirs(settings.output_root)
+    return run_pipeline(create_pipeline(settings), settings.output_root, settings.metadata_path)
+
+
+def run_pipeline(pipeline: tfx.dsl.Pipeline, output_root: str,
+                 metadata_path: str) -> Dict[str, Any]:
+    """Runs any tfx-qat pipeline with LocalDagRunner; the summary is read back from MLMD."""
+    fileio.makedirs(output_root)
     t0 = time.time()
-    log.info("running pipeline %r; artifacts under %s, MLMD at %s", settings.name,
-             settings.pipeline_root, settings.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(settings))
-    summary = build_summary(settings.metadata_path, settings.name)
+    log.info("running pipeline %r; artifacts under %s, MLMD at %s", pipeline.pipeline_info
+             .pipeline_name, pipeline.pipeline_info.pipeline_root, metadata_path)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    summary = build_summary(metadata_path, pipeline.pipeline_info.pipeline_name)
     summary["wall_seconds"] = round(time.time() - t0, 1)
-    summary["output_root"] = os.path.abspath(settings.output_root)
-    path = os.path.join(settings.output_root, SUMMARY_FILE)
+    summary["output_root"] = os.path.abspath(output_root)
+    path = os.path.join(output_root, SUMMARY_FILE)
     with fileio.open(path, "w") as f:
         f.write(json.dumps(summary, indent=2))
     summary["summary_path"] = path

@@ -1,0 +1,122 @@
+"""TFX's own penguin example, as TFX ships it up to the Trainer (CsvExampleGen, StatisticsGen,
+SchemaGen, Transform, Trainer with the installed ``penguin_utils_keras.py``, unmodified), then
+QuantizeTrainer -> IntegerExporter -> QuantEvaluator -> VerifiedPusher on LocalDagRunner."""
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+from pipelines.penguin import create_pipeline, penguin_module_file
+from pipelines.summary import build_summary
+
+pytestmark = pytest.mark.slow
+PENGUIN_CSV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "penguin",
+                           "penguins_processed.csv")
+MAX_DROP = 3.0
+NODES = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer", "QuantizeTrainer",
+         "IntegerExporter", "QuantEvaluator", "VerifiedPusher"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not os.path.isfile(PENGUIN_CSV):
+        pytest.skip(f"{PENGUIN_CSV} not present (../shared/data/penguin)")
+    root = str(tmp_path_factory.mktemp("penguin"))
+    data = os.path.join(root, "data")
+    os.makedirs(data)
+    shutil.copy(PENGUIN_CSV, data)
+    tf.keras.utils.set_random_seed(0)
+    mlmd = os.path.join(root, "metadata.sqlite")
+    LocalDagRunner().run(create_pipeline(os.path.join(root, "pipeline_root"), data,
+                                         os.path.join(root, "serving"), mlmd,
+                                         max_accuracy_drop_pt=MAX_DROP))
+    return root, mlmd, build_summary(mlmd, "penguin-qat")
+
+
+def _states(mlmd):
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(mlmd))
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    return {types[e.type_id]: e.last_known_state for e in store.get_executions()}
+
+
+def _eval_records(root):
+    files = glob.glob(os.path.join(root, "pipeline_root", "CsvExampleGen", "examples", "*",
+                                   "Split-eval", "*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _labels_and_unlabelled(records):
+    labels, unlabelled = [], []
+    for r in records:
+        ex = tf.train.Example.FromString(r)
+        labels.append(ex.features.feature["species"].int64_list.value[0])
+        del ex.features.feature["species"]
+        unlabelled.append(ex.SerializeToString())
+    return np.array(labels), unlabelled
+
+
+def test_the_module_is_tfx_own_and_every_component_completes(run):
+    _, mlmd, _ = run
+    assert penguin_module_file().endswith(os.path.join("tfx", "examples", "penguin",
+                                                       "penguin_utils_keras.py"))
+    states = _states(mlmd)
+    assert NODES <= set(states), states
+    assert all(states[n] == metadata_store_pb2.Execution.COMPLETE for n in NODES), states
+
+
+def test_blessing_matches_the_measured_delta_and_the_model_was_rebuilt(run):
+    _, _, s = run
+    assert s["float_accuracy"] > 0.9, f"penguin float model did not learn: {s}"
+    assert s["delta_pt"] == pytest.approx((s["float_accuracy"] - s["int8_accuracy"]) * 100)
+    assert s["blessed"] == (s["delta_pt"] <= MAX_DROP)
+    assert s["blessed"] and s["pushed_path"], s
+    assert s["parity_top1_agreement"] >= 0.99
+    assert s["qat"]["quantized_layers"] >= 3 and s["qat"]["float_layers"] == 0
+
+
+def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(run):
+    """Independent of the evaluator: Transform graph via TFT, inputs quantized by hand and set
+    by signature name on a plain interpreter."""
+    import tensorflow_transform as tft
+    root, _, s = run
+    records = _eval_records(root)
+    labels, _ = _labels_and_unlabelled(records)
+    tft_out = tft.TFTransformOutput(glob.glob(os.path.join(
+        root, "pipeline_root", "Transform", "transform_graph", "*"))[0])
+    raw = tf.io.parse_example(tf.constant(records), tft_out.raw_feature_spec())
+    feats = tft_out.transform_features_layer()(raw)
+    interp = tf.lite.Interpreter(model_path=s["pushed_path"])
+    runner = interp.get_signature_runner("serving_default")
+    details = runner.get_input_details()
+    assert sorted(details) == ["body_mass_g_xf", "culmen_depth_mm_xf", "culmen_length_mm_xf",
+                               "flipper_length_mm_xf"]
+    correct = 0
+    for i in range(len(labels)):
+        inputs = {}
+        for name, d in details.items():
+            scale, zp = d["quantization"]
+            v = float(feats[name].numpy()[i]) / scale
+            q = np.sign(v) * np.floor(abs(v) + 0.5) + zp
+            inputs[name] = np.clip(q, -128, 127).astype(np.int8).reshape(d["shape"])
+        out = next(iter(runner(**inputs).values()))
+        correct += int(np.argmax(out) == labels[i])
+    assert correct / len(labels) == s["int8_accuracy"]
+
+
+def test_qat_savedmodel_serves_raw_tf_examples(run):
+    root, _, s = run
+    labels, unlabelled = _labels_and_unlabelled(_eval_records(root))
+    qat_dir = glob.glob(os.path.join(root, "pipeline_root", "QuantizeTrainer", "qat_model", "*",
+                                     "Format-Serving"))[0]
+    serve = tf.saved_model.load(qat_dir).signatures["serving_default"]
+    scores = serve(examples=tf.constant(unlabelled))["outputs"].numpy()
+    acc = float(np.mean(np.argmax(scores, -1) == labels))
+    assert acc > 0.9
+    assert abs(acc - s["int8_accuracy"]) <= 0.03  # the QAT model is what the int8 model mirrors
