@@ -79,6 +79,12 @@ def serving_scores(path: str) -> Callable[[Sequence[bytes], Dict[str, np.ndarray
             if missing:
                 raise QuantizationError(f"serving_default of {path} takes {sorted(specs)}; the "
                                         f"features lack {missing}")
+            bad = [k for k in specs if not specs[k].shape.is_compatible_with(
+                np.shape(features[k]))]
+            if bad:  # a shape mismatch inside the graph would abort the process, not raise
+                raise QuantizationError(
+                    f"serving_default of {path} takes {[(k, specs[k].shape) for k in bad]}; the "
+                    f"features have {[(k, np.shape(features[k])) for k in bad]}")
             res = sig(**{k: tf.cast(features[k], specs[k].dtype) for k in specs})
         return res[outs[0]].numpy().reshape(len(serialized), -1)
 
@@ -135,8 +141,7 @@ def prepare_float_model(path: str, build_fn: Optional[Callable], adapter, split_
     if not (build_fn is not None and not is_keras_savedmodel(path)):
         return FloatModel(model, bound, "keras")
     serialized = inputs_lib.first_records(split_dir, proof_examples)
-    feats, _ = bound.adapter.parse(tf.constant(serialized))
-    x = bound.to_model(feats)
-    err = prove_restore(model, path, serialized, {k: v.numpy() for k, v in feats.items()},
+    x, _ = bound.parse(tf.constant(serialized))
+    err = prove_restore(model, path, serialized, {k: v.numpy() for k, v in x.items()},
                         bound.keras_x(x))
     return FloatModel(model, bound, "rebuilt", err)

@@ -168,8 +168,8 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
                     output_type: str = "int8") -> IntegerReport:
     """Checks a TFLite model is full-integer as asked.
 
-    Every op runs on integer tensors, except the boundary conversions the requested I/O types
-    imply: QUANTIZE on a graph input (uint8/float32 input), QUANTIZE on a graph output (uint8
+    Every op runs on integer tensors (an int-to-int QUANTIZE is a requantize), except the
+    boundary conversions the requested I/O types imply: QUANTIZE on a graph input (uint8/float32 input), QUANTIZE on a graph output (uint8
     output), DEQUANTIZE on a graph output (float32 output). Any other QUANTIZE/DEQUANTIZE or float
     tensor is a problem, as are I/O dtypes other than asked and integer activation tensors without
     quantization parameters.
@@ -189,6 +189,8 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
         at_input = any(i in graph_in for i in ins)
         at_output = any(o in graph_out for o in outs)
         if name == "QUANTIZE":
+            if all(tensors[i]["dtype"] in _INT_TYPES for i in ins + outs):
+                continue  # integer requantize (e.g. aligning CONCATENATION input scales)
             if not ((at_input and input_type in ("uint8", "float32")) or
                     (at_output and output_type == "uint8")):
                 problems.append(f"op #{op['index']} QUANTIZE inside the graph (asked "
