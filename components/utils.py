@@ -1,11 +1,13 @@
 """Small helpers shared by the executors (artifact resolution with actionable errors)."""
+import contextlib
 from typing import Any, Dict, List
 
 from tfx import types
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from quant_lib.data import DataError, load_arrays, validate_split
+from quant_lib.data import DataError
+from quant_lib.inputs import InputMismatchError
 
 
 def single(d: Dict[str, List[types.Artifact]], key: str) -> types.Artifact:
@@ -38,19 +40,15 @@ def typed_config(config, cls, component: str):
     return config
 
 
-def load_split(examples: List[types.Artifact], split: str, spec, field: str, limit=None):
-    """load_arrays on one split of an Examples artifact; errors name the config field that chose
-    it (e.g. ``ExportConfig.representative_split='train'``)."""
+@contextlib.contextmanager
+def data_errors_name(field: str, split: str):
+    """Re-raises a DataError about a split's data with the config field that chose the split
+    (e.g. ``ExportConfig.representative_split='train': ...``); model/feature mismatches pass as
+    they are (they are about the model, not the split)."""
     try:
-        return load_arrays(split_uri(examples, split), spec, limit=limit)
-    except DataError as e:
-        raise DataError(f"{field}={split!r}: {e}") from e
-
-
-def check_split(examples: List[types.Artifact], split: str, spec, field: str) -> int:
-    """validate_split on one split of an Examples artifact (see load_split for the errors)."""
-    try:
-        return validate_split(split_uri(examples, split), spec)
+        yield
+    except InputMismatchError:
+        raise
     except DataError as e:
         raise DataError(f"{field}={split!r}: {e}") from e
 

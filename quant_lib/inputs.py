@@ -11,6 +11,7 @@ returned ``BoundInputs`` feeds Keras, the TFLite converter and the TFLite interp
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +54,13 @@ def keras_inputs(model) -> List[ModelInput]:
     return out
 
 
+def _message(e) -> str:
+    """A TensorFlow error's first line without its function-node prefix and op suffix."""
+    if not hasattr(e, "message"):
+        return str(e)
+    return re.sub(r"\s*\[Op:\w+\]( name:.*)?$", "", image_data._tf_message(e))
+
+
 def _dense(t):
     return tf.sparse.to_dense(t) if isinstance(t, tf.SparseTensor) else t
 
@@ -70,6 +78,10 @@ class InputAdapter:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def hint(self) -> str:
+        """What every example needs, for parse errors."""
+        return "fix the data or the input spec"
+
     def parse_for_serving(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Features of unlabelled examples (serving); default: not supported."""
         raise NotImplementedError
@@ -85,9 +97,9 @@ class InputAdapter:
         try:
             feats, _ = self.parse(tf.constant(sample))
         except (tf.errors.InvalidArgumentError, ValueError, KeyError) as e:
-            msg = image_data._tf_message(e) if hasattr(e, "message") else str(e)
-            raise DataError(f"tf.Examples in {files[0]} do not parse with {self.describe()}: "
-                            f"{msg} — fix the data or the input spec") from e
+            msg = _message(e)
+            raise DataError(f"tf.Examples in {files[0]} do not match {self.describe()}: "
+                            f"{msg} — {self.hint()}") from e
         return BoundInputs(self, match(inputs, feats, self.describe()), num_classes)
 
 
@@ -200,7 +212,7 @@ class BoundInputs:
                             "damaged file") from e
         except tf.errors.InvalidArgumentError as e:
             raise DataError(f"tf.Examples in {files[0]} do not match {self.adapter.describe()}: "
-                            f"{image_data._tf_message(e)} — fix the data or the input spec") from e
+                            f"{_message(e)} — {self.adapter.hint()}") from e
         if not seen:
             raise DataError(f"no examples in {files[:3]}: the split is empty")
 
@@ -214,7 +226,8 @@ class BoundInputs:
         if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
             raise DataError(f"label feature {self.adapter.label_key!r} has values in "
                             f"[{y.min()}, {y.max()}] but the model has {self.num_classes} "
-                            f"classes: labels must be class ids 0..{self.num_classes - 1}")
+                            f"classes (num_classes={self.num_classes}): labels must be class ids "
+                            f"0..{self.num_classes - 1}")
         return x, y
 
     def arrays(self, patterns, limit: Optional[int] = None) -> Tuple[Features, np.ndarray]:
@@ -256,6 +269,12 @@ class ImageAdapter(InputAdapter):
         return (f"DataSpec(image_key={s.image_key!r}, label_key={s.label_key!r}, image_shape="
                 f"{s.image_shape}, image_dtype={s.image_dtype!r})")
 
+    def hint(self) -> str:
+        s = self.spec
+        return (f"each example needs a {s.image_dtype} feature {s.image_key!r} of exactly "
+                f"{s.flat_size} values and an int64 feature {s.label_key!r}; fix the data or the "
+                "DataSpec")
+
 
 class FeatureAdapter(InputAdapter):
     """Features parsed with ``feature_spec`` and, with ``transform``, transformed (e.g. TFT's
@@ -275,6 +294,10 @@ class FeatureAdapter(InputAdapter):
 
     def describe(self) -> str:
         return self.source
+
+    def hint(self) -> str:
+        return (f"each example needs the features {sorted(self.feature_spec)}; fix the data, or "
+                "wire the schema / Transform graph that describes it")
 
     def _features(self, serialized, spec):
         feats = {k: _dense(v) for k, v in tf.io.parse_example(serialized, spec).items()}
@@ -300,7 +323,12 @@ def first_records(patterns, n: int) -> List[bytes]:
     """Up to ``n`` serialized records from the first file(s) of ``patterns``."""
     files = resolve_files(patterns)
     ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
-    out = [r.numpy() for r in ds.take(n)]
+    try:
+        out = [r.numpy() for r in ds.take(n)]
+    except tf.errors.DataLossError as e:
+        image_data.check_framing(files)  # names the file and the record
+        raise DataError(f"corrupt TFRecord among {files[:3]}: {e.message.splitlines()[0]} — "
+                        "regenerate the data or drop the damaged file") from e
     if not out:
         raise DataError(f"no examples in {files[:3]}: the split is empty")
     return out

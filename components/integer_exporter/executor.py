@@ -12,10 +12,10 @@ from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import inputs, keys
-from components.utils import serving_model_dir, set_properties, single, split_uri
+from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
+                              split_uri)
 from quant_lib import edgetpu, export, models, qat, tflite
 from quant_lib.config import ExportConfig
-from quant_lib.data import DataError
 from quant_lib.inputs import bind_model, keras_inputs
 
 
@@ -124,13 +124,6 @@ def _float_reference(input_dict, out: types.Artifact):
     return len(data)
 
 
-def _load(bound, examples, split: str, field: str, limit: int):
-    try:
-        return bound.arrays(split_uri(examples, split), limit)
-    except DataError as e:
-        raise DataError(f"{field}={split!r}: {e}") from e
-
-
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -141,10 +134,10 @@ class Executor(base_executor.BaseExecutor):
         model = _model_to_convert(input_dict, cfg)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
         rep_dir = split_uri(examples, cfg.representative_split)
-        bound = bind_model(inputs.adapter_factory(cfg.data, input_dict, rep_dir)(),
-                           keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]))
-        rep_x, _ = _load(bound, examples, cfg.representative_split,
-                         "ExportConfig.representative_split", cfg.representative_examples)
+        with data_errors_name("ExportConfig.representative_split", cfg.representative_split):
+            bound = bind_model(inputs.adapter_factory(cfg.data, input_dict, rep_dir)(),
+                               keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]))
+            rep_x, _ = bound.arrays(rep_dir, cfg.representative_examples)
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
         per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
@@ -157,8 +150,8 @@ class Executor(base_executor.BaseExecutor):
         result = export.convert_and_verify(model, rep_x, cfg, per_channel, check=lambda data: (
             _write_bytes(staged_path, data), _read_bytes(staged_path))[1])
         if cfg.parity_examples:
-            px, _ = _load(bound, examples, cfg.parity_split, "ExportConfig.parity_split",
-                          cfg.parity_examples)
+            with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
+                px, _ = bound.arrays(split_uri(examples, cfg.parity_split), cfg.parity_examples)
             result.parity = export.parity(model, bound.keras_x(px), px, result.int8_bytes, cfg,
                                           cfg.parity_split)
 

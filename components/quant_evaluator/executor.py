@@ -12,10 +12,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import inputs, keys
-from components.utils import serving_model_dir, single, split_uri
+from components.utils import data_errors_name, serving_model_dir, single, split_uri
 from quant_lib import evaluation, metrics, report, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.data import DataError
 from quant_lib.inputs import bind_model
 
 STATS_FILE = "slice_stats.jsonl"
@@ -115,12 +114,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         tflite_path, int8_bytes = _integer_model(quantized)
         # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
         # empty split, corrupt file, NaN, bad labels.
-        scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
-        bound = scoring.bind()
-        try:
+        with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
+            scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
+            bound = scoring.bind()
             bound.count(eval_uri)
-        except DataError as e:
-            raise DataError(f"EvalConfig.eval_split={cfg.eval_split!r}: {e}") from e
         top_k = min(cfg.top_k, bound.num_classes - 1)
 
         logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",

@@ -12,10 +12,10 @@ from tfx.utils import path_utils
 
 from components import keys
 from components import inputs
-from components.utils import serving_model_dir, set_properties, single, split_uri
+from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
+                              split_uri)
 from quant_lib import models, qat
 from quant_lib.config import QuantizationConfig
-from quant_lib.data import DataError
 
 
 FLOAT_STAGE_DIR = "float_model"  # float model trained here when there is no base_model
@@ -60,11 +60,9 @@ class Executor(base_executor.BaseExecutor):
             base_uri = os.path.dirname(float_dir)
         # Before any training: the data against the model's inputs, the rebuilt model against
         # the Trainer's SavedModel, then the whole split (framing, parse, NaN/Inf, labels).
-        float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri)
-        try:
+        with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
+            float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri)
             n = float_model.inputs.count(train_uri)
-        except DataError as e:
-            raise DataError(f"QuantizationConfig.train_split={cfg.train_split!r}: {e}") from e
         logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
                      "its inputs %s", float_dir, float_model.source, n,
                      sorted(float_model.inputs.mapping))
