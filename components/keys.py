@@ -55,6 +55,10 @@ P_OP_COUNTS = "op_counts"
 P_INPUT_DTYPE = "input_dtype"
 P_INPUT_CONTRACT = "input_contract"  # JSON: [{name, dtype, shape, scale, zero_point}] by input name
 P_FLOAT_MODEL_SOURCE = "float_model_source"  # keras (loaded) | rebuilt (model_fn + checkpoint)
+# QuantizeTrainer, for a rebuilt float model: where it saved that model as a Keras SavedModel, so
+# IntegerExporter can convert a float TFLite reference (size, latency) for any Trainer's model.
+P_FLOAT_KERAS_MODEL = "float_keras_model"
+FLOAT_KERAS_DIR = "float_keras"
 P_PARITY_AGREEMENT = "parity_top1_agreement"
 P_PARITY_MAX_ABS_ERR = "parity_max_abs_error"
 P_ACTIVATIONS = "activations"

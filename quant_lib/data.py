@@ -64,19 +64,6 @@ def _parse_fn(spec: DataSpec):
     return parse
 
 
-def parse_serialized(serialized: Sequence[bytes], spec: DataSpec) -> Tuple[np.ndarray, np.ndarray]:
-    """Parses a batch of serialized tf.Examples (as Beam hands them) with the same checks as
-    load_arrays."""
-    try:
-        x, y = _parse_fn(spec)(tf.constant(list(serialized)))
-    except tf.errors.InvalidArgumentError as e:
-        raise DataError(
-            f"tf.Examples do not match DataSpec(image_key={spec.image_key!r}, label_key="
-            f"{spec.label_key!r}, image_shape={spec.image_shape}, image_dtype={spec.image_dtype!r}):"
-            f" {_tf_message(e)}") from e
-    return _validated(x.numpy().astype(np.float32), y.numpy().astype(np.int64), spec, "batch")
-
-
 def _tf_message(e) -> str:
     """The first line of a TensorFlow error, without its ``{{function_node ...}}`` prefix."""
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message.splitlines()[0])
@@ -186,16 +173,6 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
     """
     xs, ys = zip(*_batches(patterns, spec, limit, batch_size))
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def validate_split(patterns: Union[str, Sequence[str]], spec: DataSpec,
-                   batch_size: int = 4096) -> int:
-    """Streams a split once with load_arrays' checks (without holding it); returns its size.
-
-    Training reads through tf.data, where a corrupt record or a NaN pixel would surface as a raw
-    TensorFlow error mid-epoch or, worse, as a silently NaN loss: check before training instead.
-    """
-    return sum(len(y) for _, y in _batches(patterns, spec, None, batch_size))
 
 
 def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> Tuple[str, int, float]:

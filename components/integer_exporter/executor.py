@@ -111,15 +111,19 @@ def _model_to_convert(input_dict, cfg: ExportConfig):
 
 
 def _float_reference(input_dict, out: types.Artifact):
-    """Float TFLite of base_model (size/latency reference), when it is a Keras SavedModel."""
-    if not input_dict.get(keys.BASE_MODEL):
+    """Float TFLite (size/latency reference) of base_model when it is a Keras SavedModel, else of
+    the Keras copy QuantizeTrainer saved of a rebuilt float model; None without either."""
+    source = None
+    if input_dict.get(keys.BASE_MODEL):
+        base_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+        source = base_dir if models.is_keras_savedmodel(base_dir) else None
+    qat_model = single(input_dict, keys.MODEL)
+    if source is None and keys.P_FLOAT_KERAS_MODEL in qat_model.mlmd_artifact.custom_properties:
+        source = qat_model.get_string_custom_property(keys.P_FLOAT_KERAS_MODEL)
+    if source is None:
+        logging.info("IntegerExporter: no float TFLite reference (no Keras float model)")
         return None
-    base_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
-    if not models.is_keras_savedmodel(base_dir):
-        logging.info("IntegerExporter: no float TFLite reference: %s is not a Keras SavedModel",
-                     base_dir)
-        return None
-    data = tflite.convert_float(models.load_float_model(base_dir))
+    data = tflite.convert_float(models.load_float_model(source))
     _write_bytes(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE), data)
     return len(data)
 

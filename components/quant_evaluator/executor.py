@@ -101,6 +101,39 @@ def _num_classes(int8_bytes: bytes) -> int:
     return int(out["shape"][-1])
 
 
+def _record_metrics(artifacts, decision, overall, sizes_latency: Dict[str, Any]) -> None:
+    """Accuracies, exact counts (MLMD keeps ~6 significant digits), sizes and latency."""
+    for art in artifacts:
+        art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
+        art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
+        art.set_float_custom_property(keys.P_DELTA_PT, decision.delta_pt)
+        art.set_int_custom_property(keys.P_EVAL_EXAMPLES, overall.n)
+        art.set_int_custom_property(keys.P_FLOAT_CORRECT, overall.correct["float"])
+        art.set_int_custom_property(keys.P_INT8_CORRECT, overall.correct["int8"])
+        for k, v in sizes_latency.items():
+            if v is not None:
+                art.set_float_custom_property(k, v)
+
+
+def _bless(blessing: types.Artifact, decision, quantized: types.Artifact, result: Dict[str, Any],
+           baseline: Dict[str, Any]) -> None:
+    """The blessing the (Verified)Pusher reads: marker file, ``blessed``, the model it is for
+    and the sha256 of the bytes that were evaluated."""
+    marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
+    with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
+        f.write("\n".join(decision.reasons) + "\n")
+    blessing.set_int_custom_property(keys.P_BLESSED, int(decision.blessed))
+    blessing.set_string_custom_property(keys.P_REASONS, json.dumps(decision.reasons))
+    blessing.set_string_custom_property(keys.P_CURRENT_MODEL, quantized.uri)
+    blessing.set_int_custom_property(keys.P_CURRENT_MODEL_ID, quantized.id)
+    blessing.set_string_custom_property(keys.P_INT8_SHA256, result["int8_sha256"])
+    blessing.set_string_custom_property(keys.P_BASELINE_CHECK,
+                                        f"{baseline['status']}: {baseline['reason']}")
+    if baseline.get("baseline_int8_accuracy") is not None:
+        blessing.set_float_custom_property(keys.P_BASELINE_ACCURACY,
+                                           baseline["baseline_int8_accuracy"])
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -118,25 +151,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
             bound = scoring.bind()
             bound.count(eval_uri)
-        top_k = min(cfg.top_k, bound.num_classes - 1)
-
-        logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
-                     eval_uri, list(cfg.slicing_features) or "overall only")
-        stats_prefix = os.path.join(evaluation_art.uri, STATS_FILE)
-        predictions = (os.path.join(evaluation_art.uri, "predictions", "part")
-                       if cfg.tfma_metrics else None)
-        with self._make_beam_pipeline() as p:
-            _ = (p
-                 | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                 | "Evaluate" >> evaluation.ScoreAndCombine(
-                     float_dir, tflite_path, scoring, cfg.slicing_features, top_k,
-                     cfg.batch_size, predictions)
-                 | "Encode" >> beam.Map(evaluation.encode)
-                 | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
-        with fileio.open(stats_prefix) as f:
-            stats = evaluation.decode(f.read().splitlines())
-        if metrics.OVERALL not in stats:
-            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
+        stats = self._score(eval_uri, float_dir, tflite_path, scoring, cfg, evaluation_art.uri,
+                            min(cfg.top_k, bound.num_classes - 1))
         overall = stats[metrics.OVERALL]
         baseline = self._baseline_check(input_dict, eval_uri, cfg, bound,
                                         overall.value("accuracy", "int8"))
@@ -159,35 +175,36 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         _write_tfma_result(evaluation_art.uri, stats, cfg, eval_uri,
                            {FLOAT: float_dir, INT8: tflite_path})
         if cfg.tfma_metrics:
-            self._run_tfma(predictions + "*", os.path.join(evaluation_art.uri, TFMA_USER_DIR), cfg)
-        for art in (blessing, evaluation_art):
-            art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
-            art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
-            art.set_float_custom_property(keys.P_DELTA_PT, decision.delta_pt)
-            art.set_int_custom_property(keys.P_EVAL_EXAMPLES, overall.n)
-            art.set_int_custom_property(keys.P_FLOAT_CORRECT, overall.correct["float"])
-            art.set_int_custom_property(keys.P_INT8_CORRECT, overall.correct["int8"])
-            for k, v in sizes_latency.items():
-                if v is not None:
-                    art.set_float_custom_property(k, v)
-
+            self._run_tfma(os.path.join(evaluation_art.uri, "predictions", "part*"),
+                           os.path.join(evaluation_art.uri, TFMA_USER_DIR), cfg)
+        _record_metrics((blessing, evaluation_art), decision, overall, sizes_latency)
         self._write_report(evaluation_art.uri, quantized.uri, result)
-        marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
-        with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
-            f.write("\n".join(decision.reasons) + "\n")
-        blessing.set_int_custom_property(keys.P_BLESSED, int(decision.blessed))
-        blessing.set_string_custom_property(keys.P_REASONS, json.dumps(decision.reasons))
-        blessing.set_string_custom_property(keys.P_CURRENT_MODEL, quantized.uri)
-        blessing.set_int_custom_property(keys.P_CURRENT_MODEL_ID, quantized.id)
-        blessing.set_string_custom_property(keys.P_INT8_SHA256, result["int8_sha256"])
-        blessing.set_string_custom_property(keys.P_BASELINE_CHECK,
-                                            f"{baseline['status']}: {baseline['reason']}")
-        if baseline.get("baseline_int8_accuracy") is not None:
-            blessing.set_float_custom_property(keys.P_BASELINE_ACCURACY,
-                                               baseline["baseline_int8_accuracy"])
+        _bless(blessing, decision, quantized, result, baseline)
         logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
                      "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
                      blessing.uri, evaluation_art.uri)
+
+    def _score(self, eval_uri: str, float_dir: str, tflite_path: str,
+               scoring: evaluation.ScoringInputs, cfg: EvalConfig, out_uri: str, top_k: int):
+        """Both models over the eval split in Beam -> {slice: SliceStats}; with tfma_metrics
+        also each example's predictions (for TFMA)."""
+        logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
+                     eval_uri, list(cfg.slicing_features) or "overall only")
+        stats_prefix = os.path.join(out_uri, STATS_FILE)
+        predictions = os.path.join(out_uri, "predictions", "part") if cfg.tfma_metrics else None
+        with self._make_beam_pipeline() as p:
+            _ = (p
+                 | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
+                 | "Evaluate" >> evaluation.ScoreAndCombine(
+                     float_dir, tflite_path, scoring, cfg.slicing_features, top_k,
+                     cfg.batch_size, predictions)
+                 | "Encode" >> beam.Map(evaluation.encode)
+                 | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+        with fileio.open(stats_prefix) as f:
+            stats = evaluation.decode(f.read().splitlines())
+        if metrics.OVERALL not in stats:
+            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
+        return stats
 
     @staticmethod
     def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> None:

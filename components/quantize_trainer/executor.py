@@ -63,6 +63,10 @@ class Executor(base_executor.BaseExecutor):
         with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
             float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri)
             n = float_model.inputs.count(train_uri)
+        float_props = float_model.to_properties()
+        if float_model.source == "rebuilt":  # a Keras copy: the float TFLite reference needs one
+            float_props[keys.P_FLOAT_KERAS_MODEL] = os.path.join(out.uri, keys.FLOAT_KERAS_DIR)
+            qat.save_model(float_model.model, float_props[keys.P_FLOAT_KERAS_MODEL])
         logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
                      "its inputs %s", float_dir, float_model.source, n,
                      sorted(float_model.inputs.mapping))
@@ -79,7 +83,7 @@ class Executor(base_executor.BaseExecutor):
 
         out_dir = path_utils.serving_model_dir(out.uri)
         qat.save_model(qat_model, out_dir, float_model.inputs)
-        result = qat.QATResult(cfg, base_uri, stats, decisions, float_model.to_properties())
+        result = qat.QATResult(cfg, base_uri, stats, decisions, float_props)
         with fileio.open(os.path.join(out.uri, keys.QAT_REPORT_FILE), "w") as f:
             f.write(json.dumps(result.report(), indent=2))
         set_properties(out, result.to_properties())
