@@ -89,21 +89,40 @@ def adapter_factory(spec, input_dict: Dict[str, List[types.Artifact]],
 
 def module_fn(exec_properties: Dict[str, Any], name: str, field: str) -> Callable:
     """Function ``name`` of the Trainer module (module_file, packaged module_path, or run_fn's
-    module), as the stock Trainer resolves its run_fn."""
+    module), as the stock Trainer resolves its run_fn. A dotted ``name`` is an attribute path in
+    that module (``base.build_keras_model``), else a full ``package.module.fn`` path."""
+    import importlib
+    head, _, rest = name.partition(".")
     module_path = exec_properties.get(tss.MODULE_PATH_KEY)
     module_file = exec_properties.get(tss.MODULE_FILE_KEY)
     run_fn = exec_properties.get(tss.RUN_FN_KEY)
+    fn = None
     try:
         if module_path:
-            return import_utils.import_func_from_module(module_path, name)
-        if module_file:
-            return import_utils.import_func_from_source(module_file, name)
-        if run_fn and "." in run_fn:
-            return import_utils.import_func_from_module(run_fn.rsplit(".", 1)[0], name)
-    except (AttributeError, ImportError) as e:
-        raise ValueError(f"{field}={name!r}: not found in the Trainer module ({e})") from e
-    raise ValueError(f"{field}={name!r} needs the Trainer module: pass module_file= (or run_fn=) "
-                     "to the component, the same as the Trainer's")
+            fn = import_utils.import_func_from_module(module_path, head)
+        elif module_file:
+            fn = import_utils.import_func_from_source(module_file, head)
+        elif run_fn and "." in run_fn:
+            fn = import_utils.import_func_from_module(run_fn.rsplit(".", 1)[0], head)
+        for attr in filter(None, rest.split(".")):
+            fn = getattr(fn, attr)
+    except (AttributeError, ImportError, ValueError) as e:
+        fn = None
+        if "." not in name:
+            raise ValueError(f"{field}={name!r}: not found in the Trainer module ({e})") from e
+    if fn is None and "." in name:
+        mod, _, attr = name.rpartition(".")
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+        except (AttributeError, ImportError) as e:
+            raise ValueError(f"{field}={name!r}: neither an attribute path in the Trainer module "
+                             f"nor an importable function ({e})") from e
+    if fn is None:
+        raise ValueError(f"{field}={name!r} needs the Trainer module: pass module_file= (or "
+                         "run_fn=) to the component, the same as the Trainer's")
+    if not callable(fn):
+        raise ValueError(f"{field}={name!r} is a {type(fn).__name__}, not a function")
+    return fn
 
 
 def model_builder(exec_properties: Dict[str, Any], cfg: QuantizationConfig,

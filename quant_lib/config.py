@@ -166,7 +166,9 @@ class QuantizationConfig(_JsonConfig):
     name regex, class name) left in float. ``strict``: fail on the first layer the scheme cannot
     quantize instead of leaving it float. ``distribution``: tf.distribute strategy for QAT.
     ``model_fn``: the function in the Trainer module (``module_file``/``module_path``/``run_fn``'s
-    module) that builds the untrained Keras model; needed to warm-start from a SavedModel written
+    module; a dotted name reaches into what it imports, e.g. TFX's MNIST module's
+    ``base.build_keras_model``, or is a full ``package.module.fn`` path) that builds the untrained
+    Keras model; needed to warm-start from a SavedModel written
     by ``tf.saved_model.save`` (no Keras metadata): the model is rebuilt and the Trainer's weights
     restored from its checkpoint. ``hparams_fn``: the module function returning the
     ``keras_tuner.HyperParameters`` ``model_fn`` takes when no ``hyperparameters`` channel is wired.
@@ -196,9 +198,10 @@ class QuantizationConfig(_JsonConfig):
         _check_inputs(self.data, n)
         for f in ("model_fn", "hparams_fn"):
             v = getattr(self, f)
-            _require(v is None or (isinstance(v, str) and v.isidentifier()), n, f,
-                     f"must name a function in the Trainer module (e.g. '_make_keras_model'), "
-                     f"got {v!r}")
+            _require(v is None or (isinstance(v, str) and all(
+                p.isidentifier() for p in v.split("."))), n, f,
+                f"must name a function of the Trainer module ('_make_keras_model', "
+                f"'base.build_keras_model' for one it imports) or a full dotted path, got {v!r}")
         _require(self.scheme in SCHEMES, n, "scheme", f"must be one of {SCHEMES}, got {self.scheme!r}")
         for f in ("weight_bits", "activation_bits"):
             v = getattr(self, f)

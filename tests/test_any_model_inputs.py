@@ -217,3 +217,23 @@ def test_feature_input_mismatch_fails_before_training(ink_examples, tmp_path):
                               {keys.QAT_MODEL: [out]},
                               {keys.CONFIG: QuantizationConfig(data=FEATURES).to_json()})
     assert not os.path.exists(path_utils.serving_model_dir(out.uri))
+
+
+def test_model_fn_reaches_into_the_modules_imports_tfx_mnist():
+    """TFX's MNIST module builds its model in the base module it imports: model_fn
+    'base.build_keras_model' finds it; the flat (784,) input is described by name and TFMOT
+    quantizes the Sequential model as built (no training here)."""
+    import tfx.examples.mnist as mnist
+    from components.inputs import module_fn
+    from quant_lib import qat
+    from quant_lib.inputs import ModelInput, keras_inputs
+    module_file = os.path.join(os.path.dirname(mnist.__file__), "mnist_utils_native_keras.py")
+    build = module_fn({"module_file": module_file}, "base.build_keras_model",
+                      "QuantizationConfig.model_fn")
+    model = build()
+    assert keras_inputs(model) == [ModelInput("image_floats_xf", (784,), "float32")]
+    _, decisions = qat.quantize_with_report(model)
+    assert [d.cls for d in decisions if d.decision == qat.QUANTIZE].count("Dense") == 3
+    assert not [d for d in decisions if d.decision == qat.FLOAT]
+    with pytest.raises(ValueError, match="QuantizationConfig.model_fn='base.no_such_fn'"):
+        module_fn({"module_file": module_file}, "base.no_such_fn", "QuantizationConfig.model_fn")

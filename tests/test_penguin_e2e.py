@@ -79,6 +79,8 @@ def test_blessing_matches_the_measured_delta_and_the_model_was_rebuilt(run):
     assert s["blessed"] and s["pushed_path"], s
     assert s["parity_top1_agreement"] >= 0.99
     assert s["qat"]["quantized_layers"] >= 3 and s["qat"]["float_layers"] == 0
+    # The float reference comes from the rebuilt model's Keras copy (the Trainer's is not Keras).
+    assert s["float_tflite_bytes"] > 0 and s["float_latency_ms"] > 0 and s["int8_latency_ms"] > 0
 
 
 def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(run):
