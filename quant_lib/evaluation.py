@@ -102,6 +102,28 @@ class ScoringInputs:
                            self.num_classes).with_shapes(self.model_inputs)
 
 
+def check_float_model(float_dir: str, bound: BoundInputs, serialized: Sequence[bytes]) -> None:
+    """Scores a few eval records with a non-Keras float model's ``serving_default`` before the
+    Beam pipeline: a signature that cannot take these Examples (e.g. it parses raw Examples and
+    was given transformed ones) is one clear error here, not a failure inside a Beam worker."""
+    import tensorflow as tf
+    from quant_lib import models
+    if models.is_keras_savedmodel(float_dir):
+        return  # scored as Keras on the same bound inputs as the int8 model
+    x, _ = bound.parse(tf.constant(list(serialized)))
+    try:
+        scores = models.serving_scores(float_dir)(serialized, {k: v.numpy() for k, v in x.items()})
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+        raise ValueError(
+            f"the float model's serving_default ({float_dir}) cannot score these Examples: "
+            f"{str(e).splitlines()[0][:300]} — wire the Examples it serves (for TFX's example "
+            "modules, the raw ExampleGen output)") from e
+    if scores.shape[-1] != bound.num_classes:
+        raise ValueError(f"the float model at {float_dir} outputs {scores.shape[-1]} scores per "
+                         f"example but the int8 model {bound.num_classes}: wire the float model "
+                         "the int8 model was trained from")
+
+
 def float_scorer(float_dir: str, model_inputs: Sequence[ModelInput], bound: BoundInputs):
     """(serialized batch, model inputs by name) -> float scores."""
     import tensorflow as tf

@@ -89,15 +89,19 @@ def _run_all(examples, base, tmp_path, qat_cfg, qat_props=None):
     ExporterExecutor().Do({keys.MODEL: [qat_out], keys.EXAMPLES: [examples]},
                           {keys.QUANTIZED_MODEL: [int8]},
                           {keys.CONFIG: ExportConfig(data=FEATURES).to_json()})
+    return qat_out, int8, _evaluate(examples, base, int8, tmp_path)
+
+
+def _evaluate(examples, float_model, int8, root):
     from tfx.dsl.components.base import base_beam_executor
-    blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
-    evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
+    blessing = _artifact(standard_artifacts.ModelBlessing, root / "blessing")
+    evaluation = _artifact(standard_artifacts.ModelEvaluation, root / "evaluation")
     EvaluatorExecutor(base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=["--direct_running_mode=in_memory"])).Do(
-        {keys.EXAMPLES: [examples], keys.MODEL: [base], keys.QUANTIZED_MODEL: [int8]},
+        {keys.EXAMPLES: [examples], keys.MODEL: [float_model], keys.QUANTIZED_MODEL: [int8]},
         {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]},
         {keys.CONFIG: EvalConfig(data=FEATURES, max_accuracy_drop_pt=3.0).to_json()})
-    return qat_out, int8, blessing
+    return blessing
 
 
 QAT = QuantizationConfig(data=FEATURES, epochs=2, batch_size=32)
@@ -163,6 +167,23 @@ def test_two_input_model_saved_with_tf_saved_model_save_is_rebuilt(ink_examples,
     assert int8_acc > 0.85
     assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) == pytest.approx(int8_acc)
     assert int8.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
+
+    # A float SavedModel whose serving_default cannot take these Examples (it parses a feature
+    # they lack): one clear error before Beam, and no blessing written.
+    class Parses(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            f = tf.io.parse_example(examples, {"pixels": tf.io.FixedLenFeature([64], tf.float32)})
+            return {"outputs": tf.tile(tf.reduce_sum(f["pixels"], 1, keepdims=True), [1, 10])}
+
+    other = _artifact(standard_artifacts.Model, tmp_path / "other_float")
+    parses = Parses()
+    tf.saved_model.save(parses, path_utils.serving_model_dir(other.uri),
+                        signatures={"serving_default": parses.serve})
+    with pytest.raises(ValueError, match=r"float model's serving_default .* cannot score these "
+                                         r"Examples: .*pixels"):
+        _evaluate(ink_examples, other, int8, tmp_path / "other")
+    assert os.listdir(tmp_path / "other" / "blessing") == []
 
 
 def test_wrong_model_fn_is_refused_before_training(ink_examples, digits_arrays, tmp_path):

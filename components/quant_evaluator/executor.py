@@ -15,7 +15,7 @@ from components import inputs, keys
 from components.utils import data_errors_name, serving_model_dir, single, split_uri
 from quant_lib import evaluation, metrics, report, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.inputs import bind_model
+from quant_lib.inputs import bind_model, first_records
 
 STATS_FILE = "slice_stats.jsonl"
 TFMA_USER_DIR = "tfma"  # tfma.load_eval_result(<evaluation>/tfma, model_name=...) for tfma_metrics
@@ -151,6 +151,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
             bound = scoring.bind()
             bound.count(eval_uri)
+        evaluation.check_float_model(float_dir, bound, first_records(eval_uri, 8))
         stats = self._score(eval_uri, float_dir, tflite_path, scoring, cfg, evaluation_art.uri,
                             min(cfg.top_k, bound.num_classes - 1))
         overall = stats[metrics.OVERALL]
