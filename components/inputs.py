@@ -55,7 +55,8 @@ def build_adapter(spec_json: str, transform_uri: Optional[str], schema_uri: Opti
         if set(xf_spec) <= keys_in_data | {spec.label_key}:
             return FeatureAdapter(xf_spec, spec.label_key, None,
                                   f"transformed Examples (Transform graph {transform_uri})",
-                                  spec.num_classes)
+                                  spec.num_classes,
+                                  serving=(raw_spec, tft_out.transform_features_layer()))
         raise DataError(
             f"the Examples ({sorted(keys_in_data)}) are neither the Transform graph's raw input "
             f"({sorted(raw_spec)}) nor its output ({sorted(xf_spec)}): wire the ExampleGen's or "

@@ -102,6 +102,14 @@ class ScoringInputs:
                            self.num_classes).with_shapes(self.model_inputs)
 
 
+def _graph_error(e) -> str:
+    """The line of a TensorFlow graph error that says what went wrong (not its preamble)."""
+    lines = [ln.strip() for ln in getattr(e, "message", str(e)).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Graph execution error", "Detected at node",
+                                                       "<stack traces", "[[", "File "))]
+    return (useful or lines or [""])[0][:300]
+
+
 def check_float_model(float_dir: str, bound: BoundInputs, serialized: Sequence[bytes]) -> None:
     """Scores a few eval records with a non-Keras float model's ``serving_default`` before the
     Beam pipeline: a signature that cannot take these Examples (e.g. it parses raw Examples and
@@ -116,8 +124,8 @@ def check_float_model(float_dir: str, bound: BoundInputs, serialized: Sequence[b
     except (tf.errors.InvalidArgumentError, ValueError) as e:
         raise ValueError(
             f"the float model's serving_default ({float_dir}) cannot score these Examples: "
-            f"{str(e).splitlines()[0][:300]} — wire the Examples it serves (for TFX's example "
-            "modules, the raw ExampleGen output)") from e
+            f"{_graph_error(e)} — wire the Examples it serves (for TFX's example modules, the "
+            "raw ExampleGen output)") from e
     if scores.shape[-1] != bound.num_classes:
         raise ValueError(f"the float model at {float_dir} outputs {scores.shape[-1]} scores per "
                          f"example but the int8 model {bound.num_classes}: wire the float model "

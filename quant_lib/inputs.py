@@ -285,12 +285,16 @@ class FeatureAdapter(InputAdapter):
 
     def __init__(self, feature_spec: Dict[str, object], label_key: str,
                  transform: Optional[Callable] = None, source: str = "the Examples",
-                 num_classes: Optional[int] = None):
-        if label_key not in feature_spec:
+                 num_classes: Optional[int] = None,
+                 serving: Optional[Tuple[Dict[str, object], Optional[Callable]]] = None):
+        """``serving``: (raw feature spec, transform) for ``parse_for_serving`` when the training
+        Examples are already transformed (a SavedModel still serves raw tf.Examples)."""
+        if transform is None and label_key not in feature_spec:
             raise DataError(f"label feature {label_key!r} is not among the features of {source} "
                             f"({sorted(feature_spec)}): set FeatureSpec.label_key to one of them")
         self.feature_spec, self.label_key = dict(feature_spec), label_key
         self.transform, self.source, self.num_classes = transform, source, num_classes
+        self.serving_spec, self.serving_transform = serving or (self.feature_spec, transform)
 
     def describe(self) -> str:
         return self.source
@@ -307,16 +311,36 @@ class FeatureAdapter(InputAdapter):
 
     def parse(self, serialized):
         raw, feats = self._features(serialized, self.feature_spec)
-        label = feats[self.label_key] if self.label_key in feats else raw[self.label_key]
+        if self.label_key in feats:
+            label = feats[self.label_key]
+        elif self.label_key in raw:
+            label = raw[self.label_key]
+        else:
+            raise DataError(f"label feature {self.label_key!r} is neither a feature of "
+                            f"{self.source} ({sorted(raw)}) nor a transformed one "
+                            f"({sorted(feats)}): set FeatureSpec.label_key to one of them")
         feats = {k: v for k, v in feats.items() if k != self.label_key}
         return feats, tf.reshape(tf.cast(label, tf.int64), [-1])
 
+    def _raw_label(self, spec) -> Optional[str]:
+        """The raw feature serving examples lack: the label, or the raw feature a transformed
+        label was made from (``species`` for ``species_xf``)."""
+        if self.label_key in spec:
+            return self.label_key
+        stems = [k for k in spec if self.label_key.startswith(k)]
+        return max(stems, key=len) if stems else None
+
     def parse_for_serving(self, serialized):
-        spec = {k: v for k, v in self.feature_spec.items() if k != self.label_key}
-        return self._features(serialized, spec)[1]
+        spec = {k: v for k, v in self.serving_spec.items()
+                if k != self._raw_label(self.serving_spec)}
+        feats = {k: _dense(v) for k, v in tf.io.parse_example(serialized, spec).items()}
+        if self.serving_transform is None:
+            return feats
+        return {k: _dense(v) for k, v in self.serving_transform(feats).items()}
 
     def serving_trackables(self):
-        return {"tft_layer": self.transform} if isinstance(self.transform, tf.Module) else {}
+        t = self.serving_transform
+        return {"tft_layer": t} if isinstance(t, tf.Module) else {}
 
 
 def first_records(patterns, n: int) -> List[bytes]:

@@ -122,3 +122,40 @@ def test_qat_savedmodel_serves_raw_tf_examples(run):
     acc = float(np.mean(np.argmax(scores, -1) == labels))
     assert acc > 0.9
     assert abs(acc - s["int8_accuracy"]) <= 0.03  # the QAT model is what the int8 model mirrors
+
+
+def test_quantize_trainer_on_transformed_examples_still_serves_raw_examples(run, tmp_path):
+    """Transform's transformed_examples (label 'species_xf') instead of the raw Examples: the
+    features need no Transform at training time, and the QAT SavedModel still serves raw
+    tf.Examples through the Transform layer."""
+    from tfx.types import artifact_utils, standard_artifacts
+    from components import keys
+    from components.quantize_trainer.executor import Executor
+    from quant_lib.config import FeatureSpec, QuantizationConfig
+    root, _, _ = run
+    pr = os.path.join(root, "pipeline_root")
+
+    def art(cls, pattern, splits=None):
+        a = cls()
+        a.uri = glob.glob(os.path.join(pr, pattern))[0]
+        if splits:
+            a.split_names = artifact_utils.encode_split_names(splits)
+        return a
+
+    out = standard_artifacts.Model()
+    out.uri = str(tmp_path / "qat")
+    cfg = QuantizationConfig(data=FeatureSpec(label_key="species_xf"), epochs=3, batch_size=20,
+                             learning_rate=1e-3, model_fn="_make_keras_model",
+                             hparams_fn="_get_hyperparameters")
+    Executor().Do(
+        {keys.EXAMPLES: [art(standard_artifacts.Examples, "Transform/transformed_examples/*",
+                             ["train", "eval"])],
+         keys.BASE_MODEL: [art(standard_artifacts.Model, "Trainer/model/*")],
+         "transform_graph": [art(standard_artifacts.TransformGraph, "Transform/transform_graph/*")]},
+        {keys.QAT_MODEL: [out]},
+        {keys.CONFIG: cfg.to_json(), "module_file": penguin_module_file()})
+    labels, unlabelled = _labels_and_unlabelled(_eval_records(root))
+    serve = tf.saved_model.load(os.path.join(out.uri, "Format-Serving")).signatures[
+        "serving_default"]
+    scores = serve(examples=tf.constant(unlabelled))["outputs"].numpy()
+    assert float(np.mean(np.argmax(scores, -1) == labels)) > 0.9
