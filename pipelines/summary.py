@@ -128,8 +128,10 @@ def format_summary(s: Dict[str, Any]) -> str:
     def size(v):
         return "n/a" if v is None else f"{v / 1024:.1f} KiB ({v} bytes)"
 
-    ratio = (f"{s['float_tflite_bytes'] / s['int8_tflite_bytes']:.2f}x smaller"
-             if s.get("float_tflite_bytes") and s.get("int8_tflite_bytes") else "")
+    ratio = ""
+    if s.get("float_tflite_bytes") and s.get("int8_tflite_bytes"):
+        r = s["float_tflite_bytes"] / s["int8_tflite_bytes"]
+        ratio = f"{r:.2f}x smaller" if r >= 1 else f"{1 / r:.2f}x larger (quantization parameters)"
     delta = "n/a" if s["delta_pt"] is None else f"{s['delta_pt']:+.2f}"
     latency = "n/a"
     if s.get("int8_latency_ms") and s.get("float_latency_ms"):
