@@ -258,3 +258,18 @@ def test_model_fn_reaches_into_the_modules_imports_tfx_mnist():
     assert not [d for d in decisions if d.decision == qat.FLOAT]
     with pytest.raises(ValueError, match="QuantizationConfig.model_fn='base.no_such_fn'"):
         module_fn({"module_file": module_file}, "base.no_such_fn", "QuantizationConfig.model_fn")
+
+
+def test_match_rules_without_training():
+    """The matching rules on their own: one input + one feature pair whatever the names; several
+    go by name; strings are refused with the fix; element counts must agree."""
+    from quant_lib.inputs import ModelInput, match
+    feats = {"pixels": tf.zeros([2, 64]), "ink": tf.zeros([2, 1])}
+    assert match([ModelInput("input_1", (8, 8, 1), "float32")], {"pixels": feats["pixels"]},
+                 "x") == {"input_1": "pixels"}
+    assert match([ModelInput("pixels", (64,), "float32"), ModelInput("ink", (1,), "float32")],
+                 feats, "x") == {"pixels": "pixels", "ink": "ink"}
+    with pytest.raises(InputMismatchError, match="holds strings: map them to numbers"):
+        match([ModelInput("name", (1,), "float32")], {"name": tf.constant([[b"a"], [b"b"]])}, "x")
+    with pytest.raises(InputMismatchError, match=r"takes 63 value\(s\) per example"):
+        match([ModelInput("pixels", (63,), "float32")], {"pixels": feats["pixels"]}, "x")
