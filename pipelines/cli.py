@@ -191,7 +191,12 @@ def cmd_run(args) -> int:
     except (IngestionError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run_local(settings)
+    from pipelines.runner import PipelineFailed
+    try:
+        summary = run_local(settings)
+    except PipelineFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print_summary(summary)
     return 0
 
@@ -212,7 +217,13 @@ def cmd_penguin(args) -> int:
                                os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"),
                                qat_epochs=args.qat_epochs,
                                max_accuracy_drop_pt=args.max_accuracy_drop_pt)
-    print_summary(run_pipeline(pipeline, root, os.path.join(root, "metadata.sqlite")))
+    from pipelines.runner import PipelineFailed
+    try:
+        summary = run_pipeline(pipeline, root, os.path.join(root, "metadata.sqlite"))
+    except PipelineFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_summary(summary)
     return 0
 
 

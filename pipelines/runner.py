@@ -15,6 +15,33 @@ from pipelines.summary import build_summary, format_summary
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
+LOG_FILE = "pipeline.log"
+
+
+class PipelineFailed(RuntimeError):
+    """A component raised: which one, its error, and where the full log (with traceback) is."""
+
+    def __init__(self, component, error: BaseException, log_path: str):
+        self.component, self.error, self.log_path = component, error, log_path
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(f"pipeline failed in {component or 'an unknown component'}: "
+                         f"{type(error).__name__}: {first} (full log and traceback: {log_path})")
+
+
+def _failed_component(metadata_path: str):
+    """The component whose execution failed last, read from MLMD (the launcher marks it)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import metadata
+    try:
+        store = metadata_store.MetadataStore(
+            metadata.sqlite_metadata_connection_config(metadata_path))
+        types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+        failed = [e for e in store.get_executions()
+                  if e.last_known_state == metadata_store_pb2.Execution.FAILED]
+    except Exception:  # noqa: BLE001  (no store yet: the failure came before any execution)
+        return None
+    return types[max(failed, key=lambda e: e.id).type_id] if failed else None
 
 
 def run_local(settings: PipelineSettings) -> Dict[str, Any]:
@@ -27,9 +54,26 @@ def run_pipeline(pipeline: tfx.dsl.Pipeline, output_root: str,
     """Runs any tfx-qat pipeline with LocalDagRunner; the summary is read back from MLMD."""
     fileio.makedirs(output_root)
     t0 = time.time()
-    log.info("running pipeline %r; artifacts under %s, MLMD at %s", pipeline.pipeline_info
-             .pipeline_name, pipeline.pipeline_info.pipeline_root, metadata_path)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    log_path = os.path.join(output_root, LOG_FILE)
+    log.info("running pipeline %r; artifacts under %s, MLMD at %s, log %s", pipeline.pipeline_info
+             .pipeline_name, pipeline.pipeline_info.pipeline_root, metadata_path, log_path)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except Exception as e:  # noqa: BLE001  (any component's error: say which, keep the traceback)
+        component = _failed_component(metadata_path)
+        # The traceback goes to the log file only; the caller prints PipelineFailed's one line.
+        handler.handle(log.makeRecord(
+            log.name, logging.ERROR, __file__, 0, "pipeline %r failed in %s",
+            (pipeline.pipeline_info.pipeline_name, component or "an unknown component"),
+            (type(e), e, e.__traceback__)))
+        raise PipelineFailed(component, e, log_path) from e
+    finally:
+        root.removeHandler(handler)
+        handler.close()
     summary = build_summary(metadata_path, pipeline.pipeline_info.pipeline_name)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     summary["output_root"] = os.path.abspath(output_root)
