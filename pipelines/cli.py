@@ -180,7 +180,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
 
 
 def cmd_run(args) -> int:
-    from pipelines.runner import print_summary, run_local
+    from pipelines.runner import run_local
     name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
     root = os.path.abspath(args.output_root or os.path.join("runs", name))
     from pipelines.data import IngestionError
@@ -191,9 +191,14 @@ def cmd_run(args) -> int:
     except (IngestionError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from pipelines.runner import PipelineFailed
+    return _run_and_print(lambda: run_local(settings))
+
+
+def _run_and_print(run) -> int:
+    """Runs a pipeline (``run()`` returns its summary); a failed component is one line, exit 1."""
+    from pipelines.runner import PipelineFailed, print_summary
     try:
-        summary = run_local(settings)
+        summary = run()
     except PipelineFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -204,7 +209,7 @@ def cmd_run(args) -> int:
 def cmd_penguin(args) -> int:
     import shutil
     from pipelines.penguin import create_pipeline
-    from pipelines.runner import print_summary, run_pipeline
+    from pipelines.runner import run_pipeline
     if not os.path.isfile(args.data):
         print(f"error: --data {args.data}: no such file (TFX's penguins_processed.csv)",
               file=sys.stderr)
@@ -217,14 +222,8 @@ def cmd_penguin(args) -> int:
                                os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"),
                                qat_epochs=args.qat_epochs,
                                max_accuracy_drop_pt=args.max_accuracy_drop_pt)
-    from pipelines.runner import PipelineFailed
-    try:
-        summary = run_pipeline(pipeline, root, os.path.join(root, "metadata.sqlite"))
-    except PipelineFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_summary(summary)
-    return 0
+    return _run_and_print(lambda: run_pipeline(pipeline, root,
+                                               os.path.join(root, "metadata.sqlite")))
 
 
 def cmd_compile_kfp(args) -> int:
