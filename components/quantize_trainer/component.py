@@ -17,7 +17,11 @@ from quant_lib.config import QuantizationConfig
 class QuantizeTrainer(base_component.BaseComponent):
     """QAT inside the Trainer step.
 
-    With ``base_model`` (a stock Trainer's float Keras model) it warm-starts from it. Without one,
+    With ``base_model`` (the stock Trainer's float model: a Keras SavedModel, or a
+    ``tf.saved_model.save`` one that ``QuantizationConfig.model_fn`` of ``module_file`` rebuilds and
+    the executor proves against it) it warm-starts from it. Features come as the Trainer's module
+    reads them (``FeatureSpec``: ``transform_graph`` / ``schema``, inputs matched by name) or from
+    one image feature (``DataSpec``). Without one,
     it first runs your Trainer module's ``run_fn`` exactly as the stock Trainer would (same
     ``module_file``/``run_fn``, ``custom_config``, ``train_args``/``eval_args``, schema,
     transform graph, hyperparameters), then applies QAT to the model it saved. Either way the layers
