@@ -98,8 +98,8 @@ class ScoringInputs:
     num_classes: int
 
     def bind(self) -> BoundInputs:
-        return BoundInputs(self.make_adapter(), dict(self.mapping),
-                           self.num_classes).with_shapes(self.model_inputs)
+        return BoundInputs(self.make_adapter(), dict(self.mapping), self.model_inputs,
+                           self.num_classes)
 
 
 def _graph_error(e) -> str:

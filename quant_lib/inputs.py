@@ -100,7 +100,7 @@ class InputAdapter:
             msg = _message(e)
             raise DataError(f"tf.Examples in {files[0]} do not match {self.describe()}: "
                             f"{msg} — {self.hint()}") from e
-        return BoundInputs(self, match(inputs, feats, self.describe()), num_classes)
+        return BoundInputs(self, match(inputs, feats, self.describe()), inputs, num_classes)
 
 
 def match(inputs: Sequence[ModelInput], feats: Dict[str, tf.Tensor],
@@ -146,19 +146,16 @@ def match(inputs: Sequence[ModelInput], feats: Dict[str, tf.Tensor],
 class BoundInputs:
     """An adapter matched to one model's inputs: feeds Keras, the converter and TFLite."""
 
-    def __init__(self, adapter: InputAdapter, mapping: Dict[str, str], num_classes: int):
+    def __init__(self, adapter: InputAdapter, mapping: Dict[str, str],
+                 inputs: Sequence[ModelInput], num_classes: int):
         self.adapter, self.mapping, self.num_classes = adapter, mapping, num_classes
-        self._shapes: Dict[str, Tuple] = {}
-
-    def with_shapes(self, inputs: Sequence[ModelInput]) -> "BoundInputs":
         self._shapes = {i.name: (i.shape, i.dtype) for i in inputs}
-        return self
 
     def to_model(self, feats: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         out = {}
         for name, f in self.mapping.items():
             t = _dense(feats[f])
-            shape, dtype = self._shapes.get(name, (None, "float32"))
+            shape, dtype = self._shapes[name]
             if shape is not None and all(d is not None for d in shape):
                 t = tf.reshape(t, (-1,) + tuple(shape))
             out[name] = tf.cast(t, tf.as_dtype(dtype))
@@ -168,7 +165,7 @@ class BoundInputs:
         feats, labels = self.adapter.parse(serialized)
         return self.to_model(feats), labels
 
-    def _model_x(self, inputs: Dict[str, tf.Tensor]):
+    def keras_x(self, inputs):
         """Keras takes a bare tensor for a single-input model, a dict by name otherwise."""
         return next(iter(inputs.values())) if len(inputs) == 1 else inputs
 
@@ -184,7 +181,7 @@ class BoundInputs:
 
         def fn(serialized):
             x, y = self.parse(serialized)
-            return self._model_x(x), y
+            return self.keras_x(x), y
 
         return ds.batch(batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE)\
             .prefetch(tf.data.AUTOTUNE)
@@ -238,9 +235,6 @@ class BoundInputs:
         """Streams a whole split once with the checks above (framing, parse, NaN, labels)."""
         return sum(len(y) for _, y in self.batches(patterns, None, 4096))
 
-    def keras_x(self, x: Features):
-        return self._model_x(x)
-
     def serving_fn(self, model) -> Callable:
         """``serving_default`` for a SavedModel of ``model``: serialized raw tf.Examples in,
         the model's outputs out (parse, transform, reshape, model)."""
@@ -248,7 +242,7 @@ class BoundInputs:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve(examples):
             x = self.to_model(self.adapter.parse_for_serving(examples))
-            return {"outputs": model(self._model_x(x), training=False)}
+            return {"outputs": model(self.keras_x(x), training=False)}
 
         return serve
 
@@ -380,9 +374,9 @@ def feature_spec_from_records(patterns, limit: int = 16) -> Dict[str, tf.io.Fixe
 
 def bind_model(adapter: InputAdapter, inputs: Sequence[ModelInput], patterns,
                num_classes: int) -> BoundInputs:
-    """adapter.bind + the inputs' shapes: the one call the components make."""
+    """adapter.bind after checking num_classes: the one call the components make."""
     if adapter.num_classes is not None and adapter.num_classes != num_classes:
         raise InputMismatchError(f"the model has {num_classes} output classes but the input "
                                  f"spec says num_classes={adapter.num_classes}: fix one of them")
-    return adapter.bind(inputs, patterns, num_classes).with_shapes(inputs)
+    return adapter.bind(inputs, patterns, num_classes)
 
