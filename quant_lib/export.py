@@ -66,5 +66,11 @@ def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: Export
                                per_channel=per_channel)
     data = check(data) if check is not None else data
     report = tflite.validate_integer(data, cfg.inference_input_type, cfg.inference_output_type)
+    per_axis = {name: n for name, n in tflite.weight_scale_counts(data).items() if n > 1}
+    if not per_channel and per_axis:
+        raise ExportValidationError(
+            f"per-tensor conversion asked (the QAT model is per-tensor) but the converter wrote "
+            f"per-channel scales for {len(per_axis)} weight tensor(s), e.g. {sorted(per_axis)[:3]}: "
+            "their weights were not fake-quantized in QAT, so the int8 model is not the trained one")
     return ExportResult(data, report, {}, tflite.input_contract(data), cfg.activations)
 

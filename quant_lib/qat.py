@@ -9,6 +9,7 @@ import time
 from typing import Callable, List, Optional
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
@@ -57,11 +58,16 @@ def outputs_are_probabilities(model) -> bool:
 # Layer policies as data (TFMOT registry style). Classes the scheme's registry supports are
 # quantized; these are decided here instead:
 _STRUCTURAL = {"InputLayer": "graph input"}
-# BatchNormalization is folded into the preceding layer by TFMOT's layout transforms; it has no
-# quantize config of its own, so a BN that follows anything else stays float.
+# BatchNormalization is folded into the preceding layer: by TFMOT's layout transforms, or, with
+# per-tensor weights, into its weights before QAT (fold_batch_norms). It has no quantize config of
+# its own, so a BN that follows anything else stays float.
 _FOLDABLE = {"BatchNormalization": ("Conv2D", "DepthwiseConv2D", "Dense")}
 
 QUANTIZE, FOLD, FLOAT, INPUT = "quantized", "folded", "float", "input"
+
+
+def _is_linear(layer) -> bool:
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
 
 
 @dataclasses.dataclass
@@ -72,14 +78,63 @@ class LayerDecision:
     reason: str
 
 
+# A weight layer whose output only a ReLU reads: its output fake-quant is dropped (TFLite fuses
+# the ReLU), its weights stay quantized.
+_RELU_FUSABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+class _FusedReLUWeightsLayout(tfmot.quantization.keras.QuantizeLayoutTransform):
+    """TFMOT's layout transforms, with its ReLU fusion fixed for weight layers.
+
+    TFMOT's ``LayerReLUQuantize`` (meant for Add + ReLU) also matches Conv2D/DepthwiseConv2D/Dense
+    + a separate ReLU layer and gives that layer a NoOpQuantizeConfig: its weights are never
+    fake-quantized, so QAT trains float weights the converter later quantizes post-training (per
+    channel, whatever the scheme says). After the inner transforms, such a layer gets its own
+    quantize config back and a NoOpActivation instead, which is what TFMOT does for
+    Conv + BatchNorm + ReLU."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def apply(self, model, layer_quantize_map):
+        from tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation import NoOpActivation  # noqa: E501  pylint: disable=line-too-long
+        annotated = {name: dict(v) for name, v in layer_quantize_map.items()}
+        model, qmap = self.inner.apply(model, layer_quantize_map)
+        readers = {}
+        for layer in model.layers:
+            for node in layer._inbound_nodes:  # pylint: disable=protected-access
+                for inbound in tf.nest.flatten(node.inbound_layers):
+                    readers.setdefault(inbound.name, []).append(layer)
+        for layer in model.layers:
+            config = qmap.get(layer.name, {}).get("quantize_config")
+            only = readers.get(layer.name, [])
+            if (type(layer).__name__ in _RELU_FUSABLE and _is_linear(layer)
+                    and type(config).__name__ == "NoOpQuantizeConfig"
+                    and len(only) == 1 and type(only[0]).__name__ == "ReLU"):
+                qmap[layer.name] = annotated[layer.name]
+                layer.activation = NoOpActivation()
+        return model, qmap
+
+
+class _Scheme(tfmot.quantization.keras.QuantizeScheme):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_layout_transformer(self):
+        return _FusedReLUWeightsLayout(self.inner.get_layout_transformer())
+
+    def get_quantize_registry(self):
+        return self.inner.get_quantize_registry()
+
+
 def build_scheme(cfg: QuantizationConfig):
     if cfg.scheme == "n_bit":
         from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import default_n_bit_quantize_scheme as nbit  # noqa: E501  pylint: disable=line-too-long
-        return nbit.DefaultNBitQuantizeScheme(disable_per_axis=cfg.per_tensor,
-                                              num_bits_weight=cfg.weight_bits,
-                                              num_bits_activation=cfg.activation_bits)
+        return _Scheme(nbit.DefaultNBitQuantizeScheme(disable_per_axis=cfg.per_tensor,
+                                                      num_bits_weight=cfg.weight_bits,
+                                                      num_bits_activation=cfg.activation_bits))
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_scheme as d8  # noqa: E501  pylint: disable=line-too-long
-    return d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor)
+    return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor))
 
 
 def _inbound_classes(layer) -> List[str]:
@@ -91,8 +146,13 @@ def _inbound_classes(layer) -> List[str]:
 
 
 def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]:
-    """Decides, per layer, quantize / fold / keep float, with the reason (the per-layer report)."""
+    """Decides, per layer, quantize / fold / keep float, with the reason (the per-layer report).
+
+    Per-tensor, a BatchNormalization is folded into the preceding layer's weights before QAT
+    (``fold_batch_norms``); one that cannot be is unsupported, as the converter would requantize
+    the kernel it folds into after training."""
     decisions = []
+    before_qat = {bn.layer.name: prev.layer.name for bn, prev in _bn_folds(model).items()}
     for layer in model.layers:
         cls = type(layer).__name__
         if cls in _STRUCTURAL:
@@ -103,6 +163,15 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
             decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_regex"))
         elif cls in cfg.keep_float_types:
             decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_types"))
+        elif cls in _FOLDABLE and cfg.per_tensor:
+            if layer.name in before_qat:
+                decisions.append(LayerDecision(layer.name, cls, FOLD, f"folded into "
+                                               f"{before_qat[layer.name]}'s weights before QAT"))
+            else:
+                decisions.append(LayerDecision(
+                    layer.name, cls, FLOAT, "not supported per-tensor: it does not directly follow "
+                    "a linear Conv2D/DepthwiseConv2D/Dense used only by it, so it cannot be folded "
+                    "before QAT; move the activation after it, or use per-channel weights"))
         elif cls in _FOLDABLE:
             inbound = _inbound_classes(layer)
             if len(inbound) == 1 and inbound[0] in _FOLDABLE[cls]:
@@ -116,6 +185,80 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
             decisions.append(LayerDecision(layer.name, cls, FLOAT,
                                            f"not supported by the {cfg.scheme} scheme"))
     return decisions
+
+
+def _bn_folds(model) -> dict:
+    """{BatchNormalization node: node it folds into}: a plain last-axis BN whose only input is
+    the output of a linear Conv2D/DepthwiseConv2D/Dense that nothing else consumes."""
+    nodes = [n for depth in model._nodes_by_depth.values()  # pylint: disable=protected-access
+             for n in depth if not n.is_input]
+    producer = {i: n for n in nodes for i in n.flat_output_ids}
+    uses = [i for n in nodes for i in n.flat_input_ids] + [str(id(x)) for x in model.outputs]
+    folds = {}
+    for n in nodes:
+        bn = n.layer
+        if type(bn).__name__ != "BatchNormalization" or len(n.flat_input_ids) != 1:
+            continue
+        prev = producer.get(n.flat_input_ids[0])
+        if (prev is not None and type(prev.layer).__name__ in _FOLDABLE["BatchNormalization"]
+                and uses.count(n.flat_input_ids[0]) == 1 and _is_linear(prev.layer)
+                and list(bn.axis) == [n.outputs.shape.rank - 1]
+                and not bn.renorm and bn.virtual_batch_size is None):
+            folds[n] = prev
+    return folds
+
+
+def _folded_weights(layer, bn):
+    """``layer``'s kernel and bias with inference-mode ``bn`` folded in (the converter's math)."""
+    mean, var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+    gamma = bn.gamma.numpy() if bn.gamma is not None else np.ones_like(mean)
+    beta = bn.beta.numpy() if bn.beta is not None else np.zeros_like(mean)
+    factor = gamma / np.sqrt(var + bn.epsilon)
+    kernel, *bias = layer.get_weights()
+    bias = bias[0] if bias else np.zeros_like(mean)
+    if type(layer).__name__ == "DepthwiseConv2D":  # (kh, kw, in, multiplier): out = in*m + j
+        kernel = kernel * factor.reshape(kernel.shape[2:])
+    else:  # Conv2D (kh, kw, in, out), Dense (in, out)
+        kernel = kernel * factor
+    return [kernel, (bias - mean) * factor + beta]
+
+
+def fold_batch_norms(model, names=None):
+    """Folds each foldable BatchNormalization (``_bn_folds``) into the preceding layer's weights.
+
+    Why: with one weight scale per tensor, TFMOT quantizes the conv kernel alone while the BN
+    stays a separate op; the TFLite converter then folds BN's per-channel factors into the already
+    quantized kernel and must requantize it with one scale, which the QAT model never simulated
+    (digits CNN: Keras-vs-TFLite agreement 0.37). Folded first, QAT trains exactly the kernel the
+    converter writes. The BN statistics are frozen from here on (as in folded QAT generally).
+    ``names`` limits it to those BN layers. Returns (model, {bn name: layer it folded into})."""
+    folds = {bn: prev for bn, prev in _bn_folds(model).items()
+             if names is None or bn.layer.name in names}
+    if not folds:
+        return model, {}
+    folded_into = {id(prev): bn_node for bn_node, prev in folds.items()}
+    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            if node.is_input or node in folds:
+                continue  # a folded BN's output was set with its conv's
+            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
+            layer, bn_node = node.layer, folded_into.get(id(node))
+            if bn_node is not None:
+                config = dict(layer.get_config(), use_bias=True)
+                new = type(layer).from_config(config)
+                out = new(*args, **kwargs)
+                new.set_weights(_folded_weights(layer, bn_node.layer))
+                tensors[node.flat_output_ids[0]] = tensors[bn_node.flat_output_ids[0]] = out
+                continue
+            outs = layer(*args, **kwargs)
+            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
+                tensors[i] = y
+    outs = [tensors[str(id(x))] for x in model.outputs]
+    folded = tf_keras.Model(inputs, outs if len(outs) > 1 else outs[0], name=model.name)
+    return folded, {bn.layer.name: prev.layer.name for bn, prev in folds.items()}
 
 
 def flatten_nested(model):
@@ -178,6 +321,8 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
             f"layer {d.name!r} ({d.cls}) is {d.reason} and QuantizationConfig.strict=True; replace "
             f"it, keep it float explicitly (keep_float_names=[{d.name!r}]), or set strict=False"
             + (f" ({len(unsupported) - 1} more unsupported)" if len(unsupported) > 1 else ""))
+    if cfg.per_tensor:
+        model, _ = fold_batch_norms(model, {d.name for d in decisions if d.decision == FOLD})
     annotate = {d.name for d in decisions if d.decision in (QUANTIZE, FOLD)}
     if not annotate:
         raise QuantizationError(f"no layer of model {model.name!r} can be quantized with the "

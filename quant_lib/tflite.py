@@ -218,6 +218,22 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
     return IntegerReport(len(ops), counts, in_dt, out_dt, problems)
 
 
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def weight_scale_counts(model_bytes: bytes) -> Dict[str, int]:
+    """{weight tensor name: number of quantization scales} for every conv / fully-connected op:
+    1 everywhere is a per-tensor model."""
+    interp = _interpreter(model_bytes)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    counts = {}
+    for op in interp._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] in _WEIGHT_OPS:
+            w = tensors[op["inputs"][1]]  # the weights, in each of these ops
+            counts[w["name"]] = len(w["quantization_parameters"]["scales"])
+    return counts
+
+
 def validate_integer(model_bytes: bytes, input_type: str = "int8",
                      output_type: str = "int8") -> IntegerReport:
     report = inspect_integer(model_bytes, input_type, output_type)

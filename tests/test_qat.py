@@ -133,27 +133,59 @@ def test_block_pattern_folds_exactly(pattern):
     assert err <= step * 1.0001 + 1e-6, f"{pattern}: max error {err:.5f} > one step {step:.5f}"
 
 
-def _conv_filter_scales(model_bytes):
-    m = tflite.read_flatbuffer(model_bytes)
-    sg = m.subgraphs[0]
-    _, ops, _ = tflite.schema_names()
-    for op in sg.operators:
-        if ops[max(m.operatorCodes[op.opcodeIndex].builtinCode,
-                   m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)] == "CONV_2D":
-            return len(sg.tensors[op.inputs[1]].quantization.scale)
-    raise AssertionError("no CONV_2D")
+@pytest.mark.parametrize("pattern", ["conv_bn_relu", "dwconv_bn_relu6", "add_residual",
+                                     "concatenate"])
+def test_per_tensor_qat_is_exact_with_one_scale_per_weight_tensor(pattern):
+    """Per-tensor: BN is folded into the kernel before QAT and every kernel is fake-quantized,
+    so the trained model (non-trivial BN statistics) converts exactly, one scale per tensor."""
+    x = _x()
+    cfg = QuantizationConfig(per_tensor=True)
+    q, decisions = qat.quantize_with_report(_pattern(pattern), cfg)
+    assert not [d for d in decisions if d.decision == "float"], decisions
+    assert all("before QAT" in d.reason for d in decisions if d.cls == "BatchNormalization")
+    assert "BatchNormalization" not in {type(layer.layer).__name__ for layer in q.layers
+                                        if hasattr(layer, "layer")}
+    _fit(q, x)
+    model_bytes = tflite.convert_int8(q, x[:128], per_channel=False)
+    assert set(tflite.weight_scale_counts(model_bytes).values()) == {1}
+    runner = tflite.TFLiteClassifier(model_bytes)
+    err = np.abs(runner.predict(x[128:]) - q.predict(x[128:], verbose=0)).max()
+    step = runner._out["quantization"][0]  # pylint: disable=protected-access
+    assert err <= step * 1.0001 + 1e-6, f"{pattern}: max error {err:.5f} > one step {step:.5f}"
 
 
-def test_per_tensor_weights_use_one_scale_per_conv():
-    x = _x(32)
-    per_axis = tflite.convert_int8(qat.quantize(_pattern("conv_bn_relu")), x)
-    q = qat.quantize(_pattern("conv_bn_relu"), QuantizationConfig(per_tensor=True))
-    per_tensor = tflite.convert_int8(q, x, per_channel=False)
-    assert _conv_filter_scales(per_axis) == 8 and _conv_filter_scales(per_tensor) == 1
-    # The per-tensor QAT model and its per-tensor TFLite agree within one output step.
-    runner = tflite.TFLiteClassifier(per_tensor)
-    err = np.abs(runner.predict(x) - q.predict(x, verbose=0)).max()
-    assert err <= runner._out["quantization"][0] * 1.0001 + 1e-6  # pylint: disable=protected-access
+def test_fold_batch_norms_keeps_inference_outputs():
+    model = _pattern("add_residual")
+    _fit(model, _x(64))  # moves the BN statistics away from their initial values
+    folded, into = qat.fold_batch_norms(model)
+    assert len(into) == 2 and not any(type(layer).__name__ == "BatchNormalization"
+                                      for layer in folded.layers)
+    assert all(folded.get_layer(conv).use_bias for conv in into.values())
+    x = _x(32, seed=3)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_per_tensor_bn_that_cannot_be_folded_is_reported_before_training():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, activation="relu", name="c")(inp))
+    model = keras.Model(inp, L.Dense(4)(L.GlobalAveragePooling2D()(x)))
+    _, decisions = qat.quantize_with_report(model, QuantizationConfig(per_tensor=True))
+    bn = {d.name: d for d in decisions}["bn"]
+    assert bn.decision == "float" and bn.reason.startswith("not supported per-tensor")
+    with pytest.raises(qat.QuantizationError, match=r"layer 'bn' \(BatchNormalization\).*per-tensor"):
+        qat.quantize(model, QuantizationConfig(per_tensor=True, strict=True))
+
+
+def test_relu_layer_after_a_weight_layer_keeps_its_weights_quantized():
+    """TFMOT's own transform would give the Conv2D a no-op config (float weights in QAT)."""
+    q = qat.quantize(_pattern("concatenate"))
+    convs = [layer for layer in q.layers if type(getattr(layer, "layer", None)).__name__ == "Conv2D"]
+    assert len(convs) == 2
+    for wrapper in convs:
+        assert type(wrapper.quantize_config).__name__ != "NoOpQuantizeConfig"
+        assert any("kernel" in w.name for w, _, _ in wrapper._weight_vars)  # noqa: E501  pylint: disable=protected-access
 
 
 def test_n_bit_scheme_gives_4_bit_weights():
@@ -172,3 +204,20 @@ def test_n_bit_scheme_gives_4_bit_weights():
     runner = tflite.TFLiteClassifier(model_bytes)
     err = np.abs(runner.predict(x[128:]) - q.predict(x[128:], verbose=0)).max()
     assert err <= runner._out["quantization"][0] * 1.0001 + 1e-6  # pylint: disable=protected-access
+
+
+def test_exporter_refuses_a_per_tensor_export_whose_weights_were_not_quantized_in_qat():
+    """Raw TFMOT's transform leaves these Conv2D weights float: converted per-tensor, they come
+    out per-channel (PTQ), which IntegerExporter refuses instead of publishing."""
+    import tensorflow_model_optimization as tfmot
+    from quant_lib import export
+    from quant_lib.config import ExportConfig
+    qk = tfmot.quantization.keras
+    with qk.quantize_scope():
+        q = qk.quantize_apply(qk.quantize_annotate_model(_pattern("concatenate")),
+                              qk.default_8bit.Default8BitQuantizeScheme(disable_per_axis=True))
+    with pytest.raises(tflite.ExportValidationError, match="per-channel scales for 2 weight"):
+        export.convert_and_verify(q, _x(32), ExportConfig(), per_channel=False)
+    ours = export.convert_and_verify(qat.quantize(_pattern("concatenate"), QuantizationConfig(
+        per_tensor=True)), _x(32), ExportConfig(), per_channel=False)
+    assert set(tflite.weight_scale_counts(ours.int8_bytes).values()) == {1}
