@@ -6,8 +6,9 @@ fine-tuning QAT gets (``--qat-epochs`` at ``--qat-lr``, no fake quantization), s
 low-learning-rate epoch cannot pass for a quantization gain. Compared on the 10k test set:
 float TFLite (F1), PTQ int8 (F1 + the same representative data), QAT int8 (F0 + QAT), and at 4-bit
 weights (TFMOT's experimental n-bit scheme): PTQ-4 (F1, scheme applied, ranges calibrated on the
-representative data with learning rate 0) vs QAT-4 (F0 + QAT at 4 bits). Plus: a MobileNetV2-shaped
-model's size and latency, QAT vs float step time, the pipeline's wall time vs a bare script doing
+representative data with learning rate 0) vs QAT-4 (F0 + QAT at 4 bits); and with one weight
+scale per tensor: PTQ (F1) vs QAT (F0 + QAT), tfx-qat's and TFMOT's as is. Plus: a
+MobileNetV2-shaped model's size and latency, QAT vs float step time, the pipeline's wall time vs a bare script doing
 the same ML work, and evaluator throughput vs a raw interpreter loop.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Dict
 import numpy as np
 
 import quant_lib  # noqa: F401
+import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from pipelines.data import load_fashion_mnist
@@ -129,9 +131,25 @@ def fashion_mnist(args) -> Dict[str, Any]:
     out["w4a8_long"] = {"epochs": n, "models": {k: _measure(f"{k}/{n}ep", v, xe, ye, lat_x[:50])
                                                  for k, v in long.items()}}
 
+    # One weight scale per tensor: PTQ (F1) vs QAT (F0 + the same epochs) as tfx-qat configures
+    # it (BN folded into the kernels first), and TFMOT's per-tensor QAT as is, for the record.
+    qat_pt = qat.quantize(_clone(f0), QuantizationConfig(data=SPEC, per_tensor=True))
+    _fit(qat_pt, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT8-per-tensor")
+    qk = tfmot.quantization.keras
+    with qk.quantize_scope():
+        tfmot_pt = qk.quantize_apply(qk.quantize_annotate_model(_clone(f0)),
+                                     qk.default_8bit.Default8BitQuantizeScheme(disable_per_axis=True))
+    _fit(tfmot_pt, xt, yt, args.qat_epochs, args.qat_lr, 64, "TFMOT-QAT8-per-tensor")
+    out["per_tensor_keras_accuracy"] = {
+        k: float(np.mean(np.argmax(m.predict(xe, batch_size=256, verbose=0), -1) == ye))
+        for k, m in (("qat_int8_pt", qat_pt), ("tfmot_qat_int8_pt", tfmot_pt))}
+
     t = time.perf_counter()
     models = {"float": float_bytes, "ptq_int8": ptq8_bytes, "qat_int8": qat8_bytes,
-              "ptq_w4a8": ptq4_bytes, "qat_w4a8": qat4_bytes}
+              "ptq_w4a8": ptq4_bytes, "qat_w4a8": qat4_bytes,
+              "ptq_int8_pt": tflite.convert_int8(f1, rep, per_channel=False),
+              "qat_int8_pt": tflite.convert_int8(qat_pt, rep, per_channel=False),
+              "tfmot_qat_int8_pt": tflite.convert_int8(tfmot_pt, rep, per_channel=False)}
     out["models"] = {k: _measure(k, v, xe, ye, lat_x) for k, v in models.items()}
     ref = out["models"]["float"]["accuracy"]
     for m in out["models"].values():
@@ -144,7 +162,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
                        "qat_over_float": qat8_step / float_step}
     # The work the pipeline does for one model: float training, QAT, int8 export, evaluation of
     # float + int8 (two of the five models scored above).
-    out["bare_script_seconds"] = bare_float + bare_qat + bare_eval * 2 / 5
+    out["bare_script_seconds"] = bare_float + bare_qat + bare_eval * 2 / len(models)
     return out
 
 
@@ -188,13 +206,17 @@ def pipeline_overhead(args) -> Dict[str, Any]:
 
 ROWS = [("float", "float TFLite (fair reference F1)"), ("ptq_int8", "PTQ int8"),
         ("qat_int8", "QAT int8"), ("ptq_w4a8", "PTQ 4-bit weights / 8-bit act."),
-        ("qat_w4a8", "QAT 4-bit weights / 8-bit act.")]
+        ("qat_w4a8", "QAT 4-bit weights / 8-bit act."),
+        ("ptq_int8_pt", "PTQ int8, per-tensor weights"),
+        ("qat_int8_pt", "QAT int8, per-tensor weights (BN folded before QAT)"),
+        ("tfmot_qat_int8_pt", "QAT int8, per-tensor weights, TFMOT's transforms as is")]
 
 
 def to_markdown(r: Dict[str, Any]) -> str:
     fm, mb, tr = r["fashion_mnist"]["models"], r["mobilenet_v2"], r["fashion_mnist"]["training"]
     lg = r["fashion_mnist"]["w4a8_long"]
     lm = lg["models"]
+    pk = r["fashion_mnist"]["per_tensor_keras_accuracy"]
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
              f"({r['wall_minutes']:.1f} min). Latency: TFLite interpreter, XNNPACK delegate "
              "(default), 1 thread, batch 1, median of 5 passes.", "",
@@ -216,6 +238,11 @@ def to_markdown(r: Dict[str, Any]) -> str:
               f"| 4-bit, {lg['epochs']} fine-tuning epochs: QAT vs PTQ top-1 (float reference "
               f"{100 * lm['float']['accuracy']:.2f}%) | {100 * lm['qat_w4a8']['accuracy']:.2f}% vs "
               f"{100 * lm['ptq_w4a8']['accuracy']:.2f}% | QAT clearly ahead |",
+              f"| per-tensor QAT: Keras QAT model vs its int8 TFLite, top-1 | "
+              f"{100 * pk['qat_int8_pt']:.2f}% vs {100 * fm['qat_int8_pt']['accuracy']:.2f}% "
+              f"(TFMOT as is: {100 * pk['tfmot_qat_int8_pt']:.2f}% vs "
+              f"{100 * fm['tfmot_qat_int8_pt']['accuracy']:.2f}%) | the TFLite model is the "
+              "trained one |",
               f"| MobileNetV2-shaped (96x96, {mb['params']:,} params) size | "
               f"{mb['float_bytes']:,} -> {mb['int8_bytes']:,} B = {mb['size_ratio']:.2f}x | "
               ">= 3.5x |",
