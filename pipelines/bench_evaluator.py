@@ -31,8 +31,11 @@ def main(argv=None) -> int:
 
     from pipelines.summary import latest_run_outputs
     from quant_lib import evaluation, metrics, qat, tflite
+    import functools
+
     from quant_lib.config import DataSpec
     from quant_lib.data import load_arrays
+    from quant_lib.inputs import ImageAdapter, bind_model
 
     root = os.path.abspath(args.output_root)
     with open(os.path.join(root, "summary.json")) as f:
@@ -46,13 +49,18 @@ def main(argv=None) -> int:
     int8_path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
     with open(os.path.join(root, "data", "dataspec.json")) as f:
         spec = DataSpec.from_json(f.read())
+    with open(int8_path, "rb") as f:
+        model_inputs = tflite.signature_inputs(f.read())
+    bound = bind_model(ImageAdapter(spec), model_inputs, eval_uri, spec.num_classes)
+    scoring = evaluation.ScoringInputs(functools.partial(ImageAdapter, spec), bound.mapping,
+                                       tuple(model_inputs), spec.num_classes)
 
     def beam_run():
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "stats.jsonl")
             with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as bp:
                 _ = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                     | evaluation.ScoreAndCombine(float_dir, int8_path, spec, (), 3, 256)
+                     | evaluation.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256)
                      | beam.Map(evaluation.encode)
                      | beam.io.WriteToText(path, shard_name_template=""))
             with open(path) as f:

@@ -180,7 +180,10 @@ def test_per_tensor_bn_that_cannot_be_folded_is_reported_before_training():
 
 def test_relu_layer_after_a_weight_layer_keeps_its_weights_quantized():
     """TFMOT's own transform would give the Conv2D a no-op config (float weights in QAT)."""
-    q = qat.quantize(_pattern("concatenate"))
+    model = _pattern("concatenate")
+    q = qat.quantize(model)
+    assert all(layer.activation.__name__ == "linear" for layer in model.layers
+               if isinstance(layer, L.Conv2D))  # the float model is left as it was
     convs = [layer for layer in q.layers if type(getattr(layer, "layer", None)).__name__ == "Conv2D"]
     assert len(convs) == 2
     for wrapper in convs:
