@@ -134,3 +134,15 @@ def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(tmp_
     with open(s["pushed_path"], "rb") as f:
         counts = tflite.weight_scale_counts(f.read())
     assert len(counts) == 10 and set(counts.values()) == {1}, counts
+
+
+def test_bench_evaluator_runs_on_the_pipeline_outputs(runs):
+    """`make bench`'s evaluator-vs-raw-loop step on a real run's artifacts: every way of scoring
+    sees the whole eval split (speed is the benchmark's business, not this test's)."""
+    from pipelines import bench_evaluator
+    root, _, _, _, _, third = runs
+    assert bench_evaluator.main(["--output-root", str(root), "--repeats", "1"]) == 0
+    with open(os.path.join(root, "bench_evaluator.json")) as f:
+        r = json.load(f)
+    for way in ("evaluator_beam", "raw_float_and_int8_loop", "raw_int8_interpreter_loop"):
+        assert r[way]["examples"] == third["eval_examples"] == 359
