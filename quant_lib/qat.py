@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
+from quant_lib import layer_configs
 from quant_lib.config import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def outputs_are_probabilities(model) -> bool:
 # quantized; these are decided here instead:
 _STRUCTURAL = {"InputLayer": "graph input"}
 # BatchNormalization is folded into the preceding layer: by TFMOT's layout transforms, or, with
-# per-tensor weights, into its weights before QAT (fold_batch_norms). It has no quantize config of
-# its own, so a BN that follows anything else stays float.
+# per-tensor weights, into its weights before QAT (fold_batch_norms). Any other BN is quantized on
+# its own (layer_configs).
 _FOLDABLE = {"BatchNormalization": ("Conv2D", "DepthwiseConv2D", "Dense")}
 
 QUANTIZE, FOLD, FLOAT, INPUT = "quantized", "folded", "float", "input"
@@ -137,22 +138,18 @@ def build_scheme(cfg: QuantizationConfig):
     return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor))
 
 
-def _inbound_classes(layer) -> List[str]:
-    out = []
-    for node in layer._inbound_nodes:  # pylint: disable=protected-access
-        for inbound in tf.nest.flatten(node.inbound_layers):
-            out.append(type(inbound).__name__)
-    return out
+def _extra_config(layer, cfg: QuantizationConfig):
+    return layer_configs.extra_config(layer, cfg.scheme, cfg.per_tensor, cfg.activation_bits)
 
 
 def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]:
     """Decides, per layer, quantize / fold / keep float, with the reason (the per-layer report).
 
-    Per-tensor, a BatchNormalization is folded into the preceding layer's weights before QAT
-    (``fold_batch_norms``); one that cannot be is unsupported, as the converter would requantize
-    the kernel it folds into after training."""
+    A BatchNormalization that directly follows a linear Conv2D/DepthwiseConv2D/Dense read only by
+    it is folded into it (per-tensor: into its weights before QAT, ``fold_batch_norms``); any other
+    is quantized on its own (MUL + ADD), never folded after training."""
     decisions = []
-    before_qat = {bn.layer.name: prev.layer.name for bn, prev in _bn_folds(model).items()}
+    foldable = {bn.layer.name: prev.layer.name for bn, prev in _bn_folds(model).items()}
     for layer in model.layers:
         cls = type(layer).__name__
         if cls in _STRUCTURAL:
@@ -163,24 +160,18 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
             decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_regex"))
         elif cls in cfg.keep_float_types:
             decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_types"))
-        elif cls in _FOLDABLE and cfg.per_tensor:
-            if layer.name in before_qat:
-                decisions.append(LayerDecision(layer.name, cls, FOLD, f"folded into "
-                                               f"{before_qat[layer.name]}'s weights before QAT"))
-            else:
-                decisions.append(LayerDecision(
-                    layer.name, cls, FLOAT, "not supported per-tensor: it does not directly follow "
-                    "a linear Conv2D/DepthwiseConv2D/Dense used only by it, so it cannot be folded "
-                    "before QAT; move the activation after it, or use per-channel weights"))
-        elif cls in _FOLDABLE:
-            inbound = _inbound_classes(layer)
-            if len(inbound) == 1 and inbound[0] in _FOLDABLE[cls]:
-                decisions.append(LayerDecision(layer.name, cls, FOLD, f"folded into {inbound[0]}"))
-            else:
-                decisions.append(LayerDecision(layer.name, cls, FLOAT, f"{cls} after {inbound} has "
-                                               "no layer to fold into"))
+        elif cls in _FOLDABLE and layer.name in foldable:
+            decisions.append(LayerDecision(layer.name, cls, FOLD, (
+                f"folded into {foldable[layer.name]}'s weights before QAT" if cfg.per_tensor else
+                f"folded into {foldable[layer.name]} by TFMOT's transforms")))
         elif registry.supports(layer):
             decisions.append(LayerDecision(layer.name, cls, QUANTIZE, f"{cfg.scheme} registry"))
+        elif _extra_config(layer, cfg) is not None:
+            decisions.append(LayerDecision(layer.name, cls, QUANTIZE,
+                                           f"tfx-qat config: {_extra_config(layer, cfg)[1]}"))
+        elif cls in layer_configs.FLOAT_BY_DESIGN:
+            decisions.append(LayerDecision(layer.name, cls, FLOAT,
+                                           layer_configs.FLOAT_BY_DESIGN[cls]))
         else:
             decisions.append(LayerDecision(layer.name, cls, FLOAT,
                                            f"not supported by the {cfg.scheme} scheme"))
@@ -261,6 +252,46 @@ def fold_batch_norms(model, names=None):
     return folded, {bn.layer.name: prev.layer.name for bn, prev in folds.items()}
 
 
+def _scalar_operand(node):
+    """The constant of a TFOpLambda ``x <op> constant`` node (layer_configs.SCALAR_OPS), else None."""
+    layer = node.layer
+    if type(layer).__name__ != "TFOpLambda" or layer.symbol not in layer_configs.SCALAR_OPS:
+        return None
+    operands = list(node.call_args[1:]) + [v for k, v in node.call_kwargs.items() if k != "name"]
+    if (len(node.flat_input_ids) == 1 and len(operands) == 1
+            and isinstance(operands[0], (int, float)) and not isinstance(operands[0], bool)):
+        return float(operands[0])
+    return None
+
+
+def scalar_ops_to_layers(model):
+    """Replaces each TFOpLambda ``x <op> constant`` with an equivalent ScalarOp layer of the same
+    name, which QAT can annotate (Keras builds hard-sigmoid/hard-swish from such ops)."""
+    nodes = [n for depth in model._nodes_by_depth.values()  # pylint: disable=protected-access
+             for n in depth if not n.is_input]
+    if not any(_scalar_operand(n) is not None for n in nodes):
+        return model
+    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            if node.is_input:
+                continue
+            value = _scalar_operand(node)
+            if value is not None:
+                op = layer_configs.SCALAR_OPS[node.layer.symbol]
+                outs = layer_configs.ScalarOp(op, value, name=node.layer.name)(
+                    tensors[node.flat_input_ids[0]])
+            else:
+                args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
+                outs = node.layer(*args, **kwargs)
+            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
+                tensors[i] = y
+    outs = [tensors[str(id(x))] for x in model.outputs]
+    return tf_keras.Model(inputs, outs if len(outs) > 1 else outs[0], name=model.name)
+
+
 def flatten_nested(model):
     """Inlines nested Functional/Sequential sub-models (the transfer-learning pattern
     ``Sequential([backbone, head])``) so TFMOT sees one flat graph. Layers are reused, so weights
@@ -311,9 +342,10 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     """
     cfg = cfg or QuantizationConfig()
     check_keras2_model(model)
-    model = flatten_nested(model)
+    model = scalar_ops_to_layers(flatten_nested(model))
     scheme = build_scheme(cfg)
-    decisions = plan_layers(model, cfg, scheme.get_quantize_registry())
+    registry = scheme.get_quantize_registry()
+    decisions = plan_layers(model, cfg, registry)
     unsupported = [d for d in decisions if d.decision == FLOAT and d.reason.startswith("not supp")]
     if cfg.strict and unsupported:
         d = unsupported[0]
@@ -330,11 +362,14 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     qk = tfmot.quantization.keras
 
     def annotate_fn(layer):
-        return qk.quantize_annotate_layer(layer) if layer.name in annotate else layer
+        if layer.name not in annotate:
+            return layer
+        extra = None if registry.supports(layer) else _extra_config(layer, cfg)
+        return qk.quantize_annotate_layer(layer, quantize_config=extra and extra[0])
 
     try:
         annotated = tf_keras.models.clone_model(model, clone_function=annotate_fn)
-        with qk.quantize_scope():
+        with qk.quantize_scope(layer_configs.CUSTOM_OBJECTS):
             # No 'quant_' prefix: layer and output names stay those of the float model, so the
             # TFLite signature keeps the Keras output names.
             return qk.quantize_apply(annotated, scheme, quantized_layer_name_prefix=""), decisions
@@ -537,5 +572,5 @@ def load_model(path: str):
         raise QuantizationError(
             f"the SavedModel at {path} has no keras_metadata.pb: it was exported without Keras 2 "
             f"metadata (Keras 3 model.export, or tf.saved_model.save). {_SAVE_HINT}")
-    with tfmot.quantization.keras.quantize_scope():
+    with tfmot.quantization.keras.quantize_scope(layer_configs.CUSTOM_OBJECTS):
         return tf_keras.models.load_model(path, compile=False)

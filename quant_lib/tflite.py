@@ -281,6 +281,7 @@ class TFLiteClassifier:
             self._index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
             self._out_index = self._interp.get_output_details()[0]["index"]
         self._batch: Optional[int] = None
+        self._one_at_a_time = False
         self._refresh()
 
     def _refresh(self) -> None:
@@ -328,10 +329,17 @@ class TFLiteClassifier:
     def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
         inputs = self._named(inputs)
         total = len(next(iter(inputs.values())))
+        batch_size = 1 if self._one_at_a_time else batch_size
         outs = []
         for start in range(0, total, batch_size):
             n = min(batch_size, total - start)
-            self._resize(n)
+            try:
+                self._resize(n)
+            except RuntimeError:  # shapes fixed at batch 1 inside the graph (Conv1D's RESHAPE)
+                if n == 1:
+                    raise
+                self._one_at_a_time, self._batch = True, None
+                return self.predict(inputs)
             for name, d in self._in.items():
                 xb = np.asarray(inputs[name][start:start + n]).reshape(d["shape"])
                 self._interp.set_tensor(d["index"], self._prepare(xb, d))

@@ -21,6 +21,7 @@ def _unsupported_model():
     x = L.Reshape((64, 8))(x)
     x = L.LayerNormalization(name="ln")(x)
     x = L.Conv1D(4, 3, name="c1d")(x)
+    x = L.PReLU(name="prelu")(x)
     out = L.Dense(3)(L.GlobalAveragePooling1D()(x))
     return keras.Model(inp, out)
 
@@ -29,22 +30,25 @@ def test_unsupported_layers_stay_float_in_non_strict_mode_and_are_reported():
     model = _unsupported_model()
     q, decisions = qat.quantize_with_report(model)
     by_name = {d.name: d for d in decisions}
-    assert by_name["ln"].decision == "float" and "not supported" in by_name["ln"].reason
-    assert by_name["c1d"].decision == "float"
+    assert by_name["prelu"].decision == "float" and "not supported" in by_name["prelu"].reason
+    # An explicit decision, with TFLite's reason, is not "unsupported".
+    assert by_name["ln"].decision == "float" and "no int8 layer-norm kernel" in by_name["ln"].reason
+    assert by_name["c1d"].decision == "quantized" and "CONV_2D" in by_name["c1d"].reason
     assert [d.decision for d in decisions if d.cls == "BatchNormalization"] == ["folded"]
     assert sum(d.decision == "quantized" for d in decisions) >= 4
     wrapped = {type(layer).__name__ for layer in q.layers}
-    assert "QuantizeWrapperV2" in wrapped and "LayerNormalization" in wrapped
+    assert "QuantizeWrapperV2" in wrapped and {"LayerNormalization", "PReLU"} <= wrapped
     # The converter calibrates the float islands, so the export is still full-integer.
     tflite.validate_integer(tflite.convert_int8(q, _x(32, (8, 8, 1))))
 
 
 def test_strict_mode_fails_naming_the_layer_and_the_fix():
     with pytest.raises(qat.QuantizationError,
-                       match=r"layer 'ln' \(LayerNormalization\).*strict=True.*keep_float_names"):
+                       match=r"layer 'prelu' \(PReLU\).*strict=True.*keep_float_names"):
         qat.quantize(_unsupported_model(), QuantizationConfig(strict=True))
     # Keeping the unsupported layers float explicitly satisfies strict mode.
-    cfg = QuantizationConfig(strict=True, keep_float_names=("ln",), keep_float_types=("Conv1D",))
+    cfg = QuantizationConfig(strict=True, keep_float_names=("prelu",),
+                             keep_float_types=("Conv1D",))
     _, decisions = qat.quantize_with_report(_unsupported_model(), cfg)
     assert {d.name: d.reason for d in decisions}["c1d"] == "keep_float_types"
 
@@ -166,16 +170,24 @@ def test_fold_batch_norms_keeps_inference_outputs():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_per_tensor_bn_that_cannot_be_folded_is_reported_before_training():
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_bn_with_nothing_to_fold_into_is_quantized_on_its_own(per_tensor):
+    """A BN after an activation cannot be folded: it runs as int8 MUL + ADD, simulated in QAT."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 3))
     x = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, activation="relu", name="c")(inp))
     model = keras.Model(inp, L.Dense(4)(L.GlobalAveragePooling2D()(x)))
-    _, decisions = qat.quantize_with_report(model, QuantizationConfig(per_tensor=True))
+    x = _x()
+    q, decisions = qat.quantize_with_report(model, QuantizationConfig(per_tensor=per_tensor,
+                                                                      strict=True))
     bn = {d.name: d for d in decisions}["bn"]
-    assert bn.decision == "float" and bn.reason.startswith("not supported per-tensor")
-    with pytest.raises(qat.QuantizationError, match=r"layer 'bn' \(BatchNormalization\).*per-tensor"):
-        qat.quantize(model, QuantizationConfig(per_tensor=True, strict=True))
+    assert bn.decision == "quantized" and "MUL + ADD" in bn.reason, bn
+    _fit(q, x)
+    model_bytes = tflite.convert_int8(q, x[:128], per_channel=not per_tensor)
+    assert tflite.validate_integer(model_bytes).op_counts["MUL"] == 1
+    runner = tflite.TFLiteClassifier(model_bytes)
+    err = np.abs(runner.predict(x[128:]) - q.predict(x[128:], verbose=0)).max()
+    assert err <= runner._out["quantization"][0] * 1.0001 + 1e-6  # pylint: disable=protected-access
 
 
 def test_relu_layer_after_a_weight_layer_keeps_its_weights_quantized():
@@ -224,3 +236,76 @@ def test_exporter_refuses_a_per_tensor_export_whose_weights_were_not_quantized_i
     ours = export.convert_and_verify(qat.quantize(_pattern("concatenate"), QuantizationConfig(
         per_tensor=True)), _x(32), ExportConfig(), per_channel=False)
     assert set(tflite.weight_scale_counts(ours.int8_bytes).values()) == {1}
+
+
+def _hard_sigmoid(x):  # as tf_keras.applications' MobileNetV3 builds it: TFOpLambda add/multiply
+    return L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+
+
+def _mobile_block(name):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64, 3) if name == "conv1d" else (8, 8, 3))
+    x = inp
+    if name == "hard_swish_squeeze_excite":  # MobileNetV3
+        x = L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(x))
+        x = L.Multiply()([x, _hard_sigmoid(x)])
+        s = L.GlobalAveragePooling2D(keepdims=True)(x)
+        s = _hard_sigmoid(L.Conv2D(8, 1)(L.ReLU()(L.Conv2D(4, 1)(s))))
+        x = L.GlobalAveragePooling2D()(L.Multiply()([x, s]))
+    elif name == "swish_squeeze_excite":  # EfficientNet
+        x = L.Activation("swish")(L.BatchNormalization()(L.Conv2D(8, 3, padding="same",
+                                                                   use_bias=False)(x)))
+        s = L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(x))
+        s = L.Conv2D(8, 1, activation="sigmoid")(L.Conv2D(4, 1, activation="swish")(s))
+        x = L.GlobalAveragePooling2D()(L.Multiply()([x, s]))
+    elif name == "rescaling":
+        x = L.Rescaling(1 / 127.5, offset=-1.0)(x)
+        x = L.GlobalAveragePooling2D()(L.ReLU()(L.Conv2D(8, 3)(x)))
+    elif name == "normalization":
+        x = L.Normalization(mean=[100.0, 120.0, 90.0], variance=[3000.0, 2500.0, 2000.0])(x)
+        x = L.GlobalAveragePooling2D()(L.ReLU()(L.Conv2D(8, 3)(x)))
+    elif name == "conv1d":  # keyword spotting
+        x = L.GlobalAveragePooling1D()(L.Conv1D(8, 3, activation="relu")(x))
+    else:
+        raise ValueError(name)
+    return keras.Model(inp, L.Dense(4)(x), name=name)
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+@pytest.mark.parametrize("block", ["hard_swish_squeeze_excite", "swish_squeeze_excite",
+                                   "rescaling", "normalization", "conv1d"])
+def test_mobile_block_is_quantized_and_exact(block, per_tensor):
+    """Each layer config of layer_configs: quantized in QAT (no float layer left), and the trained
+    block's int8 TFLite agrees with the QAT model within one output step."""
+    model = _mobile_block(block)
+    shape = (256,) + tuple(model.input_shape[1:])
+    scale = 255.0 if block in ("rescaling", "normalization") else 1.0
+    x = np.random.RandomState(0).uniform(0, scale, size=shape).astype(np.float32)
+    q, decisions = qat.quantize_with_report(model, QuantizationConfig(per_tensor=per_tensor,
+                                                                      strict=True))
+    assert not [d for d in decisions if d.decision == "float"], decisions
+    tfx_qat = {d.cls for d in decisions if d.reason.startswith("tfx-qat config")}
+    assert tfx_qat, "the block should exercise a tfx-qat config"
+    _fit(q, x)
+    model_bytes = tflite.convert_int8(q, x[:128], per_channel=not per_tensor)
+    tflite.validate_integer(model_bytes)
+    runner = tflite.TFLiteClassifier(model_bytes)
+    err = np.abs(runner.predict(x[128:]) - q.predict(x[128:], verbose=0)).max()
+    step = runner._out["quantization"][0]  # pylint: disable=protected-access
+    assert err <= step * 1.0001 + 1e-6, f"{block}: max error {err:.5f} > one step {step:.5f}"
+
+
+@pytest.mark.parametrize("app", ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0"])
+def test_mobile_applications_leave_no_layer_float(app):
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3), classes=10)
+    q, decisions = qat.quantize_with_report(model, QuantizationConfig(strict=True))
+    assert not [d for d in decisions if d.decision == "float"]
+    assert {"Multiply", "Rescaling"} <= {d.cls for d in decisions
+                                          if d.reason.startswith("tfx-qat config")}
+    if app == "MobileNetV3Small":  # the export of one is enough here (~1 min on 2 cores)
+        from quant_lib import edgetpu
+        x = np.random.RandomState(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+        model_bytes = tflite.convert_int8(q, x)
+        tflite.validate_integer(model_bytes)
+        assert edgetpu.analyze(model_bytes).predicted_on_cpu == 0  # ADD/MUL/RELU6: Coral's table

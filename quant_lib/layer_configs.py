@@ -1,0 +1,122 @@
+"""Quantize configs for the layers of today's mobile models that TFMOT's registry leaves float, as
+data: squeeze-excite and hard-swish (``Multiply``, the ``TFOpLambda`` arithmetic Keras builds
+hard-sigmoid from), preprocessing (``Rescaling``, ``Normalization``), ``Conv1D`` and stand-alone
+``BatchNormalization``. Each entry says which TFLite int8 kernel runs it; the layer plan reports it.
+
+Without these, such layers stay float in QAT and the converter quantizes them post-training, so
+QAT never models their quantization error (e.g. 85 layers of MobileNetV3Small).
+"""
+from __future__ import annotations
+
+import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras
+from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+
+
+class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Quantizes only the layer's output, as TFLite's int8 elementwise kernels do."""
+
+    def __init__(self, num_bits: int = 8):
+        self.num_bits = num_bits
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [quantizers.MovingAverageQuantizer(num_bits=self.num_bits, per_axis=False,
+                                                  symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {"num_bits": self.num_bits}
+
+
+class PassThroughConfig(OutputQuantizeConfig):
+    """Nothing to quantize: the op moves int8 values without changing them (slicing, reshaping),
+    so its output keeps its input's quantization."""
+
+    def get_output_quantizers(self, layer):
+        return []
+
+
+CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig,
+                  "PassThroughConfig": PassThroughConfig}
+
+# TFOpLambda `x <op> constant` (what `x + 3.0` and `x * (1 / 6)` become in a Functional model,
+# e.g. Keras's hard-sigmoid) -> ScalarOp: TFMOT cannot wrap a TFOpLambda (its annotation wrapper
+# drops the constant argument), so QAT would leave them float.
+SCALAR_OPS = {"__operators__.add": "add", "math.add": "add", "math.multiply": "multiply",
+              "math.subtract": "subtract", "math.truediv": "truediv"}
+_SCALAR_KERNELS = {"add": "ADD", "multiply": "MUL", "subtract": "SUB", "truediv": "MUL"}
+
+
+@tf_keras.utils.register_keras_serializable(package="tfx_qat")
+class ScalarOp(tf_keras.layers.Layer):
+    """``x <op> value`` for a Python scalar ``value``, as a layer QAT can annotate."""
+
+    def __init__(self, op: str, value: float, **kwargs):
+        super().__init__(**kwargs)
+        if op not in _SCALAR_KERNELS:
+            raise ValueError(f"ScalarOp op must be one of {sorted(_SCALAR_KERNELS)}, got {op!r}")
+        self.op, self.value = op, float(value)
+
+    def call(self, inputs):
+        return getattr(tf.math, self.op)(inputs, tf.cast(self.value, inputs.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "value": self.value}
+
+
+# Layer class -> (config, TFLite int8 kernel it becomes).
+_BY_CLASS = {
+    "Multiply": (OutputQuantizeConfig, "MUL (squeeze-excite scaling, hard-swish)"),
+    "Rescaling": (OutputQuantizeConfig, "MUL + ADD by constants"),
+    "Normalization": (OutputQuantizeConfig, "SUB + MUL by constants"),
+    "BatchNormalization": (OutputQuantizeConfig, "MUL + ADD (inference BN, nothing to fold into)"),
+    "Subtract": (OutputQuantizeConfig, "SUB"),
+    "Maximum": (OutputQuantizeConfig, "MAXIMUM"),
+    "Minimum": (OutputQuantizeConfig, "MINIMUM"),
+    "Cropping2D": (PassThroughConfig, "STRIDED_SLICE"),
+}
+CUSTOM_OBJECTS["ScalarOp"] = ScalarOp
+
+
+# Kept float by decision (the converter calibrates them post-training), with the reason.
+FLOAT_BY_DESIGN = {
+    "LayerNormalization": "kept float: TFLite has no int8 layer-norm kernel; it lowers to MEAN, "
+                          "SQUARED_DIFFERENCE, RSQRT, MUL and ADD, whose intermediate ranges one "
+                          "output quantizer cannot simulate",
+    "MultiHeadAttention": "kept float: a composite layer (EinsumDense projections, softmax) that "
+                          "TFMOT cannot wrap as one; split it into Dense/Softmax layers to QAT it",
+}
+
+
+def extra_config(layer, scheme: str = "default_8bit", per_tensor: bool = False,
+                 activation_bits: int = 8):
+    """(quantize config, why) for a layer TFMOT's registry does not support; None if unknown."""
+    cls = type(layer).__name__
+    if cls == "ScalarOp":
+        return (OutputQuantizeConfig(activation_bits),
+                f"x {layer.op} {layer.value:g}: int8 {_SCALAR_KERNELS[layer.op]} by a constant")
+    if cls == "Conv1D":
+        if scheme != "default_8bit":
+            return None
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry as r  # noqa: E501  pylint: disable=line-too-long
+        # Per tensor even per-channel: TFMOT's per-axis quantizer handles 2-D and 4-D kernels only.
+        return (r.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
+                "kernel per tensor (TFMOT's per-channel quantizer takes no 3-D kernel); TFLite runs "
+                "it as EXPAND_DIMS + CONV_2D")
+    if cls in _BY_CLASS:
+        config, why = _BY_CLASS[cls]
+        return (config(activation_bits) if config is OutputQuantizeConfig else config()), why
+    return None
