@@ -14,6 +14,7 @@ the same ML work, and evaluator throughput vs a raw interpreter loop.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -166,6 +167,75 @@ def fashion_mnist(args) -> Dict[str, Any]:
     return out
 
 
+def _hard_sigmoid(x):  # as tf_keras.applications.MobileNetV3 builds it
+    return keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+
+
+def _hard_swish(x):
+    return keras.layers.Multiply()([x, _hard_sigmoid(x)])
+
+
+def mobilenet_v3_style_model(width: int = 16) -> keras.Model:
+    """A small MobileNetV3-style network for 32x32x1 inputs in 0..255: Rescaling, hard-swish,
+    inverted residuals with squeeze-excite (the layers TFMOT's registry leaves float)."""
+    L = keras.layers
+    inp = keras.Input((32, 32, 1), name="image")
+    x = L.Rescaling(1 / 255.0)(inp)
+    bn = lambda: L.BatchNormalization(momentum=0.9)  # noqa: E731  (as the pipeline's CNN)
+    x = _hard_swish(bn()(L.Conv2D(width, 3, strides=2, padding="same", use_bias=False)(x)))
+    for expand, out, stride in ((2 * width, width, 1), (4 * width, 2 * width, 2),
+                                (6 * width, 2 * width, 1), (6 * width, 4 * width, 2)):
+        y = _hard_swish(bn()(L.Conv2D(expand, 1, use_bias=False)(x)))
+        y = _hard_swish(bn()(L.DepthwiseConv2D(
+            3, strides=stride, padding="same", use_bias=False)(y)))
+        s = L.GlobalAveragePooling2D(keepdims=True)(y)
+        s = _hard_sigmoid(L.Conv2D(expand, 1)(L.ReLU()(L.Conv2D(expand // 4, 1)(s))))
+        y = bn()(L.Conv2D(out, 1, use_bias=False)(L.Multiply()([y, s])))
+        x = L.Add()([x, y]) if stride == 1 and x.shape[-1] == out else y
+    x = L.Dense(10)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, L.Softmax()(x), name="mobilenet_v3_style")
+
+
+def mobilenet_v3_style(args) -> Dict[str, Any]:
+    """The fair protocol on the MobileNetV3-style network (Fashion-MNIST padded to 32x32; F0 is
+    ``--v3-float-epochs`` at lr 1e-3):
+    float F1, PTQ int8, QAT int8 with tfx-qat's layer configs, and QAT int8 with those layers
+    left float as TFMOT leaves them (the converter then quantizes them post-training)."""
+    xt, yt, xe, ye = load_fashion_mnist()
+    if args.limit:
+        xt, yt, xe, ye = xt[:args.limit], yt[:args.limit], xe[:args.limit // 6], ye[:args.limit // 6]
+    pad = ((0, 0), (2, 2), (2, 2))
+    xt = np.pad(xt, pad).astype(np.float32)[..., None]
+    xe = np.pad(xe, pad).astype(np.float32)[..., None]
+    rep = xt[np.random.default_rng(0).choice(len(xt), args.representative, replace=False)]
+    keras.utils.set_random_seed(0)
+    f0 = mobilenet_v3_style_model()
+    _fit(f0, xt, yt, args.v3_float_epochs, 1e-3, 64, "mnv3 float")
+    f1 = _clone(f0)
+    _fit(f1, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 float-ft")
+    cfg = QuantizationConfig(data=DataSpec(image_shape=(32, 32, 1), num_classes=10))
+    q, decisions = qat.quantize_with_report(_clone(f0), cfg)
+    _fit(q, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 QAT")
+    left = [d.cls for d in decisions if d.reason.startswith("tfx-qat config")]
+    q_left, d_left = qat.quantize_with_report(_clone(f0), dataclasses.replace(
+        cfg, keep_float_types=tuple(sorted(set(left)))))
+    _fit(q_left, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 QAT, left float")
+    lat_x = xe[:args.latency_examples]
+    models = {"float": tflite.convert_float(f1), "ptq_int8": tflite.convert_int8(f1, rep),
+              "qat_int8": tflite.convert_int8(q, rep),
+              "qat_int8_left_float": tflite.convert_int8(q_left, rep)}
+    out = {"models": {k: _measure(f"mnv3 {k}", v, xe, ye, lat_x) for k, v in models.items()},
+           "params": int(sum(np.prod(w.shape) for w in f0.weights)),
+           "tfx_qat_configs": {c: left.count(c) for c in sorted(set(left))},
+           "float_layers_left": sum(d.decision == qat.FLOAT for d in d_left)}
+    ref = out["models"]["float"]
+    for m in out["models"].values():
+        m["delta_pt_vs_float"] = 100 * (ref["accuracy"] - m["accuracy"])
+        m["size_ratio"] = ref["bytes"] / m["bytes"]
+        m["speed_vs_float"] = ref["latency_ms"] / m["latency_ms"]
+    return out
+
+
 def mobilenet_v2(args) -> Dict[str, Any]:
     keras.utils.set_random_seed(0)
     m = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
@@ -212,6 +282,11 @@ ROWS = [("float", "float TFLite (fair reference F1)"), ("ptq_int8", "PTQ int8"),
         ("tfmot_qat_int8_pt", "QAT int8, per-tensor weights, TFMOT's transforms as is")]
 
 
+V3_ROWS = [("float", "float TFLite (fair reference F1)"), ("ptq_int8", "PTQ int8"),
+           ("qat_int8", "QAT int8, tfx-qat layer configs"),
+           ("qat_int8_left_float", "QAT int8, those layers left float (TFMOT as is)")]
+
+
 def to_markdown(r: Dict[str, Any]) -> str:
     fm, mb, tr = r["fashion_mnist"]["models"], r["mobilenet_v2"], r["fashion_mnist"]["training"]
     lg = r["fashion_mnist"]["w4a8_long"]
@@ -224,6 +299,20 @@ def to_markdown(r: Dict[str, Any]) -> str:
              "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
         m = fm[key]
+        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
+                     f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
+                     f"{m['speed_vs_float']:.2f}x |")
+    v3 = r["mobilenet_v3_style"]
+    configs = ", ".join(f"{n} {c}" + (" (hard-sigmoid's x + 3 and x / 6)" if c == "ScalarOp" else "")
+                        for c, n in v3["tfx_qat_configs"].items())
+    lines += ["", f"MobileNetV3-style network ({v3['params']:,} params: Rescaling, hard-swish, "
+              f"squeeze-excite), Fashion-MNIST padded to 32x32, same protocol. tfx-qat's layer "
+              f"configs quantize {configs} layers that TFMOT leaves float "
+              f"({v3['float_layers_left']} float layers when left as TFMOT leaves them).", "",
+              "| MobileNetV3-style model | top-1 | vs float (pt) | size (bytes) | size ratio | "
+              "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
+    for key, label in V3_ROWS:
+        m = v3["models"][key]
         lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
                      f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
                      f"{m['speed_vs_float']:.2f}x |")
@@ -276,6 +365,8 @@ def main(argv=None) -> int:
     p.add_argument("--qat-lr", type=float, default=1e-4)
     p.add_argument("--long-epochs", type=int, default=3,
                    help="fine-tuning epochs of the second 4-bit comparison")
+    p.add_argument("--v3-float-epochs", type=int, default=3,
+                   help="float epochs of the MobileNetV3-style network")
     p.add_argument("--representative", type=int, default=200)
     p.add_argument("--latency-examples", type=int, default=400)
     p.add_argument("--skip-pipeline", action="store_true", help="no pipeline/evaluator runs")
@@ -287,6 +378,7 @@ def main(argv=None) -> int:
     r: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": _cpu(),
                          "command": "make bench", "protocol": __doc__.split("\n\n")[1]}
     r["fashion_mnist"] = fashion_mnist(args)
+    r["mobilenet_v3_style"] = mobilenet_v3_style(args)
     r["mobilenet_v2"] = mobilenet_v2(args)
     if not args.skip_pipeline:
         r["overhead"] = pipeline_overhead(args)
