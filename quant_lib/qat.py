@@ -138,6 +138,9 @@ def build_scheme(cfg: QuantizationConfig):
     return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor))
 
 
+_OURS = "tfx-qat config: "  # decisions taken from layer_configs
+
+
 def _extra_config(layer, cfg: QuantizationConfig):
     return layer_configs.extra_config(layer, cfg.scheme, cfg.per_tensor, cfg.activation_bits)
 
@@ -168,7 +171,7 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
             decisions.append(LayerDecision(layer.name, cls, QUANTIZE, f"{cfg.scheme} registry"))
         elif _extra_config(layer, cfg) is not None:
             decisions.append(LayerDecision(layer.name, cls, QUANTIZE,
-                                           f"tfx-qat config: {_extra_config(layer, cfg)[1]}"))
+                                           f"{_OURS}{_extra_config(layer, cfg)[1]}"))
         elif cls in layer_configs.FLOAT_BY_DESIGN:
             decisions.append(LayerDecision(layer.name, cls, FLOAT,
                                            layer_configs.FLOAT_BY_DESIGN[cls]))
@@ -344,8 +347,7 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     check_keras2_model(model)
     model = scalar_ops_to_layers(flatten_nested(model))
     scheme = build_scheme(cfg)
-    registry = scheme.get_quantize_registry()
-    decisions = plan_layers(model, cfg, registry)
+    decisions = plan_layers(model, cfg, scheme.get_quantize_registry())
     unsupported = [d for d in decisions if d.decision == FLOAT and d.reason.startswith("not supp")]
     if cfg.strict and unsupported:
         d = unsupported[0]
@@ -361,10 +363,12 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
                                 f"{cfg.scheme} scheme: {[(d.name, d.reason) for d in decisions]}")
     qk = tfmot.quantization.keras
 
+    ours = {d.name for d in decisions if d.reason.startswith(_OURS)}
+
     def annotate_fn(layer):
         if layer.name not in annotate:
             return layer
-        extra = None if registry.supports(layer) else _extra_config(layer, cfg)
+        extra = _extra_config(layer, cfg) if layer.name in ours else None
         return qk.quantize_annotate_layer(layer, quantize_config=extra and extra[0])
 
     try:

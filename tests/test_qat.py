@@ -129,6 +129,10 @@ def test_block_pattern_folds_exactly(pattern):
     x = _x()
     q, decisions = qat.quantize_with_report(_pattern(pattern))
     assert not [d for d in decisions if d.decision == "float"], decisions
+    # A folded BN is left to TFMOT's fold transform, never given a config of its own.
+    assert not [layer.name for layer in q.layers if type(getattr(layer, "layer", None)).__name__
+                == "BatchNormalization" and type(layer.quantize_config).__name__ ==
+                "OutputQuantizeConfig"]
     _fit(q, x)
     runner = tflite.TFLiteClassifier(tflite.convert_int8(q, x[:128]))
     got, want = runner.predict(x[128:]), q.predict(x[128:], verbose=0)
