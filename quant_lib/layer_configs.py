@@ -41,17 +41,6 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {"num_bits": self.num_bits}
 
 
-class PassThroughConfig(OutputQuantizeConfig):
-    """Nothing to quantize: the op moves int8 values without changing them (slicing, reshaping),
-    so its output keeps its input's quantization."""
-
-    def get_output_quantizers(self, layer):
-        return []
-
-
-CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig,
-                  "PassThroughConfig": PassThroughConfig}
-
 # TFOpLambda `x <op> constant` (what `x + 3.0` and `x * (1 / 6)` become in a Functional model,
 # e.g. Keras's hard-sigmoid) -> ScalarOp: TFMOT cannot wrap a TFOpLambda (its annotation wrapper
 # drops the constant argument), so QAT would leave them float.
@@ -77,18 +66,14 @@ class ScalarOp(tf_keras.layers.Layer):
         return {**super().get_config(), "op": self.op, "value": self.value}
 
 
-# Layer class -> (config, TFLite int8 kernel it becomes).
-_BY_CLASS = {
-    "Multiply": (OutputQuantizeConfig, "MUL (squeeze-excite scaling, hard-swish)"),
-    "Rescaling": (OutputQuantizeConfig, "MUL + ADD by constants"),
-    "Normalization": (OutputQuantizeConfig, "SUB + MUL by constants"),
-    "BatchNormalization": (OutputQuantizeConfig, "MUL + ADD (inference BN, nothing to fold into)"),
-    "Subtract": (OutputQuantizeConfig, "SUB"),
-    "Maximum": (OutputQuantizeConfig, "MAXIMUM"),
-    "Minimum": (OutputQuantizeConfig, "MINIMUM"),
-    "Cropping2D": (PassThroughConfig, "STRIDED_SLICE"),
+# Layers whose output alone is quantized (OutputQuantizeConfig) -> the TFLite int8 kernel(s).
+_OUTPUT_QUANTIZED = {
+    "Multiply": "MUL (squeeze-excite scaling, hard-swish)",
+    "Rescaling": "MUL + ADD by constants",
+    "Normalization": "SUB + MUL by constants",
+    "BatchNormalization": "MUL + ADD (inference BN, nothing to fold into)",
 }
-CUSTOM_OBJECTS["ScalarOp"] = ScalarOp
+CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "ScalarOp": ScalarOp}
 
 
 # Kept float by decision (the converter calibrates them post-training), with the reason.
@@ -101,8 +86,7 @@ FLOAT_BY_DESIGN = {
 }
 
 
-def extra_config(layer, scheme: str = "default_8bit", per_tensor: bool = False,
-                 activation_bits: int = 8):
+def extra_config(layer, scheme: str = "default_8bit", activation_bits: int = 8):
     """(quantize config, why) for a layer TFMOT's registry does not support; None if unknown."""
     cls = type(layer).__name__
     if cls == "ScalarOp":
@@ -116,7 +100,6 @@ def extra_config(layer, scheme: str = "default_8bit", per_tensor: bool = False,
         return (r.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
                 "kernel per tensor (TFMOT's per-channel quantizer takes no 3-D kernel); TFLite runs "
                 "it as EXPAND_DIMS + CONV_2D")
-    if cls in _BY_CLASS:
-        config, why = _BY_CLASS[cls]
-        return (config(activation_bits) if config is OutputQuantizeConfig else config()), why
+    if cls in _OUTPUT_QUANTIZED:
+        return OutputQuantizeConfig(activation_bits), f"int8 {_OUTPUT_QUANTIZED[cls]}"
     return None

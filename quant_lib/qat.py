@@ -142,7 +142,7 @@ _OURS = "tfx-qat config: "  # decisions taken from layer_configs
 
 
 def _extra_config(layer, cfg: QuantizationConfig):
-    return layer_configs.extra_config(layer, cfg.scheme, cfg.per_tensor, cfg.activation_bits)
+    return layer_configs.extra_config(layer, cfg.scheme, cfg.activation_bits)
 
 
 def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]:
@@ -338,7 +338,9 @@ def quantize(model, cfg: Optional[QuantizationConfig] = None) -> tf_keras.Model:
 
 
 def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
-    """Annotates the layers the scheme supports (per the plan) and applies QAT wrappers.
+    """Annotates the layers the plan quantizes and applies QAT wrappers, after the graph rewrites
+    QAT needs: nested models flattened, TFOpLambda ``x <op> constant`` as ScalarOp layers and,
+    per-tensor, BatchNormalization folded into the kernels.
 
     Returns (qat_model, decisions). Non-strict: unsupported layers stay float and are reported;
     strict: the first one raises QuantizationError naming it.
