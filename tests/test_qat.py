@@ -313,3 +313,16 @@ def test_mobile_applications_leave_no_layer_float(app):
         model_bytes = tflite.convert_int8(q, x)
         tflite.validate_integer(model_bytes)
         assert edgetpu.analyze(model_bytes).predicted_on_cpu == 0  # ADD/MUL/RELU6: Coral's table
+
+
+def test_qat_model_with_layer_configs_saves_and_loads(tmp_path):
+    """What QuantizeTrainer writes and IntegerExporter reads: the ScalarOp layers and tfx-qat's
+    quantize configs survive a SavedModel round trip."""
+    x = _x(32)
+    q = qat.quantize(_mobile_block("hard_swish_squeeze_excite"))
+    q(x, training=True)  # moves the activation ranges off their initial values
+    qat.save_model(q, str(tmp_path / "qat"))
+    loaded = qat.load_model(str(tmp_path / "qat"))
+    assert {"ScalarOp", "Multiply"} <= {type(getattr(layer, "layer", layer)).__name__
+                                        for layer in loaded.layers}
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
