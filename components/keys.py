@@ -13,6 +13,7 @@ BASELINE_MODEL = "baseline_model"  # latest blessed int8 Model (LatestBlessedMod
 BLESSING = "blessing"
 EVALUATION = "evaluation"
 CONFIG = "config"
+EVAL_CONFIG = "eval_config"        # QuantEvaluator: optional tfma.EvalConfig (TFX Evaluator's key)
 
 # Files inside artifacts. TFMA and TFX's TFLiteRewriter read a TFLite model from
 # <Model uri>/Format-Serving/tflite; the stock Pusher pushes the whole Format-Serving dir.
@@ -75,7 +76,7 @@ P_ETPU_ON_CHIP = "edgetpu_on_chip_bytes"
 P_ETPU_OFF_CHIP = "edgetpu_off_chip_bytes"
 P_ETPU_BYTES = "edgetpu_tflite_bytes"
 P_QAT_SECONDS_PER_STEP = "qat_seconds_per_step"
-P_QAT_TRAIN_ACCURACY = "qat_final_train_accuracy"
+P_QAT_TRAIN_ACCURACY = "qat_final_train_accuracy"  # classifiers; regression: qat_final_train_mae
 P_QUANTIZED_LAYERS = "quantized_layers"
 P_FOLDED_LAYERS = "folded_layers"
 P_QAT_SCHEME = "qat_scheme"

@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union
 
 T = TypeVar("T", bound="_JsonConfig")
+TASKS = ("multiclass", "binary", "regression")  # quant_lib.tasks decides which one a model has
 
 
 class ConfigError(ValueError):
@@ -108,13 +109,16 @@ class FeatureSpec(_JsonConfig):
     the schema (raw Examples plus the Transform graph, transformed Examples, or the records
     themselves) and are matched to the model's inputs **by name**, reshaped to the input's shape.
 
-    ``label_key``: the class-id feature (raw or transformed name, e.g. "species" or "species_xf"),
-    given once and used by all three components. ``num_classes``: None reads it from the model's
-    output width.
+    ``label_key``: the label feature (raw or transformed name, e.g. "species" or "species_xf"),
+    given once and used by all three components. ``task``: "multiclass" (class ids), "binary"
+    (0/1, one sigmoid or logit unit) or "regression" (numbers); None reads it from the float
+    model's training loss or an unambiguous head (see ``quant_lib.tasks``). ``num_classes``
+    (multiclass): None reads it from the model's output width.
     """
 
     label_key: str = "label"
     num_classes: Optional[int] = None
+    task: Optional[str] = None
     adapter: str = "features"  # JSON tag: which input adapter reads the data
 
     def __post_init__(self):
@@ -124,6 +128,10 @@ class FeatureSpec(_JsonConfig):
         _require(self.num_classes is None or (isinstance(self.num_classes, int) and
                                               self.num_classes >= 2), n, "num_classes",
                  f"must be None (read from the model) or an int >= 2, got {self.num_classes!r}")
+        _require(self.task is None or self.task in TASKS, n, "task",
+                 f"must be None (from the model) or one of {TASKS}, got {self.task!r}")
+        _require(self.num_classes is None or self.task in (None, "multiclass"), n, "num_classes",
+                 f"applies to multiclass models; leave it None for task={self.task!r}")
         _require(self.adapter == "features", n, "adapter", "is 'features' for a FeatureSpec")
 
 

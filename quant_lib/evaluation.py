@@ -1,6 +1,7 @@
-"""Float-vs-int8 evaluation as a Beam pipeline: both models score the same batches of the same
-split, per-slice counts are combined exactly (integers), so any runner (DirectRunner in-process or
-multi-process, Dataflow, Flink, Spark) gives identical metrics.
+"""Float-vs-int8 evaluation as one Beam pipeline: the float, int8 (and deployed int8) models
+score the same batches of the same split; per-slice counts are combined exactly (integers), so any
+runner (DirectRunner in-process or multi-process, Dataflow, Flink, Spark) gives identical
+metrics; the predictions feed TFMA, which computes the gate's metrics and thresholds.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 import quant_lib  # noqa: F401
 from quant_lib.inputs import BoundInputs, ModelInput
-from quant_lib.metrics import OVERALL, SliceKey, SliceStats
+from quant_lib.metrics import OVERALL, RegressionStats, SliceKey, SliceStats
 
 
 def slice_keys(serialized: bytes, features: Sequence[str]) -> List[SliceKey]:
@@ -39,47 +40,65 @@ def slice_keys(serialized: bytes, features: Sequence[str]) -> List[SliceKey]:
 
 
 class _ScoreBatch(beam.DoFn):
-    """Scores a batch with both models (loaded once per worker) and emits per-slice counts.
+    """Scores a batch with every model (loaded once per worker) and emits per-slice statistics,
+    one prediction tf.Example per example (for TFMA) and, for binary and regression tasks,
+    (label, float, int8) points for the report's plots.
 
     The float model is scored as Keras (a Keras SavedModel) or through its own
     ``serving_default`` (e.g. ``tf.saved_model.save`` with a raw-tf.Example signature, as TFX's
-    example modules write); the int8 model through TFLite, inputs fed by name."""
+    example modules write); the int8 models through TFLite, inputs fed by name."""
 
-    PREDICTIONS = "predictions"  # tagged output: tf.Examples with label + both models' scores
+    PREDICTIONS, POINTS = "predictions", "points"
 
     def __init__(self, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
-                 slicing_features: Sequence[str], top_k: int, emit_predictions: bool = False):
+                 slicing_features: Sequence[str], top_k: int,
+                 deployed_path: Optional[str] = None):
         self._float_dir, self._int8_path, self._inputs = float_model_dir, int8_path, inputs
         self._features, self._k = tuple(slicing_features), top_k
-        self._emit = emit_predictions
+        self._deployed_path = deployed_path
 
     def setup(self):
         from quant_lib import tflite
         self._bound = self._inputs.bind()
+        self._task = self._bound.task
         self._float = float_scorer(self._float_dir, self._inputs.model_inputs, self._bound)
-        with tf_gfile_open(self._int8_path) as f:
-            self._int8 = tflite.TFLiteClassifier(f.read())
+        self._tflite = {}
+        for name, path in (("int8", self._int8_path), (DEPLOYED, self._deployed_path)):
+            if path:
+                with tf_gfile_open(path) as f:
+                    self._tflite[name] = tflite.TFLiteClassifier(f.read())
 
-    def process(self, batch: List[bytes]) -> Iterable[Tuple[SliceKey, SliceStats]]:
+    def process(self, batch: List[bytes]):
         import tensorflow as tf
         x, y = self._bound.parse(tf.constant(batch))
-        x = {k: v.numpy() for k, v in x.items()}
-        x, y = self._bound.validated(x, y.numpy().astype(np.int64), "batch")
-        scores = {"float": self._float(batch, x),
-                  "int8": self._int8.predict(x, batch_size=len(y))}
+        x, y = self._bound.validated({k: v.numpy() for k, v in x.items()}, y.numpy(), "batch")
+        raw = {"float": self._float(batch, x)}
+        raw.update({m: r.predict(x, batch_size=len(y)) for m, r in self._tflite.items()})
+        models = tuple(raw)
         groups: Dict[SliceKey, List[int]] = {}
-        for i, raw in enumerate(batch):
-            for key in slice_keys(raw, self._features):
+        for i, record in enumerate(batch):
+            for key in slice_keys(record, self._features):
                 groups.setdefault(key, []).append(i)
+        if self._task.is_classification:
+            scores = {m: self._task.class_scores(s) for m, s in raw.items()}
+            new = lambda: SliceStats(self._task.num_classes, self._k, models)  # noqa: E731
+        else:
+            scores = {m: self._task.probabilities(s) for m, s in raw.items()}
+            new = lambda: RegressionStats(models)  # noqa: E731
         for key, idx in groups.items():
             idx = np.asarray(idx)
-            yield key, SliceStats(self._bound.num_classes, self._k).add(
-                y[idx], {m: s[idx] for m, s in scores.items()})
-        if self._emit:
-            for i, raw in enumerate(batch):
-                yield beam.pvalue.TaggedOutput(self.PREDICTIONS, prediction_example(
-                    raw, int(y[i]), scores["float"][i], scores["int8"][i],
-                    self._bound.adapter.label_key, self._features))
+            yield key, new().add(y[idx], {m: s[idx] for m, s in scores.items()})
+        preds = {m: self._task.probabilities(raw[m]) for m in ("float", "int8")}
+        for i, record in enumerate(batch):
+            yield beam.pvalue.TaggedOutput(self.PREDICTIONS, prediction_example(
+                record, y[i], preds["float"][i], preds["int8"][i],
+                self._bound.adapter.label_key, self._features))
+            if self._task.kind != "multiclass":
+                yield beam.pvalue.TaggedOutput(self.POINTS, (
+                    float(y[i]), float(preds["float"][i][0]), float(preds["int8"][i][0])))
+
+
+DEPLOYED = "deployed"  # the latest blessed int8 model, scored beside the new one
 
 
 def tf_gfile_open(path: str):
@@ -95,11 +114,12 @@ class ScoringInputs:
     make_adapter: Callable[[], object]
     mapping: Dict[str, str]
     model_inputs: Tuple[ModelInput, ...]
-    num_classes: int
+    num_classes: int  # the model's output width
+    task: Optional[object] = None  # quant_lib.tasks.Task; None: multiclass
 
     def bind(self) -> BoundInputs:
         return BoundInputs(self.make_adapter(), dict(self.mapping), self.model_inputs,
-                           self.num_classes)
+                           self.num_classes, self.task)
 
 
 def _graph_error(e) -> str:
@@ -126,9 +146,9 @@ def check_float_model(float_dir: str, bound: BoundInputs, serialized: Sequence[b
             f"the float model's serving_default ({float_dir}) cannot score these Examples: "
             f"{_graph_error(e)} — wire the Examples it serves (for TFX's example modules, the "
             "raw ExampleGen output)") from e
-    if scores.shape[-1] != bound.num_classes:
+    if scores.shape[-1] != bound.task.outputs:
         raise ValueError(f"the float model at {float_dir} outputs {scores.shape[-1]} scores per "
-                         f"example but the int8 model {bound.num_classes}: wire the float model "
+                         f"example but the int8 model {bound.task.outputs}: wire the float model "
                          "the int8 model was trained from")
 
 
@@ -151,15 +171,19 @@ def float_scorer(float_dir: str, model_inputs: Sequence[ModelInput], bound: Boun
     return lambda serialized, x: fn(x).numpy()
 
 
-def prediction_example(raw: bytes, label: int, float_scores, int8_scores, label_key: str,
+def prediction_example(raw: bytes, label, float_scores, int8_scores, label_key: str,
                        features: Sequence[str]) -> bytes:
-    """A tf.Example for TFMA's model-agnostic evaluation: label, each model's scores under
-    ``float_scores``/``int8_scores``, and the slicing features copied from the input."""
+    """A tf.Example for TFMA's model-agnostic evaluation: label (a class id or a number), each
+    model's predictions under ``float_scores``/``int8_scores``, and the slicing features copied
+    from the input."""
     import tensorflow as tf
     src = tf.train.Example.FromString(raw)
     ex = tf.train.Example()
     fmap = ex.features.feature
-    fmap[label_key].int64_list.value.append(label)
+    if isinstance(label, (int, np.integer)):
+        fmap[label_key].int64_list.value.append(int(label))
+    else:
+        fmap[label_key].float_list.value.append(float(label))
     fmap["float_scores"].float_list.value.extend(np.asarray(float_scores, np.float32))
     fmap["int8_scores"].float_list.value.extend(np.asarray(int8_scores, np.float32))
     for f in features:
@@ -189,20 +213,35 @@ class _MergeStats(beam.CombineFn):
 @beam.ptransform_fn
 def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
                     slicing_features: Sequence[str], top_k: int, batch_size: int,
-                    predictions_prefix: Optional[str] = None):
-    """serialized tf.Examples -> (slice key, SliceStats) for every slice; with
-    ``predictions_prefix`` also writes per-example predictions there (gzip TFRecord)."""
+                    deployed_path: Optional[str] = None):
+    """serialized tf.Examples -> {"stats": (slice key, stats) per slice, "predictions":
+    prediction tf.Examples for TFMA, "points": (label, float, int8) for binary/regression}."""
     scored = (pcoll
               | "Batch" >> beam.BatchElements(min_batch_size=batch_size,
                                               max_batch_size=batch_size)
               | "Score" >> beam.ParDo(_ScoreBatch(
                   float_model_dir, int8_path, inputs, slicing_features, top_k,
-                  emit_predictions=predictions_prefix is not None)).with_outputs(
-                      _ScoreBatch.PREDICTIONS, main="stats"))
-    if predictions_prefix is not None:
-        _ = scored[_ScoreBatch.PREDICTIONS] | "WritePredictions" >> beam.io.WriteToTFRecord(
-            predictions_prefix, file_name_suffix=".tfrecord.gz")
-    return scored["stats"] | "Combine" >> beam.CombinePerKey(_MergeStats())
+                  deployed_path)).with_outputs(_ScoreBatch.PREDICTIONS, _ScoreBatch.POINTS,
+                                               main="stats"))
+    return {"stats": scored["stats"] | "Combine" >> beam.CombinePerKey(_MergeStats()),
+            "predictions": scored[_ScoreBatch.PREDICTIONS],
+            "points": scored[_ScoreBatch.POINTS]}
+
+
+@beam.ptransform_fn
+def GateWithTFMA(predictions, eval_config, model_paths: Dict[str, str], output_path: str):
+    """TFMA's metrics, plots and validation over the prediction Examples, written to
+    ``output_path`` (``tfma.load_eval_result`` / ``tfma.load_validation_result`` read it)."""
+    import tensorflow_model_analysis as tfma
+    from tfx_bsl.public import tfxio
+    from quant_lib import gate
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["tfx_qat"],
+                                       raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+    return (predictions
+            | "ToRecordBatches" >> source.BeamSource()
+            | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
+                eval_config=eval_config, eval_shared_model=gate.shared_models(model_paths),
+                output_path=output_path))
 
 
 def encode(kv: Tuple[SliceKey, SliceStats]) -> str:
@@ -214,7 +253,8 @@ def decode(lines: Iterable[str]) -> Dict[SliceKey, SliceStats]:
     for line in lines:
         if line.strip():
             d = json.loads(line)
-            out[tuple(tuple(x) for x in d["slice"])] = SliceStats.from_counts(d["counts"])
+            cls = RegressionStats if d["counts"].get("kind") == "regression" else SliceStats
+            out[tuple(tuple(x) for x in d["slice"])] = cls.from_counts(d["counts"])
     return out
 
 
@@ -232,3 +272,80 @@ def latency_ms(model_bytes: bytes, images, repeats: int = 3) -> Optional[float]:
         runner.predict(images, batch_size=1)
         passes.append((time.perf_counter() - t0) / n)
     return 1000 * statistics.median(passes)
+
+
+def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[str]) -> Dict:
+    """The new int8 model vs the latest blessed (deployed) one, both scored in the same Beam job:
+    accuracy may fall at most ``limit_pt`` percentage points below the deployed model's."""
+    if limit_pt is None:
+        return {"status": "skipped", "reason": "no baseline check configured "
+                "(EvalConfig.max_regression_vs_baseline_pt=None)"}
+    if deployed_uri is None:
+        return {"status": "skipped", "reason": "no blessed baseline model yet (first run): "
+                "regression check skipped"}
+    base, new = overall.value("accuracy", DEPLOYED), overall.value("accuracy", "int8")
+    regression = (base - new) * 100
+    ok = regression <= limit_pt + 1e-9
+    return {"status": "passed" if ok else "failed", "baseline_uri": deployed_uri,
+            "baseline_int8_accuracy": base, "regression_pt": regression,
+            "reason": f"int8 accuracy {new:.4f} vs blessed baseline {base:.4f} ({deployed_uri}): "
+                      f"regression {regression:.3f} pt {'within' if ok else 'exceeds'} "
+                      f"max_regression_vs_baseline_pt={limit_pt}"}
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """What QuantEvaluator measured and decided: exact per-slice statistics, TFMA's verdict, the
+    deployed-model check; ``to_properties()`` for the evaluation and blessing artifacts,
+    ``to_json()`` for ``metrics.json`` and the run report."""
+
+    eval_split: str
+    task: object  # quant_lib.tasks.Task
+    stats: Dict[SliceKey, object]
+    verdict: object  # quant_lib.gate.GateResult
+    deployed: Dict
+    int8_sha256: str
+    gate_config: str  # the tfma.EvalConfig that decided, as JSON
+    latency: Dict[str, Optional[float]]
+    points: List = dataclasses.field(default_factory=list)  # (label, float, int8) sample
+
+    @property
+    def overall(self):
+        return self.stats[OVERALL]
+
+    @property
+    def blessed(self) -> bool:
+        return self.verdict.blessed
+
+    def headline(self) -> Dict[str, float]:
+        """float / int8 values of the task's headline metric (accuracy, or MAE) on the split."""
+        h = self.overall.headline
+        return {f"float_{h}": self.overall.value(h, "float"),
+                f"int8_{h}": self.overall.value(h, "int8")}
+
+    def to_properties(self) -> Dict[str, object]:
+        o = self.overall
+        props = {**self.headline(), "eval_examples": o.n, "task": self.task.kind,
+                 "validation_failures": len(self.verdict.failures), **self.latency}
+        if self.task.is_classification:  # exact counts: MLMD keeps ~6 significant digits
+            props.update(accuracy_delta_pt=(o.value("accuracy", "float") -
+                                            o.value("accuracy", "int8")) * 100,
+                         float_correct=o.correct["float"], int8_correct=o.correct["int8"])
+        return props
+
+    def to_json(self) -> Dict[str, object]:
+        import json
+        from quant_lib.metrics import slice_name
+        o = self.overall
+        out = {"eval_split": self.eval_split, "eval_examples": o.n, "task": self.task.kind,
+               "task_source": self.task.source, **self.headline(),
+               "blessed": self.blessed, "reasons": self.verdict.reasons,
+               "threshold_failures": self.verdict.failures,
+               "tfma_headline": self.verdict.headline, "baseline": self.deployed,
+               "slices": {slice_name(k): v.to_dict() for k, v in sorted(self.stats.items())},
+               "int8_sha256": self.int8_sha256, "eval_config": json.loads(self.gate_config),
+               "points": self.points, **self.latency}
+        if self.task.is_classification:
+            out.update(accuracy_delta_pt=self.to_properties()["accuracy_delta_pt"],
+                       top1_agreement=o.agree / o.n)
+        return out

@@ -3,7 +3,7 @@ then the checks that prove the bytes: every op integer, I/O as asked, Keras-vs-T
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class ExportResult:
         if self.parity:
             props["parity_top1_agreement"] = self.parity["top1_agreement"]
             props["parity_max_abs_error"] = self.parity["max_abs_error"]
+            props["parity_rule"] = self.parity["rule"]
         return props
 
     def report(self) -> Dict[str, object]:
@@ -38,20 +39,36 @@ class ExportResult:
                 "input_contract": self.input_contract}
 
 
+def agreement(keras_scores: np.ndarray, tfl_scores: np.ndarray, task,
+              output_step: float) -> Tuple[float, str]:
+    """(fraction of examples on which the two models agree, the rule): the same predicted class
+    for classifiers (a binary head's side of 0.5), outputs within two int8 output steps for
+    regression (one step is the rounding a faithful conversion may add)."""
+    if task is None or task.is_classification:
+        if task is not None:
+            keras_scores, tfl_scores = task.class_scores(keras_scores), task.class_scores(tfl_scores)
+        return metrics.agreement(keras_scores, tfl_scores), "same predicted class"
+    tol = 2 * output_step
+    ok = np.all(np.abs(keras_scores - tfl_scores) <= tol + 1e-7, axis=1)
+    return float(np.mean(ok)), f"outputs within 2 int8 steps ({tol:.4g})"
+
+
 def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: bytes,
-           cfg: ExportConfig, split: str) -> Dict[str, float]:
-    """Keras QAT vs TFLite top-1 agreement on held-out examples fed by name; raises below
+           cfg: ExportConfig, split: str, task=None) -> Dict[str, float]:
+    """Keras QAT vs TFLite agreement on held-out examples fed by name; raises below
     ``cfg.min_parity_agreement``: a converted model that does not reproduce the QAT model is
     never published."""
     keras_scores = np.asarray(keras_model.predict(keras_x, batch_size=256, verbose=0))
     keras_scores = keras_scores.reshape(len(keras_scores), -1)
-    tfl_scores = tflite.TFLiteClassifier(int8_bytes).predict(features)
+    runner = tflite.TFLiteClassifier(int8_bytes)
+    tfl_scores = runner.predict(features)
     n = len(tfl_scores)
-    result = {"examples": n, "top1_agreement": metrics.agreement(keras_scores, tfl_scores),
+    agree, rule = agreement(keras_scores, tfl_scores, task, runner.output_step)
+    result = {"examples": n, "top1_agreement": agree, "rule": rule,
               "max_abs_error": float(np.max(np.abs(keras_scores - tfl_scores)))}
-    if result["top1_agreement"] < cfg.min_parity_agreement:
+    if agree < cfg.min_parity_agreement:
         raise ExportValidationError(
-            f"Keras QAT vs TFLite top-1 agreement {result['top1_agreement']:.4f} on {n} {split!r} "
+            f"Keras QAT vs TFLite agreement ({rule}) {agree:.4f} on {n} {split!r} "
             f"examples is below ExportConfig.min_parity_agreement={cfg.min_parity_agreement}: "
             "the converted model does not reproduce the QAT model")
     return result

@@ -20,6 +20,7 @@ import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tensorflow as tf
 
 from quant_lib import data as image_data
+from quant_lib import tasks
 from quant_lib.config import DataSpec
 from quant_lib.data import DataError, resolve_files
 
@@ -66,7 +67,7 @@ def _dense(t):
 
 
 class InputAdapter:
-    """Turns a batch of serialized tf.Examples into (features by name, int64 class ids)."""
+    """Turns a batch of serialized tf.Examples into (features by name, labels as stored)."""
 
     label_key: str
     num_classes: Optional[int] = None
@@ -90,7 +91,8 @@ class InputAdapter:
         """Objects a SavedModel must track for ``parse_for_serving`` (e.g. the TFT layer)."""
         return {}
 
-    def bind(self, inputs: Sequence[ModelInput], patterns, num_classes: int) -> "BoundInputs":
+    def bind(self, inputs: Sequence[ModelInput], patterns, num_classes: int,
+             task: Optional[tasks.Task] = None) -> "BoundInputs":
         """Checks the features of the first records in ``patterns`` against ``inputs``."""
         files = resolve_files(patterns)
         sample = first_records(files, 8)
@@ -100,7 +102,8 @@ class InputAdapter:
             msg = _message(e)
             raise DataError(f"tf.Examples in {files[0]} do not match {self.describe()}: "
                             f"{msg} — {self.hint()}") from e
-        return BoundInputs(self, match(inputs, feats, self.describe()), inputs, num_classes)
+        return BoundInputs(self, match(inputs, feats, self.describe()), inputs, num_classes,
+                           task)
 
 
 def match(inputs: Sequence[ModelInput], feats: Dict[str, tf.Tensor],
@@ -144,11 +147,15 @@ def match(inputs: Sequence[ModelInput], feats: Dict[str, tf.Tensor],
 
 
 class BoundInputs:
-    """An adapter matched to one model's inputs: feeds Keras, the converter and TFLite."""
+    """An adapter matched to one model's inputs and task: feeds Keras, the converter and TFLite.
+    Labels come out as the task wants them: class ids (int64) or numbers (float32)."""
 
     def __init__(self, adapter: InputAdapter, mapping: Dict[str, str],
-                 inputs: Sequence[ModelInput], num_classes: int):
-        self.adapter, self.mapping, self.num_classes = adapter, mapping, num_classes
+                 inputs: Sequence[ModelInput], num_classes: int,
+                 task: Optional[tasks.Task] = None):
+        self.adapter, self.mapping = adapter, mapping
+        self.task = task or tasks.Task(tasks.MULTICLASS, num_classes, False, "a class label")
+        self.num_classes = self.task.num_classes if self.task.is_classification else num_classes
         self._shapes = {i.name: (i.shape, i.dtype) for i in inputs}
 
     def to_model(self, feats: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -162,8 +169,12 @@ class BoundInputs:
         return out
 
     def parse(self, serialized) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        """Model inputs and the labels as stored (flattened); ``labels`` casts them."""
         feats, labels = self.adapter.parse(serialized)
-        return self.to_model(feats), labels
+        return self.to_model(feats), tf.reshape(_dense(labels), [-1])
+
+    def labels(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, np.int64 if self.task.is_classification else np.float32)
 
     def keras_x(self, inputs):
         """Keras takes a bare tensor for a single-input model, a dict by name otherwise."""
@@ -181,7 +192,7 @@ class BoundInputs:
 
         def fn(serialized):
             x, y = self.parse(serialized)
-            return self.keras_x(x), y
+            return self.keras_x(x), self.task.labels_for_training(y)
 
         return ds.batch(batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE)\
             .prefetch(tf.data.AUTOTUNE)
@@ -200,7 +211,7 @@ class BoundInputs:
             for raw in ds.batch(batch_size):
                 x, y = self.parse(raw)
                 x = {k: v.numpy() for k, v in x.items()}
-                y = tf.reshape(tf.cast(_dense(y), tf.int64), [-1]).numpy()
+                y = y.numpy()
                 seen += len(y)
                 yield self.validated(x, y, files[0])
         except tf.errors.DataLossError as e:
@@ -220,12 +231,10 @@ class BoundInputs:
                 raise DataError(f"{bad} example(s) in {where} have NaN/Inf in feature "
                                 f"{self.mapping[k]!r}: clean the data before training or "
                                 "quantizing")
-        if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
-            raise DataError(f"label feature {self.adapter.label_key!r} has values in "
-                            f"[{y.min()}, {y.max()}] but the model has {self.num_classes} "
-                            f"classes (num_classes={self.num_classes}): labels must be class ids "
-                            f"0..{self.num_classes - 1}")
-        return x, y
+        problem = self.task.label_problem(y, self.adapter.label_key)
+        if problem:
+            raise DataError(problem)
+        return x, self.labels(y)
 
     def arrays(self, patterns, limit: Optional[int] = None) -> Tuple[Features, np.ndarray]:
         xs, ys = zip(*self.batches(patterns, limit))
@@ -314,7 +323,7 @@ class FeatureAdapter(InputAdapter):
                             f"{self.source} ({sorted(raw)}) nor a transformed one "
                             f"({sorted(feats)}): set FeatureSpec.label_key to one of them")
         feats = {k: v for k, v in feats.items() if k != self.label_key}
-        return feats, tf.reshape(tf.cast(label, tf.int64), [-1])
+        return feats, tf.reshape(label, [-1])
 
     def _raw_label(self, spec) -> Optional[str]:
         """The raw feature serving examples lack: the label, or the raw feature a transformed
@@ -373,10 +382,11 @@ def feature_spec_from_records(patterns, limit: int = 16) -> Dict[str, tf.io.Fixe
 
 
 def bind_model(adapter: InputAdapter, inputs: Sequence[ModelInput], patterns,
-               num_classes: int) -> BoundInputs:
-    """adapter.bind after checking num_classes: the one call the components make."""
+               num_classes: int, task: Optional[tasks.Task] = None) -> BoundInputs:
+    """adapter.bind after checking num_classes: the one call the components make.
+    ``num_classes``: the model's output width; ``task``: None for a multiclass model."""
     if adapter.num_classes is not None and adapter.num_classes != num_classes:
         raise InputMismatchError(f"the model has {num_classes} output classes but the input "
                                  f"spec says num_classes={adapter.num_classes}: fix one of them")
-    return adapter.bind(inputs, patterns, num_classes)
+    return adapter.bind(inputs, patterns, num_classes, task)
 

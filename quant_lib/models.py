@@ -137,23 +137,37 @@ class FloatModel:
     source: str  # "keras" (loaded) | "rebuilt" (model_fn + checkpoint, proven)
     restore_max_abs_diff: Optional[float] = None
 
+    @property
+    def task(self):
+        return self.inputs.task
+
     def to_properties(self) -> Dict[str, object]:
-        props = {"float_model_source": self.source}
+        props = {"float_model_source": self.source, **self.task.to_properties()}
         if self.restore_max_abs_diff is not None:
             props["restore_max_abs_diff"] = self.restore_max_abs_diff
         return props
 
 
+def keras_task(model, path: Optional[str], configured: Optional[str]):
+    """The task of a Keras model: its compiled loss, else the loss its SavedModel at ``path``
+    recorded, else ``configured`` / its head (``quant_lib.tasks.resolve``)."""
+    from quant_lib import tasks
+    loss = tasks.model_loss(model) or (tasks.saved_training_loss(path) if path else None)
+    return tasks.resolve(configured, int(model.outputs[0].shape[-1]), tasks.keras_head(model),
+                         loss)
+
+
 def prepare_float_model(path: str, build_fn: Optional[Callable], adapter, split_dir: str,
-                        proof_examples: int = 64) -> FloatModel:
-    """Loads (or rebuilds) the float model and checks the data against its inputs — before any
-    training: names, shapes and dtypes (one clear error), then, for a rebuilt model, the proof
-    that it reproduces the SavedModel's serving outputs on real examples."""
+                        proof_examples: int = 64, task: Optional[str] = None) -> FloatModel:
+    """Loads (or rebuilds) the float model, decides its task and checks the data against its
+    inputs — before any training: names, shapes and dtypes (one clear error), then, for a rebuilt
+    model, the proof that it reproduces the SavedModel's serving outputs on real examples."""
     from quant_lib import inputs as inputs_lib
     model = load_float_model(path, build_fn)
     qat.check_keras2_model(model)
     num_classes = int(model.outputs[0].shape[-1])
-    bound = inputs_lib.bind_model(adapter, inputs_lib.keras_inputs(model), split_dir, num_classes)
+    bound = inputs_lib.bind_model(adapter, inputs_lib.keras_inputs(model), split_dir, num_classes,
+                                  keras_task(model, path, task))
     if not (build_fn is not None and not is_keras_savedmodel(path)):
         return FloatModel(model, bound, "keras")
     serialized = inputs_lib.first_records(split_dir, proof_examples)

@@ -383,12 +383,14 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
         raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {e}") from e
 
 
-def compile_for_training(model, learning_rate: float) -> None:
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(learning_rate),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not outputs_are_probabilities(model)),
-        metrics=["accuracy"])
+def compile_for_training(model, learning_rate: float, task=None) -> None:
+    """Adam with the task's loss (the float model's own when it had one) and metrics;
+    ``task`` None: a multiclass classifier, logits unless the model ends in a softmax."""
+    from quant_lib import tasks
+    task = task or tasks.Task(tasks.MULTICLASS, int(model.outputs[0].shape[-1]),
+                              not outputs_are_probabilities(model), "default")
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=task.loss(),
+                  metrics=task.metrics())
 
 
 class StepTimer(tf_keras.callbacks.Callback):
@@ -421,9 +423,9 @@ class StepTimer(tf_keras.callbacks.Callback):
         if self._steps:
             self.whole.append((self._steps, self._last - self._t0))
         logs = logs or {}
-        log.info("[%s] epoch %d: %d steps in %.1fs (%.1f ms/step) loss=%.4f acc=%.4f", self.tag,
-                 epoch + 1, self._steps, now - self._t0, 1000 * (now - self._t0) / max(self._steps, 1),
-                 logs.get("loss", float("nan")), logs.get("accuracy", float("nan")))
+        log.info("[%s] epoch %d: %d steps in %.1fs (%.1f ms/step) %s", self.tag, epoch + 1,
+                 self._steps, now - self._t0, 1000 * (now - self._t0) / max(self._steps, 1),
+                 " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))
 
     @property
     def seconds_per_step(self) -> float:
@@ -466,23 +468,25 @@ def is_chief() -> bool:
 
 
 def fine_tune(qat_model, train_ds: tf.data.Dataset, cfg: QuantizationConfig,
-              steps_per_epoch: Optional[int] = None) -> dict:
-    """QAT fine-tuning; returns training stats (final loss/accuracy, seconds per step)."""
+              steps_per_epoch: Optional[int] = None, task=None) -> dict:
+    """QAT fine-tuning; returns training stats (final loss and metric, seconds per step)."""
     tf_keras.utils.set_random_seed(cfg.seed)
-    compile_for_training(qat_model, cfg.learning_rate)
+    compile_for_training(qat_model, cfg.learning_rate, task)
     timer = StepTimer("QAT")
     hist = qat_model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
                          callbacks=[timer], verbose=0)
+    metric = task.train_metric if task is not None else "accuracy"
     return {
         "final_loss": float(hist.history["loss"][-1]),
-        "final_train_accuracy": float(hist.history["accuracy"][-1]),
+        "train_metric": metric,
+        "final_train_metric": float(hist.history[metric][-1]),
         "seconds_per_step": timer.seconds_per_step,
         "batch_size": cfg.batch_size,
     }
 
 
 def run_qat(load_float_model: Callable[[], "tf_keras.Model"],
-            make_train_ds: Callable[[], tf.data.Dataset], cfg: QuantizationConfig):
+            make_train_ds: Callable[[], tf.data.Dataset], cfg: QuantizationConfig, task=None):
     """Loads, quantizes and fine-tunes under ``cfg.distribution``'s strategy. The strategy is
     created first (multi-worker collectives must be configured before TensorFlow runs anything),
     hence the factories.
@@ -496,7 +500,7 @@ def run_qat(load_float_model: Callable[[], "tf_keras.Model"],
     train_ds = train_ds.with_options(options)
     with strategy.scope():
         qat_model, decisions = quantize_with_report(load_float_model(), cfg)
-        stats = fine_tune(qat_model, train_ds, cfg, cfg.steps_per_epoch)
+        stats = fine_tune(qat_model, train_ds, cfg, cfg.steps_per_epoch, task)
     stats["replicas"] = int(strategy.num_replicas_in_sync)
     stats["strategy"] = type(strategy).__name__
     return qat_model, decisions, stats
@@ -526,7 +530,8 @@ class QATResult:
     def to_properties(self) -> dict:
         c = self.counts
         return {"qat_seconds_per_step": float(self.training["seconds_per_step"]),
-                "qat_final_train_accuracy": float(self.training["final_train_accuracy"]),
+                f"qat_final_train_{self.training['train_metric']}":
+                    float(self.training["final_train_metric"]),
                 "quantized_layers": c[QUANTIZE], "folded_layers": c[FOLD], "float_layers": c[FLOAT],
                 "qat_scheme": self.cfg.scheme, "per_tensor": int(self.cfg.per_tensor),
                 "float_layer_names": [d.name for d in self.decisions if d.decision == FLOAT],

@@ -14,6 +14,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency")
+BINARY_SECTIONS = ("curves",)  # besides the classification ones
+REGRESSION_SECTIONS = ("headline", "blessing", "errors", "layers", "export", "size-latency")
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.ok{color:#070}.bad{color:#b00}
@@ -48,6 +50,22 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _per_class(pc) -> str:
+    classes = sorted(pc, key=lambda c: int(c) if str(c).isdigit() else str(c))
+    deltas = [100 * (pc[c]["int8"] - pc[c]["float"]) for c in classes]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar([str(c) for c in classes], deltas, color=["#2a7" if d >= 0 else "#c33" for d in deltas])
+    ax.axhline(0, color="#444", lw=.8)
+    ax.set_xlabel("class")
+    ax.set_ylabel("int8 - float (pt)")
+    ax.set_title("Per-class accuracy delta")
+    return '<h2 id="per-class">Per-class accuracy</h2>' + _png(fig) + _table(
+        ["class", "support", "float", "int8", "delta (pt)"],
+        [[c, pc[c]["support"], pc[c]["float"], pc[c]["int8"], f"{d:+.2f}"]
+         for c, d in zip(classes, deltas)])
+
+
 def _confusion(cm: Dict[str, List[List[int]]]) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -80,12 +98,82 @@ def _bars(labels, values, title, unit, colors=None):
     return _png(fig)
 
 
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _curves(points) -> str:
+    """ROC and precision-recall curves of both models from the sampled (label, float, int8)."""
+    import numpy as np
+    plt = _plt()
+    p = np.asarray(points, np.float64)
+    y = p[:, 0] > 0.5
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
+    for col, name in ((1, "float"), (2, "int8")):
+        order = np.argsort(-p[:, col], kind="stable")
+        tp = np.cumsum(y[order])
+        fp = np.cumsum(~y[order])
+        tpr, fpr = tp / max(1, y.sum()), fp / max(1, (~y).sum())
+        precision = tp / np.arange(1, len(order) + 1)
+        roc.plot(np.r_[0, fpr], np.r_[0, tpr], label=name, ls="-" if col == 1 else "--")
+        pr.plot(tpr, precision, label=name, ls="-" if col == 1 else "--")
+    roc.plot([0, 1], [0, 1], color="#bbb", lw=.8)
+    roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
+    roc.legend()
+    pr.legend()
+    return _png(fig)
+
+
+def _errors(points) -> str:
+    """Error histograms and predicted-vs-true of both models from the sampled points."""
+    import numpy as np
+    plt = _plt()
+    p = np.asarray(points, np.float64)
+    fig, (hist, scatter) = plt.subplots(1, 2, figsize=(10, 4))
+    errs = {"float": p[:, 1] - p[:, 0], "int8": p[:, 2] - p[:, 0]}
+    bins = np.histogram_bin_edges(np.concatenate(list(errs.values())), bins=30)
+    for name, err in errs.items():
+        hist.hist(err, bins=bins, alpha=.5, label=name)
+    hist.set(title="Prediction error (predicted - true)", xlabel="error", ylabel="examples")
+    hist.legend()
+    scatter.scatter(p[:, 0], p[:, 1], s=8, label="float", alpha=.6)
+    scatter.scatter(p[:, 0], p[:, 2], s=8, label="int8", alpha=.6, marker="x")
+    lo, hi = float(p.min()), float(p.max())
+    scatter.plot([lo, hi], [lo, hi], color="#bbb", lw=.8)
+    scatter.set(title="Predicted vs true", xlabel="true", ylabel="predicted")
+    scatter.legend()
+    return _png(fig)
+
+
+def _headline_rows(metrics, overall) -> List[List[Any]]:
+    if metrics.get("task") == "regression":
+        return [["MAE", overall["mae"]["float"], overall["mae"]["int8"],
+                 f"{overall['mae']['int8'] - overall['mae']['float']:+.4f}"],
+                ["RMSE", overall["rmse"]["float"], overall["rmse"]["int8"], ""],
+                ["mean |float - int8| prediction", "", "",
+                 overall["mean_abs_float_int8_difference"]]]
+    rows = [["top-1 accuracy", metrics["float_accuracy"], metrics["int8_accuracy"],
+             f"{-metrics['accuracy_delta_pt']:+.2f} pt"]]
+    if metrics.get("task", "multiclass") == "multiclass":
+        rows.append([f"top-{overall['top_k']} accuracy", overall["top_k_accuracy"]["float"],
+                     overall["top_k_accuracy"]["int8"], ""])
+    rows.append(["top-1 agreement float vs int8", "", "", metrics["top1_agreement"]])
+    return rows
+
+
 def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
            title: str = "tfx-qat run report") -> str:
-    """The report as one HTML string (no external files or network)."""
+    """The report as one HTML string (no external files or network); its sections follow the
+    task: confusion matrix and per-class deltas for classifiers, ROC/PR curves for binary,
+    error histograms and predicted-vs-true for regression."""
     e = html.escape
     export = export or {}
     overall = metrics["slices"]["overall"]
+    task = metrics.get("task", "multiclass")
     fb, ib = export.get("float_tflite_bytes"), export.get("int8_tflite_bytes")
     fl, il = metrics.get("float_latency_ms"), metrics.get("int8_latency_ms")
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -94,47 +182,39 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     verdict = ('<b class="ok">BLESSED</b>' if metrics["blessed"] else
                '<b class="bad">NOT BLESSED</b>')
     out.append(f'<h2 id="headline">Headline</h2><p>{verdict} on {metrics["eval_examples"]:,} '
-               f'{e(metrics["eval_split"])} examples.</p>')
-    out.append(_table(["", "float", "int8", "int8 vs float"], [
-        ["top-1 accuracy", metrics["float_accuracy"], metrics["int8_accuracy"],
-         f"{-metrics['accuracy_delta_pt']:+.2f} pt"],
-        [f"top-{overall['top_k']} accuracy", overall["top_k_accuracy"]["float"],
-         overall["top_k_accuracy"]["int8"], ""],
+               f'{e(metrics["eval_split"])} examples; {e(task)} model '
+               f'({e(str(metrics.get("task_source")))}).</p>')
+    out.append(_table(["", "float", "int8", "int8 vs float"], _headline_rows(metrics, overall) + [
         ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
         ["latency per example (ms, TFLite, 1 thread, batch 1)", fl, il,
          f"int8 {fl / il:.2f}x float speed" if fl and il else ""],
-        ["top-1 agreement float vs int8", "", "", metrics["top1_agreement"]],
     ]))
 
-    out.append('<h2 id="blessing">Blessing decision</h2><ul>' +
+    out.append('<h2 id="blessing">Blessing decision (TFMA thresholds; float = baseline, '
+               'int8 = candidate)</h2><ul>' +
                "".join(f"<li>{e(r)}</li>" for r in metrics["reasons"]) + "</ul>")
-    checks = metrics.get("threshold_checks") or []
-    if checks:
-        out.append(_table(list(checks[0].keys()), [list(c.values()) for c in checks],
-                          left=len(checks[0])))
+    failures = metrics.get("threshold_failures") or []
+    if failures:
+        out.append(_table(list(failures[0].keys()), [list(c.values()) for c in failures],
+                          left=len(failures[0])))
+    out.append("<details><summary>tfma.EvalConfig that decided</summary><pre>"
+               f"{e(json.dumps(metrics.get('eval_config'), indent=1))}</pre></details>")
     base = metrics.get("baseline") or {}
     out.append(f"<p>Baseline (deployed model) check: {e(str(base.get('status')))} — "
                f"{e(str(base.get('reason')))}</p><p>Evaluated int8 sha256: "
                f"<code>{e(metrics['int8_sha256'])}</code></p>")
 
-    out.append('<h2 id="confusion">Confusion matrices</h2>' + _confusion(overall["confusion_matrix"]))
-
-    pc = overall["per_class_accuracy"]
-    classes = sorted(pc, key=lambda c: int(c) if str(c).isdigit() else str(c))
-    deltas = [100 * (pc[c]["int8"] - pc[c]["float"]) for c in classes]
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar([str(c) for c in classes], deltas, color=["#2a7" if d >= 0 else "#c33" for d in deltas])
-    ax.axhline(0, color="#444", lw=.8)
-    ax.set_xlabel("class")
-    ax.set_ylabel("int8 - float (pt)")
-    ax.set_title("Per-class accuracy delta")
-    out.append('<h2 id="per-class">Per-class accuracy</h2>' + _png(fig) + _table(
-        ["class", "support", "float", "int8", "delta (pt)"],
-        [[c, pc[c]["support"], pc[c]["float"], pc[c]["int8"], f"{d:+.2f}"]
-         for c, d in zip(classes, deltas)]))
+    points = metrics.get("points") or []
+    sample = f"<p>From a uniform sample of {len(points):,} eval examples.</p>"
+    if task == "binary" and points:
+        out.append('<h2 id="curves">ROC and precision-recall</h2>' + sample + _curves(points))
+    if task == "regression":
+        if points:
+            out.append('<h2 id="errors">Errors</h2>' + sample + _errors(points))
+    else:
+        out.append('<h2 id="confusion">Confusion matrices</h2>' +
+                   _confusion(overall["confusion_matrix"]))
+        out.append(_per_class(overall["per_class_accuracy"]))
 
     qat = export.get("qat_report") or {}
     out.append('<h2 id="layers">Per-layer quantization (QuantizeTrainer)</h2>')
@@ -159,7 +239,7 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
         out.append(_table(["check", "result"], [
             ["input / output dtype", f"{export.get('input_dtype')} / {export.get('output_dtype')}"],
             ["ops", json.dumps(export.get("op_counts"))],
-            ["Keras QAT vs TFLite top-1 agreement",
+            [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
              f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],
             ["max |score error|", parity.get("max_abs_error")],
         ], left=2))

@@ -234,6 +234,23 @@ def weight_scale_counts(model_bytes: bytes) -> Dict[str, int]:
     return counts
 
 
+def output_producer(model_bytes: bytes) -> Optional[str]:
+    """The op computing the model's first output ('SOFTMAX', 'LOGISTIC', 'FULLY_CONNECTED'...),
+    looking through the (de)quantize and reshape ops the converter adds at the end."""
+    interp = _interpreter(model_bytes)
+    producer = {}
+    for op in interp._get_ops_details():  # pylint: disable=protected-access
+        for t in op["outputs"]:
+            producer[t] = op
+    tensor = interp.get_output_details()[0]["index"]
+    while tensor in producer:
+        op = producer[tensor]
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "RESHAPE"):
+            return op["op_name"]
+        tensor = op["inputs"][0]
+    return None
+
+
 def validate_integer(model_bytes: bytes, input_type: str = "int8",
                      output_type: str = "int8") -> IntegerReport:
     report = inspect_integer(model_bytes, input_type, output_type)
@@ -289,6 +306,12 @@ class TFLiteClassifier:
         self._in = {k: by_index[i] for k, i in self._index.items()}
         self._out = next(d for d in self._interp.get_output_details()
                          if d["index"] == self._out_index)
+
+    @property
+    def output_step(self) -> float:
+        """The output's quantization step (0 for a float output)."""
+        scale = self._out["quantization"][0] if self._out["dtype"] in _QUANTIZED_IO else 0.0
+        return float(scale)
 
     @property
     def input_names(self) -> List[str]:

@@ -4,7 +4,7 @@ import pytest
 import tf_keras as keras
 
 from quant_lib import metrics, qat, tflite
-from quant_lib.config import DataSpec, EvalConfig, Threshold
+from quant_lib.config import DataSpec
 
 
 def test_quantize_input_rounds_half_away_from_zero_and_saturates():
@@ -127,19 +127,6 @@ def test_keras3_model_gets_actionable_error():
         qat.quantize(m)
 
 
-@pytest.mark.parametrize("f, i, cfg, blessed, why", [
-    (0.90, 0.895, EvalConfig(max_accuracy_drop_pt=1.0), True, "within"),
-    (0.90, 0.88, EvalConfig(max_accuracy_drop_pt=1.0), False, "exceeds max_accuracy_drop_pt"),
-    (0.90, 0.91, EvalConfig(max_accuracy_drop_pt=0.0), True, "within"),
-    (0.90, 0.90, EvalConfig(min_int8_accuracy=0.95), False, "below min_int8_accuracy"),
-])
-def test_blessing_decision(f, i, cfg, blessed, why):
-    d = metrics.decide_blessing(f, i, cfg)
-    assert d.blessed is blessed
-    assert any(why in r for r in d.reasons)
-    assert d.delta_pt == pytest.approx((f - i) * 100)
-
-
 def test_softmax_head_is_detected_through_qat_wrappers():
     m = _tiny_model()
     probs = keras.Model(m.input, keras.layers.Softmax()(m.output))
@@ -207,36 +194,3 @@ def test_slice_stats_merge_equals_one_pass():
     assert d["top_k_accuracy"]["int8"] == np.mean((top2 == y[:, None]).any(1))
     assert np.trace(np.asarray(d["confusion_matrix"]["int8"])) == whole.correct["int8"]
     assert metrics.SliceStats.from_counts(whole.to_counts()).to_dict() == d
-
-
-def test_per_slice_threshold_fails_on_one_slice_only():
-    eye = np.eye(3)
-    stats = {
-        metrics.OVERALL: _stats([0, 1, 2, 2], eye[[0, 1, 2, 2]], eye[[0, 1, 2, 0]]),
-        (("label", "0"),): _stats([0], eye[[0]], eye[[0]]),
-        (("label", "1"),): _stats([1], eye[[1]], eye[[1]]),
-        (("label", "2"),): _stats([2, 2], eye[[2, 2]], eye[[2, 0]]),
-    }
-    cfg = EvalConfig(data=DataSpec(num_classes=3), max_accuracy_drop_pt=30, top_k=2,
-                     slicing_features=("label",),
-                     thresholds=(Threshold(slice=(("label", "*"),), max_drop_pt=10),))
-    d = metrics.decide(stats, cfg)
-    assert not d.blessed
-    failed = [c for c in d.checks if not c["passed"]]
-    assert [c["slice"] for c in failed] == ["label=2"]
-    assert "accuracy on label=2: float 1.0000, int8 0.5000 fails max_drop_pt=10" in d.reasons[0]
-    # The same thresholds on a single passing slice bless.
-    ok = EvalConfig(data=DataSpec(num_classes=3), max_accuracy_drop_pt=30, top_k=2,
-                    slicing_features=("label",),
-                    thresholds=(Threshold(slice=(("label", "1"),), max_drop_pt=0,
-                                          min_value=1.0),))
-    assert metrics.decide(stats, ok).blessed
-
-
-def test_threshold_on_absent_slice_is_a_failure_not_a_pass():
-    eye = np.eye(3)
-    stats = {metrics.OVERALL: _stats([0], eye[[0]], eye[[0]])}
-    cfg = EvalConfig(data=DataSpec(num_classes=3), top_k=2, slicing_features=("label",),
-                     thresholds=(Threshold(slice=(("label", "7"),), min_value=0.5),))
-    d = metrics.decide(stats, cfg)
-    assert not d.blessed and "has no examples" in d.reasons[0]

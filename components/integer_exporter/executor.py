@@ -101,13 +101,18 @@ def _qat_report(qat_model: types.Artifact):
 
 
 def _model_to_convert(input_dict, cfg: ExportConfig):
-    """The QAT model; for int16x8 (post-training only: QAT ranges are 8-bit) the float one."""
+    """(model, its task): the QAT model; for int16x8 (post-training only: QAT ranges are 8-bit)
+    the float one. The task comes from the loss the model was trained with (quant_lib.tasks)."""
     if cfg.activations != "int16x8":
-        return qat.load_model(serving_model_dir(single(input_dict, keys.MODEL)))
-    if not input_dict.get(keys.BASE_MODEL):
+        path = serving_model_dir(single(input_dict, keys.MODEL))
+        model = qat.load_model(path)
+    elif not input_dict.get(keys.BASE_MODEL):
         raise ValueError("ExportConfig.activations='int16x8' converts the float model: "
                          "wire the Trainer's model into IntegerExporter(base_model=...)")
-    return models.load_float_model(serving_model_dir(single(input_dict, keys.BASE_MODEL)))
+    else:
+        path = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+        model = models.load_float_model(path)
+    return model, models.keras_task(model, path, getattr(cfg.data, "task", None))
 
 
 def _float_reference(input_dict, out: types.Artifact):
@@ -135,12 +140,13 @@ class Executor(base_executor.BaseExecutor):
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
-        model = _model_to_convert(input_dict, cfg)
+        model, task = _model_to_convert(input_dict, cfg)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
         rep_dir = split_uri(examples, cfg.representative_split)
         with data_errors_name("ExportConfig.representative_split", cfg.representative_split):
             bound = bind_model(inputs.adapter_factory(cfg.data, input_dict, rep_dir)(),
-                               keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]))
+                               keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]),
+                               task)
             rep_x, _ = bound.arrays(rep_dir, cfg.representative_examples)
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
         per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
@@ -157,7 +163,7 @@ class Executor(base_executor.BaseExecutor):
             with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
                 px, _ = bound.arrays(split_uri(examples, cfg.parity_split), cfg.parity_examples)
             result.parity = export.parity(model, bound.keras_x(px), px, result.int8_bytes, cfg,
-                                          cfg.parity_split)
+                                          cfg.parity_split, task)
 
         edge = None
         if cfg.edgetpu and cfg.activations == "int8":

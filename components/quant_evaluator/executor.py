@@ -1,10 +1,11 @@
-"""QuantEvaluator executor: Beam-score both models on one split -> decide -> write blessing and
-evaluation. Runs on whatever Beam runner the pipeline's beam_pipeline_args select."""
+"""QuantEvaluator executor: one Beam job scores the float, int8 (and deployed) models and hands the
+predictions to TFMA, whose thresholds decide -> blessing + evaluation. Runs on whatever Beam
+runner the pipeline's beam_pipeline_args select."""
 import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 from tfx import types
@@ -12,61 +13,15 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import inputs, keys
-from components.utils import data_errors_name, serving_model_dir, single, split_uri
-from quant_lib import evaluation, metrics, report, tflite
+from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
+                              split_uri)
+from quant_lib import evaluation, gate, models, report, tasks, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.inputs import bind_model, first_records
 
 STATS_FILE = "slice_stats.jsonl"
-TFMA_USER_DIR = "tfma"  # tfma.load_eval_result(<evaluation>/tfma, model_name=...) for tfma_metrics
-FLOAT, INT8 = "float", "int8"  # model names in the TFMA-format output
-
-
-def _write_tfma_result(out_dir: str, stats, cfg: EvalConfig, data_location: str,
-                       model_locations: Dict[str, str]) -> None:
-    """Writes the result in TFMA's on-disk format (eval_config.json + MetricsForSlice records) so
-    ``tfma.load_eval_result(uri, model_name="float"|"int8")`` and TFMA's views load it. TFMA
-    cannot evaluate a TFLite model and a SavedModel in one run; we compute both and write one."""
-    import tensorflow as tf
-    import tensorflow_model_analysis as tfma
-    from google.protobuf import json_format
-    from tensorflow_model_analysis.proto import config_pb2, metrics_for_slice_pb2 as mfs
-    eval_config = config_pb2.EvalConfig(
-        model_specs=[config_pb2.ModelSpec(name=FLOAT),
-                     config_pb2.ModelSpec(name=INT8, is_baseline=False)],
-        slicing_specs=[config_pb2.SlicingSpec()] + [
-            config_pb2.SlicingSpec(feature_keys=[f]) for f in cfg.slicing_features])
-    run = config_pb2.EvalRun(eval_config=eval_config, version=tfma.__version__,
-                             data_location=data_location, file_format="tfrecords",
-                             model_locations=model_locations)
-    with fileio.open(os.path.join(out_dir, "eval_config.json"), "w") as f:
-        f.write(json_format.MessageToJson(run))
-
-    def value(v):
-        return mfs.MetricValue(double_value={"value": float(v)})
-
-    with tf.io.TFRecordWriter(os.path.join(out_dir, "metrics-00000-of-00001.tfrecord")) as w:
-        for key, st in sorted(stats.items()):
-            slice_key = mfs.SliceKey(single_slice_keys=[
-                mfs.SingleSliceKey(column=col, int64_value=int(v)) if v.lstrip("-").isdigit()
-                else mfs.SingleSliceKey(column=col, bytes_value=v.encode()) for col, v in key])
-            msg = mfs.MetricsForSlice(slice_key=slice_key)
-            d = st.to_dict()
-            for model in (FLOAT, INT8):
-                for name, v in (("example_count", st.n), ("accuracy", d["accuracy"][model]),
-                                (f"top_{cfg.top_k}_accuracy", d["top_k_accuracy"][model]),
-                                ("float_int8_agreement", d["agreement"])):
-                    msg.metric_keys_and_values.add(
-                        key=mfs.MetricKey(name=name, model_name=model), value=value(v))
-                for c, acc in d["per_class_accuracy"].items():
-                    msg.metric_keys_and_values.add(
-                        key=mfs.MetricKey(name="accuracy", model_name=model,
-                                          sub_key=mfs.SubKey(class_id={"value": int(c)})),
-                        value=value(acc[model]))
-            msg.metric_keys_and_values.add(  # TFMA's model-diff convention: candidate - baseline
-                key=mfs.MetricKey(name="accuracy", model_name=INT8, is_diff=True),
-                value=value(d["accuracy"][INT8] - d["accuracy"][FLOAT]))
-            w.write(msg.SerializeToString())
+POINTS_FILE = "points.json"
+POINTS_SAMPLE = 2000  # (label, float, int8) examples sampled for the report's plots
 
 
 def _integer_model(quantized: types.Artifact):
@@ -77,61 +32,64 @@ def _integer_model(quantized: types.Artifact):
                          "IntegerExporter's 'quantized_model' output into QuantEvaluator")
     with fileio.open(tflite_path, "rb") as f:
         int8_bytes = f.read()
-    report = tflite.inspect_integer(int8_bytes, "int8", "int8")
-    if report.input_dtype not in ("int8", "uint8", "int16"):
+    integer = tflite.inspect_integer(int8_bytes, "int8", "int8")
+    if integer.input_dtype not in ("int8", "uint8", "int16"):
         raise tflite.ExportValidationError(
-            f"quantized_model {tflite_path} takes {report.input_dtype} input, not an integer "
+            f"quantized_model {tflite_path} takes {integer.input_dtype} input, not an integer "
             "model: export it with IntegerExporter (full-integer) before evaluating")
     return tflite_path, int8_bytes
 
 
-def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str,
-                    int8_bytes: bytes) -> evaluation.ScoringInputs:
+def _task(cfg: EvalConfig, float_dir: str, int8_bytes: bytes) -> tasks.Task:
+    """The task from the float model's training loss (a Keras SavedModel), the input spec, or the
+    int8 model's head (SOFTMAX / LOGISTIC)."""
+    import tensorflow as tf
+    width = int(tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]["shape"][-1])
+    return tasks.resolve(getattr(cfg.data, "task", None), width, tasks.tflite_head(int8_bytes),
+                         tasks.saved_training_loss(float_dir))
+
+
+def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str, int8_bytes: bytes,
+                    task: tasks.Task) -> evaluation.ScoringInputs:
     """The eval features bound to the int8 model's inputs (by signature name), checked here."""
     model_inputs = tflite.signature_inputs(int8_bytes)
-    num_classes = _num_classes(int8_bytes)
     factory = inputs.adapter_factory(cfg.data, input_dict, eval_uri)
-    bound = bind_model(factory(), model_inputs, eval_uri, num_classes)
-    return evaluation.ScoringInputs(factory, bound.mapping, tuple(model_inputs), num_classes)
+    bound = bind_model(factory(), model_inputs, eval_uri, task.outputs, task)
+    return evaluation.ScoringInputs(factory, bound.mapping, tuple(model_inputs), task.outputs,
+                                    task)
 
 
-def _num_classes(int8_bytes: bytes) -> int:
-    import tensorflow as tf
-    out = tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]
-    return int(out["shape"][-1])
+def _gate_config(cfg: EvalConfig, exec_properties, task: tasks.Task, label_key: str):
+    """The tfma.EvalConfig that decides: the user's (eval_config), else the typed thresholds'."""
+    text = exec_properties.get(keys.EVAL_CONFIG)
+    user = gate.parse_eval_config(text) if text else gate.from_typed(cfg, task)
+    return gate.for_models(user, label_key)
 
 
-def _record_metrics(artifacts, decision, overall, sizes_latency: Dict[str, Any]) -> None:
-    """Accuracies, exact counts (MLMD keeps ~6 significant digits), sizes and latency."""
-    for art in artifacts:
-        art.set_float_custom_property(keys.P_FLOAT_ACCURACY, decision.float_accuracy)
-        art.set_float_custom_property(keys.P_INT8_ACCURACY, decision.int8_accuracy)
-        art.set_float_custom_property(keys.P_DELTA_PT, decision.delta_pt)
-        art.set_int_custom_property(keys.P_EVAL_EXAMPLES, overall.n)
-        art.set_int_custom_property(keys.P_FLOAT_CORRECT, overall.correct["float"])
-        art.set_int_custom_property(keys.P_INT8_CORRECT, overall.correct["int8"])
-        for k, v in sizes_latency.items():
-            if v is not None:
-                art.set_float_custom_property(k, v)
+def _deployed_model(input_dict, cfg: EvalConfig, task: tasks.Task) -> Optional[types.Artifact]:
+    """The latest blessed int8 model, when a regression gate against it is configured."""
+    if cfg.max_regression_vs_baseline_pt is None or not input_dict.get(keys.BASELINE_MODEL):
+        return None
+    if not task.is_classification:
+        raise ValueError("EvalConfig.max_regression_vs_baseline_pt compares accuracy; a "
+                         f"{task.kind} model has none: leave it None")
+    return single(input_dict, keys.BASELINE_MODEL)
 
 
-def _bless(blessing: types.Artifact, decision, quantized: types.Artifact, result: Dict[str, Any],
-           baseline: Dict[str, Any]) -> None:
+def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
+           quantized: types.Artifact) -> None:
     """The blessing the (Verified)Pusher reads: marker file, ``blessed``, the model it is for
     and the sha256 of the bytes that were evaluated."""
-    marker = keys.BLESSED_FILE if decision.blessed else keys.NOT_BLESSED_FILE
+    marker = keys.BLESSED_FILE if result.blessed else keys.NOT_BLESSED_FILE
     with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
-        f.write("\n".join(decision.reasons) + "\n")
-    blessing.set_int_custom_property(keys.P_BLESSED, int(decision.blessed))
-    blessing.set_string_custom_property(keys.P_REASONS, json.dumps(decision.reasons))
-    blessing.set_string_custom_property(keys.P_CURRENT_MODEL, quantized.uri)
-    blessing.set_int_custom_property(keys.P_CURRENT_MODEL_ID, quantized.id)
-    blessing.set_string_custom_property(keys.P_INT8_SHA256, result["int8_sha256"])
-    blessing.set_string_custom_property(keys.P_BASELINE_CHECK,
-                                        f"{baseline['status']}: {baseline['reason']}")
-    if baseline.get("baseline_int8_accuracy") is not None:
-        blessing.set_float_custom_property(keys.P_BASELINE_ACCURACY,
-                                           baseline["baseline_int8_accuracy"])
+        f.write("\n".join(result.verdict.reasons) + "\n")
+    base = result.deployed
+    set_properties(blessing, {
+        **result.to_properties(), keys.P_BLESSED: int(result.blessed),
+        keys.P_REASONS: json.dumps(result.verdict.reasons), keys.P_CURRENT_MODEL: quantized.uri,
+        keys.P_CURRENT_MODEL_ID: quantized.id, keys.P_INT8_SHA256: result.int8_sha256,
+        keys.P_BASELINE_CHECK: f"{base['status']}: {base['reason']}",
+        keys.P_BASELINE_ACCURACY: base.get("baseline_int8_accuracy")})
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -140,72 +98,74 @@ class Executor(base_beam_executor.BaseBeamExecutor):
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = EvalConfig.from_json(exec_properties[keys.CONFIG])
         quantized = single(input_dict, keys.QUANTIZED_MODEL)
-        blessing = single(output_dict, keys.BLESSING)
-        evaluation_art = single(output_dict, keys.EVALUATION)
+        blessing, out = single(output_dict, keys.BLESSING), single(output_dict, keys.EVALUATION)
         eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
         float_dir = serving_model_dir(single(input_dict, keys.MODEL))
         tflite_path, int8_bytes = _integer_model(quantized)
+        task = _task(cfg, float_dir, int8_bytes)
+        gate_cfg = _gate_config(cfg, exec_properties, task, cfg.data.label_key)
+        deployed = _deployed_model(input_dict, cfg, task)
         # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
         # empty split, corrupt file, NaN, bad labels.
         with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
-            scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes)
+            scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes, task)
             bound = scoring.bind()
             bound.count(eval_uri)
         evaluation.check_float_model(float_dir, bound, first_records(eval_uri, 8))
-        stats = self._score(eval_uri, float_dir, tflite_path, scoring, cfg, evaluation_art.uri,
-                            min(cfg.top_k, bound.num_classes - 1))
-        overall = stats[metrics.OVERALL]
-        baseline = self._baseline_check(input_dict, eval_uri, cfg, bound,
-                                        overall.value("accuracy", "int8"))
-        decision = metrics.decide(stats, cfg, extra_failures=[baseline["reason"]]
-                                  if baseline["status"] == "failed" else [])
+        stats, points = self._score_and_gate(
+            eval_uri, float_dir, tflite_path, deployed, scoring, cfg, gate_cfg, out.uri,
+            min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
+        check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
+                                          stats[evaluation.OVERALL], deployed and deployed.uri)
+        verdict = gate.verdict(out.uri, [check["reason"]] if check["status"] == "failed" else [])
+        result = evaluation.EvaluationResult(
+            cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
+            gate.to_json(gate_cfg),
+            self._latency(quantized, int8_bytes, eval_uri, bound), points)
+        with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
+            f.write(json.dumps(result.to_json(), indent=2))
+        set_properties(out, result.to_properties())
+        self._write_report(out.uri, quantized.uri, result.to_json())
+        _bless(blessing, result, quantized)
+        logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
+                     "tfma.load_eval_result / load_validation_result)",
+                     "BLESSED" if result.blessed else "NOT BLESSED",
+                     "; ".join(verdict.reasons), blessing.uri, out.uri)
 
-        sizes_latency = self._latency(quantized, int8_bytes, eval_uri, bound)
-        result = {
-            "eval_split": cfg.eval_split, "eval_examples": overall.n,
-            "float_accuracy": decision.float_accuracy, "int8_accuracy": decision.int8_accuracy,
-            "accuracy_delta_pt": decision.delta_pt, "top1_agreement": overall.agree / overall.n,
-            "blessed": decision.blessed, "reasons": decision.reasons,
-            "threshold_checks": decision.checks, "baseline": baseline,
-            "slices": {metrics.slice_name(k): v.to_dict() for k, v in sorted(stats.items())},
-            "int8_sha256": hashlib.sha256(int8_bytes).hexdigest(), "config": cfg.to_dict(),
-            **sizes_latency,
-        }
-        with fileio.open(os.path.join(evaluation_art.uri, keys.METRICS_FILE), "w") as f:
-            f.write(json.dumps(result, indent=2))
-        _write_tfma_result(evaluation_art.uri, stats, cfg, eval_uri,
-                           {FLOAT: float_dir, INT8: tflite_path})
-        if cfg.tfma_metrics:
-            self._run_tfma(os.path.join(evaluation_art.uri, "predictions", "part*"),
-                           os.path.join(evaluation_art.uri, TFMA_USER_DIR), cfg)
-        _record_metrics((blessing, evaluation_art), decision, overall, sizes_latency)
-        self._write_report(evaluation_art.uri, quantized.uri, result)
-        _bless(blessing, decision, quantized, result, baseline)
-        logging.info("QuantEvaluator: %s — %s (blessing at %s, metrics at %s)",
-                     "BLESSED" if decision.blessed else "NOT BLESSED", "; ".join(decision.reasons),
-                     blessing.uri, evaluation_art.uri)
-
-    def _score(self, eval_uri: str, float_dir: str, tflite_path: str,
-               scoring: evaluation.ScoringInputs, cfg: EvalConfig, out_uri: str, top_k: int):
-        """Both models over the eval split in Beam -> {slice: SliceStats}; with tfma_metrics
-        also each example's predictions (for TFMA)."""
-        logging.info("QuantEvaluator: scoring float and int8 models on %s with Beam (slices: %s)",
-                     eval_uri, list(cfg.slicing_features) or "overall only")
+    def _score_and_gate(self, eval_uri: str, float_dir: str, tflite_path: str,
+                        deployed: Optional[types.Artifact], scoring: evaluation.ScoringInputs,
+                        cfg: EvalConfig, gate_cfg, out_uri: str, top_k: int):
+        """One Beam job: every model over the eval split -> exact per-slice stats, a sample of
+        points for the report, and TFMA's metrics and validation in ``out_uri``."""
+        features = gate.slice_features(gate_cfg)
+        logging.info("QuantEvaluator: scoring float, int8%s on %s with Beam; TFMA gate: %s",
+                     " and deployed int8" if deployed else "", eval_uri,
+                     gate.to_json(gate_cfg))
         stats_prefix = os.path.join(out_uri, STATS_FILE)
-        predictions = os.path.join(out_uri, "predictions", "part") if cfg.tfma_metrics else None
+        points_prefix = os.path.join(out_uri, POINTS_FILE)
+        deployed_path = deployed and os.path.join(serving_model_dir(deployed), keys.TFLITE_FILE)
         with self._make_beam_pipeline() as p:
-            _ = (p
-                 | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                 | "Evaluate" >> evaluation.ScoreAndCombine(
-                     float_dir, tflite_path, scoring, cfg.slicing_features, top_k,
-                     cfg.batch_size, predictions)
+            scored = (p
+                      | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
+                      | "Score" >> evaluation.ScoreAndCombine(
+                          float_dir, tflite_path, scoring, features, top_k, cfg.batch_size,
+                          deployed_path))
+            _ = (scored["stats"]
                  | "Encode" >> beam.Map(evaluation.encode)
-                 | "Write" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+                 | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+            _ = (scored["points"]
+                 | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(POINTS_SAMPLE)
+                 | "PointsJson" >> beam.Map(json.dumps)
+                 | "WritePoints" >> beam.io.WriteToText(points_prefix, shard_name_template=""))
+            _ = scored["predictions"] | "Gate" >> evaluation.GateWithTFMA(
+                gate_cfg, {gate.FLOAT: float_dir, gate.INT8: tflite_path}, out_uri)
         with fileio.open(stats_prefix) as f:
             stats = evaluation.decode(f.read().splitlines())
-        if metrics.OVERALL not in stats:
+        with fileio.open(points_prefix) as f:
+            points = json.loads(f.read() or "[]")
+        if evaluation.OVERALL not in stats:
             raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
-        return stats
+        return stats, points
 
     @staticmethod
     def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> None:
@@ -223,59 +183,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with fileio.open(os.path.join(out_uri, keys.REPORT_FILE), "w") as f:
             f.write(page)
         logging.info("QuantEvaluator: run report at %s", os.path.join(out_uri, keys.REPORT_FILE))
-
-    def _run_tfma(self, data_location: str, out_dir: str, cfg: EvalConfig) -> None:
-        """TFMA computes the user's metrics on both models' recorded predictions (model-agnostic
-        evaluation: no model is loaded, so TFLite and SavedModel never meet in one TFMA run)."""
-        import tensorflow_model_analysis as tfma
-        eval_config = tfma.EvalConfig(
-            model_specs=[tfma.ModelSpec(name=m, label_key=cfg.data.label_key,
-                                        prediction_key=f"{m}_scores") for m in (FLOAT, INT8)],
-            metrics_specs=[tfma.MetricsSpec(
-                metrics=[tfma.MetricConfig(class_name=c) for c in cfg.tfma_metrics],
-                model_names=[FLOAT, INT8])],
-            slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f])
-                                                  for f in cfg.slicing_features])
-        logging.info("QuantEvaluator: TFMA metrics %s on both models' predictions -> %s",
-                     list(cfg.tfma_metrics), out_dir)
-        try:
-            from tfx_bsl.tfxio import tf_example_record
-            tfxio = tf_example_record.TFExampleRecord(
-                file_pattern=data_location, raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-            with self._make_beam_pipeline() as p:
-                _ = (p
-                     | "ReadPredictions" >> tfxio.BeamSource()
-                     | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(eval_config=eval_config,
-                                                                   output_path=out_dir))
-        except Exception as e:  # noqa: BLE001  (TFMA raises many types for a bad metric name)
-            raise ValueError(f"EvalConfig.tfma_metrics {list(cfg.tfma_metrics)}: TFMA could not "
-                             f"compute them ({type(e).__name__}: {str(e)[:300]}); use TFMA or "
-                             "tf_keras metric class names") from e
-
-    @staticmethod
-    def _baseline_check(input_dict, eval_uri: str, cfg: EvalConfig, bound,
-                        int8_acc: float) -> Dict:
-        """New int8 model vs the latest blessed (deployed) one, on the same split."""
-        if cfg.max_regression_vs_baseline_pt is None:
-            return {"status": "skipped", "reason": "no baseline check configured "
-                    "(EvalConfig.max_regression_vs_baseline_pt=None)"}
-        if not input_dict.get(keys.BASELINE_MODEL):
-            return {"status": "skipped", "reason": "no blessed baseline model yet (first run): "
-                    "regression check skipped"}
-        base = single(input_dict, keys.BASELINE_MODEL)
-        with fileio.open(os.path.join(serving_model_dir(base), keys.TFLITE_FILE), "rb") as f:
-            base_bytes = f.read()
-        x, y = bound.arrays(eval_uri)
-        base_acc = metrics.accuracy(tflite.TFLiteClassifier(base_bytes).predict(x,
-                                                                               cfg.batch_size), y)
-        regression = (base_acc - int8_acc) * 100
-        ok = regression <= cfg.max_regression_vs_baseline_pt + 1e-9
-        return {"status": "passed" if ok else "failed", "baseline_uri": base.uri,
-                "baseline_int8_accuracy": base_acc, "regression_pt": regression,
-                "reason": f"int8 accuracy {int8_acc:.4f} vs blessed baseline {base_acc:.4f} "
-                          f"({base.uri}): regression {regression:.3f} pt "
-                          f"{'within' if ok else 'exceeds'} max_regression_vs_baseline_pt="
-                          f"{cfg.max_regression_vs_baseline_pt}"}
 
     @staticmethod
     def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound) -> Dict[str, Any]:

@@ -1,4 +1,5 @@
 """QuantEvaluator's ComponentSpec: float Model + int8 TFLite Model in, blessing + evaluation out."""
+import tensorflow_model_analysis as tfma
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
@@ -6,7 +7,10 @@ from components import keys
 
 
 class QuantEvaluatorSpec(ComponentSpec):
-    PARAMETERS = {keys.CONFIG: ExecutionParameter(type=str)}  # EvalConfig JSON
+    PARAMETERS = {
+        keys.CONFIG: ExecutionParameter(type=str),  # quant_lib EvalConfig JSON
+        keys.EVAL_CONFIG: ExecutionParameter(type=tfma.EvalConfig, optional=True),
+    }
     INPUTS = {
         keys.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
         keys.MODEL: ChannelParameter(type=standard_artifacts.Model),  # float reference

@@ -61,7 +61,8 @@ class Executor(base_executor.BaseExecutor):
         # Before any training: the data against the model's inputs, the rebuilt model against
         # the Trainer's SavedModel, then the whole split (framing, parse, NaN/Inf, labels).
         with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
-            float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri)
+            float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri,
+                                                     task=getattr(cfg.data, "task", None))
             n = float_model.inputs.count(train_uri)
         float_props = float_model.to_properties()
         if float_model.source == "rebuilt":  # a Keras copy: the float TFLite reference needs one
@@ -71,15 +72,18 @@ class Executor(base_executor.BaseExecutor):
                      "its inputs %s", float_dir, float_model.source, n,
                      sorted(float_model.inputs.mapping))
 
-        logging.info("QuantizeTrainer: QAT (%s scheme%s, %s) for %d epoch(s) at lr=%g on %s",
-                     cfg.scheme, ", per-tensor" if cfg.per_tensor else "", cfg.distribution,
-                     cfg.epochs, cfg.learning_rate, train_uri)
+        logging.info("QuantizeTrainer: QAT (%s scheme%s, %s) for %d epoch(s) at lr=%g on %s; "
+                     "%s task (from %s), loss %s", cfg.scheme,
+                     ", per-tensor" if cfg.per_tensor else "", cfg.distribution, cfg.epochs,
+                     cfg.learning_rate, train_uri, float_model.task.kind, float_model.task.source,
+                     float_model.task.loss_name)
         qat_model, decisions, stats = qat.run_qat(
             lambda: float_model.model if cfg.distribution == "none" else
             models.load_float_model(float_dir, build_fn),
             lambda: float_model.inputs.dataset(train_uri, cfg.batch_size, shuffle=True,
                                                seed=cfg.seed,
-                                               repeat=cfg.steps_per_epoch is not None), cfg)
+                                               repeat=cfg.steps_per_epoch is not None), cfg,
+            float_model.task)
 
         out_dir = path_utils.serving_model_dir(out.uri)
         qat.save_model(qat_model, out_dir, float_model.inputs)
