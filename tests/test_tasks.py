@@ -102,7 +102,9 @@ def test_qat_trains_with_the_task_loss(kind, units, act):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).map(
         lambda a, b: (a, task.labels_for_training(b)))
     q = qat.quantize(_model(units, act))
-    stats = qat.fine_tune(q, ds, QuantizationConfig(epochs=3, learning_rate=1e-2), task=task)
+    first_loss = float(task.loss()(task.labels_for_training(y), q(x)))
+    stats = qat.fine_tune(q, ds, QuantizationConfig(epochs=5, learning_rate=1e-2), task=task)
+    assert type(q.loss).__name__ == ("BinaryCrossentropy" if kind == "binary" else
+                                     "MeanSquaredError")
     assert stats["train_metric"] == task.train_metric
-    first_loss = float(task.loss()(task.labels_for_training(y[:64]), q(x[:64])))
-    assert stats["final_loss"] < 0.7 * first_loss or stats["final_loss"] < 0.3
+    assert stats["final_loss"] < 0.6 * first_loss
