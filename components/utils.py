@@ -69,3 +69,15 @@ def set_properties(artifact: types.Artifact, props: Dict[str, Any]) -> None:
             artifact.set_string_custom_property(k, v)
         else:
             artifact.set_string_custom_property(k, json.dumps(v, sort_keys=True))
+
+
+def recorded_task(artifact: types.Artifact, outputs: int, configured):
+    """The task QuantizeTrainer / IntegerExporter recorded on a model artifact (``task``,
+    ``from_logits`` properties); None when the model did not come from them."""
+    from quant_lib import tasks
+    props = artifact.mlmd_artifact.custom_properties
+    if "task" not in props:
+        return None
+    return tasks.recorded(artifact.get_string_custom_property("task"),
+                          artifact.get_int_custom_property("from_logits"), outputs,
+                          f"the {artifact.type_name} artifact {artifact.uri}", configured)

@@ -7,6 +7,13 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of examples whose top-1 class equals the label."""
+    if len(labels) == 0:
+        raise ValueError("cannot compute accuracy on zero examples")
+    return float(np.mean(np.argmax(scores, axis=-1) == labels))
+
+
 def agreement(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     """Fraction of examples on which two models predict the same top-1 class."""
     return float(np.mean(np.argmax(scores_a, axis=-1) == np.argmax(scores_b, axis=-1)))

@@ -383,6 +383,48 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
         raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {e}") from e
 
 
+# TFMOT's MovingAverageQuantizer: activation ranges start at [-6, 6] and move by an EMA with this
+# decay per training step, so a fine-tune of a few hundred steps never reaches an output range of
+# e.g. [25, 346] (a regression head: clamped at 6, MAE 131 vs float 47 on diabetes).
+_EMA_DECAY = 0.999
+_EMA_VAR = re.compile(r"/(post_activation|pre_activation|output)_(min|max):0$")
+
+
+def calibrate_ranges(qat_model, batches, max_passes: int = 8, tol: float = 0.01) -> dict:
+    """Starts QAT from the activation ranges the model really produces (the way post-training
+    quantization calibrates) instead of TFMOT's [-6, 6]: a training-mode forward pass moves each
+    range variable by one EMA step, which is inverted to the batch's range; the mean over the
+    batches becomes the variable's value. Passes repeat until no range moves more than ``tol``
+    (an upstream range fixed changes what downstream layers see). Everything else a training-mode
+    pass touches (BatchNormalization statistics, step counters, input ranges) is restored."""
+    ema = [v for v in qat_model.non_trainable_variables if _EMA_VAR.search(v.name)]
+    if not ema:
+        return {"calibrated_ranges": 0, "calibration_passes": 0}
+    others = [v for v in qat_model.non_trainable_variables if not _EMA_VAR.search(v.name)]
+    saved = [v.numpy() for v in others]
+    batches = list(batches)
+    passes = 0
+    for passes in range(1, max_passes + 1):
+        sums = [np.zeros(v.shape, np.float64) for v in ema]
+        for x in batches:
+            before = [v.numpy() for v in ema]
+            qat_model(x, training=True)
+            for i, v in enumerate(ema):
+                sums[i] += before[i] - (before[i] - v.numpy()) / (1 - _EMA_DECAY)
+                v.assign(before[i])
+        moved = 0.0
+        for v, total in zip(ema, sums):
+            new = (total / len(batches)).astype(np.float32)
+            old = v.numpy()
+            moved = max(moved, float(np.max(np.abs(new - old) / np.maximum(np.abs(old), 1e-3))))
+            v.assign(new)
+        if moved <= tol:
+            break
+    for v, value in zip(others, saved):
+        v.assign(value)
+    return {"calibrated_ranges": len(ema) // 2, "calibration_passes": passes}
+
+
 def compile_for_training(model, learning_rate: float, task=None) -> None:
     """Adam with the task's loss (the float model's own when it had one) and metrics;
     ``task`` None: a multiclass classifier, logits unless the model ends in a softmax."""
@@ -500,7 +542,14 @@ def run_qat(load_float_model: Callable[[], "tf_keras.Model"],
     train_ds = train_ds.with_options(options)
     with strategy.scope():
         qat_model, decisions = quantize_with_report(load_float_model(), cfg)
+        if strategy is tf.distribute.get_strategy() and cfg.distribution == "none":
+            calibration = calibrate_ranges(qat_model, (x for x, _ in train_ds.take(4)))
+        else:  # a cross-replica forward pass cannot assign the mirrored range variables
+            calibration = {"calibrated_ranges": 0, "calibration_passes": 0}
+            log.info("QAT: %s: activation ranges start at TFMOT's [-6, 6] (no calibration "
+                     "under a distribution strategy)", cfg.distribution)
         stats = fine_tune(qat_model, train_ds, cfg, cfg.steps_per_epoch, task)
+    stats.update(calibration)
     stats["replicas"] = int(strategy.num_replicas_in_sync)
     stats["strategy"] = type(strategy).__name__
     return qat_model, decisions, stats

@@ -139,6 +139,17 @@ class Task:
         return {"task": self.kind, "from_logits": int(self.from_logits)}
 
 
+def recorded(kind: str, from_logits: bool, outputs: int, source: str,
+             configured: Optional[str] = None, field: str = "FeatureSpec.task") -> Task:
+    """A task an upstream component recorded (artifact properties), checked against the spec."""
+    if kind not in TASKS:
+        raise TaskError(f"{source} records task {kind!r}, not one of {TASKS}")
+    if configured and configured != kind:
+        raise TaskError(f"{field}={configured!r} but {source} says {kind!r}: the model was "
+                        f"trained as {kind}; fix {field}")
+    return Task(kind, int(outputs), bool(from_logits), source)
+
+
 def _loss_identity(loss) -> Optional[Dict[str, Any]]:
     """A compiled model's loss as {'class_name', 'config'} (None when absent or per-output)."""
     if loss is None or isinstance(loss, (dict, list, tuple)):

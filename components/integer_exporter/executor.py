@@ -12,8 +12,8 @@ from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import inputs, keys
-from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
-                              split_uri)
+from components.utils import (data_errors_name, recorded_task, serving_model_dir,
+                              set_properties, single, split_uri)
 from quant_lib import edgetpu, export, models, qat, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
@@ -103,16 +103,21 @@ def _qat_report(qat_model: types.Artifact):
 def _model_to_convert(input_dict, cfg: ExportConfig):
     """(model, its task): the QAT model; for int16x8 (post-training only: QAT ranges are 8-bit)
     the float one. The task comes from the loss the model was trained with (quant_lib.tasks)."""
+    configured = getattr(cfg.data, "task", None)
     if cfg.activations != "int16x8":
         path = serving_model_dir(single(input_dict, keys.MODEL))
         model = qat.load_model(path)
+        task = recorded_task(single(input_dict, keys.MODEL), int(model.outputs[0].shape[-1]),
+                             configured)
+        if task is not None:
+            return model, task
     elif not input_dict.get(keys.BASE_MODEL):
         raise ValueError("ExportConfig.activations='int16x8' converts the float model: "
                          "wire the Trainer's model into IntegerExporter(base_model=...)")
     else:
         path = serving_model_dir(single(input_dict, keys.BASE_MODEL))
         model = models.load_float_model(path)
-    return model, models.keras_task(model, path, getattr(cfg.data, "task", None))
+    return model, models.keras_task(model, path, configured)
 
 
 def _float_reference(input_dict, out: types.Artifact):
@@ -171,7 +176,8 @@ class Executor(base_executor.BaseExecutor):
         else:
             out.set_string_custom_property(keys.P_ETPU_STATUS, "skipped")
         float_bytes = _float_reference(input_dict, out)
-        set_properties(out, {**result.to_properties(), keys.P_FLOAT_BYTES: float_bytes})
+        set_properties(out, {**result.to_properties(), **task.to_properties(),
+                             keys.P_FLOAT_BYTES: float_bytes})
         _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
             "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
             "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)

@@ -13,9 +13,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import inputs, keys
-from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
-                              split_uri)
-from quant_lib import evaluation, gate, models, report, tasks, tflite
+from components.utils import (data_errors_name, recorded_task, serving_model_dir,
+                              set_properties, single, split_uri)
+from quant_lib import evaluation, gate, report, tasks, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.inputs import bind_model, first_records
 
@@ -40,13 +40,15 @@ def _integer_model(quantized: types.Artifact):
     return tflite_path, int8_bytes
 
 
-def _task(cfg: EvalConfig, float_dir: str, int8_bytes: bytes) -> tasks.Task:
-    """The task from the float model's training loss (a Keras SavedModel), the input spec, or the
-    int8 model's head (SOFTMAX / LOGISTIC)."""
+def _task(cfg: EvalConfig, quantized: types.Artifact, float_dir: str,
+          int8_bytes: bytes) -> tasks.Task:
+    """The task IntegerExporter recorded on the int8 model; else from the float model's training
+    loss (a Keras SavedModel saved with it), the input spec, or the int8 model's head."""
     import tensorflow as tf
     width = int(tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]["shape"][-1])
-    return tasks.resolve(getattr(cfg.data, "task", None), width, tasks.tflite_head(int8_bytes),
-                         tasks.saved_training_loss(float_dir))
+    configured = getattr(cfg.data, "task", None)
+    return recorded_task(quantized, width, configured) or tasks.resolve(
+        configured, width, tasks.tflite_head(int8_bytes), tasks.saved_training_loss(float_dir))
 
 
 def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str, int8_bytes: bytes,
@@ -102,7 +104,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
         float_dir = serving_model_dir(single(input_dict, keys.MODEL))
         tflite_path, int8_bytes = _integer_model(quantized)
-        task = _task(cfg, float_dir, int8_bytes)
+        task = _task(cfg, quantized, float_dir, int8_bytes)
         gate_cfg = _gate_config(cfg, exec_properties, task, cfg.data.label_key)
         deployed = _deployed_model(input_dict, cfg, task)
         # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
