@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-penguin run-digits test test-fast test-airflow airflow-venv bench data clean
+.PHONY: venv run run-penguin run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench data clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,14 @@ run: venv data
 # TFX's penguin example (Transform + its own Trainer module, unmodified) with tfx-qat added.
 run-penguin: venv
 	$(PY) -m pipelines.cli penguin --output-root runs/penguin
+
+# Binary (breast cancer) and regression (diabetes) heads on scikit-learn's bundled tabular data,
+# each gated by a tfma.EvalConfig (AUC / MAE change thresholds against the float model).
+run-breast-cancer: venv
+	$(PY) -m pipelines.cli tabular --dataset breast_cancer --output-root runs/breast_cancer
+
+run-diabetes: venv
+	$(PY) -m pipelines.cli tabular --dataset diabetes --output-root runs/diabetes
 
 run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)

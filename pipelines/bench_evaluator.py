@@ -59,8 +59,9 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "stats.jsonl")
             with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as bp:
-                _ = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                     | evaluation.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256)
+                scored = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
+                          | evaluation.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256))
+                _ = (scored["stats"]
                      | beam.Map(evaluation.encode)
                      | beam.io.WriteToText(path, shard_name_template=""))
             with open(path) as f:

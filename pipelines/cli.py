@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Optional
 
 import quant_lib  # noqa: F401
 from quant_lib.config import (ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
@@ -58,6 +59,9 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     r.add_argument("--max-regression-pt", type=float,
                    help="bless only if int8 accuracy is at most this many points below the "
                         "latest blessed (pushed) int8 model; skipped on the first run")
+    r.add_argument("--eval-config", metavar="FILE",
+                   help="a tfma.EvalConfig (text proto .pbtxt or JSON) that decides the blessing "
+                        "(float = baseline, int8 = candidate) instead of the accuracy flags above")
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
     r.add_argument("--beam-arg", action="append", default=None,
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory); e.g. "
@@ -102,7 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the penguin CSV (TFX's penguins_processed.csv)")
     pg.add_argument("--output-root", default=os.path.join("runs", "penguin"))
     pg.add_argument("--qat-epochs", type=int, default=10)
-    pg.add_argument("--max-accuracy-drop-pt", type=float, default=3.0)
+    pg.add_argument("--eval-config", metavar="FILE",
+                    help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's penguin "
+                         "example (SparseCategoricalAccuracy >= 0.6, no drop vs float)")
+    tb = sub.add_parser("tabular", help="binary (breast_cancer) or regression (diabetes) on "
+                        "scikit-learn's bundled tabular data, gated by a tfma.EvalConfig")
+    tb.add_argument("--dataset", choices=("breast_cancer", "diabetes"), default="breast_cancer")
+    tb.add_argument("--task", choices=("binary", "regression", "multiclass"),
+                    help="FeatureSpec.task (default: read from the float model's training loss)")
+    tb.add_argument("--eval-config", metavar="FILE",
+                    help="tfma.EvalConfig (.pbtxt or JSON); default: AUC may drop <= 0.02 "
+                         "(binary) / MAE may grow <= 10%% (regression) vs the float model")
+    tb.add_argument("--output-root", help="default: runs/<dataset>")
+    tb.add_argument("--float-epochs", type=int, default=30)
+    tb.add_argument("--qat-epochs", type=int, default=20)
     ln = sub.add_parser("lineage", help="for each pushed int8 model, print where it came from "
                         "(read from MLMD)")
     ln.add_argument("root", help="pipeline output root (holding metadata.sqlite) or an MLMD "
@@ -155,8 +172,11 @@ def _prepare_data(args, data_root: str):
 
 
 def _settings(args, name: str, root: str, data_root: str, spec):
+    from components.quant_evaluator.component import check_one_gate
     from pipelines.pipeline import DEFAULT_BEAM_ARGS, PipelineSettings
-    return PipelineSettings(
+    from quant_lib import gate
+    eval_config = _eval_config_file(args.eval_config)
+    settings = PipelineSettings(
         name=name, output_root=root, data_root=data_root,
         data=spec, float_epochs=args.float_epochs, width=args.width,
         qat=QuantizationConfig(
@@ -176,7 +196,11 @@ def _settings(args, name: str, root: str, data_root: str, spec):
                              for f in args.slice_by
                              if args.max_slice_drop_pt is not None)),
         beam_pipeline_args=args.beam_arg or list(DEFAULT_BEAM_ARGS),
-        enable_cache=not args.no_cache)
+        enable_cache=not args.no_cache,
+        eval_config_json=eval_config and gate.to_json(eval_config))
+    if eval_config is not None:
+        check_one_gate(settings.eval, eval_config)
+    return settings
 
 
 def cmd_run(args) -> int:
@@ -206,6 +230,39 @@ def _run_and_print(run) -> int:
     return 0
 
 
+def _eval_config_file(path: Optional[str]):
+    """The tfma.EvalConfig in FILE (text proto or JSON); ConfigError naming the flag."""
+    if path is None:
+        return None
+    from quant_lib import gate
+    if not os.path.isfile(path):
+        raise ConfigError(f"--eval-config {path}: no such file")
+    with open(path) as f:
+        try:
+            return gate.parse_eval_config(f.read())
+        except ConfigError as e:
+            raise ConfigError(f"--eval-config {path}: {e}") from e
+
+
+def cmd_tabular(args) -> int:
+    from pipelines import tabular
+    from pipelines.runner import run_pipeline
+    try:
+        eval_config = _eval_config_file(args.eval_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.output_root or os.path.join("runs", args.dataset))
+    label, task = tabular.ingest(args.dataset, os.path.join(root, "data"))
+    pipeline = tabular.create_pipeline(
+        f"tfx-qat-{args.dataset.replace('_', '-')}", os.path.join(root, "pipeline_root"),
+        os.path.join(root, "data"), os.path.join(root, "serving"),
+        os.path.join(root, "metadata.sqlite"), label, task, spec_task=args.task,
+        eval_config=eval_config, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
+    return _run_and_print(lambda: run_pipeline(pipeline, root,
+                                               os.path.join(root, "metadata.sqlite")))
+
+
 def cmd_penguin(args) -> int:
     import shutil
     from pipelines.penguin import create_pipeline
@@ -214,14 +271,18 @@ def cmd_penguin(args) -> int:
         print(f"error: --data {args.data}: no such file (TFX's penguins_processed.csv)",
               file=sys.stderr)
         return 2
+    try:
+        eval_config = _eval_config_file(args.eval_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     root = os.path.abspath(args.output_root)
     data_root = os.path.join(root, "data")
     os.makedirs(data_root, exist_ok=True)
     shutil.copy(args.data, os.path.join(data_root, "penguins_processed.csv"))
     pipeline = create_pipeline(os.path.join(root, "pipeline_root"), data_root,
                                os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"),
-                               qat_epochs=args.qat_epochs,
-                               max_accuracy_drop_pt=args.max_accuracy_drop_pt)
+                               qat_epochs=args.qat_epochs, eval_config=eval_config)
     return _run_and_print(lambda: run_pipeline(pipeline, root,
                                                os.path.join(root, "metadata.sqlite")))
 
@@ -270,10 +331,10 @@ def cmd_lineage(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin") else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin", "tabular") else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
-            "penguin": cmd_penguin,
+            "penguin": cmd_penguin, "tabular": cmd_tabular,
             "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 

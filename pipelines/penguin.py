@@ -4,7 +4,8 @@ The stock steps are those of ``tfx/examples/penguin/penguin_pipeline_local.py`` 
 StatisticsGen -> SchemaGen -> Transform -> Trainer, module ``penguin_utils_keras.py`` shipped with
 tfx, 100 training steps). tfx-qat's four components are the lines a user adds: they read the same
 raw Examples through the same Transform graph, rebuild the Trainer's model with the module's own
-``_make_keras_model`` (the module saves with ``tf.saved_model.save``), and push the int8 TFLite
+``_make_keras_model`` (the module saves with ``tf.saved_model.save``), gate the int8 model with
+the example's own Evaluator EvalConfig (float model as the baseline), and push the int8 TFLite
 model only when it is blessed.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from typing import List, Optional
 
 import quant_lib  # noqa: F401
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
@@ -25,10 +27,37 @@ def penguin_module_file() -> str:
     return os.path.join(os.path.dirname(penguin.__file__), "penguin_utils_keras.py")
 
 
+def penguin_eval_config(accuracy_threshold: float = 0.6) -> tfma.EvalConfig:
+    """The EvalConfig of TFX's ``penguin_pipeline_local.py`` (its Evaluator's gate), verbatim:
+    SparseCategoricalAccuracy >= 0.6 and no drop against the baseline. Here the baseline is the
+    float model and the candidate the int8 one (QuantEvaluator replaces the model_specs)."""
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name='serving_default',
+                label_key='species_xf',
+                preprocessing_function_names=['transform_features'])
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[
+                tfma.MetricConfig(
+                    class_name='SparseCategoricalAccuracy',
+                    threshold=tfma.MetricThreshold(
+                        value_threshold=tfma.GenericValueThreshold(
+                            lower_bound={'value': accuracy_threshold}),
+                        change_threshold=tfma.GenericChangeThreshold(
+                            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                            absolute={'value': -1e-10})))
+            ])
+        ])
+
+
 def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metadata_path: str,
                     module_file: Optional[str] = None, qat_epochs: int = 10,
-                    max_accuracy_drop_pt: float = 3.0, enable_cache: bool = True,
+                    eval_config: Optional[tfma.EvalConfig] = None, enable_cache: bool = True,
                     beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+    """``eval_config``: the gate (default: TFX's penguin example's, ``penguin_eval_config``)."""
     module_file = module_file or penguin_module_file()
     # --- TFX's penguin example, as it ships --------------------------------------------------
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
@@ -59,8 +88,8 @@ def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metada
                                config=ExportConfig(data=data, parity_examples=100))
     evaluator = QuantEvaluator(**wiring, model=trainer.outputs["model"],
                                quantized_model=exporter.outputs["quantized_model"],
-                               config=EvalConfig(data=data,
-                                                 max_accuracy_drop_pt=max_accuracy_drop_pt))
+                               config=EvalConfig(data=data),
+                               eval_config=eval_config or penguin_eval_config())
     pusher = VerifiedPusher(
         model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -13,6 +13,7 @@ import quant_lib  # noqa: F401
 from tfx import v1 as tfx
 
 from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
+from quant_lib import gate
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules", "cnn_trainer.py")
@@ -37,6 +38,7 @@ class PipelineSettings:
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_BEAM_ARGS))
     enable_cache: bool = True
     seed: int = 0
+    eval_config_json: Optional[str] = None  # a tfma.EvalConfig deciding the blessing (JSON)
 
     def __post_init__(self):
         self.qat = self.qat or QuantizationConfig(data=self.data, seed=self.seed)
@@ -116,7 +118,8 @@ def create_pipeline(s: PipelineSettings, metadata_connection_config=None,
     evaluator = QuantEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         quantized_model=exporter.outputs["quantized_model"], config=s.eval,
-        baseline_model=baseline_model)
+        baseline_model=baseline_model,
+        eval_config=gate.parse_eval_config(s.eval_config_json) if s.eval_config_json else None)
     # TFX's Pusher with a verifying executor: pushes only blessed bytes, checksum-checked.
     pusher = VerifiedPusher(
         model=exporter.outputs["quantized_model"],

@@ -69,12 +69,15 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
     if pushed is not None and _prop(pushed, "pushed") == 1:
         pushed_path = os.path.join(_prop(pushed, "pushed_destination"), keys.TFLITE_FILE)
     float_acc = int8_acc = delta = None
-    if blessing is not None:
+    if blessing is not None and _prop(blessing, keys.P_FLOAT_CORRECT) is not None:
         n = _prop(blessing, keys.P_EVAL_EXAMPLES)
         float_acc = _prop(blessing, keys.P_FLOAT_CORRECT) / n
         int8_acc = _prop(blessing, keys.P_INT8_CORRECT) / n
         delta = (float_acc - int8_acc) * 100.0
     summary = {
+        "task": (blessing and _prop(blessing, "task")) or "multiclass",
+        "float_mae": blessing and _prop(blessing, "float_mae"),  # regression
+        "int8_mae": blessing and _prop(blessing, "int8_mae"),
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
         "delta_pt": delta,
@@ -138,19 +141,25 @@ def format_summary(s: Dict[str, Any]) -> str:
         latency = (f"int8 {s['int8_latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms per "
                    f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
                    f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
+    if s.get("task") == "regression":
+        headline = [f"  float MAE      : {s['float_mae']:.4f}   ({s.get('eval_examples')} eval "
+                    "examples)", f"  int8 MAE       : {s['int8_mae']:.4f}"]
+    else:
+        headline = [
+            f"  float accuracy : {pct(s['float_accuracy'])}   ({s.get('eval_examples')} eval "
+            "examples)", f"  int8 accuracy  : {pct(s['int8_accuracy'])}",
+            f"  delta          : {delta} pt (float minus int8)"]
     lines = [
         "=" * 64,
-        "tfx-qat run summary",
-        f"  float accuracy : {pct(s['float_accuracy'])}   ({s.get('eval_examples')} eval examples)",
-        f"  int8 accuracy  : {pct(s['int8_accuracy'])}",
-        f"  delta          : {delta} pt (float minus int8)",
+        f"tfx-qat run summary ({s.get('task', 'multiclass')} model)",
+        *headline,
         f"  float TFLite   : {size(s['float_tflite_bytes'])}",
         f"  int8 TFLite    : {size(s['int8_tflite_bytes'])} {ratio}",
         f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
     if s.get("parity_top1_agreement") is not None:
-        lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite top-1 agreement "
+        lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite agreement "
                          f"{100 * s['parity_top1_agreement']:.2f}%, max |error| "
                          f"{s['parity_max_abs_error']:.4f}")
     e = s.get("edgetpu") or {}

@@ -7,6 +7,11 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 
+def correct(scores: np.ndarray, labels: np.ndarray) -> int:
+    """Number of examples whose top-1 class equals the label."""
+    return int(np.sum(np.argmax(scores, axis=-1) == labels))
+
+
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of examples whose top-1 class equals the label."""
     if len(labels) == 0:

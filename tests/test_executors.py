@@ -378,3 +378,56 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
     img = mpimg.imread(str(shot))
     assert img.shape[0] == 2400 and img.shape[1] == 1200
     assert float(img[..., :3].std()) > 0.05  # rendered content, not a blank page
+
+
+def _examples_with_eval_repeated(examples, factor, root):
+    """A copy of the digits Examples whose eval split holds every eval record ``factor`` times."""
+    import glob
+    import tensorflow as tf
+    from tfx.types import artifact_utils
+    ex = standard_artifacts.Examples()
+    ex.uri = str(root)
+    for split in ("train", "eval"):
+        os.makedirs(os.path.join(ex.uri, f"Split-{split}"))
+    for f in glob.glob(os.path.join(examples.uri, "Split-train", "*")):
+        shutil.copy(f, os.path.join(ex.uri, "Split-train"))
+    src = glob.glob(os.path.join(examples.uri, "Split-eval", "*"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(src, compression_type="GZIP")]
+    with tf.io.TFRecordWriter(os.path.join(ex.uri, "Split-eval", "data.gz"), "GZIP") as w:
+        for _ in range(factor):
+            for r in records:
+                w.write(r)
+    ex.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    return ex, len(records) * factor
+
+
+def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_model_artifact,
+                                                      int8_model_artifact, tmp_path):
+    """The deployed (baseline) int8 model is scored in the same Beam job as float and int8, not
+    loaded into the driver with the whole split (as before): the driver's peak Python memory on
+    an eval split 16x larger stays flat."""
+    import tracemalloc
+    from tfx.dsl.components.base import base_beam_executor
+    examples, _ = digits_examples
+    cfg = EvalConfig(data=SPEC, max_accuracy_drop_pt=100, max_regression_vs_baseline_pt=0.0)
+    peaks = {}
+    for factor in (1, 16):
+        ex, n = _examples_with_eval_repeated(examples, factor, tmp_path / f"ex{factor}")
+        blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / f"b{factor}")
+        evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / f"e{factor}")
+        ctx = base_beam_executor.BaseBeamExecutor.Context(
+            beam_pipeline_args=["--direct_running_mode=in_memory"])
+        tracemalloc.start()
+        EvaluatorExecutor(ctx).Do(
+            {keys.EXAMPLES: [ex], keys.MODEL: [float_model_artifact],
+             keys.QUANTIZED_MODEL: [int8_model_artifact],
+             keys.BASELINE_MODEL: [int8_model_artifact]},  # deployed = the same bytes
+            {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]}, {keys.CONFIG: cfg.to_json()})
+        peaks[factor] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert blessing.get_int_custom_property(keys.P_EVAL_EXAMPLES) == n
+        # Same model deployed: identical accuracy, so a zero-regression gate passes.
+        assert blessing.get_string_custom_property(keys.P_BASELINE_CHECK).startswith("passed")
+        assert blessing.get_float_custom_property(keys.P_BASELINE_ACCURACY) == pytest.approx(
+            blessing.get_float_custom_property(keys.P_INT8_ACCURACY))
+    assert peaks[16] < 1.5 * peaks[1], peaks

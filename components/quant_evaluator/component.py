@@ -17,7 +17,7 @@ _TYPED_GATE = ("max_accuracy_drop_pt", "min_int8_accuracy", "thresholds", "slici
                "tfma_metrics")
 
 
-def _check_one_gate(config: EvalConfig, eval_config) -> None:
+def check_one_gate(config: EvalConfig, eval_config) -> None:
     """The gate is set in one place: a tfma.EvalConfig, or the typed thresholds."""
     if not isinstance(eval_config, tfma.EvalConfig):
         raise TypeError(f"QuantEvaluator(eval_config=...) takes a tfma.EvalConfig, got "
@@ -64,7 +64,7 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
                  eval_config: Optional[tfma.EvalConfig] = None):
         config = typed_config(config, EvalConfig, "QuantEvaluator")
         if eval_config is not None:
-            _check_one_gate(config, eval_config)
+            check_one_gate(config, eval_config)
         spec = QuantEvaluatorSpec(
             examples=examples, model=model, quantized_model=quantized_model,
             baseline_model=baseline_model, schema=schema, transform_graph=transform_graph,
