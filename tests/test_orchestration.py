@@ -89,3 +89,31 @@ def test_compile_without_a_data_spec_is_a_clear_error(tmp_path, capsys):
                    "gs://b/d", "--output", str(tmp_path / "p.json")])
     assert rc == 2
     assert "--num-classes" in capsys.readouterr().err
+
+
+GATE = """metrics_specs { metrics { class_name: "SparseCategoricalAccuracy" threshold {
+  change_threshold { direction: HIGHER_IS_BETTER absolute { value: -0.005 } } } } }
+slicing_specs {} slicing_specs { feature_keys: "label" }"""
+
+
+def test_eval_config_file_reaches_the_evaluator_and_conflicts_are_refused(tmp_path, capsys):
+    gate_file = tmp_path / "gate.pbtxt"
+    gate_file.write_text(GATE)
+    base = ["compile-kfp", "--dataset", "digits", "--image", "i", "--output-root", "gs://b/r",
+            "--data-root", "gs://b/d", "--output", str(tmp_path / "p.json")]
+    assert cli.main(base + ["--eval-config", str(gate_file)]) == 0
+    with open(tmp_path / "p.json") as f:
+        task = json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"]["QuantEvaluator"]
+    from quant_lib import gate  # the executor parses what the spec carries
+    sent = gate.parse_eval_config(_const(task, "eval_config"))
+    metric = sent.metrics_specs[0].metrics[0]
+    assert metric.class_name == "SparseCategoricalAccuracy"
+    assert metric.threshold.change_threshold.absolute.value == -0.005
+    assert list(sent.slicing_specs[1].feature_keys) == ["label"]
+    # The gate is set in one place; a broken file is named.
+    assert cli.main(base + ["--eval-config", str(gate_file), "--max-accuracy-drop-pt", "0.5"]) == 2
+    assert "also sets ['max_accuracy_drop_pt']" in capsys.readouterr().err
+    bad = tmp_path / "bad.pbtxt"
+    bad.write_text("metrics_specs { nonsense: 1 }")
+    assert cli.main(base + ["--eval-config", str(bad)]) == 2
+    assert f"--eval-config {bad}: eval_config: not a tfma.EvalConfig" in capsys.readouterr().err

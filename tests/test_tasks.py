@@ -108,3 +108,45 @@ def test_qat_trains_with_the_task_loss(kind, units, act):
                                      "MeanSquaredError")
     assert stats["train_metric"] == task.train_metric
     assert stats["final_loss"] < 0.6 * first_loss
+
+
+@pytest.fixture(scope="module")
+def tabular_examples(tmp_path_factory):
+    """Diabetes (a numeric target) as Examples, and an uncompiled one-unit linear model saved
+    without a training config."""
+    from conftest import make_examples_artifact
+    from pipelines import tabular
+    from pipelines.modules.tabular_trainer import build_model
+    from tfx.types import standard_artifacts
+    from tfx.utils import path_utils
+    d = str(tmp_path_factory.mktemp("diabetes"))
+    tabular.ingest("diabetes", d)
+    examples = make_examples_artifact(str(tmp_path_factory.mktemp("ex")), d)
+    names = tabular.load("diabetes")[0]
+    model = build_model(sorted(names), "regression", np.zeros(10), np.ones(10))
+    art = standard_artifacts.Model()
+    art.uri = str(tmp_path_factory.mktemp("float"))
+    model.save(path_utils.serving_model_dir(art.uri), save_format="tf")
+    return examples, art
+
+
+@pytest.mark.parametrize("task, error, match", [
+    (None, tasks.TaskError, r"cannot tell the task of a model with a 1-unit linear head.*"
+                            r"set FeatureSpec.task to 'binary' or 'regression'"),
+    ("binary", Exception, r"label feature 'progression' has values in \[25, 346\] but the model "
+                          r"has 2 classes \(binary"),
+])
+def test_quantize_trainer_refuses_an_undecidable_task_or_wrong_labels_before_training(
+        tabular_examples, tmp_path, task, error, match):
+    from components import keys
+    from components.quantize_trainer.executor import Executor
+    from quant_lib.config import FeatureSpec, QuantizationConfig
+    from tfx.types import standard_artifacts
+    examples, float_model = tabular_examples
+    out = standard_artifacts.Model()
+    out.uri = str(tmp_path / "qat")
+    cfg = QuantizationConfig(data=FeatureSpec(label_key="progression", task=task))
+    with pytest.raises(error, match=match):
+        Executor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model]},
+                      {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    assert not (tmp_path / "qat" / "Format-Serving").exists()
