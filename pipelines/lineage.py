@@ -102,15 +102,17 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
         }
         b = _props(blessing)
         eval_exec = g.producer(blessing.id)
-        n = b.get(keys.P_EVAL_EXAMPLES)
+        n = b.get(keys.P_EVAL_EXAMPLES) if keys.P_FLOAT_CORRECT in b else None  # classifiers
         rec["evaluation"] = {
             "component": g.component(eval_exec), "execution_id": eval_exec.id,
             "blessing": _artifact(blessing), "blessed": b.get(keys.P_BLESSED) == 1,
+            "task": b.get("task", "multiclass"),
+            "float_mae": b.get("float_mae"), "int8_mae": b.get("int8_mae"),
             "float_accuracy": b.get(keys.P_FLOAT_CORRECT) / n if n else None,
             "int8_accuracy": b.get(keys.P_INT8_CORRECT) / n if n else None,
             "delta_pt": (100.0 * (b[keys.P_FLOAT_CORRECT] - b[keys.P_INT8_CORRECT]) / n
                          if n else None),
-            "eval_examples": n,
+            "eval_examples": b.get(keys.P_EVAL_EXAMPLES),
             "reasons": json.loads(b.get(keys.P_REASONS) or "[]"),
             "baseline_check": b.get(keys.P_BASELINE_CHECK),
             "evaluated_int8_sha256": b.get(keys.P_INT8_SHA256),
@@ -173,9 +175,11 @@ def format_lineage(records: List[Dict[str, Any]]) -> str:
         lines += [
             f"pushed model {r['pushed']['version']} -> {r['pushed']['destination']}",
             f"  QuantEvaluator (execution {ev['execution_id']}): blessed={ev['blessed']}; "
-            f"float {100 * ev['float_accuracy']:.2f}% vs int8 {100 * ev['int8_accuracy']:.2f}% "
-            f"(delta {ev['delta_pt']:+.2f} pt on {ev['eval_examples']} examples); "
-            f"baseline: {ev['baseline_check']}",
+            + (f"MAE float {ev['float_mae']:.4f} vs int8 {ev['int8_mae']:.4f} "
+               if ev["float_accuracy"] is None else
+               f"float {100 * ev['float_accuracy']:.2f}% vs int8 {100 * ev['int8_accuracy']:.2f}% "
+               f"(delta {ev['delta_pt']:+.2f} pt) ")
+            + f"on {ev['eval_examples']} examples; baseline: {ev['baseline_check']}",
             *[f"      - {reason}" for reason in ev["reasons"]],
             f"    evaluated sha256 {ev['evaluated_int8_sha256']}; pushed sha256 "
             f"{r['pushed']['sha256'] or 'not recorded (stock Pusher)'}",

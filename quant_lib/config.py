@@ -334,13 +334,16 @@ class Threshold(_JsonConfig):
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(_JsonConfig):
-    """QuantEvaluator: float vs int8 metrics on one split, sliced, and the blessing thresholds.
+    """QuantEvaluator: the split both models are scored on, and the typed gate.
 
-    ``max_accuracy_drop_pt`` (percentage points, float minus int8) and ``min_int8_accuracy`` (a
-    fraction) gate overall accuracy; ``thresholds`` add per-metric / per-slice gates;
-    ``slicing_features`` are tf.Example features whose values define slices (e.g. "label").
-    ``tfma_metrics``: any TFMA/Keras metric class names, computed by TFMA itself on both models'
-    predictions (model-agnostic evaluation) into ``<evaluation>/tfma``.
+    The blessing is decided by a ``tfma.EvalConfig`` (float = baseline, int8 = candidate): the
+    component's ``eval_config``, else the one these fields build (``quant_lib.gate.from_typed``):
+    ``max_accuracy_drop_pt`` (percentage points, float minus int8; a change threshold) and
+    ``min_int8_accuracy`` (a value threshold) on the whole split; ``thresholds`` per-metric /
+    per-slice gates; ``slicing_features`` are tf.Example features whose values define slices
+    (e.g. "label"); ``tfma_metrics`` any TFMA/Keras metric class names computed alongside.
+    ``max_regression_vs_baseline_pt``: the new int8 model's accuracy may fall at most this far
+    below the deployed (latest blessed) int8 model's, scored in the same Beam job.
     """
 
     data: InputSpec = DataSpec()

@@ -395,12 +395,14 @@ def calibrate_ranges(qat_model, batches, max_passes: int = 8, tol: float = 0.01)
     quantization calibrates) instead of TFMOT's [-6, 6]: a training-mode forward pass moves each
     range variable by one EMA step, which is inverted to the batch's range; the mean over the
     batches becomes the variable's value. Passes repeat until no range moves more than ``tol``
-    (an upstream range fixed changes what downstream layers see). Everything else a training-mode
-    pass touches (BatchNormalization statistics, step counters, input ranges) is restored."""
+    (an upstream range fixed changes what downstream layers see). Input and weight ranges keep
+    what the passes set (TFMOT sets them from the data in any training step); everything else a
+    training-mode pass touches (BatchNormalization statistics, step counters) is restored."""
     ema = [v for v in qat_model.non_trainable_variables if _EMA_VAR.search(v.name)]
     if not ema:
         return {"calibrated_ranges": 0, "calibration_passes": 0}
-    others = [v for v in qat_model.non_trainable_variables if not _EMA_VAR.search(v.name)]
+    others = [v for v in qat_model.non_trainable_variables
+              if not re.search(r"_(min|max):0$", v.name)]
     saved = [v.numpy() for v in others]
     batches = list(batches)
     passes = 0

@@ -150,3 +150,27 @@ def test_quantize_trainer_refuses_an_undecidable_task_or_wrong_labels_before_tra
         Executor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [float_model]},
                       {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
     assert not (tmp_path / "qat" / "Format-Serving").exists()
+
+
+def test_calibration_starts_qat_from_the_real_output_range():
+    """A regression head whose outputs reach ~300: TFMOT's [-6, 6] start clamps them; after
+    calibrate_ranges the output range covers them and BN statistics are untouched."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    inp = keras.Input((4,))
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(8, name="d")(inp))
+    out = keras.layers.Dense(1, name="o", kernel_initializer=keras.initializers.Constant(40.0),
+                             bias_initializer=keras.initializers.Constant(150.0))(
+        keras.layers.ReLU()(h))
+    float_model = keras.Model(inp, out)
+    want = float_model.predict(x, verbose=0)
+    q = qat.quantize(float_model)
+    assert np.max(q.predict(x, verbose=0)) <= 6.1  # clamped by the initial range
+    bn = [v for v in q.non_trainable_variables if "moving_mean" in v.name][0].numpy()
+    stats = qat.calibrate_ranges(q, [x[:64], x[64:128], x[128:192], x[192:]])
+    assert stats["calibrated_ranges"] >= 2 and stats["calibration_passes"] >= 1
+    got = q.predict(x, verbose=0)
+    assert np.max(np.abs(got - want)) < 0.02 * (want.max() - want.min())
+    np.testing.assert_array_equal(
+        [v for v in q.non_trainable_variables if "moving_mean" in v.name][0].numpy(), bn)
