@@ -231,9 +231,6 @@ class GateResult:
     headline: Dict[str, Dict[str, float]]  # overall slice: metric -> {float, int8}
     checked_slices: int
 
-    def to_properties(self) -> Dict[str, object]:
-        return {"blessed": int(self.blessed), "validation_failures": len(self.failures)}
-
 
 def verdict(output_path: str, extra_failures: Iterable[str] = ()) -> GateResult:
     """Reads TFMA's validation result and metrics at ``output_path``; ``extra_failures`` (e.g. the
@@ -262,11 +259,14 @@ def verdict(output_path: str, extra_failures: Iterable[str] = ()) -> GateResult:
         failures.append({"metric": None, "slice": str(missing).strip(), "threshold": "missing"})
         reasons.append(f"a threshold's slice has no examples in the eval split: "
                        f"{json_format.MessageToJson(missing, indent=None)}")
-    for m in validation.missing_metrics if hasattr(validation, "missing_metrics") else ():
-        reasons.append(f"metric {m} has a threshold but was not computed")
+    if validation.missing_thresholds:
+        reasons.append("a metric with a threshold was not computed by TFMA (check the metric's "
+                       "class name, sub key and model names in the eval_config)")
     reasons += list(extra_failures)
     checked = sum(d.num_matching_slices for d in validation.validation_details.slicing_details)
     blessed = bool(validation.validation_ok) and not reasons
+    if not blessed and not reasons:  # never an unexplained NOT_BLESSED
+        reasons = [f"TFMA validation failed: {json_format.MessageToJson(validation, indent=None)}"]
     if blessed:
         shown = "; ".join(f"{n}: float {_fmt(v.get(FLOAT))}, int8 {_fmt(v.get(INT8))}"
                           for n, v in sorted(headline.items()) if n != "example_count")

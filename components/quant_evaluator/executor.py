@@ -70,11 +70,11 @@ def _gate_config(cfg: EvalConfig, exec_properties, task: tasks.Task, label_key: 
 
 def _deployed_model(input_dict, cfg: EvalConfig, task: tasks.Task) -> Optional[types.Artifact]:
     """The latest blessed int8 model, when a regression gate against it is configured."""
-    if cfg.max_regression_vs_baseline_pt is None or not input_dict.get(keys.BASELINE_MODEL):
-        return None
-    if not task.is_classification:
+    if cfg.max_regression_vs_baseline_pt is not None and not task.is_classification:
         raise ValueError("EvalConfig.max_regression_vs_baseline_pt compares accuracy; a "
                          f"{task.kind} model has none: leave it None")
+    if cfg.max_regression_vs_baseline_pt is None or not input_dict.get(keys.BASELINE_MODEL):
+        return None
     return single(input_dict, keys.BASELINE_MODEL)
 
 
