@@ -232,9 +232,19 @@ class GateResult:
     checked_slices: int
 
 
-def verdict(output_path: str, extra_failures: Iterable[str] = ()) -> GateResult:
+def _typed_field(metric: str, slice_key: SliceKey, t: config_pb2.MetricThreshold) -> str:
+    """Which typed EvalConfig field a threshold of ``from_typed`` came from."""
+    if slice_key == () and metric in ("sparse_categorical_accuracy", "binary_accuracy"):
+        return ("EvalConfig.max_accuracy_drop_pt" if t.HasField("change_threshold") else
+                "EvalConfig.min_int8_accuracy")
+    return "EvalConfig.thresholds"
+
+
+def verdict(output_path: str, extra_failures: Iterable[str] = (),
+            typed: bool = False) -> GateResult:
     """Reads TFMA's validation result and metrics at ``output_path``; ``extra_failures`` (e.g. the
-    regression check against the deployed model) also block the blessing."""
+    regression check against the deployed model) also block the blessing. ``typed``: the config
+    came from ``from_typed``, and each failure names the field it came from."""
     validation = tfma.load_validation_result(output_path)
     values = load_values(output_path)
     headline = {}
@@ -252,9 +262,10 @@ def verdict(output_path: str, extra_failures: Iterable[str] = ()) -> GateResult:
                    "value": f.metric_value.double_value.value,
                    "threshold": _describe_threshold(f.metric_threshold)}
             failures.append(row)
+            origin = f" ({_typed_field(row['metric'], s, f.metric_threshold)})" if typed else ""
             reasons.append(
                 f"{row['metric']} on {row['slice']}: float (baseline) {_fmt(row['float'])}, int8 "
-                f"(candidate) {_fmt(row['int8'])} fails {row['threshold']}")
+                f"(candidate) {_fmt(row['int8'])} fails {row['threshold']}{origin}")
     for missing in validation.missing_slices:
         failures.append({"metric": None, "slice": str(missing).strip(), "threshold": "missing"})
         reasons.append(f"a threshold's slice has no examples in the eval split: "

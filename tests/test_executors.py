@@ -326,7 +326,8 @@ def test_quant_evaluator_impossible_floor_does_not_bless(digits_examples, float_
     assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) < 1.0
     assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
     assert os.listdir(blessing.uri) == ["NOT_BLESSED"]
-    assert "fails int8 >= 1" in blessing.get_string_custom_property(keys.P_REASONS)
+    assert "fails int8 >= 1 (EvalConfig.min_int8_accuracy)" in \
+        blessing.get_string_custom_property(keys.P_REASONS)
 
 
 def test_quant_evaluator_rejects_a_float_tflite(digits_examples, float_model_artifact, tmp_path):

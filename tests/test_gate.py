@@ -29,13 +29,13 @@ def _records(labels, float_preds, int8_preds, label_key="label"):
     return out
 
 
-def _verdict(tmp_path, records, user_cfg, label_key="label"):
+def _verdict(tmp_path, records, user_cfg, label_key="label", typed=False):
     cfg = gate.for_models(user_cfg, label_key)
     out = str(tmp_path / "tfma")
     with beam.Pipeline() as p:
         _ = (p | beam.Create(records)
              | evaluation.GateWithTFMA(cfg, {"float": "/f", "int8": "/q"}, out))
-    return gate.verdict(out)
+    return gate.verdict(out, typed=typed)
 
 
 def _multiclass(n_float_wrong, n_int8_wrong, n=100, wrong_label=2):
@@ -51,16 +51,16 @@ def _multiclass(n_float_wrong, n_int8_wrong, n=100, wrong_label=2):
 
 @pytest.mark.parametrize("drop_pt, min_acc, int8_wrong, blessed, why", [
     (1.0, 0.0, 1, True, "every TFMA threshold holds"),
-    (1.0, 0.0, 2, False, "int8 - float >= -0.01"),
+    (1.0, 0.0, 2, False, "int8 - float >= -0.01 (EvalConfig.max_accuracy_drop_pt)"),
     (0.0, 0.0, 0, True, "every TFMA threshold holds"),
-    (100, 0.99, 2, False, "int8 >= 0.99"),
+    (100, 0.99, 2, False, "int8 >= 0.99 (EvalConfig.min_int8_accuracy)"),
 ])
 def test_typed_thresholds_gate_through_tfma(tmp_path, drop_pt, min_acc, int8_wrong, blessed, why):
     y, f, q = _multiclass(0, int8_wrong)
     cfg = gate.from_typed(EvalConfig(data=DataSpec(num_classes=3), top_k=2,
                                      max_accuracy_drop_pt=drop_pt, min_int8_accuracy=min_acc),
                           MULTI)
-    v = _verdict(tmp_path, _records(y, f, q), cfg)
+    v = _verdict(tmp_path, _records(y, f, q), cfg, typed=True)
     assert v.blessed is blessed, v.reasons
     assert any(why in r for r in v.reasons), v.reasons
     acc = v.headline["sparse_categorical_accuracy"]

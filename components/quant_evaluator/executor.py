@@ -119,7 +119,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
         check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
-        verdict = gate.verdict(out.uri, [check["reason"]] if check["status"] == "failed" else [])
+        verdict = gate.verdict(out.uri, [check["reason"]] if check["status"] == "failed" else [],
+                               typed=not exec_properties.get(keys.EVAL_CONFIG))
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg),
