@@ -62,6 +62,20 @@ def _fit(model, x, y, epochs, lr, batch, tag):
     return timer.seconds_per_step
 
 
+def _tfx_qat(model, cfg, x):
+    """QAT as QuantizeTrainer starts it: TFMOT's wrappers (with tfx-qat's plan), then activation
+    ranges calibrated on 4 training batches of 64 (qat.calibrate_ranges)."""
+    q = qat.quantize(model, cfg)
+    qat.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
+    return q
+
+
+def _tfx_qat_with_report(model, cfg, x):
+    q, decisions = qat.quantize_with_report(model, cfg)
+    qat.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
+    return q, decisions
+
+
 def _clone(model):
     c = keras.models.clone_model(model)
     c.set_weights(model.get_weights())
@@ -95,7 +109,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
     bare_float = time.perf_counter() - t_bare
 
     t = time.perf_counter()
-    qat8 = qat.quantize(_clone(f0), QuantizationConfig(data=SPEC))
+    qat8 = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC), xt)
     qat8_step = _fit(qat8, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT8")
     qat8_bytes = tflite.convert_int8(qat8, rep)
     bare_qat = time.perf_counter() - t
@@ -109,7 +123,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
 
     # 4-bit weights, 8-bit activations (TFMOT experimental n-bit scheme).
     cfg4 = QuantizationConfig(data=SPEC, scheme="n_bit", weight_bits=4, activation_bits=8)
-    qat4 = qat.quantize(_clone(f0), cfg4)
+    qat4 = _tfx_qat(_clone(f0), cfg4, xt)
     _fit(qat4, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT4")
     ptq4 = qat.quantize(_clone(f1), cfg4)
     qat.compile_for_training(ptq4, 0.0)  # lr 0: forward passes only set the quantizer ranges
@@ -122,7 +136,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
     n = args.long_epochs
     fn = _clone(f0)
     _fit(fn, xt, yt, n, args.qat_lr, 64, f"float-ft{n}")
-    qat4n = qat.quantize(_clone(f0), cfg4)
+    qat4n = _tfx_qat(_clone(f0), cfg4, xt)
     _fit(qat4n, xt, yt, n, args.qat_lr, 64, f"QAT4x{n}")
     ptq4n = qat.quantize(_clone(fn), cfg4)
     qat.compile_for_training(ptq4n, 0.0)
@@ -134,7 +148,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
 
     # One weight scale per tensor: PTQ (F1) vs QAT (F0 + the same epochs) as tfx-qat configures
     # it (BN folded into the kernels first), and TFMOT's per-tensor QAT as is, for the record.
-    qat_pt = qat.quantize(_clone(f0), QuantizationConfig(data=SPEC, per_tensor=True))
+    qat_pt = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC, per_tensor=True), xt)
     _fit(qat_pt, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT8-per-tensor")
     qk = tfmot.quantization.keras
     with qk.quantize_scope():
@@ -214,11 +228,11 @@ def mobilenet_v3_style(args) -> Dict[str, Any]:
     f1 = _clone(f0)
     _fit(f1, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 float-ft")
     cfg = QuantizationConfig(data=DataSpec(image_shape=(32, 32, 1), num_classes=10))
-    q, decisions = qat.quantize_with_report(_clone(f0), cfg)
+    q, decisions = _tfx_qat_with_report(_clone(f0), cfg, xt)
     _fit(q, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 QAT")
     left = [d.cls for d in decisions if d.reason.startswith("tfx-qat config")]
-    q_left, d_left = qat.quantize_with_report(_clone(f0), dataclasses.replace(
-        cfg, keep_float_types=tuple(sorted(set(left)))))
+    q_left, d_left = _tfx_qat_with_report(_clone(f0), dataclasses.replace(
+        cfg, keep_float_types=tuple(sorted(set(left)))), xt)
     _fit(q_left, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 QAT, left float")
     lat_x = xe[:args.latency_examples]
     models = {"float": tflite.convert_float(f1), "ptq_int8": tflite.convert_int8(f1, rep),
