@@ -228,22 +228,6 @@ def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, inputs: Scoring
             "points": scored[_ScoreBatch.POINTS]}
 
 
-@beam.ptransform_fn
-def GateWithTFMA(predictions, eval_config, model_paths: Dict[str, str], output_path: str):
-    """TFMA's metrics, plots and validation over the prediction Examples, written to
-    ``output_path`` (``tfma.load_eval_result`` / ``tfma.load_validation_result`` read it)."""
-    import tensorflow_model_analysis as tfma
-    from tfx_bsl.public import tfxio
-    from quant_lib import gate
-    source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["tfx_qat"],
-                                       raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-    return (predictions
-            | "ToRecordBatches" >> source.BeamSource()
-            | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
-                eval_config=eval_config, eval_shared_model=gate.shared_models(model_paths),
-                output_path=output_path))
-
-
 def encode(kv: Tuple[SliceKey, SliceStats]) -> str:
     return json.dumps({"slice": [list(x) for x in kv[0]], "counts": kv[1].to_counts()})
 

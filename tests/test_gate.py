@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 
+from components.quant_evaluator.tfma_gate import GateWithTFMA
 from quant_lib import evaluation, gate, tasks
 from quant_lib.config import ConfigError, DataSpec, EvalConfig, Threshold
 
@@ -34,7 +35,7 @@ def _verdict(tmp_path, records, user_cfg, label_key="label", typed=False):
     out = str(tmp_path / "tfma")
     with beam.Pipeline() as p:
         _ = (p | beam.Create(records)
-             | evaluation.GateWithTFMA(cfg, {"float": "/f", "int8": "/q"}, out))
+             | GateWithTFMA(cfg, {"float": "/f", "int8": "/q"}, out))
     return gate.verdict(out, typed=typed)
 
 

@@ -13,6 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 
 from components import inputs, keys
+from components.quant_evaluator.tfma_gate import GateWithTFMA
 from components.utils import (data_errors_name, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
 from quant_lib import evaluation, gate, report, tasks, tflite
@@ -160,7 +161,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(POINTS_SAMPLE)
                  | "PointsJson" >> beam.Map(json.dumps)
                  | "WritePoints" >> beam.io.WriteToText(points_prefix, shard_name_template=""))
-            _ = scored["predictions"] | "Gate" >> evaluation.GateWithTFMA(
+            _ = scored["predictions"] | "Gate" >> GateWithTFMA(
                 gate_cfg, {gate.FLOAT: float_dir, gate.INT8: tflite_path}, out_uri)
         with fileio.open(stats_prefix) as f:
             stats = evaluation.decode(f.read().splitlines())
