@@ -161,6 +161,55 @@ def _check_inputs(value, cls: str) -> None:
 
 SCHEMES = ("default_8bit", "n_bit")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored")
+TARGETS = ("cpu", "edgetpu")
+# Search moves, cheapest first (quant_lib.search): 8-bit weights for the most sensitive layers of
+# an n-bit model, per-channel weights where per-tensor was asked, twice the QAT epochs, and the
+# most sensitive layers kept float in the TFLite model (CPU target only).
+MOVES = ("int8_weights", "per_channel", "more_epochs", "float_fallback")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(_JsonConfig):
+    """Accuracy-aware quantization (``QuantizationConfig.search``; off when None).
+
+    QuantizeTrainer measures each weight layer's sensitivity (the int8 model's accuracy drop when
+    only that layer is quantized) and, while the candidate misses ``max_accuracy_drop_pt`` (float
+    minus int8 TFLite top-1 on ``validation_split``, percentage points), tries the allowed
+    ``moves`` in order, at most ``max_trials`` trials in all; the first candidate within budget is
+    kept. ``validation_split`` must be a split neither QAT nor the QuantEvaluator's gate uses, so
+    the search cannot overfit the gate. ``target`` "edgetpu" refuses ``float_fallback``: the Edge
+    TPU runs int8 ops only.
+    """
+
+    validation_split: str = "validation"
+    validation_examples: int = 2000
+    max_accuracy_drop_pt: float = 1.0
+    target: str = "cpu"
+    moves: Tuple[str, ...] = MOVES
+    max_trials: int = 6
+
+    def __post_init__(self):
+        n = "SearchConfig"
+        _require(isinstance(self.validation_split, str) and bool(self.validation_split), n,
+                 "validation_split", "must name an Examples split the gate does not use")
+        _require(isinstance(self.validation_examples, int) and self.validation_examples >= 100, n,
+                 "validation_examples", f"must be an int >= 100, got {self.validation_examples!r}")
+        _require(isinstance(self.max_accuracy_drop_pt, (int, float)) and
+                 0 <= self.max_accuracy_drop_pt <= 100, n, "max_accuracy_drop_pt",
+                 f"must be in [0, 100] percentage points, got {self.max_accuracy_drop_pt!r}")
+        _require(self.target in TARGETS, n, "target", f"must be one of {TARGETS}, got "
+                 f"{self.target!r}")
+        moves = tuple(self.moves)
+        _require(bool(moves) and all(m in MOVES for m in moves), n, "moves",
+                 f"must be a non-empty list of {MOVES}, got {list(moves)}")
+        _require(not (self.target == "edgetpu" and "float_fallback" in moves), n, "moves",
+                 "'float_fallback' keeps layers float in the TFLite model, but the Edge TPU runs "
+                 "int8 ops only (a float op runs on the CPU and splits the graph): drop "
+                 "'float_fallback' from moves, or use target='cpu'")
+        object.__setattr__(self, "moves", moves)
+        _require(isinstance(self.max_trials, int) and self.max_trials >= 1, n, "max_trials",
+                 f"must be an int >= 1 (trial 0 is the model as configured), got "
+                 f"{self.max_trials!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +220,11 @@ class QuantizationConfig(_JsonConfig):
     experimental scheme with ``weight_bits``/``activation_bits`` in 2..8; for accuracy studies — the
     TFLite export is still int8). ``per_tensor``: one weight scale per tensor instead of per output
     channel. ``keep_float_names`` / ``keep_float_regex`` / ``keep_float_types``: layers (by exact name,
-    name regex, class name) left in float. ``strict``: fail on the first layer the scheme cannot
+    name regex, class name) left float in QAT (the converter still quantizes them post-training).
+    ``int8_weight_names`` (scheme "n_bit"): layers quantized with 8-bit weights and activations
+    (mixed precision). ``float_fallback_names``: layers kept float in QAT *and* in the TFLite model
+    (float islands between int8 ops, which IntegerExporter accepts because they are listed; CPU
+    targets only). ``search``: accuracy-aware quantization (``SearchConfig``). ``strict``: fail on the first layer the scheme cannot
     quantize instead of leaving it float. ``distribution``: tf.distribute strategy for QAT.
     ``model_fn``: the function in the Trainer module (``module_file``/``module_path``/``run_fn``'s
     module; a dotted name reaches into what it imports, e.g. TFX's MNIST module's
@@ -191,6 +244,9 @@ class QuantizationConfig(_JsonConfig):
     keep_float_regex: Tuple[str, ...] = ()
     keep_float_types: Tuple[str, ...] = ()
     strict: bool = False
+    int8_weight_names: Tuple[str, ...] = ()
+    float_fallback_names: Tuple[str, ...] = ()
+    search: Optional[SearchConfig] = None
     epochs: int = 1
     steps_per_epoch: Optional[int] = None  # None: one pass over the train split
     batch_size: int = 64
@@ -216,7 +272,8 @@ class QuantizationConfig(_JsonConfig):
             _require(isinstance(v, int) and 2 <= v <= 8, n, f, f"must be an int in 2..8, got {v!r}")
             _require(self.scheme == "n_bit" or v == 8, n, f,
                      f"is {v} but scheme='default_8bit' is 8-bit; set scheme='n_bit' for other widths")
-        for f in ("keep_float_names", "keep_float_regex", "keep_float_types"):
+        for f in ("keep_float_names", "keep_float_regex", "keep_float_types", "int8_weight_names",
+                  "float_fallback_names"):
             v = tuple(getattr(self, f))
             _require(all(isinstance(x, str) and x for x in v), n, f,
                      "must be a list of non-empty strings")
@@ -226,6 +283,16 @@ class QuantizationConfig(_JsonConfig):
                 re.compile(pattern)
             except re.error as e:
                 raise ConfigError(f"{n}.keep_float_regex: {pattern!r} is not a valid regex ({e})")
+        _require(not self.int8_weight_names or self.scheme == "n_bit", n, "int8_weight_names",
+                 "raises layers to 8 bits within scheme='n_bit'; with default_8bit every layer is "
+                 "8-bit already")
+        _require(self.search is None or isinstance(self.search, SearchConfig), n, "search",
+                 "must be None (off) or a SearchConfig")
+        _require(self.search is None or self.search.validation_split != self.train_split, n,
+                 "search", f"SearchConfig.validation_split must differ from train_split "
+                 f"({self.train_split!r}): trials are compared on examples QAT does not train on")
+        _require(self.search is None or self.distribution == "none", n, "search",
+                 "runs its trials in one process; use distribution='none' with a search")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, n, "epochs",
                  f"must be an int >= 1 (QAT needs at least one epoch), got {self.epochs!r}")
         _require(self.steps_per_epoch is None or
@@ -400,6 +467,7 @@ class EvalConfig(_JsonConfig):
 
 _NESTED = {
     ("QuantizationConfig", "data"): _INPUTS,
+    ("QuantizationConfig", "search"): SearchConfig,
     ("ExportConfig", "data"): _INPUTS,
     ("EvalConfig", "data"): _INPUTS,
 }

@@ -24,6 +24,7 @@ class ExportResult:
 
     def to_properties(self) -> Dict[str, object]:
         props = {"int8_tflite_bytes": len(self.int8_bytes), "integer_validated": 1,
+                 "float_island_ops": self.integer.float_ops or None,
                  "activations": self.activations, "input_dtype": self.integer.input_dtype,
                  "op_counts": self.integer.op_counts, "input_contract": self.input_contract}
         if self.parity:
@@ -34,6 +35,7 @@ class ExportResult:
 
     def report(self) -> Dict[str, object]:
         return {"int8_tflite_bytes": len(self.int8_bytes), "op_counts": self.integer.op_counts,
+                "float_island_ops": self.integer.float_ops,
                 "input_dtype": self.integer.input_dtype,
                 "output_dtype": self.integer.output_dtype, "parity": self.parity,
                 "input_contract": self.input_contract}
@@ -77,14 +79,16 @@ def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: by
 
 
 def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: ExportConfig,
-                       per_channel: bool, check=None) -> ExportResult:
+                       per_channel: bool, check=None, float_layers=()) -> ExportResult:
     """Converts and validates what ``check`` (bytes -> bytes, e.g. write and read back) returns;
-    parity is the caller's next step (it needs the held-out examples)."""
+    parity is the caller's next step (it needs the held-out examples). ``float_layers``: the
+    layers kept float on purpose (the only float ops the model may have)."""
     data = tflite.convert_int8(model, representative, cfg.inference_input_type,
                                cfg.inference_output_type, activations=cfg.activations,
-                               per_channel=per_channel)
+                               per_channel=per_channel, float_layers=float_layers)
     data = check(data) if check is not None else data
-    report = tflite.validate_integer(data, cfg.inference_input_type, cfg.inference_output_type)
+    report = tflite.validate_integer(data, cfg.inference_input_type, cfg.inference_output_type,
+                                     float_layers)
     per_axis = {name: n for name, n in tflite.weight_scale_counts(data).items() if n > 1}
     if not per_channel and per_axis:
         raise ExportValidationError(

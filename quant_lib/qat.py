@@ -65,6 +65,7 @@ _STRUCTURAL = {"InputLayer": "graph input"}
 _FOLDABLE = {"BatchNormalization": ("Conv2D", "DepthwiseConv2D", "Dense")}
 
 QUANTIZE, FOLD, FLOAT, INPUT = "quantized", "folded", "float", "input"
+FALLBACK_REASON = "float_fallback_names: float in the TFLite model too (a listed float island)"
 
 
 def _is_linear(layer) -> bool:
@@ -117,15 +118,44 @@ class _FusedReLUWeightsLayout(tfmot.quantization.keras.QuantizeLayoutTransform):
         return model, qmap
 
 
+class _PlanRegistry:
+    """The scheme's registry, with 8-bit weights and activations for ``eight_bit_names`` and
+    nothing for ``float_names``.
+
+    The 8-bit config is the layer's own n-bit config rebuilt with 8 bits: a second n-bit registry
+    cannot be used, since TFMOT's n-bit registry writes its bit widths into class-level tables
+    shared by every instance (the last one built wins for Dense and others). A float-fallback
+    layer must not be "supported": TFMOT would fake-quantize its output (it does so for a float
+    layer feeding a quantized one), and the converter then quantizes any op between two quantized
+    tensors, so the layer would not stay float in the TFLite model."""
+
+    def __init__(self, inner, eight_bit_names, float_names=()):
+        self.inner, self.names, self.float_names = inner, set(eight_bit_names), set(float_names)
+
+    def supports(self, layer):
+        return layer.name not in self.float_names and self.inner.supports(layer)
+
+    def get_quantize_config(self, layer):
+        config = self.inner.get_quantize_config(layer)
+        if layer.name not in self.names:
+            return config
+        return type(config).from_config({**config.get_config(), "num_bits_weight": 8,
+                                         "num_bits_activation": 8})
+
+
 class _Scheme(tfmot.quantization.keras.QuantizeScheme):
-    def __init__(self, inner):
+    def __init__(self, inner, eight_bit_names=(), float_names=()):
         self.inner = inner
+        self.eight_bit_names, self.float_names = tuple(eight_bit_names), tuple(float_names)
 
     def get_layout_transformer(self):
         return _FusedReLUWeightsLayout(self.inner.get_layout_transformer())
 
     def get_quantize_registry(self):
-        return self.inner.get_quantize_registry()
+        registry = self.inner.get_quantize_registry()
+        if self.eight_bit_names or self.float_names:
+            return _PlanRegistry(registry, self.eight_bit_names, self.float_names)
+        return registry
 
 
 def build_scheme(cfg: QuantizationConfig):
@@ -133,9 +163,11 @@ def build_scheme(cfg: QuantizationConfig):
         from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import default_n_bit_quantize_scheme as nbit  # noqa: E501  pylint: disable=line-too-long
         return _Scheme(nbit.DefaultNBitQuantizeScheme(disable_per_axis=cfg.per_tensor,
                                                       num_bits_weight=cfg.weight_bits,
-                                                      num_bits_activation=cfg.activation_bits))
+                                                      num_bits_activation=cfg.activation_bits),
+                       cfg.int8_weight_names, cfg.float_fallback_names)
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_scheme as d8  # noqa: E501  pylint: disable=line-too-long
-    return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor))
+    return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor), (),
+                   cfg.float_fallback_names)
 
 
 _OURS = "tfx-qat config: "  # decisions taken from layer_configs
@@ -157,6 +189,8 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
         cls = type(layer).__name__
         if cls in _STRUCTURAL:
             decisions.append(LayerDecision(layer.name, cls, INPUT, _STRUCTURAL[cls]))
+        elif layer.name in cfg.float_fallback_names:
+            decisions.append(LayerDecision(layer.name, cls, FLOAT, FALLBACK_REASON))
         elif layer.name in cfg.keep_float_names:
             decisions.append(LayerDecision(layer.name, cls, FLOAT, "keep_float_names"))
         elif any(re.search(p, layer.name) for p in cfg.keep_float_regex):
@@ -348,6 +382,12 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     cfg = cfg or QuantizationConfig()
     check_keras2_model(model)
     model = scalar_ops_to_layers(flatten_nested(model))
+    names = {layer.name for layer in model.layers}
+    for field in ("int8_weight_names", "float_fallback_names"):
+        unknown = sorted(set(getattr(cfg, field)) - names)
+        if unknown:
+            raise QuantizationError(f"QuantizationConfig.{field} names {unknown}, which model "
+                                    f"{model.name!r} does not have; its layers: {sorted(names)}")
     scheme = build_scheme(cfg)
     decisions = plan_layers(model, cfg, scheme.get_quantize_registry())
     unsupported = [d for d in decisions if d.decision == FLOAT and d.reason.startswith("not supp")]
@@ -567,6 +607,7 @@ class QATResult:
     training: dict
     decisions: List[LayerDecision]
     float_model: dict  # FloatModel.to_properties(): how the float model was obtained
+    search: Optional[object] = None  # quant_lib.search.SearchResult when a search chose the model
 
     @property
     def counts(self) -> dict:
@@ -576,7 +617,8 @@ class QATResult:
     def report(self) -> dict:
         return {"config": self.cfg.to_dict(), "base_model": self.base_model,
                 "float_model": self.float_model, "training": self.training,
-                "counts": self.counts, "layers": [dataclasses.asdict(d) for d in self.decisions]}
+                "counts": self.counts, "layers": [dataclasses.asdict(d) for d in self.decisions],
+                "search": self.search.report() if self.search is not None else None}
 
     def to_properties(self) -> dict:
         c = self.counts
@@ -586,6 +628,10 @@ class QATResult:
                 "quantized_layers": c[QUANTIZE], "folded_layers": c[FOLD], "float_layers": c[FLOAT],
                 "qat_scheme": self.cfg.scheme, "per_tensor": int(self.cfg.per_tensor),
                 "float_layer_names": [d.name for d in self.decisions if d.decision == FLOAT],
+                # Only when set: the exporter converts listed float islands (CPU only).
+                "float_fallback_layers": list(self.cfg.float_fallback_names) or None,
+                "int8_weight_layers": list(self.cfg.int8_weight_names) or None,
+                **(self.search.to_properties() if self.search is not None else {}),
                 **self.float_model}
 
     def summary(self) -> str:

@@ -7,7 +7,7 @@ biases every input by up to one quantization step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -65,12 +65,15 @@ def _named(model, x) -> Dict[str, np.ndarray]:
 
 def convert_int8(model, representative_inputs, input_type: str = "int8",
                  output_type: str = "int8", static_batch: Optional[int] = 1,
-                 activations: str = "int8", per_channel: bool = True) -> bytes:
+                 activations: str = "int8", per_channel: bool = True,
+                 float_layers: Sequence[str] = ()) -> bytes:
     """Full-integer conversion: integer kernels only, I/O of the asked types.
 
     ``activations`` "int16x8" selects TFLite's experimental int16-activation scheme.
     ``static_batch`` fixes the batch dimension (default 1, what the Edge TPU needs); None keeps it
     dynamic. ``per_channel=False`` emits one weight scale per tensor (match a per-tensor QAT model).
+    ``float_layers``: Keras layers whose ops stay float (islands between DEQUANTIZE and QUANTIZE;
+    the calibrate-then-quantize path of TFLite's QuantizationDebugger, with those ops denylisted).
     """
     rep = _named(model, representative_inputs)
     n = min(len(v) for v in rep.values())
@@ -94,6 +97,9 @@ def convert_int8(model, representative_inputs, input_type: str = "int8",
     conv.inference_input_type = _TF_TYPES[input_type]
     conv.inference_output_type = _TF_TYPES[output_type]
     conv._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    if float_layers:
+        return _convert_with_float_islands(conv, float_layers, input_type, output_type,
+                                           not per_channel)
     try:
         return conv.convert()
     except RuntimeError as e:
@@ -103,6 +109,61 @@ def convert_int8(model, representative_inputs, input_type: str = "int8",
                 "that TFLite cannot re-quantize to 16x8; int16x8 is post-training only, so convert "
                 "the float model (IntegerExporter does this when given base_model)") from e
         raise
+
+
+def _layer_of(tensor_name: str, layers: Sequence[str]) -> Optional[str]:
+    """The Keras layer (of ``layers``) a TFLite tensor belongs to: the converter names a fused
+    op's tensors after its TF ops, ``<model>/<layer>/<op>;<model>/<layer>/<op>``."""
+    for part in tensor_name.split(";"):
+        for layer in layers:
+            if f"/{layer}/" in part:
+                return layer
+    return None
+
+
+def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
+    """{op index: Keras layer} for the ops computing ``layers``: an op (not a (de)quantize) whose
+    output or constant operand (weights, bias) is named after the layer. Constants count because
+    a model's last op writes a tensor named after the signature output, not the layer."""
+    if not layers:
+        return {}
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # pylint: disable=protected-access
+    produced = {o for op in ops for o in op["outputs"]}
+    produced |= {d["index"] for d in interp.get_input_details()}
+    found = {}
+    for op in ops:
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        own = [o for o in op["outputs"] if o >= 0] + [
+            i for i in op["inputs"] if i >= 0 and i not in produced]
+        for t in own:
+            layer = _layer_of(names[t], layers)
+            if layer is not None:
+                found[op["index"]] = layer
+                break
+    return found
+
+
+def _convert_with_float_islands(conv, float_layers, input_type, output_type,
+                                per_tensor: bool) -> bytes:
+    from tensorflow.lite.python import convert as _convert  # pylint: disable=g-import-not-at-top
+    conv.experimental_mlir_quantizer = True
+    conv._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrated = conv.convert()
+    interp = tf.lite.Interpreter(model_content=calibrated)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    ops = {op["index"]: op for op in interp._get_ops_details()}  # pylint: disable=protected-access
+    island = island_ops(interp, float_layers)
+    nodes = [names[o] for i in island for o in ops[i]["outputs"] if o >= 0]
+    missing = sorted(set(float_layers) - set(island.values()))
+    if missing:
+        raise ExportValidationError(f"float_fallback layers {missing} produce no op in the "
+                                    "converted model (nothing to keep float); list weight or "
+                                    "arithmetic layers")
+    return _convert.mlir_quantize(calibrated, disable_per_channel=per_tensor, fully_quantize=True,
+                                  input_data_type=_TF_TYPES[input_type],
+                                  output_data_type=_TF_TYPES[output_type], denylisted_nodes=nodes)
 
 
 class ModelFormatError(ExportValidationError):
@@ -155,6 +216,7 @@ class IntegerReport:
     input_dtype: str
     output_dtype: str
     problems: List[str]
+    float_ops: int = 0  # ops of listed float islands
 
     @property
     def ok(self) -> bool:
@@ -165,14 +227,16 @@ _INT_TYPES = {np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_}
 
 
 def inspect_integer(model_bytes: bytes, input_type: str = "int8",
-                    output_type: str = "int8") -> IntegerReport:
+                    output_type: str = "int8", float_layers: Sequence[str] = ()) -> IntegerReport:
     """Checks a TFLite model is full-integer as asked.
 
     Every op runs on integer tensors (an int-to-int QUANTIZE is a requantize), except the
     boundary conversions the requested I/O types imply: QUANTIZE on a graph input (uint8/float32 input), QUANTIZE on a graph output (uint8
     output), DEQUANTIZE on a graph output (float32 output). Any other QUANTIZE/DEQUANTIZE or float
     tensor is a problem, as are I/O dtypes other than asked and integer activation tensors without
-    quantization parameters.
+    quantization parameters. ``float_layers``: listed float islands; their float ops, the
+    DEQUANTIZE ops feeding them and the QUANTIZE ops reading them are allowed (and counted in
+    ``float_ops``).
     """
     interp = _interpreter(model_bytes)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
@@ -181,11 +245,18 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
     graph_out = {d["index"] for d in interp.get_output_details()}
     problems: List[str] = []
     counts: Dict[str, int] = {}
+    island_ids = set(island_ops(interp, float_layers))
+    island = [op for op in ops if op["index"] in island_ids]
+    island_in = {i for op in island for i in op["inputs"]}
+    island_out = {o for op in island for o in op["outputs"]}
     for op in ops:
         name = op["op_name"]
         counts[name] = counts.get(name, 0) + 1
         ins = [i for i in op["inputs"] if i >= 0]
         outs = [i for i in op["outputs"] if i >= 0]
+        if op["index"] in island_ids or (name == "DEQUANTIZE" and set(outs) <= island_in) or (
+                name == "QUANTIZE" and set(ins) <= island_out):
+            continue
         at_input = any(i in graph_in for i in ins)
         at_output = any(o in graph_out for o in outs)
         if name == "QUANTIZE":
@@ -215,7 +286,7 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
         problems.append(f"input dtype is {in_dt}, expected {input_type}")
     if out_dt != output_type:
         problems.append(f"output dtype is {out_dt}, expected {output_type}")
-    return IntegerReport(len(ops), counts, in_dt, out_dt, problems)
+    return IntegerReport(len(ops), counts, in_dt, out_dt, problems, len(island))
 
 
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -252,8 +323,8 @@ def output_producer(model_bytes: bytes) -> Optional[str]:
 
 
 def validate_integer(model_bytes: bytes, input_type: str = "int8",
-                     output_type: str = "int8") -> IntegerReport:
-    report = inspect_integer(model_bytes, input_type, output_type)
+                     output_type: str = "int8", float_layers: Sequence[str] = ()) -> IntegerReport:
+    report = inspect_integer(model_bytes, input_type, output_type, float_layers)
     if not report.ok:
         raise ExportValidationError(
             "TFLite model is not full-integer as configured:\n  - " + "\n  - ".join(report.problems)

@@ -14,7 +14,7 @@ from tfx.utils import path_utils
 from components import inputs, keys
 from components.utils import (data_errors_name, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import edgetpu, export, models, qat, tflite
+from quant_lib import edgetpu, export, models, qat, search, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
 
@@ -138,6 +138,29 @@ def _float_reference(input_dict, out: types.Artifact):
     return len(data)
 
 
+def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
+    """The layers QuantizeTrainer kept float on purpose (``float_fallback_layers``), refused
+    for the Edge TPU; and a search that found no candidate within budget stops the export."""
+    props = qat_model.mlmd_artifact.custom_properties
+    if "search_status" in props and qat_model.get_string_custom_property("search_status") != \
+            search.WITHIN:
+        raise ValueError(
+            f"QuantizeTrainer's search found no candidate within its budget, so there is nothing "
+            f"to export or bless: {qat_model.get_string_custom_property('search_reason')} "
+            f"(trials: {os.path.join(qat_model.uri, keys.QAT_REPORT_FILE)})")
+    if "float_fallback_layers" not in props:
+        return []
+    names = json.loads(qat_model.get_string_custom_property("float_fallback_layers"))
+    if cfg.activations != "int8" or cfg.require_edgetpu:
+        raise ValueError(
+            f"the QAT model keeps layers {names} float (QuantizationConfig.float_fallback_names): "
+            f"a mixed float/int8 model cannot be "
+            + ("compiled for the Edge TPU, which runs int8 ops only (ExportConfig.require_edgetpu)"
+               if cfg.require_edgetpu else f"converted with activations={cfg.activations!r}")
+            + "; quantize those layers or export for a CPU target")
+    return names
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -145,6 +168,7 @@ class Executor(base_executor.BaseExecutor):
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
+        float_layers = _float_islands(single(input_dict, keys.MODEL), cfg)
         model, task = _model_to_convert(input_dict, cfg)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
         rep_dir = split_uri(examples, cfg.representative_split)
@@ -163,7 +187,7 @@ class Executor(base_executor.BaseExecutor):
         # the checks read what is on disk, not what we meant to write.
         staged_path = os.path.join(out.uri, ".staging", keys.TFLITE_FILE)
         result = export.convert_and_verify(model, rep_x, cfg, per_channel, check=lambda data: (
-            _write_bytes(staged_path, data), _read_bytes(staged_path))[1])
+            _write_bytes(staged_path, data), _read_bytes(staged_path))[1], float_layers=float_layers)
         if cfg.parity_examples:
             with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
                 px, _ = bound.arrays(split_uri(examples, cfg.parity_split), cfg.parity_examples)

@@ -14,7 +14,7 @@ from components import keys
 from components import inputs
 from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
                               split_uri)
-from quant_lib import models, qat
+from quant_lib import models, qat, search
 from quant_lib.config import QuantizationConfig
 
 
@@ -42,6 +42,42 @@ def _train_float_with_user_module(input_dict, exec_properties, out_uri: str) -> 
     return fn_args.serving_model_dir
 
 
+def _validation_uri(input_dict, cfg: QuantizationConfig):
+    """The search's validation split, checked before any training."""
+    if cfg.search is None:
+        return None
+    try:
+        return split_uri(input_dict[keys.EXAMPLES], cfg.search.validation_split)
+    except ValueError as e:
+        raise ValueError(f"SearchConfig.validation_split={cfg.search.validation_split!r}: {e}. "
+                         "The search compares trials on a split that neither QAT nor the "
+                         "QuantEvaluator uses (e.g. ExampleGen output_config with train/"
+                         "validation/eval)") from e
+
+
+def _qat(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
+    """QAT as configured, or the accuracy-aware search over such runs. Returns (qat_model,
+    decisions, training stats, the config of the model kept, SearchResult or None)."""
+    def train(c: QuantizationConfig, fresh: bool = False):
+        load = (lambda: search.fresh_copy(float_model.model)) if fresh else (
+            lambda: float_model.model if c.distribution == "none" else
+            models.load_float_model(float_dir, build_fn))
+        return qat.run_qat(load, lambda: float_model.inputs.dataset(
+            train_uri, c.batch_size, shuffle=True, seed=c.seed,
+            repeat=c.steps_per_epoch is not None), c, float_model.task)
+
+    if val_uri is None:
+        return (*train(cfg), cfg, None)
+    bound = float_model.inputs
+    with data_errors_name("SearchConfig.validation_split", cfg.search.validation_split):
+        features, labels = bound.arrays(val_uri, cfg.search.validation_examples)
+    representative, _ = bound.arrays(train_uri, 200)
+    calibration = [x for x, _ in bound.dataset(train_uri, cfg.batch_size).take(4)]
+    return search.run(float_model.model, cfg, lambda c: train(c, fresh=True),
+                      (features, labels, bound.keras_x(features)), representative,
+                      float_model.task, calibration, progress=logging.info)
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -49,6 +85,7 @@ class Executor(base_executor.BaseExecutor):
         cfg = QuantizationConfig.from_json(exec_properties[keys.CONFIG])
         out = single(output_dict, keys.QAT_MODEL)
         train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)
+        val_uri = _validation_uri(input_dict, cfg)
         adapter = inputs.adapter_factory(cfg.data, input_dict, train_uri)()
         build_fn = inputs.model_builder(exec_properties, cfg,
                                         inputs.hyperparameters_artifact(input_dict))
@@ -77,17 +114,12 @@ class Executor(base_executor.BaseExecutor):
                      ", per-tensor" if cfg.per_tensor else "", cfg.distribution, cfg.epochs,
                      cfg.learning_rate, train_uri, float_model.task.kind, float_model.task.source,
                      float_model.task.loss_name)
-        qat_model, decisions, stats = qat.run_qat(
-            lambda: float_model.model if cfg.distribution == "none" else
-            models.load_float_model(float_dir, build_fn),
-            lambda: float_model.inputs.dataset(train_uri, cfg.batch_size, shuffle=True,
-                                               seed=cfg.seed,
-                                               repeat=cfg.steps_per_epoch is not None), cfg,
-            float_model.task)
+        qat_model, decisions, stats, kept_cfg, searched = _qat(cfg, float_model, float_dir,
+                                                               build_fn, train_uri, val_uri)
 
         out_dir = path_utils.serving_model_dir(out.uri)
         qat.save_model(qat_model, out_dir, float_model.inputs)
-        result = qat.QATResult(cfg, base_uri, stats, decisions, float_props)
+        result = qat.QATResult(kept_cfg, base_uri, stats, decisions, float_props, searched)
         with fileio.open(os.path.join(out.uri, keys.QAT_REPORT_FILE), "w") as f:
             f.write(json.dumps(result.report(), indent=2))
         set_properties(out, result.to_properties())

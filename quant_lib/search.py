@@ -1,0 +1,268 @@
+"""Accuracy-aware quantization: what each layer's quantization costs, and a search for the
+smallest, most integer model within the gate's budget.
+
+Sensitivity: for each weight layer, the QAT model with only that layer quantized (ranges
+calibrated, no training) is scored on the validation split: its top-1 drop vs the float model and
+the SNR of its output against the float model's. Search: trial 0 is the model as configured; while
+a candidate misses ``SearchConfig.max_accuracy_drop_pt`` the allowed moves are tried in order
+(``config.MOVES``), the most sensitive layers first; each trial is QAT, full-integer conversion
+and a TFLite score on the validation split (never the gate's split), and the first trial within
+budget is kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_keras
+
+from quant_lib import qat, tflite
+from quant_lib.config import QuantizationConfig
+
+log = logging.getLogger(__name__)
+
+WITHIN, NO_CANDIDATE = "within_budget", "no_candidate_within_budget"
+
+
+class SearchError(ValueError):
+    """The search cannot run on this model/data; the message says why and what to change."""
+
+
+@dataclasses.dataclass
+class LayerSensitivity:
+    name: str
+    cls: str
+    accuracy: float  # top-1 with only this layer quantized
+    drop_pt: float  # float minus that, percentage points
+    output_snr_db: float  # model output vs the float model's
+
+
+@dataclasses.dataclass
+class Trial:
+    index: int
+    move: str  # "as configured" | one of config.MOVES
+    change: str  # what differs from the configured model
+    accuracy: float  # int8 TFLite top-1 on the validation split
+    drop_pt: float
+    int8_bytes: int
+    latency_ms: float
+    float_ops: int
+    within_budget: bool
+    seconds: float
+    config: Dict[str, object]  # the QuantizationConfig fields this trial changed
+    edgetpu: Optional[Dict[str, object]] = None  # analyzer: ops mapped, where the graph splits
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What the search tried and why it chose; ``to_properties()`` for the qat_model artifact."""
+
+    budget_pt: float
+    target: str
+    validation_split: str
+    examples: int
+    float_accuracy: float
+    sensitivity: List[LayerSensitivity]
+    trials: List[Trial]
+    chosen: int  # the trial kept: the first within budget, else the best one
+    status: str  # WITHIN | NO_CANDIDATE
+    reason: str
+    seconds: float
+
+    def to_properties(self) -> Dict[str, object]:
+        t = self.trials[self.chosen]
+        return {"search_status": self.status, "search_reason": self.reason,
+                "search_trials": len(self.trials), "search_chosen_trial": self.chosen,
+                "search_validation_split": self.validation_split,
+                "search_budget_pt": float(self.budget_pt),
+                "search_float_accuracy": self.float_accuracy, "search_int8_accuracy": t.accuracy,
+                "search_trial_table": [[x.index, x.move, x.change, round(x.accuracy, 6),
+                                        x.int8_bytes, int(x.within_budget)] for x in self.trials],
+                "sensitivity_ranking": [[s.name, round(s.drop_pt, 4)] for s in self.sensitivity]}
+
+    def report(self) -> Dict[str, object]:
+        return {"status": self.status, "reason": self.reason, "budget_pt": self.budget_pt,
+                "target": self.target, "validation_split": self.validation_split,
+                "examples": self.examples, "float_accuracy": self.float_accuracy,
+                "chosen": self.chosen, "seconds": self.seconds,
+                "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
+                "trials": [dataclasses.asdict(t) for t in self.trials]}
+
+
+def fresh_copy(model):
+    """An independent copy: QAT shares the layers it leaves float with the model it wraps, so
+    a trial would otherwise train the float model the next trial starts from."""
+    copy = tf_keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def top1(scores: np.ndarray, labels: np.ndarray, task) -> float:
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    if task is not None:
+        scores = task.class_scores(scores)
+    return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels).reshape(-1)))
+
+
+def _snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.mean((ref - test) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.mean(ref ** 2)) / noise)
+
+
+def weight_layers(decisions) -> List[str]:
+    return [d.name for d in decisions if d.decision == qat.QUANTIZE and d.cls in WEIGHT_CLASSES]
+
+
+WEIGHT_CLASSES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+                  "Dense")
+
+
+def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibration,
+                progress: Callable[[str], None] = log.info) -> List[LayerSensitivity]:
+    """Each weight layer quantized alone (the rest float; a BatchNormalization folding into it
+    goes with it), ranked most costly first."""
+    float_out = np.asarray(model.predict(keras_x, batch_size=256, verbose=0))
+    float_acc = top1(float_out, labels, task)
+    _, decisions = qat.quantize_with_report(fresh_copy(model), _plain(cfg))
+    folds = {prev.layer.name: bn.layer.name for bn, prev in qat._bn_folds(model).items()}  # pylint: disable=protected-access
+    quantized = [d.name for d in decisions if d.decision in (qat.QUANTIZE, qat.FOLD)]
+    out = []
+    layers = weight_layers(decisions)
+    for i, name in enumerate(layers):
+        alone = {name, folds.get(name)}
+        only = dataclasses.replace(_plain(cfg), keep_float_names=tuple(
+            sorted(set(cfg.keep_float_names) | (set(quantized) - alone))))
+        q = qat.quantize(fresh_copy(model), only)
+        qat.calibrate_ranges(q, calibration)
+        scores = np.asarray(q.predict(keras_x, batch_size=256, verbose=0))
+        acc = top1(scores, labels, task)
+        cls = next(d.cls for d in decisions if d.name == name)
+        out.append(LayerSensitivity(name, cls, acc, 100 * (float_acc - acc),
+                                    _snr_db(float_out, scores)))
+        progress(f"sensitivity {i + 1}/{len(layers)}: {name} ({cls}) alone: top-1 {acc:.4f} "
+                 f"({out[-1].drop_pt:+.2f} pt), output SNR {out[-1].output_snr_db:.1f} dB")
+    return sorted(out, key=lambda s: (-s.drop_pt, s.output_snr_db))
+
+
+def _plain(cfg: QuantizationConfig) -> QuantizationConfig:
+    return dataclasses.replace(cfg, search=None)
+
+
+def _doubling(n: int) -> List[int]:
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n] if n else []
+
+
+def candidates(cfg: QuantizationConfig, ranked: List[str]) -> Iterator[Tuple[str, str, dict]]:
+    """(move, what changed, QuantizationConfig changes), cheapest first. Each move starts from the
+    configured model; within a move the most sensitive 1, 2, 4... layers are changed."""
+    yield "as configured", "-", {}
+    for move in cfg.search.moves:
+        if move == "int8_weights" and cfg.scheme == "n_bit" and cfg.weight_bits < 8:
+            todo = [n for n in ranked if n not in cfg.int8_weight_names]
+            for k in _doubling(len(todo)):
+                names = tuple(cfg.int8_weight_names) + tuple(todo[:k])
+                yield move, f"8-bit weights: {', '.join(todo[:k])}", {"int8_weight_names": names}
+        elif move == "per_channel" and cfg.per_tensor:
+            yield move, "per-channel weights", {"per_tensor": False}
+        elif move == "more_epochs":
+            yield move, f"{2 * cfg.epochs} QAT epochs", {"epochs": 2 * cfg.epochs}
+        elif move == "float_fallback" and cfg.search.target == "cpu":
+            todo = [n for n in ranked if n not in cfg.float_fallback_names]
+            for k in _doubling(len(todo)):
+                names = tuple(cfg.float_fallback_names) + tuple(todo[:k])
+                yield move, f"float: {', '.join(todo[:k])}", {"float_fallback_names": names}
+
+
+def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tuple],
+        validation: Tuple[Dict[str, np.ndarray], np.ndarray, object], representative,
+        task, calibration, progress: Callable[[str], None] = log.info):
+    """The search. ``train(cfg)`` runs QAT from a fresh copy of the float model and returns
+    ``run_qat``'s (qat_model, decisions, stats); ``validation`` is (features by input name,
+    labels, the same features as the Keras model takes). Returns (qat_model, decisions, stats,
+    the trial's QuantizationConfig, SearchResult) of the chosen trial."""
+    if task is not None and not task.is_classification:
+        raise SearchError("QuantizationConfig.search: the budget is a top-1 accuracy drop; "
+                          "regression models cannot be searched yet (set search=None)")
+    t_start = time.perf_counter()
+    features, labels, keras_x = validation
+    s = cfg.search
+    float_acc = top1(model.predict(keras_x, batch_size=256, verbose=0), labels, task)
+    progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
+             f"examples; budget {s.max_accuracy_drop_pt} pt; target {s.target}")
+    ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress)
+    trials: List[Trial] = []
+    best = None  # (drop, index, trained, trial cfg)
+    chosen = None
+    for move, change, changes in candidates(cfg, [r.name for r in ranked]):
+        if len(trials) == s.max_trials:
+            break
+        t0 = time.perf_counter()
+        trial_cfg = dataclasses.replace(cfg, **changes)
+        trained = train(trial_cfg)
+        data = tflite.convert_int8(trained[0], representative, per_channel=not trial_cfg.per_tensor,
+                                   float_layers=trial_cfg.float_fallback_names)
+        report = tflite.validate_integer(data, float_layers=trial_cfg.float_fallback_names)
+        acc = top1(tflite.TFLiteClassifier(data).predict(features), labels, task)
+        drop = 100 * (float_acc - acc)
+        from quant_lib.evaluation import latency_ms
+        one = {k: v[:20] for k, v in features.items()}
+        trial = Trial(len(trials), move, change, acc, drop, len(data), latency_ms(data, one),
+                      report.float_ops, drop <= s.max_accuracy_drop_pt,
+                      time.perf_counter() - t0, {k: list(v) if isinstance(v, tuple) else v
+                                                 for k, v in changes.items()},
+                      _edgetpu(data) if s.target == "edgetpu" else None)
+        trials.append(trial)
+        progress(f"search trial {trial.index} ({move}: {change}): int8 top-1 {acc:.4f} "
+                 f"({drop:+.2f} pt), {len(data)} bytes, {trial.seconds:.0f}s"
+                 + (" -> within budget" if trial.within_budget else ""))
+        if best is None or drop < best[0]:
+            best = (drop, trial.index, trained, trial_cfg)
+        if trial.within_budget:
+            chosen = (trial.index, trained, trial_cfg)
+            break
+    if chosen is not None:
+        index, trained, trial_cfg = chosen
+        t = trials[index]
+        status = WITHIN
+        reason = (f"trial {index} ({t.move}: {t.change}) is the first within budget: int8 top-1 "
+                  f"{t.accuracy:.4f} vs float {float_acc:.4f} on {s.validation_split!r} "
+                  f"({t.drop_pt:.2f} <= {s.max_accuracy_drop_pt} pt), {t.int8_bytes} bytes")
+    else:
+        _, index, trained, trial_cfg = best
+        status = NO_CANDIDATE
+        reason = (f"no candidate within {s.max_accuracy_drop_pt} pt after {len(trials)} trial(s) "
+                  f"(best: trial {index}, {trials[index].drop_pt:.2f} pt); raise "
+                  "SearchConfig.max_accuracy_drop_pt or max_trials, or allow more moves")
+    result = SearchResult(s.max_accuracy_drop_pt, s.target, s.validation_split, len(labels),
+                          float_acc, ranked, trials, index, status, reason,
+                          time.perf_counter() - t_start)
+    progress(f"search: {reason}")
+    return (*trained, trial_cfg, result)
+
+
+def _edgetpu(data: bytes) -> Dict[str, object]:
+    from quant_lib import edgetpu
+    p = edgetpu.analyze(data)
+    first = p.first_unmapped
+    return {"ops": len(p.ops), "predicted_on_tpu": p.predicted_on_tpu,
+            "first_unmapped": None if first is None else f"#{first.index} {first.op}"}
+
+
+def markdown(result: Dict[str, object]) -> str:
+    """The trials table (from ``SearchResult.report()``)."""
+    rows = ["| trial | move | change | val top-1 | drop (pt) | int8 bytes | latency (ms) | "
+            "float ops | within budget |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in result["trials"]:
+        rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {100 * t['accuracy']:.2f}% | "
+                    f"{t['drop_pt']:.2f} | {t['int8_bytes']:,} | {t['latency_ms']:.4f} | "
+                    f"{t['float_ops']} | {'yes' if t['within_budget'] else 'no'} |")
+    return "\n".join(rows)

@@ -1,0 +1,180 @@
+"""Accuracy-aware quantization: mixed 4/8-bit weights per layer, float islands for a CPU target,
+per-layer sensitivity and the search (QuantizeTrainer -> IntegerExporter executors, real TFMOT,
+TFLite and MLMD artifacts on sklearn's digits)."""
+import json
+import os
+
+import numpy as np
+import pytest
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from components import keys
+from components.integer_exporter.executor import Executor as ExporterExecutor
+from components.quantize_trainer.executor import Executor as QuantizeExecutor
+from quant_lib import qat, search, tflite
+from quant_lib.config import ConfigError, ExportConfig, QuantizationConfig, SearchConfig
+from conftest import make_examples_artifact
+
+
+def test_search_config_refuses_what_cannot_work():
+    with pytest.raises(ConfigError, match=r"SearchConfig.moves: 'float_fallback'.*Edge TPU"):
+        SearchConfig(target="edgetpu")
+    assert "float_fallback" not in SearchConfig(
+        target="edgetpu", moves=("int8_weights", "more_epochs")).moves
+    with pytest.raises(ConfigError, match="validation_split must differ from train_split"):
+        QuantizationConfig(search=SearchConfig(validation_split="train"))
+    with pytest.raises(ConfigError, match="int8_weight_names.*scheme='n_bit'"):
+        QuantizationConfig(int8_weight_names=("logits",))
+    cfg = QuantizationConfig(search=SearchConfig(max_trials=3), float_fallback_names=("x",))
+    assert QuantizationConfig.from_json(cfg.to_json()) == cfg
+
+
+def _weight_types(data: bytes):
+    """{layer: TFLite weight tensor type} for conv / fully-connected ops."""
+    _, ops, types = tflite.schema_names()
+    m = tflite.read_flatbuffer(data)
+    g = m.subgraphs[0]
+    out = {}
+    for op in g.operators:
+        if ops[m.operatorCodes[op.opcodeIndex].builtinCode] in tflite._WEIGHT_OPS:  # pylint: disable=protected-access
+            w = g.tensors[op.inputs[1]]
+            layer = w.name.decode().split(";")[0].split("/")[1]
+            out[layer] = types[w.type]
+    return out
+
+
+def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digits_arrays):
+    """int8_weight_names under the 4-bit scheme: those layers' weights are INT8 in the TFLite
+    file, the others INT4 (Dense included: TFMOT's n-bit registry shares its bit widths between
+    instances, so a second registry would silently turn them all to one width)."""
+    (xt, _), _ = digits_arrays
+    model = qat.load_model(path_utils.serving_model_dir(float_model_artifact.uri))
+    sizes = {}
+    for names in ((), ("block4_pw", "logits")):
+        cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, int8_weight_names=names)
+        q = qat.quantize(search.fresh_copy(model), cfg)
+        qat.calibrate_ranges(q, [xt[:64]])
+        data = tflite.convert_int8(q, xt[:100])
+        types = _weight_types(data)
+        assert {k for k, v in types.items() if v == "INT8"} == set(names), types
+        assert {v for k, v in types.items() if k not in names} == {"INT4"}, types
+        sizes[names] = len(data)
+    full8 = len(tflite.convert_int8(qat.quantize(search.fresh_copy(model)), xt[:100]))
+    assert sizes[()] < sizes[("block4_pw", "logits")] < full8, (sizes, full8)
+    with pytest.raises(qat.QuantizationError, match="int8_weight_names names.*'nope'"):
+        qat.quantize(model, QuantizationConfig(scheme="n_bit", weight_bits=4,
+                                               int8_weight_names=("nope",)))
+
+
+@pytest.fixture(scope="module")
+def hard_model_setup(digits_dir, tmp_path_factory):
+    """A digits MLP whose hidden layer has one outlier weight per unit on a pixel that is 0 in
+    every image: the float function is unchanged, but the weight scale of each unit becomes so
+    coarse that int8 rounds its real weights to 0. Examples with train / validation / eval."""
+    import tf_keras as keras
+    from pipelines import data
+    from quant_lib.data import load_arrays
+    d, spec = digits_dir
+    (xt, yt), (xe, ye) = (load_arrays(os.path.join(d, s), spec) for s in ("train", "eval"))
+    root = str(tmp_path_factory.mktemp("hard_data"))
+    data.write_split(root, "train", xt[:1000], yt[:1000], spec)
+    data.write_split(root, "validation", xt[1000:], yt[1000:], spec)
+    data.write_split(root, "eval", xe, ye, spec)
+    examples = make_examples_artifact(str(tmp_path_factory.mktemp("hard_examples")), root,
+                                      ("train", "validation", "eval"))
+    flat = xt.reshape(len(xt), -1)
+    dead = int(np.where(flat.max(0) == 0)[0][0])
+    assert flat[:, dead].max() == 0 and xe.reshape(len(xe), -1)[:, dead].max() == 0
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(spec.image_shape, name=spec.image_key)
+    h = keras.layers.Dense(64, activation="relu", name="hidden")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    qat.compile_for_training(model, 1e-2)
+    model.fit(xt[:1000], yt[:1000], batch_size=64, epochs=20, verbose=0)
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[dead, :] = 500.0
+    model.get_layer("hidden").set_weights([kernel, bias])
+    art = standard_artifacts.Model()
+    art.uri = str(tmp_path_factory.mktemp("hard_float"))
+    model.save(path_utils.serving_model_dir(art.uri), save_format="tf", include_optimizer=False)
+    float_acc = float(np.mean(np.argmax(model.predict(xe, verbose=0), -1) == ye))
+    return examples, art, spec, (xe, ye), float_acc
+
+
+def _run_qat(setup, tmp_path, search_cfg):
+    examples, base, spec, _, _ = setup
+    out = standard_artifacts.Model()
+    out.uri = str(tmp_path / "qat")
+    cfg = QuantizationConfig(data=spec, epochs=1, learning_rate=1e-4, search=search_cfg)
+    QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [base]},
+                          {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
+        return out, json.load(f)["search"]
+
+
+def _export(setup, qat_out, tmp_path, **kw):
+    examples, base, spec, _, _ = setup
+    out = standard_artifacts.Model()
+    out.uri = str(tmp_path / "int8")
+    ExporterExecutor().Do({keys.EXAMPLES: [examples], keys.MODEL: [qat_out],
+                           keys.BASE_MODEL: [base]}, {keys.QUANTIZED_MODEL: [out]},
+                          {keys.CONFIG: ExportConfig(data=spec, **{"edgetpu": False, **kw}).to_json()})
+    return out
+
+
+def test_cpu_search_keeps_the_hard_layer_float_and_the_edge_tpu_refuses(hard_model_setup,
+                                                                        tmp_path):
+    examples, base, spec, (xe, ye), float_acc = hard_model_setup
+    qat_out, found = _run_qat(hard_model_setup, tmp_path, SearchConfig(max_accuracy_drop_pt=1.0))
+    trials = found["trials"]
+    # Full int8 misses the budget by far; the sensitivity ranks the hard layer first.
+    assert trials[0]["move"] == "as configured" and trials[0]["drop_pt"] > 20, trials[0]
+    assert found["sensitivity"][0]["name"] == "hidden", found["sensitivity"]
+    assert found["sensitivity"][0]["drop_pt"] > 20 > found["sensitivity"][1]["drop_pt"]
+    chosen = trials[found["chosen"]]
+    assert found["status"] == search.WITHIN and chosen["within_budget"]
+    assert chosen["config"] == {"float_fallback_names": ["hidden"]}, chosen
+    assert chosen["drop_pt"] <= 1.0 and chosen["float_ops"] == 1
+    assert all(not t["within_budget"] for t in trials[:-1]) and chosen is trials[-1]
+    assert json.loads(qat_out.get_string_custom_property("float_fallback_layers")) == ["hidden"]
+    assert qat_out.get_string_custom_property("search_status") == search.WITHIN
+    assert len(json.loads(qat_out.get_string_custom_property("search_trial_table"))) == \
+        len(trials)
+
+    # The exporter accepts the listed island (and nothing else float), parity included, and the
+    # int8 model holds the float accuracy on the eval split the search never saw.
+    out = _export(hard_model_setup, qat_out, tmp_path)
+    data = open(os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE), "rb").read()
+    report = tflite.validate_integer(data, float_layers=["hidden"])
+    assert report.float_ops == 1 and out.get_int_custom_property("float_island_ops") == 1
+    with pytest.raises(tflite.ExportValidationError, match="FULLY_CONNECTED runs on float"):
+        tflite.validate_integer(data)
+    int8_acc = float(np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(
+        {spec.image_key: xe}), -1) == ye))
+    assert float_acc - int8_acc <= 0.01, (float_acc, int8_acc)
+
+    # For the Edge TPU the same model is refused with the reason, and no model is written.
+    with pytest.raises(ValueError, match=r"keeps layers \['hidden'\] float.*Edge TPU, which runs "
+                                         r"int8 ops only"):
+        _export(hard_model_setup, qat_out, tmp_path / "etpu", edgetpu=True, require_edgetpu=True)
+    assert not os.path.exists(os.path.join(path_utils.serving_model_dir(
+        str(tmp_path / "etpu" / "int8")), keys.TFLITE_FILE))
+
+
+def test_no_candidate_within_budget_stops_the_export(hard_model_setup, tmp_path):
+    """Without the float move nothing fixes the hard layer: the trials are recorded, the status
+    says so, and IntegerExporter refuses to export (so nothing can be blessed or pushed)."""
+    qat_out, found = _run_qat(hard_model_setup, tmp_path, SearchConfig(
+        moves=("more_epochs",), max_trials=2))
+    assert found["status"] == search.NO_CANDIDATE and len(found["trials"]) == 2
+    assert [t["move"] for t in found["trials"]] == ["as configured", "more_epochs"]
+    assert "no candidate within 1.0 pt after 2 trial(s)" in found["reason"]
+    with pytest.raises(ValueError, match="found no candidate within its budget"):
+        _export(hard_model_setup, qat_out, tmp_path)
+
+
+def test_missing_validation_split_is_named_before_training(hard_model_setup, tmp_path):
+    with pytest.raises(ValueError, match=r"SearchConfig.validation_split='holdout'.*no split"):
+        _run_qat(hard_model_setup, tmp_path, SearchConfig(validation_split="holdout"))
+    assert not os.path.exists(tmp_path / "qat" / "Format-Serving")
