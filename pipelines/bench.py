@@ -9,7 +9,8 @@ weights (TFMOT's experimental n-bit scheme): PTQ-4 (F1, scheme applied, ranges c
 representative data with learning rate 0) vs QAT-4 (F0 + QAT at 4 bits); and with one weight
 scale per tensor: PTQ (F1) vs QAT (F0 + QAT), tfx-qat's and TFMOT's as is. Plus: a
 MobileNetV2-shaped model's size and latency, QAT vs float step time, the pipeline's wall time vs a bare script doing
-the same ML work, and evaluator throughput vs a raw interpreter loop.
+the same ML work, evaluator throughput vs a raw interpreter loop, and the accuracy-aware search
+at low weight widths (trials selected on a validation split, scored on the test set too).
 """
 from __future__ import annotations
 
@@ -90,12 +91,15 @@ def _measure(name, model_bytes, x, y, lat_x) -> Dict[str, Any]:
     return {"accuracy": acc, "bytes": len(model_bytes), "latency_ms": lat}
 
 
-def fashion_mnist(args) -> Dict[str, Any]:
+def _fashion(args):
     xt, yt, xe, ye = load_fashion_mnist()
     if args.limit:  # smoke runs only; reported numbers use the full data
         xt, yt, xe, ye = xt[:args.limit], yt[:args.limit], xe[:args.limit // 6], ye[:args.limit // 6]
-    xt = (xt.astype(np.float32) / 255.0)[..., None]
-    xe = (xe.astype(np.float32) / 255.0)[..., None]
+    return (xt.astype(np.float32) / 255.0)[..., None], yt, (xe.astype(np.float32) / 255.0)[..., None], ye
+
+
+def fashion_mnist(args) -> Dict[str, Any]:
+    xt, yt, xe, ye = _fashion(args)
     rng = np.random.default_rng(0)
     rep = xt[rng.choice(len(xt), args.representative, replace=False)]
     lat_x = xe[:args.latency_examples]
@@ -250,6 +254,53 @@ def mobilenet_v3_style(args) -> Dict[str, Any]:
     return out
 
 
+def search_low_bit(args) -> Dict[str, Any]:
+    """Accuracy-aware search at low weight widths (``--search-weight-bits``): the float model F0
+    is trained on the first 55k training images; the search selects on the last 5k (validation)
+    and every trial is also scored on the 10k test images (the gate's split), which the search
+    never sees. Move: 8-bit weights for the most sensitive layers (mixed precision)."""
+    import tensorflow as tf
+    from quant_lib import search
+    from quant_lib.config import SearchConfig
+    xt, yt, xe, ye = _fashion(args)
+    nval = len(xt) // 12
+    xtr, ytr, xv, yv = xt[:-nval], yt[:-nval], xt[-nval:], yt[-nval:]
+    rep = xtr[np.random.default_rng(0).choice(len(xtr), args.representative, replace=False)]
+    keras.utils.set_random_seed(0)
+    f0 = build_model(SPEC, width=32)
+    _fit(f0, xtr, ytr, args.float_epochs, 1e-3, 64, "float-search")
+    lat_x = xe[:args.latency_examples // 4]
+    out: Dict[str, Any] = {"float": _measure("float", tflite.convert_float(f0), xe, ye, lat_x),
+                           "train": len(xtr), "validation": nval, "test": len(xe), "cases": []}
+    fa = out["float"]["accuracy"]
+
+    def train(c):
+        ds = lambda: tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(  # noqa: E731
+            len(xtr), seed=c.seed).batch(c.batch_size)
+        return qat.run_qat(lambda: search.fresh_copy(f0), ds, c)
+
+    base = QuantizationConfig(data=SPEC, epochs=args.qat_epochs, learning_rate=args.qat_lr)
+    out["all_8bit"] = _measure("all-8bit", tflite.convert_int8(train(base)[0], rep), xe, ye, lat_x)
+    out["all_8bit"]["drop_pt"] = 100 * (fa - out["all_8bit"]["accuracy"])
+    for bits in args.search_weight_bits:
+        test = {}
+
+        def observe(trial, data):
+            test[trial.index] = _measure(f"w{bits} trial{trial.index}", data, xe, ye, lat_x)
+
+        cfg = dataclasses.replace(base, scheme="n_bit", weight_bits=bits, search=SearchConfig(
+            validation_examples=nval, max_accuracy_drop_pt=args.search_budget_pt,
+            moves=("int8_weights",), max_trials=args.search_trials))
+        t = time.perf_counter()
+        *_, result = search.run(f0, cfg, train, ({SPEC.image_key: xv}, yv, xv), rep, None,
+                                [xtr[i:i + 64] for i in range(0, 256, 64)], observe=observe)
+        case = {"weight_bits": bits, "seconds": time.perf_counter() - t, **result.report()}
+        for tr in case["trials"]:
+            tr["test"] = dict(test[tr["index"]], drop_pt=100 * (fa - test[tr["index"]]["accuracy"]))
+        out["cases"].append(case)
+    return out
+
+
 def mobilenet_v2(args) -> Dict[str, Any]:
     keras.utils.set_random_seed(0)
     m = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
@@ -330,6 +381,8 @@ def to_markdown(r: Dict[str, Any]) -> str:
         lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
                      f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
                      f"{m['speed_vs_float']:.2f}x |")
+    if r.get("search"):
+        lines += ["", search_markdown(r["search"]).rstrip()]
     o = r["overhead"]
     ev = o["evaluator"]
     lines += ["", "| measure | value | goal |", "|---|---|---|",
@@ -371,6 +424,33 @@ def to_markdown(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_markdown(s: Dict[str, Any]) -> str:
+    """One table per searched weight width: every trial on validation (selection) and test."""
+    f, a8 = s["float"], s["all_8bit"]
+    lines = [f"Accuracy-aware search (`QuantizationConfig.search`, move: 8-bit weights for the most "
+             f"sensitive layers), budget {s['cases'][0]['budget_pt']} pt top-1 below the float "
+             f"model F0 (trained on {s['train']:,} images). Trials are selected on a validation "
+             f"split ({s['validation']:,} held-out training images) and also scored on the "
+             f"{s['test']:,} test images, which the search never sees. Float F0: test top-1 "
+             f"{100 * f['accuracy']:.2f}%, {f['bytes']:,} bytes; all-8-bit QAT: "
+             f"{100 * a8['accuracy']:.2f}% ({-a8['drop_pt']:+.2f} pt), {a8['bytes']:,} bytes."]
+    for c in s["cases"]:
+        top = ", ".join(f"{x['name']} {x['drop_pt']:+.2f}" for x in c["sensitivity"][:3])
+        lines += ["", f"{c['weight_bits']}-bit weights / 8-bit activations: sensitivity of "
+                  f"{len(c['sensitivity'])} layers + {len(c['trials'])} trial(s) in "
+                  f"{c['seconds']:.0f} s; most sensitive (pt lost with that layer alone at "
+                  f"{c['weight_bits']} bits): {top}. {c['reason']}.", "",
+                  "| trial | change | validation top-1 (vs float) | test top-1 (vs float) | "
+                  "size (bytes) | latency (ms) | kept |", "|---|---|---|---|---|---|---|"]
+        for t in c["trials"]:
+            lines.append(f"| {t['index']} | {t['change']} | {100 * t['accuracy']:.2f}% "
+                         f"({-t['drop_pt']:+.2f}) | {100 * t['test']['accuracy']:.2f}% "
+                         f"({-t['test']['drop_pt']:+.2f}) | {t['int8_bytes']:,} | "
+                         f"{t['test']['latency_ms']:.4f} | "
+                         f"{'yes' if t['index'] == c['chosen'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/bench")
@@ -383,6 +463,12 @@ def main(argv=None) -> int:
                    help="float epochs of the MobileNetV3-style network")
     p.add_argument("--representative", type=int, default=200)
     p.add_argument("--latency-examples", type=int, default=400)
+    p.add_argument("--search-budget-pt", type=float, default=1.0,
+                   help="accuracy budget of the 4-bit search (percentage points)")
+    p.add_argument("--search-trials", type=int, default=8)
+    p.add_argument("--search-weight-bits", type=lambda t: [int(b) for b in t.split(",")],
+                   default=[4, 2], help="weight widths searched, comma-separated")
+    p.add_argument("--only", choices=["search"], help="run one section (development)")
     p.add_argument("--skip-pipeline", action="store_true", help="no pipeline/evaluator runs")
     p.add_argument("--limit", type=int, help="smoke test: first N training images only")
     args = p.parse_args(argv)
@@ -391,7 +477,14 @@ def main(argv=None) -> int:
     t0 = time.time()
     r: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": _cpu(),
                          "command": "make bench", "protocol": __doc__.split("\n\n")[1]}
+    if args.only == "search":
+        r["search"] = search_low_bit(args)
+        with open(os.path.join(args.out, "bench_search.json"), "w") as f:
+            json.dump(r, f, indent=2)
+        print(search_markdown(r["search"]))
+        return 0
     r["fashion_mnist"] = fashion_mnist(args)
+    r["search"] = search_low_bit(args)
     r["mobilenet_v3_style"] = mobilenet_v3_style(args)
     r["mobilenet_v2"] = mobilenet_v2(args)
     if not args.skip_pipeline:

@@ -8,8 +8,10 @@ import sys
 from typing import Optional
 
 import quant_lib  # noqa: F401
-from quant_lib.config import (ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
-                               Threshold)
+from quant_lib.config import (MOVES, ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
+                               SearchConfig, Threshold)
+
+VALIDATION_FRACTION = 1 / 12  # of the training images, when --search-budget-pt asks for a split
 
 
 def _shape(text: str):
@@ -45,6 +47,16 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true",
                    help="fail on a layer the scheme cannot quantize instead of keeping it float")
     r.add_argument("--width", type=int, default=32, help="channels of the CNN's first conv")
+    r.add_argument("--search-budget-pt", type=float, metavar="PT",
+                   help="accuracy-aware quantization: QuantizeTrainer searches (per-layer "
+                        "sensitivity, then the moves below) for the first model within PT "
+                        "top-1 of float on a 'validation' split carved from train "
+                        f"({100 * VALIDATION_FRACTION:.1f}%%); off by default")
+    r.add_argument("--search-target", choices=("cpu", "edgetpu"), default="cpu")
+    r.add_argument("--search-move", action="append", choices=MOVES, metavar="MOVE",
+                   help=f"allowed search moves, in order (default: all of {', '.join(MOVES)}; "
+                        "float_fallback only for --search-target cpu)")
+    r.add_argument("--search-max-trials", type=int, default=6)
     r.add_argument("--max-accuracy-drop-pt", type=float, default=1.0,
                    help="bless only if int8 accuracy is at most this many points below float")
     r.add_argument("--min-int8-accuracy", type=float, default=0.0,
@@ -157,6 +169,17 @@ def cmd_edgetpu_log(args) -> int:
 
 def _prepare_data(args, data_root: str):
     from pipelines import data
+    if args.search_budget_pt is not None:
+        if args.csv or args.tfrecords:
+            raise ConfigError("--search-budget-pt carves its validation split from the built-in "
+                              "datasets' training images; with your own data build the pipeline "
+                              "with QuantizationConfig(search=SearchConfig(validation_split=...)) "
+                              "and an ExampleGen that writes that split")
+        fraction = VALIDATION_FRACTION
+        if args.dataset == "digits":
+            return data_root, data.ingest_digits(data_root, fraction)
+        return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit,
+                                                    validation_fraction=fraction)
     if args.csv:
         return data_root, data.ingest_csv(data_root, args.csv, args.csv_eval, args.label_column,
                                           args.image_shape, args.num_classes)
@@ -185,7 +208,12 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             activation_bits=args.activation_bits, per_tensor=args.per_tensor,
             keep_float_names=tuple(args.keep_float),
             keep_float_regex=tuple(args.keep_float_regex),
-            keep_float_types=tuple(args.keep_float_type), strict=args.strict),
+            keep_float_types=tuple(args.keep_float_type), strict=args.strict,
+            search=None if args.search_budget_pt is None else SearchConfig(
+                max_accuracy_drop_pt=args.search_budget_pt, target=args.search_target,
+                moves=tuple(args.search_move or (
+                    m for m in MOVES if args.search_target == "cpu" or m != "float_fallback")),
+                max_trials=args.search_max_trials)),
         export=ExportConfig(data=spec),
         eval=EvalConfig(
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
@@ -210,7 +238,8 @@ def cmd_run(args) -> int:
     from pipelines.data import IngestionError
     from quant_lib.data import DataError
     try:
-        data_root, spec = _prepare_data(args, os.path.join(root, "data"))
+        data_root, spec = _prepare_data(args, os.path.join(
+            root, "data" if args.search_budget_pt is None else "data_with_validation"))
         settings = _settings(args, f"tfx-qat-{name.replace('_', '-')}", root, data_root, spec)
     except (IngestionError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -113,16 +113,24 @@ def write_split(out_dir: str, split: str, images: np.ndarray, labels: np.ndarray
     return path
 
 
-def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec) -> DataSpec:
+def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec,
+                  validation_fraction: float = 0.0) -> DataSpec:
     """Writes train/eval splits and ``dataspec.json``; a finished directory is reused unchanged
-    (so TFX's cache, which fingerprints input files, stays valid across runs)."""
+    (so TFX's cache, which fingerprints input files, stays valid across runs).
+    ``validation_fraction``: the last such fraction of the (shuffled) training examples becomes a
+    ``validation`` split instead (what an accuracy-aware search selects on)."""
     spec_path = os.path.join(out_dir, SPEC_FILE)
     if tf.io.gfile.exists(spec_path):
         with tf.io.gfile.GFile(spec_path) as f:
             if DataSpec.from_json(f.read()) == spec:
                 log.info("reusing ingested data in %s", out_dir)
                 return spec
-    for split, x, y in (("train", x_train, y_train), ("eval", x_eval, y_eval)):
+    splits = [("train", x_train, y_train), ("eval", x_eval, y_eval)]
+    if validation_fraction:
+        n = max(1, int(round(len(y_train) * validation_fraction)))
+        splits = [("train", x_train[:-n], y_train[:-n]), ("validation", x_train[-n:],
+                                                          y_train[-n:]), ("eval", x_eval, y_eval)]
+    for split, x, y in splits:
         path = write_split(out_dir, split, x, y, spec)
         log.info("wrote %d %s examples to %s", len(y), split, path)
     with tf.io.gfile.GFile(spec_path, "w") as f:  # written last: marks the directory complete
@@ -149,19 +157,20 @@ def builtin_spec(name: str) -> DataSpec:
 
 
 def ingest_fashion_mnist(out_dir: str, data_dir: str = FASHION_MNIST_DIR,
-                         limit: Optional[int] = None) -> DataSpec:
+                         limit: Optional[int] = None, validation_fraction: float = 0.0) -> DataSpec:
     xt, yt, xe, ye = load_fashion_mnist(data_dir)
     if limit:
         xt, yt, xe, ye = xt[:limit], yt[:limit], xe[:max(limit // 6, 1)], ye[:max(limit // 6, 1)]
     spec = builtin_spec("fashion_mnist")
     f = lambda x: (x.astype(np.float32) / 255.0).reshape(len(x), -1)  # noqa: E731
-    return write_dataset(out_dir, f(xt), yt, f(xe), ye, spec)
+    return write_dataset(out_dir, f(xt), yt, f(xe), ye, spec, validation_fraction)
 
 
-def ingest_digits(out_dir: str) -> DataSpec:
+def ingest_digits(out_dir: str, validation_fraction: float = 0.0) -> DataSpec:
     xt, yt, xe, ye = load_digits()
     spec = builtin_spec("digits")
-    return write_dataset(out_dir, xt.reshape(len(xt), -1), yt, xe.reshape(len(xe), -1), ye, spec)
+    return write_dataset(out_dir, xt.reshape(len(xt), -1), yt, xe.reshape(len(xe), -1), ye, spec,
+                         validation_fraction)
 
 
 def _square_shape(n: int) -> Tuple[int, int, int]:

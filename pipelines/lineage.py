@@ -146,6 +146,7 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
             "seconds_per_step": q.get(keys.P_QAT_SECONDS_PER_STEP),
             "config": _config(qat_exec),
             "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
+            "search": _search(q),
         }
         float_models = g.inputs(qat_exec.id).get(keys.BASE_MODEL) or []
         if float_models:
@@ -164,6 +165,22 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
                                              "(no base_model input); stored in its artifact"}
         records.append(rec)
     return records
+
+
+def _search(q: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The accuracy-aware search as QuantizeTrainer recorded it on its artifact (MLMD)."""
+    if "search_status" not in q:
+        return None
+    return {"status": q["search_status"], "reason": q.get("search_reason"),
+            "validation_split": q.get("search_validation_split"),
+            "budget_pt": q.get("search_budget_pt"), "chosen": q.get("search_chosen_trial"),
+            "trials": [dict(zip(("index", "move", "change", "accuracy", "int8_bytes",
+                                 "within_budget"), row))
+                       for row in json.loads(q.get("search_trial_table") or "[]")],
+            "float_fallback_layers": json.loads(q["float_fallback_layers"])
+            if q.get("float_fallback_layers") else [],
+            "int8_weight_layers": json.loads(q["int8_weight_layers"])
+            if q.get("int8_weight_layers") else []}
 
 
 def format_lineage(records: List[Dict[str, Any]]) -> str:
@@ -196,6 +213,14 @@ def format_lineage(records: List[Dict[str, Any]]) -> str:
             f"lr {(q['config'] or {}).get('learning_rate')}",
             f"    QAT model: {q['qat_model']['uri']}",
         ]
+        if q.get("search"):
+            sr = q["search"]
+            lines.append(f"    search ({sr['status']}, budget {sr['budget_pt']} pt on "
+                         f"{sr['validation_split']!r}): {sr['reason']}")
+            lines += [f"      trial {t['index']} {t['move']}: {t['change']} -> val top-1 "
+                      f"{100 * t['accuracy']:.2f}%, {t['int8_bytes']} B"
+                      + (" (chosen)" if t["index"] == sr["chosen"] else "")
+                      for t in sr["trials"]]
         if "float_model" in fb:
             cc = fb["custom_config"] or {}
             lines += [f"  float baseline: {fb['component']} (execution {fb['execution_id']}), "

@@ -48,6 +48,16 @@ class PipelineSettings:
             if c.data != self.data:
                 raise ValueError(f"PipelineSettings.{name}.data differs from PipelineSettings.data; "
                                  "build the component configs with the same DataSpec")
+        if self.qat.search and self.qat.search.validation_split == self.eval.eval_split:
+            raise ValueError(
+                f"SearchConfig.validation_split={self.qat.search.validation_split!r} is "
+                "EvalConfig.eval_split: the search would select on the gate's own examples; give "
+                "it a split of its own (the CLI's --search-budget-pt writes 'validation')")
+
+    @property
+    def splits(self) -> List[str]:
+        """The splits ImportExampleGen reads (``<data_root>/<split>/*``)."""
+        return ["train", "eval"] + ([self.qat.search.validation_split] if self.qat.search else [])
 
     @property
     def pipeline_root(self) -> str:
@@ -82,9 +92,7 @@ def create_pipeline(s: PipelineSettings, metadata_connection_config=None,
     example_gen = tfx.components.ImportExampleGen(
         input_base=s.data_root,
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name="train", pattern="train/*"),
-            tfx.proto.Input.Split(name="eval", pattern="eval/*"),
-        ]))
+            tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in s.splits]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
                                           infer_feature_shape=True)

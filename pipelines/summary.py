@@ -107,6 +107,10 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
             "qat_seconds_per_step": _prop(qat_model, keys.P_QAT_SECONDS_PER_STEP),
             "float_seconds_per_step": float_stats.get("seconds_per_step"),
             "report": os.path.join(qat_model.uri, keys.QAT_REPORT_FILE),
+            "search": qat_model and _prop(qat_model, "search_status") and {
+                "status": _prop(qat_model, "search_status"),
+                "reason": _prop(qat_model, "search_reason"),
+                "trials": _prop(qat_model, "search_trials")},
         },
         "baseline_check": blessing and _prop(blessing, keys.P_BASELINE_CHECK),
         "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
@@ -177,6 +181,9 @@ def format_summary(s: Dict[str, Any]) -> str:
                      f"({q['qat_seconds_per_step'] / q['float_seconds_per_step']:.2f}x)")
         lines.insert(-1, f"  QAT layers     : {q['quantized_layers']} quantized, "
                          f"{q['folded_layers']} BN folded, {q['float_layers']} float{ratio}")
+    if q.get("search"):
+        lines.insert(-1, f"  search         : {q['search']['trials']} trial(s): "
+                         f"{q['search']['reason']}")
     lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
     if s.get("baseline_check"):
         lines.append(f"  baseline       : {s['baseline_check']}")

@@ -165,6 +165,43 @@ def _headline_rows(metrics, overall) -> List[List[Any]]:
     return rows
 
 
+def _search(found: Dict[str, Any]) -> str:
+    """Accuracy-aware search: the sensitivity ranking (plot) and every trial (table)."""
+    e = html.escape
+    sens = found["sensitivity"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, max(2.0, 0.3 * len(sens) + 1)))
+    names = [s["name"] for s in sens][::-1]
+    drops = [s["drop_pt"] for s in sens][::-1]
+    ax.barh(names, drops, color=["#c33" if d > found["budget_pt"] else "#888" for d in drops])
+    ax.axvline(found["budget_pt"], color="#444", lw=.8, ls="--")
+    ax.set_xlabel(f"top-1 drop (pt) with only this layer quantized ({found['validation_split']})")
+    ax.set_title("Per-layer sensitivity, most costly at the top (dashed: budget)")
+    status = "ok" if found["status"] == "within_budget" else "bad"
+    out = ['<h2 id="search">Accuracy-aware search</h2>',
+           f'<p class="{status}">{e(found["reason"])}</p>',
+           f"<p>Budget {found['budget_pt']} pt below float (top-1 "
+           f"{100 * found['float_accuracy']:.2f}%) on {found['examples']:,} "
+           f"{e(found['validation_split'])!s} examples (not the gate's split); target "
+           f"{e(found['target'])}; {found['seconds']:.0f} s.</p>", _png(fig),
+           _table(["layer", "class", "top-1 alone", "drop (pt)", "output SNR (dB)"],
+                  [[s["name"], s["cls"], s["accuracy"], f"{s['drop_pt']:+.2f}",
+                    s["output_snr_db"]] for s in sens], left=2)]
+    rows = []
+    for t in found["trials"]:
+        etpu = t.get("edgetpu") or {}
+        rows.append([t["index"], t["move"], t["change"], t["accuracy"], f"{t['drop_pt']:+.2f}",
+                     t["int8_bytes"], t["latency_ms"], t["float_ops"],
+                     f"{etpu['predicted_on_tpu']}/{etpu['ops']} (split at "
+                     f"{etpu['first_unmapped']})" if etpu else "-",
+                     "chosen" if t["index"] == found["chosen"] else
+                     ("yes" if t["within_budget"] else "no")])
+    out.append(_table(["trial", "move", "change", "val top-1", "drop (pt)", "int8 bytes",
+                       "latency (ms)", "float ops", "Edge TPU ops", "within budget"], rows,
+                      left=3))
+    return "".join(out)
+
+
 def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
            title: str = "tfx-qat run report") -> str:
     """The report as one HTML string (no external files or network); its sections follow the
@@ -232,12 +269,15 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     else:
         out.append("<p>No per-layer report (the quantized model did not come from "
                    "QuantizeTrainer).</p>")
+    if qat.get("search"):
+        out.append(_search(qat["search"]))
 
     out.append('<h2 id="export">Export validation and Edge TPU</h2>')
     if export:
         parity = export.get("parity") or {}
         out.append(_table(["check", "result"], [
             ["input / output dtype", f"{export.get('input_dtype')} / {export.get('output_dtype')}"],
+            ["float ops (listed float_fallback layers)", export.get("float_island_ops") or 0],
             ["ops", json.dumps(export.get("op_counts"))],
             [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
              f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],

@@ -184,10 +184,12 @@ def candidates(cfg: QuantizationConfig, ranked: List[str]) -> Iterator[Tuple[str
 
 def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tuple],
         validation: Tuple[Dict[str, np.ndarray], np.ndarray, object], representative,
-        task, calibration, progress: Callable[[str], None] = log.info):
+        task, calibration, progress: Callable[[str], None] = log.info,
+        observe: Optional[Callable[[Trial, bytes], None]] = None):
     """The search. ``train(cfg)`` runs QAT from a fresh copy of the float model and returns
     ``run_qat``'s (qat_model, decisions, stats); ``validation`` is (features by input name,
-    labels, the same features as the Keras model takes). Returns (qat_model, decisions, stats,
+    labels, the same features as the Keras model takes); ``observe(trial, tflite bytes)`` sees
+    each trial (make bench scores them on the test split). Returns (qat_model, decisions, stats,
     the trial's QuantizationConfig, SearchResult) of the chosen trial."""
     if task is not None and not task.is_classification:
         raise SearchError("QuantizationConfig.search: the budget is a top-1 accuracy drop; "
@@ -221,6 +223,8 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
                                                  for k, v in changes.items()},
                       _edgetpu(data) if s.target == "edgetpu" else None)
         trials.append(trial)
+        if observe is not None:
+            observe(trial, data)
         progress(f"search trial {trial.index} ({move}: {change}): int8 top-1 {acc:.4f} "
                  f"({drop:+.2f} pt), {len(data)} bytes, {trial.seconds:.0f}s"
                  + (" -> within budget" if trial.within_budget else ""))

@@ -163,12 +163,16 @@ def test_cpu_search_keeps_the_hard_layer_float_and_the_edge_tpu_refuses(hard_mod
 
 
 def test_no_candidate_within_budget_stops_the_export(hard_model_setup, tmp_path):
-    """Without the float move nothing fixes the hard layer: the trials are recorded, the status
-    says so, and IntegerExporter refuses to export (so nothing can be blessed or pushed)."""
+    """For the Edge TPU the float move is not allowed, and nothing else fixes the hard layer: the
+    trials are recorded with what each would cost on the device, the status says so, and
+    IntegerExporter refuses to export (so nothing can be blessed or pushed)."""
     qat_out, found = _run_qat(hard_model_setup, tmp_path, SearchConfig(
-        moves=("more_epochs",), max_trials=2))
+        target="edgetpu", moves=("more_epochs",), max_trials=2))
     assert found["status"] == search.NO_CANDIDATE and len(found["trials"]) == 2
     assert [t["move"] for t in found["trials"]] == ["as configured", "more_epochs"]
+    for t in found["trials"]:  # the analyzer's verdict on each candidate
+        assert t["edgetpu"]["ops"] >= 2 and 0 <= t["edgetpu"]["predicted_on_tpu"] <= \
+            t["edgetpu"]["ops"]
     assert "no candidate within 1.0 pt after 2 trial(s)" in found["reason"]
     with pytest.raises(ValueError, match="found no candidate within its budget"):
         _export(hard_model_setup, qat_out, tmp_path)

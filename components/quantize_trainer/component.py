@@ -27,6 +27,13 @@ class QuantizeTrainer(base_component.BaseComponent):
     transform graph, hyperparameters), then applies QAT to the model it saved. Either way the layers
     the scheme supports are quantized, the rest stay float (or fail, in strict mode), and the
     per-layer report is stored with the output ``qat_model`` (Keras SavedModel at Format-Serving).
+
+    With ``QuantizationConfig.search`` it measures each weight layer's sensitivity and tries
+    candidates (mixed 4/8-bit weights, per-channel, more epochs, float fallback on a CPU target)
+    on the search's own validation split until one is within budget; ``qat_model`` is that
+    candidate, with ``search_status``, ``search_reason``, ``search_trial_table`` and
+    ``sensitivity_ranking`` properties (the full record in ``qat_report.json``). IntegerExporter
+    refuses a model whose search found no candidate within budget.
     """
 
     SPEC_CLASS = QuantizeTrainerSpec

@@ -1,0 +1,76 @@
+"""The accuracy-aware search through the whole pipeline (LocalDagRunner, CLI): 2-bit weights on
+digits miss the budget, the search raises the most sensitive layers to 8 bits, the exported model
+carries exactly those layers at 8 bits, the run report shows the sensitivity ranking and the
+trials, and lineage (MLMD) lists the trials of the pushed model."""
+import json
+import os
+
+import pytest
+
+from pipelines import cli, data
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search_run")
+    assert cli.main(["run", "--dataset", "digits", "--output-root", str(root), "--float-epochs",
+                     "15", "--width", "16", "--qat-scheme", "n_bit", "--weight-bits", "2",
+                     "--qat-epochs", "2", "--qat-learning-rate", "3e-4",
+                     "--search-budget-pt", "1.0", "--search-move", "int8_weights",
+                     "--search-max-trials", "6", "--max-accuracy-drop-pt", "3", "--no-cache"]) == 0
+    with open(root / "summary.json") as f:
+        return root, json.load(f)
+
+
+def _qat_report(summary):
+    with open(summary["qat"]["report"]) as f:
+        return json.load(f)
+
+
+def test_search_raises_the_most_sensitive_layers_until_within_budget(run):
+    root, summary = run
+    found = _qat_report(summary)["search"]
+    trials, ranked = found["trials"], [s["name"] for s in found["sensitivity"]]
+    assert trials[0]["move"] == "as configured" and not trials[0]["within_budget"], trials[0]
+    assert found["status"] == "within_budget", found["reason"]
+    chosen = trials[found["chosen"]]
+    assert chosen is trials[-1] and chosen["drop_pt"] <= 1.0
+    # Each trial raises the top-k of the sensitivity ranking, k = 1, 2, 4...; sizes grow with k.
+    for t in trials[1:]:
+        names = t["config"]["int8_weight_names"]
+        assert names == ranked[:len(names)], (names, ranked)
+    sizes = [t["int8_bytes"] for t in trials]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    # The validation split was carved from train and is not the gate's split.
+    assert found["validation_split"] == "validation" and found["examples"] > 50
+    assert summary["eval_examples"] == len(data.load_digits()[3])
+
+
+def test_exported_model_is_the_chosen_mix(run):
+    root, summary = run
+    found = _qat_report(summary)["search"]
+    chosen = found["trials"][found["chosen"]]
+    from quant_lib import tflite
+    path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
+    data_bytes = open(path, "rb").read()
+    assert len(data_bytes) == chosen["int8_bytes"]
+    scales = tflite.weight_scale_counts(data_bytes)
+    assert len(scales) == len(found["sensitivity"])  # every weight layer is in the int8 model
+
+
+def test_report_and_lineage_show_the_search(run, capsys):
+    root, summary = run
+    html = open(summary["report"]).read()
+    assert 'id="search"' in html and "Accuracy-aware search" in html
+    assert html.count("data:image/png") >= 4  # confusion, per-class, sensitivity, size
+    found = _qat_report(summary)["search"]
+    assert found["sensitivity"][0]["name"] in html
+    assert summary["qat"]["search"]["status"] == "within_budget"
+    assert summary["blessed"] and summary["pushed_path"]
+    assert cli.main(["lineage", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "search (within_budget" in out
+    for t in found["trials"]:
+        assert f"trial {t['index']} {t['move']}" in out
