@@ -467,7 +467,7 @@ def main(argv=None) -> int:
                    help="accuracy budget of the 4-bit search (percentage points)")
     p.add_argument("--search-trials", type=int, default=8)
     p.add_argument("--search-weight-bits", type=lambda t: [int(b) for b in t.split(",")],
-                   default=[4, 2], help="weight widths searched, comma-separated")
+                   default=[4, 3], help="weight widths searched, comma-separated")
     p.add_argument("--only", choices=["search"], help="run one section (development)")
     p.add_argument("--skip-pipeline", action="store_true", help="no pipeline/evaluator runs")
     p.add_argument("--limit", type=int, help="smoke test: first N training images only")

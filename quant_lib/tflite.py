@@ -305,6 +305,22 @@ def weight_scale_counts(model_bytes: bytes) -> Dict[str, int]:
     return counts
 
 
+def weight_types(model_bytes: bytes) -> Dict[str, str]:
+    """{Keras layer: storage type of its weights} ("INT8", "INT4", "FLOAT32") for every conv /
+    fully-connected op: how a mixed-precision model was really written."""
+    _, ops, types = schema_names()
+    m = read_flatbuffer(model_bytes)
+    g = m.subgraphs[0]
+    out = {}
+    for op in g.operators:
+        if ops[m.operatorCodes[op.opcodeIndex].builtinCode] in _WEIGHT_OPS:
+            w = g.tensors[op.inputs[1]]
+            name = w.name.decode() if isinstance(w.name, bytes) else w.name
+            parts = name.split(";")[0].split("/")
+            out[parts[1] if len(parts) > 1 else parts[0]] = types[w.type]
+    return out
+
+
 def output_producer(model_bytes: bytes) -> Optional[str]:
     """The op computing the model's first output ('SOFTMAX', 'LOGISTIC', 'FULLY_CONNECTED'...),
     looking through the (de)quantize and reshape ops the converter adds at the end."""

@@ -30,20 +30,6 @@ def test_search_config_refuses_what_cannot_work():
     assert QuantizationConfig.from_json(cfg.to_json()) == cfg
 
 
-def _weight_types(data: bytes):
-    """{layer: TFLite weight tensor type} for conv / fully-connected ops."""
-    _, ops, types = tflite.schema_names()
-    m = tflite.read_flatbuffer(data)
-    g = m.subgraphs[0]
-    out = {}
-    for op in g.operators:
-        if ops[m.operatorCodes[op.opcodeIndex].builtinCode] in tflite._WEIGHT_OPS:  # pylint: disable=protected-access
-            w = g.tensors[op.inputs[1]]
-            layer = w.name.decode().split(";")[0].split("/")[1]
-            out[layer] = types[w.type]
-    return out
-
-
 def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digits_arrays):
     """int8_weight_names under the 4-bit scheme: those layers' weights are INT8 in the TFLite
     file, the others INT4 (Dense included: TFMOT's n-bit registry shares its bit widths between
@@ -56,7 +42,7 @@ def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digi
         q = qat.quantize(search.fresh_copy(model), cfg)
         qat.calibrate_ranges(q, [xt[:64]])
         data = tflite.convert_int8(q, xt[:100])
-        types = _weight_types(data)
+        types = tflite.weight_types(data)
         assert {k for k, v in types.items() if v == "INT8"} == set(names), types
         assert {v for k, v in types.items() if k not in names} == {"INT4"}, types
         sizes[names] = len(data)
