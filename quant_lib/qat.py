@@ -636,7 +636,8 @@ class QATResult:
 
     def summary(self) -> str:
         c = self.counts
-        return f"{c[QUANTIZE]} quantized, {c[FOLD]} folded, {c[FLOAT]} float layers"
+        return f"{c[QUANTIZE]} quantized, {c[FOLD]} folded, {c[FLOAT]} float layers" + (
+            f"; search: {self.search.reason}" if self.search is not None else "")
 
 
 def save_model(model, path: str, inputs=None) -> None:

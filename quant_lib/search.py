@@ -23,6 +23,7 @@ import tf_keras
 
 from quant_lib import qat, tflite
 from quant_lib.config import QuantizationConfig
+from quant_lib.evaluation import latency_ms
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,12 @@ def _snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10 * np.log10(float(np.mean(ref ** 2)) / noise)
 
 
-def weight_layers(decisions) -> List[str]:
-    return [d.name for d in decisions if d.decision == qat.QUANTIZE and d.cls in WEIGHT_CLASSES]
-
-
 WEIGHT_CLASSES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
                   "Dense")
+
+
+def weight_layers(decisions) -> List[str]:
+    return [d.name for d in decisions if d.decision == qat.QUANTIZE and d.cls in WEIGHT_CLASSES]
 
 
 def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibration,
@@ -215,7 +216,6 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
         report = tflite.validate_integer(data, float_layers=trial_cfg.float_fallback_names)
         acc = top1(tflite.TFLiteClassifier(data).predict(features), labels, task)
         drop = 100 * (float_acc - acc)
-        from quant_lib.evaluation import latency_ms
         one = {k: v[:20] for k, v in features.items()}
         trial = Trial(len(trials), move, change, acc, drop, len(data), latency_ms(data, one),
                       report.float_ops, drop <= s.max_accuracy_drop_pt,
