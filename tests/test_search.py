@@ -168,3 +168,23 @@ def test_missing_validation_split_is_named_before_training(hard_model_setup, tmp
     with pytest.raises(ValueError, match=r"SearchConfig.validation_split='holdout'.*no split"):
         _run_qat(hard_model_setup, tmp_path, SearchConfig(validation_split="holdout"))
     assert not os.path.exists(tmp_path / "qat" / "Format-Serving")
+
+
+def test_report_section_ranks_layers_and_shows_edge_tpu_cost_per_trial():
+    from quant_lib import report
+    trial = dict(index=0, move="as configured", change="-", accuracy=0.5, drop_pt=40.0,
+                 int8_bytes=1000, latency_ms=0.1, float_ops=0, within_budget=False, seconds=1.0,
+                 config={}, edgetpu={"ops": 5, "predicted_on_tpu": 3,
+                                     "first_unmapped": "#3 LOGISTIC"})
+    found = {"status": search.NO_CANDIDATE, "reason": "no candidate within 1.0 pt",
+             "budget_pt": 1.0, "target": "edgetpu", "validation_split": "validation",
+             "examples": 200, "float_accuracy": 0.9, "chosen": 0, "seconds": 3.0,
+             "sensitivity": [dict(name="a", cls="Dense", accuracy=0.5, drop_pt=40.0,
+                                  output_snr_db=1.0),
+                             dict(name="b", cls="Dense", accuracy=0.89, drop_pt=1.0,
+                                  output_snr_db=30.0)],
+             "trials": [trial]}
+    html = report._search(found)  # pylint: disable=protected-access
+    assert "data:image/png" in html and 'class="bad"' in html
+    assert "3/5 (split at #3 LOGISTIC)" in html
+    assert html.index("<td class=\"l\">a</td>") < html.index("<td class=\"l\">b</td>")
