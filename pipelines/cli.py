@@ -211,8 +211,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             keep_float_types=tuple(args.keep_float_type), strict=args.strict,
             search=None if args.search_budget_pt is None else SearchConfig(
                 max_accuracy_drop_pt=args.search_budget_pt, target=args.search_target,
-                moves=tuple(args.search_move or (
-                    m for m in MOVES if args.search_target == "cpu" or m != "float_fallback")),
+                moves=tuple(args.search_move) if args.search_move else None,
                 max_trials=args.search_max_trials)),
         export=ExportConfig(data=spec),
         eval=EvalConfig(

@@ -178,14 +178,14 @@ class SearchConfig(_JsonConfig):
     ``moves`` in order, at most ``max_trials`` trials in all; the first candidate within budget is
     kept. ``validation_split`` must be a split neither QAT nor the QuantEvaluator's gate uses, so
     the search cannot overfit the gate. ``target`` "edgetpu" refuses ``float_fallback``: the Edge
-    TPU runs int8 ops only.
+    TPU runs int8 ops only; ``moves`` None allows every move the target allows.
     """
 
     validation_split: str = "validation"
     validation_examples: int = 2000
     max_accuracy_drop_pt: float = 1.0
     target: str = "cpu"
-    moves: Tuple[str, ...] = MOVES
+    moves: Optional[Tuple[str, ...]] = None  # None: every move the target allows
     max_trials: int = 6
 
     def __post_init__(self):
@@ -199,10 +199,11 @@ class SearchConfig(_JsonConfig):
                  f"must be in [0, 100] percentage points, got {self.max_accuracy_drop_pt!r}")
         _require(self.target in TARGETS, n, "target", f"must be one of {TARGETS}, got "
                  f"{self.target!r}")
-        moves = tuple(self.moves)
+        moves = tuple(self.moves) if self.moves is not None else tuple(
+            m for m in MOVES if self.target == "cpu" or m != "float_fallback")
         _require(bool(moves) and all(m in MOVES for m in moves), n, "moves",
                  f"must be a non-empty list of {MOVES}, got {list(moves)}")
-        _require(not (self.target == "edgetpu" and "float_fallback" in moves), n, "moves",
+        _require(not (self.target == "edgetpu" and "float_fallback" in moves), n, "moves",  # asked
                  "'float_fallback' keeps layers float in the TFLite model, but the Edge TPU runs "
                  "int8 ops only (a float op runs on the CPU and splits the graph): drop "
                  "'float_fallback' from moves, or use target='cpu'")
@@ -293,6 +294,13 @@ class QuantizationConfig(_JsonConfig):
                  f"({self.train_split!r}): trials are compared on examples QAT does not train on")
         _require(self.search is None or self.distribution == "none", n, "search",
                  "runs its trials in one process; use distribution='none' with a search")
+        if self.search is not None:
+            useful = {"int8_weights": self.scheme == "n_bit" and self.weight_bits < 8,
+                      "per_channel": self.per_tensor, "more_epochs": True, "float_fallback": True}
+            _require(any(useful[m] for m in self.search.moves), n, "search",
+                     f"SearchConfig.moves {list(self.search.moves)} change nothing here "
+                     f"('int8_weights' needs scheme='n_bit' with weight_bits < 8, 'per_channel' "
+                     f"needs per_tensor=True): add 'more_epochs' or 'float_fallback'")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, n, "epochs",
                  f"must be an int >= 1 (QAT needs at least one epoch), got {self.epochs!r}")
         _require(self.steps_per_epoch is None or

@@ -439,8 +439,8 @@ def calibrate_ranges(qat_model, batches, max_passes: int = 8, tol: float = 0.01)
     what the passes set (TFMOT sets them from the data in any training step); everything else a
     training-mode pass touches (BatchNormalization statistics, step counters) is restored."""
     ema = [v for v in qat_model.non_trainable_variables if _EMA_VAR.search(v.name)]
-    if not ema:
-        return {"calibrated_ranges": 0, "calibration_passes": 0}
+    # Without EMA ranges one pass still sets the input and weight ranges (e.g. only a model
+    # input's QuantizeLayer is left when every layer after it stays float).
     others = [v for v in qat_model.non_trainable_variables
               if not re.search(r"_(min|max):0$", v.name)]
     saved = [v.numpy() for v in others]

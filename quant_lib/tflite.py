@@ -123,8 +123,9 @@ def _layer_of(tensor_name: str, layers: Sequence[str]) -> Optional[str]:
 
 def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
     """{op index: Keras layer} for the ops computing ``layers``: an op (not a (de)quantize) whose
-    output or constant operand (weights, bias) is named after the layer. Constants count because
-    a model's last op writes a tensor named after the signature output, not the layer."""
+    output or constant operand (weights, bias) is named after the layer, or, for a model output
+    layer (its tensors are named after the signature and constants, not the layer), the op
+    writing that signature output."""
     if not layers:
         return {}
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
@@ -142,6 +143,14 @@ def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
             if layer is not None:
                 found[op["index"]] = layer
                 break
+    producer = {o: op for op in ops for o in op["outputs"]}
+    signature = next(iter(interp._get_full_signature_list().values()), {})  # pylint: disable=protected-access
+    for layer in set(layers) - set(found.values()):
+        tensor = signature.get("outputs", {}).get(layer)
+        while tensor in producer and producer[tensor]["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            tensor = producer[tensor]["inputs"][0]
+        if tensor in producer:
+            found[producer[tensor]["index"]] = layer
     return found
 
 

@@ -19,15 +19,40 @@ from conftest import make_examples_artifact
 
 def test_search_config_refuses_what_cannot_work():
     with pytest.raises(ConfigError, match=r"SearchConfig.moves: 'float_fallback'.*Edge TPU"):
-        SearchConfig(target="edgetpu")
-    assert "float_fallback" not in SearchConfig(
-        target="edgetpu", moves=("int8_weights", "more_epochs")).moves
+        SearchConfig(target="edgetpu", moves=("int8_weights", "float_fallback"))
+    assert SearchConfig(target="edgetpu").moves == ("int8_weights", "per_channel", "more_epochs")
+    assert SearchConfig().moves[-1] == "float_fallback"
     with pytest.raises(ConfigError, match="validation_split must differ from train_split"):
         QuantizationConfig(search=SearchConfig(validation_split="train"))
     with pytest.raises(ConfigError, match="int8_weight_names.*scheme='n_bit'"):
         QuantizationConfig(int8_weight_names=("logits",))
     cfg = QuantizationConfig(search=SearchConfig(max_trials=3), float_fallback_names=("x",))
     assert QuantizationConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ConfigError, match=r"moves \['int8_weights', 'per_channel'\] change "
+                                          "nothing here"):
+        QuantizationConfig(search=SearchConfig(moves=("int8_weights", "per_channel")))
+
+
+def test_candidates_cheapest_first_each_from_the_configured_model():
+    """The moves that apply, in the configured order, the top 1, 2, 4... ranked layers first;
+    per-channel only where per-tensor was asked; float fallback only for a CPU target."""
+    ranked = ["a", "b", "c", "d", "e"]
+    cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, per_tensor=True,
+                             int8_weight_names=("c",), search=SearchConfig())
+    got = [(m, changes) for m, _, changes in search.candidates(cfg, ranked)]
+    assert got == [
+        ("as configured", {}),
+        ("int8_weights", {"int8_weight_names": ("c", "a")}),
+        ("int8_weights", {"int8_weight_names": ("c", "a", "b")}),
+        ("int8_weights", {"int8_weight_names": ("c", "a", "b", "d", "e")}),
+        ("per_channel", {"per_tensor": False}),
+        ("more_epochs", {"epochs": 2}),
+        ("float_fallback", {"float_fallback_names": ("a",)}),
+        ("float_fallback", {"float_fallback_names": ("a", "b")}),
+        ("float_fallback", {"float_fallback_names": ("a", "b", "c", "d")}),
+        ("float_fallback", {"float_fallback_names": ("a", "b", "c", "d", "e")})]
+    etpu = QuantizationConfig(search=SearchConfig(target="edgetpu", moves=("more_epochs",)))
+    assert [m for m, _, _ in search.candidates(etpu, ranked)] == ["as configured", "more_epochs"]
 
 
 def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digits_arrays):
@@ -188,3 +213,21 @@ def test_report_section_ranks_layers_and_shows_edge_tpu_cost_per_trial():
     assert "data:image/png" in html and 'class="bad"' in html
     assert "3/5 (split at #3 LOGISTIC)" in html
     assert html.index("<td class=\"l\">a</td>") < html.index("<td class=\"l\">b</td>")
+
+
+@pytest.mark.parametrize("names", [("logits",), ("hidden", "logits")])
+def test_float_islands_at_the_output_and_around_everything(hard_model_setup, names):
+    """The model's output layer can be an island too (its TFLite tensors are named after the
+    signature, not the layer), and so can every layer after the input's quantizer; the TFLite
+    model then agrees with the QAT Keras model."""
+    _, base, spec, (xe, ye), _ = hard_model_setup
+    model = qat.load_model(path_utils.serving_model_dir(base.uri))
+    q = qat.quantize(search.fresh_copy(model), QuantizationConfig(float_fallback_names=names))
+    qat.calibrate_ranges(q, [xe[:128]])
+    data = tflite.convert_int8(q, xe[:100], float_layers=names)
+    assert tflite.validate_integer(data, float_layers=names).float_ops == len(names)
+    keras_pred = np.argmax(q.predict(xe, verbose=0), -1)
+    tfl_pred = np.argmax(tflite.TFLiteClassifier(data).predict({spec.image_key: xe}), -1)
+    assert np.mean(keras_pred == tfl_pred) >= 0.97
+    if "hidden" in names:  # the hard layer float: the float model's accuracy is back
+        assert np.mean(tfl_pred == ye) > 0.85

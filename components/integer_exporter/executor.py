@@ -138,9 +138,8 @@ def _float_reference(input_dict, out: types.Artifact):
     return len(data)
 
 
-def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
-    """The layers QuantizeTrainer kept float on purpose (``float_fallback_layers``), refused
-    for the Edge TPU; and a search that found no candidate within budget stops the export."""
+def _refuse_failed_search(qat_model: types.Artifact) -> None:
+    """A QuantizeTrainer search with no candidate within budget: nothing may be exported."""
     props = qat_model.mlmd_artifact.custom_properties
     if "search_status" in props and qat_model.get_string_custom_property("search_status") != \
             search.WITHIN:
@@ -148,6 +147,12 @@ def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
             f"QuantizeTrainer's search found no candidate within its budget, so there is nothing "
             f"to export or bless: {qat_model.get_string_custom_property('search_reason')} "
             f"(trials: {os.path.join(qat_model.uri, keys.QAT_REPORT_FILE)})")
+
+
+def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
+    """The layers QuantizeTrainer kept float on purpose (``float_fallback_layers``); refused
+    for the Edge TPU and for int16x8."""
+    props = qat_model.mlmd_artifact.custom_properties
     if "float_fallback_layers" not in props:
         return []
     names = json.loads(qat_model.get_string_custom_property("float_fallback_layers"))
@@ -168,6 +173,7 @@ class Executor(base_executor.BaseExecutor):
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
+        _refuse_failed_search(single(input_dict, keys.MODEL))
         float_layers = _float_islands(single(input_dict, keys.MODEL), cfg)
         model, task = _model_to_convert(input_dict, cfg)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
