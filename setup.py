@@ -18,11 +18,12 @@ INSTALL_REQUIRES = [
     "apache-beam[gcp]>=2.53,<2.74",
     "numpy>=1.22,<2",
     "google-crc32c>=1.5",  # TFRecord framing check (quant_lib.data.check_framing)
+    "matplotlib>=3.7",     # QuantEvaluator's run report (plots embedded in report.html)
 ]
 
 EXTRAS = {
     # kfp-pipeline-spec: the KFP v2 compile test runs in `make test`.
-    "dev": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "kfp-pipeline-spec==0.1.16"],
+    "dev": ["pytest>=8", "scikit-learn>=1.3", "kfp-pipeline-spec==0.1.16"],
     # Compiling for Kubeflow V2 / Vertex needs only the pipeline-spec protos (protobuf < 4, like
     # TFX 1.16). The kfp 1.8 SDK itself pins kubernetes < 26, urllib3 < 2 and pydantic < 2, which
     # conflict with TFX 1.16's dependencies; submit the compiled JSON with google-cloud-aiplatform

@@ -3,6 +3,7 @@
 # Channels (inputs/outputs) and the one exec property each component takes.
 EXAMPLES = "examples"
 SCHEMA = "schema"
+STATISTICS = "statistics"  # StatisticsGen output: data checks without a pass over the split
 BASE_MODEL = "base_model"          # float Model from the stock Trainer
 MODEL = "model"                    # input: QAT Model (IntegerExporter), float Model (QuantEvaluator)
 # QuantizeTrainer's output. Not "model": TFX's legacy driver (Airflow) names artifacts
@@ -27,6 +28,7 @@ EDGETPU_ANALYSIS_MD = "edgetpu/analysis.md"
 EDGETPU_COMPILE_JSON = "edgetpu/compile.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"        # QuantEvaluator: self-contained HTML run report
+P_REPORT_STATUS = "report_status"  # written | failed: <error> (the push does not depend on it)
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 

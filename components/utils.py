@@ -1,11 +1,14 @@
 """Small helpers shared by the executors (artifact resolution with actionable errors)."""
 import contextlib
-from typing import Any, Dict, List
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import keys
 from quant_lib.data import DataError
 from quant_lib.inputs import InputMismatchError
 
@@ -23,6 +26,22 @@ def split_uri(examples: List[types.Artifact], split: str) -> str:
         raise ValueError(f"Examples artifact has no split {split!r} (available: {available}); set "
                          "the config's split field to one of them or fix ExampleGen's output_config")
     return artifact_utils.get_split_uri(examples, split)
+
+
+def split_statistics(input_dict: Dict[str, List[types.Artifact]],
+                     split: str) -> Tuple[Optional[bytes], str]:
+    """(StatisticsGen's serialized statistics of ``split``, their path), or (None, "") when no
+    statistics are wired; a wired artifact without that split is an error naming it."""
+    stats = input_dict.get(keys.STATISTICS)
+    if not stats:
+        return None, ""
+    available = artifact_utils.decode_split_names(stats[0].split_names)
+    if split not in available:
+        raise ValueError(f"statistics artifact {stats[0].uri} has no split {split!r} (available: "
+                         f"{available}): wire StatisticsGen over the same Examples")
+    path = os.path.join(artifact_utils.get_split_uri(stats, split), "FeatureStats.pb")
+    with fileio.open(path, "rb") as f:
+        return f.read(), path
 
 
 def serving_model_dir(model: types.Artifact) -> str:

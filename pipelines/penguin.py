@@ -80,7 +80,7 @@ def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metada
                   transform_graph=transform.outputs["transform_graph"])
     quantize_trainer = QuantizeTrainer(
         **wiring, base_model=trainer.outputs["model"], schema=schema_gen.outputs["schema"],
-        module_file=module_file,
+        statistics=statistics_gen.outputs["statistics"], module_file=module_file,
         config=QuantizationConfig(data=data, model_fn="_make_keras_model",
                                   hparams_fn="_get_hyperparameters", epochs=qat_epochs,
                                   batch_size=20, learning_rate=1e-3))

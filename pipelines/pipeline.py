@@ -106,7 +106,8 @@ def create_pipeline(s: PipelineSettings, metadata_connection_config=None,
         custom_config=s.trainer_custom_config)
     quantize_trainer = QuantizeTrainer(
         examples=example_gen.outputs["examples"], base_model=trainer.outputs["model"],
-        schema=schema_gen.outputs["schema"], config=s.qat)
+        schema=schema_gen.outputs["schema"], statistics=statistics_gen.outputs["statistics"],
+        config=s.qat)
     exporter = IntegerExporter(
         model=quantize_trainer.outputs["qat_model"], examples=example_gen.outputs["examples"],
         base_model=trainer.outputs["model"], config=s.export)

@@ -11,7 +11,7 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components import keys
-from pipelines.modules.cnn_trainer import TRAINING_STATS_FILE
+from quant_lib.qat import TRAINING_STATS_FILE
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
@@ -119,6 +119,8 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "float_latency_ms": blessing and _prop(blessing, keys.P_FLOAT_LATENCY_MS),
         "report": next((os.path.join(a.uri, keys.REPORT_FILE) for a in arts.get(
             "ModelEvaluation", []) if fileio.exists(os.path.join(a.uri, keys.REPORT_FILE))), None),
+        "report_status": next((_prop(a, keys.P_REPORT_STATUS) for a in arts.get(
+            "ModelEvaluation", [])), None),
         "artifacts": {
             "blessing": blessing and blessing.uri,
             "evaluation": next((a.uri for a in arts.get("ModelEvaluation", [])), None),
@@ -126,6 +128,15 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         },
     }
     return summary
+
+
+def report_line(s: Dict[str, Any]) -> Optional[str]:
+    """Where the run report is, or, loudly, why it is not there."""
+    if s.get("report"):
+        return f"  report         : {s['report']}"
+    if (s.get("report_status") or "").startswith("failed"):
+        return f"  report         : NOT WRITTEN ({s['report_status']})"
+    return None
 
 
 def format_summary(s: Dict[str, Any]) -> str:
@@ -188,7 +199,7 @@ def format_summary(s: Dict[str, Any]) -> str:
     if s.get("baseline_check"):
         lines.append(f"  baseline       : {s['baseline_check']}")
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
-    if s.get("report"):
-        lines.append(f"  report         : {s['report']}")
+    if report_line(s):
+        lines.append(report_line(s))
     lines.append("=" * 64)
     return "\n".join(lines)

@@ -127,6 +127,7 @@ def create_pipeline(name: str, pipeline_root: str, data_root: str, serving_dir: 
     wiring = dict(examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
     quantize_trainer = QuantizeTrainer(
         **wiring, base_model=trainer.outputs["model"],
+        statistics=statistics_gen.outputs["statistics"],
         config=QuantizationConfig(data=data, epochs=qat_epochs, batch_size=32,
                                   learning_rate=1e-3))
     exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],

@@ -20,11 +20,13 @@ import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tensorflow as tf
 
 from quant_lib import data as image_data
+from quant_lib import statistics as split_statistics
 from quant_lib import tasks
 from quant_lib.config import DataSpec
 from quant_lib.data import DataError, resolve_files
 
 Features = Dict[str, np.ndarray]
+SAMPLE = 1024  # records parsed and checked up front when statistics vouch for the whole split
 
 
 class InputMismatchError(DataError):
@@ -157,6 +159,7 @@ class BoundInputs:
         self.task = task or tasks.Task(tasks.MULTICLASS, num_classes, False, "a class label")
         self.num_classes = self.task.num_classes if self.task.is_classification else num_classes
         self._shapes = {i.name: (i.shape, i.dtype) for i in inputs}
+        self._sizes = {i.name: i.size for i in inputs}
 
     def to_model(self, feats: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         out = {}
@@ -243,6 +246,27 @@ class BoundInputs:
     def count(self, patterns) -> int:
         """Streams a whole split once with the checks above (framing, parse, NaN, labels)."""
         return sum(len(y) for _, y in self.batches(patterns, None, 4096))
+
+    def raw_feature_sizes(self) -> Dict[str, Optional[int]]:
+        """Stored feature -> values per example the model takes, for features the model reads
+        as stored (none when a Transform makes them: raw statistics do not describe those)."""
+        if getattr(self.adapter, "transform", None) is not None:
+            return {}
+        return {f: self._sizes[name] for name, f in self.mapping.items()}
+
+    def check_split(self, patterns, statistics: Optional[bytes], source: str = "",
+                    sample: int = SAMPLE) -> int:
+        """The split's example count, checked before any training or scoring. With the split's
+        StatisticsGen statistics: count, missing values, values per example, NaN/Inf and label
+        range from them, plus parse and checks on the first ``sample`` records (features a
+        Transform makes). Without: one streamed pass over the whole split (``count``)."""
+        if statistics is None:
+            return self.count(patterns)
+        facts = split_statistics.check(split_statistics.parse(statistics), self.raw_feature_sizes(),
+                                       self.adapter.label_key, self.task.label_problem, source)
+        for _ in self.batches(patterns, sample):
+            pass
+        return facts.examples
 
     def serving_fn(self, model) -> Callable:
         """``serving_default`` for a SavedModel of ``model``: serialized raw tf.Examples in,

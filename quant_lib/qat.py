@@ -477,6 +477,11 @@ def compile_for_training(model, learning_rate: float, task=None) -> None:
                   metrics=task.metrics())
 
 
+# A Trainer module's training facts (StepTimer's seconds per step, ...) in its ModelRun artifact:
+# the run summary compares QAT's step time with the float model's.
+TRAINING_STATS_FILE = "training_stats.json"
+
+
 class StepTimer(tf_keras.callbacks.Callback):
     """Logs each epoch and measures steady-state seconds per training step: the first
     ``warmup`` steps (graph tracing, pipeline warm-up) of each epoch are excluded, so float and QAT
@@ -566,6 +571,7 @@ def fine_tune(qat_model, train_ds: tf.data.Dataset, cfg: QuantizationConfig,
         "final_train_metric": float(hist.history[metric][-1]),
         "seconds_per_step": timer.seconds_per_step,
         "batch_size": cfg.batch_size,
+        "first_epoch_steps": timer.whole[0][0] if timer.whole else 0,
     }
 
 

@@ -381,6 +381,28 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
     assert float(img[..., :3].std()) > 0.05  # rendered content, not a blank page
 
 
+def test_report_that_cannot_be_written_is_said_not_swallowed(digits_examples, float_model_artifact,
+                                                             int8_model_artifact, tmp_path):
+    """A damaged export report (the report's second input) leaves no report.html; the blessing
+    still stands (the gate decided), and report_status says why for the run summary."""
+    from pipelines.summary import report_line
+    examples, _ = digits_examples
+    damaged = _artifact(standard_artifacts.Model, tmp_path / "int8")
+    shutil.copytree(int8_model_artifact.uri, damaged.uri, dirs_exist_ok=True)
+    for k, v in int8_model_artifact.mlmd_artifact.custom_properties.items():
+        damaged.mlmd_artifact.custom_properties[k].CopyFrom(v)
+    with open(os.path.join(damaged.uri, keys.EXPORT_REPORT_FILE), "w") as f:
+        f.write('{"qat_report": ')  # cut short
+    blessing, evaluation = _evaluate(examples, float_model_artifact, damaged, tmp_path,
+                                     EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0))
+    status = evaluation.get_string_custom_property(keys.P_REPORT_STATUS)
+    assert status.startswith("failed: JSONDecodeError"), status
+    assert not os.path.exists(os.path.join(evaluation.uri, keys.REPORT_FILE))
+    assert blessing.get_int_custom_property(keys.P_BLESSED) == 1
+    line = report_line({"report": None, "report_status": status})
+    assert "NOT WRITTEN" in line and "JSONDecodeError" in line, line
+
+
 def _examples_with_eval_repeated(examples, factor, root):
     """A copy of the digits Examples whose eval split holds every eval record ``factor`` times."""
     import glob
@@ -400,6 +422,42 @@ def _examples_with_eval_repeated(examples, factor, root):
                 w.write(r)
     ex.split_names = artifact_utils.encode_split_names(["train", "eval"])
     return ex, len(records) * factor
+
+
+@pytest.mark.parametrize("damage,expected", [
+    ("nan", "have NaN/Inf in feature 'image'"),
+    ("cut", "corrupt or truncated TFRecord"),
+], ids=["nan_record", "cut_record"])
+def test_quant_evaluator_catches_bad_records_past_its_sample_in_beam(
+        damage, expected, digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
+    """The driver parses only the first records (quant_lib.inputs.SAMPLE); the Beam job checks
+    every record it scores (NaN and labels per batch, framing in Beam's TFRecord reader)."""
+    import gzip
+    import math
+    import tensorflow as tf
+    from quant_lib.data import DataError
+    from quant_lib.inputs import SAMPLE
+    examples, _ = digits_examples
+    ex, n = _examples_with_eval_repeated(examples, 4, tmp_path / "examples")
+    assert n > SAMPLE + 100
+    path = os.path.join(ex.uri, "Split-eval", "data.gz")
+    records = [r.numpy() for r in tf.data.TFRecordDataset([path], compression_type="GZIP")]
+    if damage == "nan":
+        bad = tf.train.Example.FromString(records[-1])
+        bad.features.feature["image"].float_list.value[3] = math.nan
+        with tf.io.TFRecordWriter(path, "GZIP") as w:
+            for r in records[:-1] + [bad.SerializeToString()]:
+                w.write(r)
+    else:
+        raw = gzip.decompress(open(path, "rb").read())
+        with open(path, "wb") as f:
+            f.write(gzip.compress(raw[:len(raw) - 40]))  # the last record loses its tail
+    with pytest.raises(DataError) as e:
+        _evaluate(ex, float_model_artifact, int8_model_artifact, tmp_path,
+                  EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0))
+    msg = str(e.value)
+    assert msg.startswith("EvalConfig.eval_split='eval': ") and expected in msg, msg
+    assert not os.listdir(tmp_path / "blessing")
 
 
 def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_model_artifact,

@@ -18,11 +18,27 @@ from components.utils import (data_errors_name, recorded_task, serving_model_dir
                               set_properties, single, split_uri)
 from quant_lib import evaluation, gate, report, tasks, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.inputs import bind_model, first_records
+from quant_lib.data import DataError
+from quant_lib.inputs import SAMPLE, bind_model, first_records
 
 STATS_FILE = "slice_stats.jsonl"
 POINTS_FILE = "points.json"
 POINTS_SAMPLE = 2000  # (label, float, int8) examples sampled for the report's plots
+
+
+def _data_problem(e: BaseException, eval_uri: str) -> Optional[str]:
+    """The data problem behind an error out of the Beam job (a DataError raised while scoring a
+    batch, or Beam's TFRecord reader on a cut or corrupt file), or None for anything else."""
+    text = str(e)
+    if isinstance(e, DataError) or "DataError" in text:
+        cause = e
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        return str(cause) if cause is not None else text.splitlines()[0]
+    if "Not a valid TFRecord" in text or "Mismatch of" in text:
+        return (f"corrupt or truncated TFRecord in {eval_uri}: {text.splitlines()[0][:300]} — "
+                "regenerate the data or drop the damaged file")
+    return None
 
 
 def _integer_model(quantized: types.Artifact):
@@ -109,15 +125,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         gate_cfg = _gate_config(cfg, exec_properties, task, cfg.data.label_key)
         deployed = _deployed_model(input_dict, cfg, task)
         # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
-        # empty split, corrupt file, NaN, bad labels.
+        # the first records (empty split, parse, NaN, labels). The Beam job checks every record
+        # as it scores (framing and CRCs in Beam's reader, NaN and labels per batch).
         with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
             scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes, task)
             bound = scoring.bind()
-            bound.count(eval_uri)
+            for _ in bound.batches(eval_uri, SAMPLE):
+                pass
         evaluation.check_float_model(float_dir, bound, first_records(eval_uri, 8))
-        stats, points = self._score_and_gate(
-            eval_uri, float_dir, tflite_path, deployed, scoring, cfg, gate_cfg, out.uri,
-            min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
+        with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
+            stats, points = self._score_and_gate(
+                eval_uri, float_dir, tflite_path, deployed, scoring, cfg, gate_cfg, out.uri,
+                min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
         check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
         verdict = gate.verdict(out.uri, [check["reason"]] if check["status"] == "failed" else [],
@@ -128,8 +147,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._latency(quantized, int8_bytes, eval_uri, bound), points)
         with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result.to_json(), indent=2))
-        set_properties(out, result.to_properties())
-        self._write_report(out.uri, quantized.uri, result.to_json())
+        set_properties(out, {**result.to_properties(), keys.P_REPORT_STATUS: self._write_report(
+            out.uri, quantized.uri, result.to_json())})
         _bless(blessing, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
                      "tfma.load_eval_result / load_validation_result)",
@@ -148,6 +167,24 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         stats_prefix = os.path.join(out_uri, STATS_FILE)
         points_prefix = os.path.join(out_uri, POINTS_FILE)
         deployed_path = deployed and os.path.join(serving_model_dir(deployed), keys.TFLITE_FILE)
+        try:
+            self._run_beam(eval_uri, float_dir, tflite_path, deployed_path, scoring, features,
+                           top_k, cfg, gate_cfg, out_uri, stats_prefix, points_prefix)
+        except Exception as e:  # noqa: BLE001  (Beam runners wrap what a DoFn raised)
+            problem = _data_problem(e, eval_uri)
+            if problem is None:
+                raise
+            raise DataError(problem) from e
+        with fileio.open(stats_prefix) as f:
+            stats = evaluation.decode(f.read().splitlines())
+        with fileio.open(points_prefix) as f:
+            points = json.loads(f.read() or "[]")
+        if evaluation.OVERALL not in stats:
+            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
+        return stats, points
+
+    def _run_beam(self, eval_uri, float_dir, tflite_path, deployed_path, scoring, features,
+                  top_k, cfg, gate_cfg, out_uri, stats_prefix, points_prefix) -> None:
         with self._make_beam_pipeline() as p:
             scored = (p
                       | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
@@ -163,30 +200,24 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  | "WritePoints" >> beam.io.WriteToText(points_prefix, shard_name_template=""))
             _ = scored["predictions"] | "Gate" >> GateWithTFMA(
                 gate_cfg, {gate.FLOAT: float_dir, gate.INT8: tflite_path}, out_uri)
-        with fileio.open(stats_prefix) as f:
-            stats = evaluation.decode(f.read().splitlines())
-        with fileio.open(points_prefix) as f:
-            points = json.loads(f.read() or "[]")
-        if evaluation.OVERALL not in stats:
-            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
-        return stats, points
 
     @staticmethod
-    def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> None:
-        """The HTML run report; a rendering problem is logged, never a reason to block a push."""
-        export = None
-        path = os.path.join(quantized_uri, keys.EXPORT_REPORT_FILE)
-        if fileio.exists(path):
-            with fileio.open(path) as f:
-                export = json.loads(f.read())
+    def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> str:
+        """The HTML run report. A rendering problem does not block a push (the gate decided),
+        but it is logged as an error and recorded as ``report_status`` for the run summary."""
+        export, path = None, os.path.join(quantized_uri, keys.EXPORT_REPORT_FILE)
         try:
+            if fileio.exists(path):
+                with fileio.open(path) as f:
+                    export = json.loads(f.read())
             page = report.render(result, export)
-        except Exception:  # noqa: BLE001
-            logging.exception("QuantEvaluator: could not render the HTML report")
-            return
+        except Exception as e:  # noqa: BLE001
+            logging.exception("QuantEvaluator: the HTML run report could NOT be written")
+            return f"failed: {type(e).__name__}: {e}"
         with fileio.open(os.path.join(out_uri, keys.REPORT_FILE), "w") as f:
             f.write(page)
         logging.info("QuantEvaluator: run report at %s", os.path.join(out_uri, keys.REPORT_FILE))
+        return "written"
 
     @staticmethod
     def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound) -> Dict[str, Any]:

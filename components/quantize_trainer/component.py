@@ -45,6 +45,7 @@ class QuantizeTrainer(base_component.BaseComponent):
                  schema: Optional[types.BaseChannel] = None,
                  transform_graph: Optional[types.BaseChannel] = None,
                  hyperparameters: Optional[types.BaseChannel] = None,
+                 statistics: Optional[types.BaseChannel] = None,
                  module_file: Optional[str] = None, run_fn: Optional[str] = None,
                  custom_config: Optional[Dict[str, Any]] = None,
                  train_args: Optional[trainer_pb2.TrainArgs] = None,
@@ -60,7 +61,7 @@ class QuantizeTrainer(base_component.BaseComponent):
         spec = QuantizeTrainerSpec(
             examples=examples, base_model=base_model, schema=schema,
             transform_graph=transform_graph, hyperparameters=hyperparameters,
-            config=config.to_json(), module_file=module_file, run_fn=run_fn,
+            statistics=statistics, config=config.to_json(), module_file=module_file, run_fn=run_fn,
             custom_config=json_utils.dumps(custom_config) if custom_config else None,
             train_args=train_args or trainer_pb2.TrainArgs(),
             eval_args=eval_args or trainer_pb2.EvalArgs(),

@@ -4,6 +4,7 @@ import logging
 import os
 from typing import Any, Dict, List
 
+import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
@@ -13,8 +14,9 @@ from tfx.utils import path_utils
 from components import keys
 from components import inputs
 from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
-                              split_uri)
+                              split_statistics, split_uri)
 from quant_lib import models, qat, search
+from quant_lib.data import DataError
 from quant_lib.config import QuantizationConfig
 
 
@@ -40,6 +42,21 @@ def _train_float_with_user_module(input_dict, exec_properties, out_uri: str) -> 
         raise ValueError(f"the Trainer module's run_fn did not save a model to "
                          f"fn_args.serving_model_dir ({fn_args.serving_model_dir})")
     return fn_args.serving_model_dir
+
+
+def _check_all_examples_seen(stats: Dict[str, Any], examples: int, cfg: QuantizationConfig,
+                             statistics_path: str) -> None:
+    """With statistics, the split was not streamed up front; the training pass itself shows a
+    file cut short since StatisticsGen ran (TensorFlow's reader takes a cut as end of file)."""
+    if not statistics_path or cfg.steps_per_epoch is not None or cfg.distribution != "none":
+        return
+    expected = -(-examples // cfg.batch_size)
+    if stats.get("first_epoch_steps", expected) < expected:
+        raise DataError(
+            f"QAT read {stats['first_epoch_steps']} batches of {cfg.batch_size} in its first epoch "
+            f"but StatisticsGen counted {examples} examples ({expected} batches; "
+            f"{statistics_path}): the split's files changed or were cut short after StatisticsGen "
+            "ran — regenerate the data (rerun ExampleGen and StatisticsGen)")
 
 
 def _validation_uri(input_dict, cfg: QuantizationConfig):
@@ -96,26 +113,36 @@ class Executor(base_executor.BaseExecutor):
             float_dir = _train_float_with_user_module(input_dict, exec_properties, out.uri)
             base_uri = os.path.dirname(float_dir)
         # Before any training: the data against the model's inputs, the rebuilt model against
-        # the Trainer's SavedModel, then the whole split (framing, parse, NaN/Inf, labels).
+        # the Trainer's SavedModel, then the split: from StatisticsGen's statistics when wired
+        # (count, missing, NaN/Inf, labels; plus the first records parsed), else one pass.
+        statistics, stats_path = split_statistics(input_dict, cfg.train_split)
         with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
             float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri,
                                                      task=getattr(cfg.data, "task", None))
-            n = float_model.inputs.count(train_uri)
+            n = float_model.inputs.check_split(train_uri, statistics, stats_path)
         float_props = float_model.to_properties()
         if float_model.source == "rebuilt":  # a Keras copy: the float TFLite reference needs one
             float_props[keys.P_FLOAT_KERAS_MODEL] = os.path.join(out.uri, keys.FLOAT_KERAS_DIR)
             qat.save_model(float_model.model, float_props[keys.P_FLOAT_KERAS_MODEL])
         logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
-                     "its inputs %s", float_dir, float_model.source, n,
-                     sorted(float_model.inputs.mapping))
+                     "its inputs %s (%s)", float_dir, float_model.source, n,
+                     sorted(float_model.inputs.mapping),
+                     f"StatisticsGen: {stats_path}" if statistics else "one pass over the split")
 
         logging.info("QuantizeTrainer: QAT (%s scheme%s, %s) for %d epoch(s) at lr=%g on %s; "
                      "%s task (from %s), loss %s", cfg.scheme,
                      ", per-tensor" if cfg.per_tensor else "", cfg.distribution, cfg.epochs,
                      cfg.learning_rate, train_uri, float_model.task.kind, float_model.task.source,
                      float_model.task.loss_name)
-        qat_model, decisions, stats, kept_cfg, searched = _qat(cfg, float_model, float_dir,
-                                                               build_fn, train_uri, val_uri)
+        with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
+            try:
+                qat_model, decisions, stats, kept_cfg, searched = _qat(
+                    cfg, float_model, float_dir, build_fn, train_uri, val_uri)
+            except tf.errors.DataLossError as e:  # a file cut or damaged after the checks
+                raise DataError(f"corrupt or truncated TFRecord in {train_uri}: "
+                                f"{e.message.splitlines()[0]} — regenerate the data (rerun "
+                                "ExampleGen and StatisticsGen)") from e
+            _check_all_examples_seen(stats, n, kept_cfg, stats_path)
 
         out_dir = path_utils.serving_model_dir(out.uri)
         qat.save_model(qat_model, out_dir, float_model.inputs)

@@ -22,6 +22,8 @@ class QuantizeTrainerSpec(ComponentSpec):
         keys.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
         keys.BASE_MODEL: ChannelParameter(type=standard_artifacts.Model, optional=True),
         keys.SCHEMA: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        keys.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics,
+                                          optional=True),
         tss.TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
                                                   optional=True),
         tss.HYPERPARAMETERS_KEY: ChannelParameter(type=standard_artifacts.HyperParameters,

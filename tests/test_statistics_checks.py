@@ -1,0 +1,121 @@
+"""QuantizeTrainer checks a split from StatisticsGen's statistics (the real StatisticsGen executor)
+instead of streaming it: a bad record past the records it parses up front is still caught, before
+training, and a file cut short after StatisticsGen ran is caught by the training pass itself."""
+import gzip
+import math
+import os
+
+import pytest
+import tensorflow as tf
+from tfx.components.statistics_gen.executor import Executor as StatisticsExecutor
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import path_utils
+
+from components import keys
+from components.quantize_trainer.executor import Executor as QuantizeExecutor
+from quant_lib.config import QuantizationConfig
+from quant_lib.data import DataError
+from quant_lib.inputs import SAMPLE
+
+
+def _records(examples, split):
+    files = tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _examples(root, splits):
+    ex = standard_artifacts.Examples()
+    ex.uri = str(root)
+    for split, records in splits.items():
+        os.makedirs(root / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "data.gz"), "GZIP") as w:
+            for r in records:
+                w.write(r)
+    ex.split_names = artifact_utils.encode_split_names(list(splits))
+    return ex
+
+
+def _statistics(examples, root):
+    out = standard_artifacts.ExampleStatistics()
+    out.uri = str(root)
+    StatisticsExecutor().Do({"examples": [examples]}, {"statistics": [out]}, {})
+    return out
+
+
+def _qat(root, examples, statistics, base, spec):
+    out = standard_artifacts.Model()
+    out.uri = str(root / "qat_out")
+    QuantizeExecutor().Do(
+        {keys.EXAMPLES: [examples], keys.BASE_MODEL: [base], keys.STATISTICS: [statistics]},
+        {keys.QAT_MODEL: [out]}, {keys.CONFIG: QuantizationConfig(data=spec, epochs=1).to_json()})
+    return out
+
+
+def _edit_last(records, edit):
+    ex = tf.train.Example.FromString(records[-1])
+    edit(ex.features.feature)
+    return records[:-1] + [ex.SerializeToString()]
+
+
+def _nan_pixel(f):
+    f["image"].float_list.value[0] = math.nan
+
+
+def _label_12(f):
+    f["label"].int64_list.value[0] = 12
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (_nan_pixel, "feature 'image' has NaN/Inf values (1 NaN"),
+    (_label_12, "label feature 'label' has values in [0, 12]"),
+], ids=["nan_after_sample", "label_after_sample"])
+def test_statistics_catch_a_bad_record_the_sample_does_not_reach(
+        edit, expected, digits_examples, float_model_artifact, tmp_path):
+    good, spec = digits_examples
+    train = _records(good, "train")
+    assert len(train) > SAMPLE  # the bad record is past what the executor parses up front
+    ex = _examples(tmp_path / "examples", {"train": _edit_last(train, edit),
+                                            "eval": _records(good, "eval")})
+    stats = _statistics(ex, tmp_path / "statistics")
+    with pytest.raises(DataError) as e:
+        _qat(tmp_path, ex, stats, float_model_artifact, spec)
+    msg = str(e.value)
+    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    assert "StatisticsGen" in msg and "FeatureStats.pb" in msg, msg
+    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
+
+
+@pytest.mark.parametrize("at_boundary,expected", [
+    (True, "cut short after StatisticsGen"),  # TensorFlow's reader sees a clean end of file
+    (False, "corrupt or truncated TFRecord"),  # its reader fails inside the cut record
+], ids=["between_records", "inside_a_record"])
+def test_split_cut_short_after_statisticsgen_fails_in_the_training_pass(
+        at_boundary, expected, digits_examples, float_model_artifact, tmp_path):
+    good, spec = digits_examples
+    train = _records(good, "train")
+    ex = _examples(tmp_path / "examples", {"train": train, "eval": _records(good, "eval")})
+    stats = _statistics(ex, tmp_path / "statistics")
+    path = tmp_path / "examples" / "Split-train" / "data.gz"
+    raw = gzip.decompress(path.read_bytes())
+    keep = len(train) * 9 // 10  # past the records parsed up front
+    cut = sum(16 + len(r) for r in train[:keep]) + (0 if at_boundary else 20)
+    path.write_bytes(gzip.compress(raw[:cut]))
+    with pytest.raises(DataError) as e:
+        _qat(tmp_path, ex, stats, float_model_artifact, spec)
+    msg = str(e.value)
+    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    if at_boundary:
+        assert f"StatisticsGen counted {len(train)} examples" in msg, msg
+    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
+
+
+def test_good_split_with_statistics_trains_and_says_where_the_checks_came_from(
+        digits_examples, float_model_artifact, tmp_path, caplog):
+    good, spec = digits_examples
+    stats = _statistics(good, tmp_path / "statistics")
+    caplog.set_level("INFO")
+    out = _qat(tmp_path, good, stats, float_model_artifact, spec)
+    assert os.path.exists(path_utils.serving_model_dir(out.uri))
+    n = len(_records(good, "train"))
+    assert any(f"{n} training examples checked" in r.getMessage() and "StatisticsGen" in
+               r.getMessage() for r in caplog.records)
