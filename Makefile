@@ -7,11 +7,14 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 RUN_ROOT ?= runs/fashion_mnist
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist), one test file per worker at a time: most test time is process
+# start-up, Beam and I/O, which a second worker overlaps. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-penguin run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench data clean
+.PHONY: venv run run-penguin run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
 
 venv: $(STAMP)
 
@@ -65,7 +68,7 @@ run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)
 
 test: venv data
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 	$(MAKE) test-airflow
 
 # Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.
@@ -73,6 +76,18 @@ bench: venv data
 	$(PY) -m pipelines.bench --out runs/bench $(BENCH_ARGS)
 	cp runs/bench/bench.json pipelines/bench_results.json
 	cp runs/bench/bench.md pipelines/bench_results.md
+
+# QuantEvaluator / QuantizeTrainer time and peak memory at 10k, 100k, 1M examples (~20 min; needs a
+# finished Fashion-MNIST run: make bench's, else make run's).
+bench-scale: venv
+	$(PY) -m pipelines.bench_scale --out runs/bench_scale $(BENCH_SCALE_ARGS)
+	cp runs/bench_scale/scale.json pipelines/bench_scale_results.json
+	cp runs/bench_scale/scale.md pipelines/bench_scale_results.md
+	cp runs/bench_scale/scale.png pipelines/bench_scale.png
+
+# Re-render the README's results blocks from pipelines/bench*_results.json (a test checks them).
+readme: venv
+	$(PY) -m pipelines.readme
 
 test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests

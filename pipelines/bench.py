@@ -55,10 +55,10 @@ def _cpu() -> str:
         return platform.processor() or "unknown"
 
 
-def _fit(model, x, y, epochs, lr, batch, tag):
+def _fit(model, x, y, epochs, lr, batch, tag, seed=0):
     qat.compile_for_training(model, lr)
     timer = qat.StepTimer(tag)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0, shuffle=True)
     return timer.seconds_per_step
 
@@ -181,8 +181,11 @@ def bare_tfmot_4bit(args) -> Dict[str, Any]:
     the CNN trained ``--bare4-float-epochs`` at lr 1e-3, batch 128; QAT-4 (TFMOT's n-bit scheme,
     4-bit weights / 8-bit activations) and the fair float reference then one epoch at 1e-4;
     PTQ-4 = the scheme on the fair float with ranges set from 5,120 training examples at
-    learning rate 0. The two QAT-4 rows differ only in what tfx-qat adds: its layer plan and QAT
-    starting from activation ranges calibrated on 4 batches instead of TFMOT's initial ones."""
+    learning rate 0 (and, to compare with the main table's PTQ-4, from its 200 representative
+    examples). The two QAT-4 rows differ only in what tfx-qat adds: its layer plan and QAT
+    starting from activation ranges calibrated on 4 batches instead of TFMOT's initial ones.
+    Repeated for ``--bare4-seeds`` seeds (a one-epoch 4-bit comparison moves by tenths of a
+    point between seeds)."""
     from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import default_n_bit_quantize_scheme as nbit  # noqa: E501  pylint: disable=line-too-long
     xt, yt, xe, ye = _fashion(args)
     rep = xt[np.random.default_rng(0).choice(len(xt), args.representative, replace=False)]
@@ -193,27 +196,43 @@ def bare_tfmot_4bit(args) -> Dict[str, Any]:
             return qk.quantize_apply(qk.quantize_annotate_model(m), nbit.DefaultNBitQuantizeScheme(
                 num_bits_weight=4, num_bits_activation=8))
 
-    keras.utils.set_random_seed(0)
-    f0 = build_model(SPEC, width=32)
-    _fit(f0, xt, yt, args.bare4_float_epochs, 1e-3, batch, "bare4 float")
-    fair = _clone(f0)
-    _fit(fair, xt, yt, 1, args.qat_lr, batch, "bare4 float-ft")
-    bare_qat = tfmot_4bit(_clone(f0))
-    _fit(bare_qat, xt, yt, 1, args.qat_lr, batch, "bare4 TFMOT QAT4")
-    ours = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC, scheme="n_bit", weight_bits=4,
-                                                   activation_bits=8), xt)
-    _fit(ours, xt, yt, 1, args.qat_lr, batch, "bare4 tfx-qat QAT4")
-    ptq = tfmot_4bit(_clone(fair))
-    qat.compile_for_training(ptq, 0.0)
-    ptq.fit(xt[:5120], yt[:5120], batch_size=batch, epochs=1, verbose=0)
-    models = {"float": tflite.convert_float(fair), "tfmot_ptq_w4a8": tflite.convert_int8(ptq, rep),
-              "tfmot_qat_w4a8": tflite.convert_int8(bare_qat, rep),
-              "tfx_qat_w4a8": tflite.convert_int8(ours, rep)}
-    lat_x = xe[:args.latency_examples // 8]
+    def ptq(fair, x, y):
+        m = tfmot_4bit(_clone(fair))
+        qat.compile_for_training(m, 0.0)
+        m.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        return m
+
+    per_seed = []
+    for seed in range(args.bare4_seeds):
+        keras.utils.set_random_seed(seed)
+        f0 = build_model(SPEC, width=32)
+        _fit(f0, xt, yt, args.bare4_float_epochs, 1e-3, batch, f"bare4 s{seed} float", seed)
+        fair = _clone(f0)
+        _fit(fair, xt, yt, 1, args.qat_lr, batch, f"bare4 s{seed} float-ft", seed)
+        bare_qat = tfmot_4bit(_clone(f0))
+        _fit(bare_qat, xt, yt, 1, args.qat_lr, batch, f"bare4 s{seed} TFMOT QAT4", seed)
+        ours = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC, scheme="n_bit", weight_bits=4,
+                                                       activation_bits=8), xt)
+        _fit(ours, xt, yt, 1, args.qat_lr, batch, f"bare4 s{seed} tfx-qat QAT4", seed)
+        models = {"float": tflite.convert_float(fair),
+                  "tfmot_ptq_w4a8": tflite.convert_int8(ptq(fair, xt[:5120], yt[:5120]), rep),
+                  "tfmot_ptq_w4a8_rep200": tflite.convert_int8(
+                      ptq(fair, rep, np.zeros(len(rep), np.int64)), rep),
+                  "tfmot_qat_w4a8": tflite.convert_int8(bare_qat, rep),
+                  "tfx_qat_w4a8": tflite.convert_int8(ours, rep)}
+        per_seed.append({k: _measure(f"bare4 s{seed} {k}", v, xe, ye, xe[:20])
+                         for k, v in models.items()})
     out = {"float_epochs": args.bare4_float_epochs, "batch_size": batch,
-           "models": {k: _measure(f"bare4 {k}", v, xe, ye, lat_x) for k, v in models.items()}}
-    for m in out["models"].values():
-        m["delta_pt_vs_float"] = 100 * (out["models"]["float"]["accuracy"] - m["accuracy"])
+           "seeds": args.bare4_seeds, "per_seed": per_seed, "models": {}}
+    for k in per_seed[0]:
+        acc = [s[k]["accuracy"] for s in per_seed]
+        out["models"][k] = {"accuracy": float(np.mean(acc)), "min": min(acc), "max": max(acc),
+                            "bytes": per_seed[0][k]["bytes"],
+                            "delta_pt_vs_float": float(np.mean(
+                                [100 * (s["float"]["accuracy"] - s[k]["accuracy"])
+                                 for s in per_seed]))}
+    out["qat_minus_ptq_pt"] = [100 * (s["tfmot_qat_w4a8"]["accuracy"] -
+                                      s["tfmot_ptq_w4a8"]["accuracy"]) for s in per_seed]
     return out
 
 
@@ -415,13 +434,14 @@ def pipeline_overhead(args) -> Dict[str, Any]:
         summary = json.load(f)
     pipe.update({"components": _component_seconds(os.path.join(root, "metadata.sqlite")),
                  "float_accuracy": summary["float_accuracy"],
-                 "int8_accuracy": summary["int8_accuracy"]})
+                 "int8_accuracy": summary["int8_accuracy"], "summary": summary})
     thr = os.path.join(root, "bench_evaluator.json")
     subprocess.run([sys.executable, "-m", "pipelines.bench_evaluator", "--output-root", root],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(thr) as f:
         evaluator = json.load(f)
     return {"pipeline": pipe, "bare": bare, "overhead_ratio": pipe["seconds"] / bare["seconds"],
+            "epochs": {"float": args.float_epochs, "qat": args.qat_epochs},
             "pipeline_seconds": pipe["seconds"], "evaluator": evaluator}
 
 
@@ -435,6 +455,7 @@ ROWS = [("float", "float TFLite (fair reference F1)"), ("ptq_int8", "PTQ int8"),
 
 BARE4_ROWS = [("float", "float TFLite (fair reference)"),
               ("tfmot_ptq_w4a8", "PTQ-4, TFMOT n-bit scheme at lr 0"),
+              ("tfmot_ptq_w4a8_rep200", "PTQ-4, ranges from the 200 representative examples"),
               ("tfmot_qat_w4a8", "QAT-4, TFMOT as is (its initial ranges)"),
               ("tfx_qat_w4a8", "QAT-4, tfx-qat (layer plan, calibrated ranges)")]
 
@@ -451,7 +472,9 @@ def to_markdown(r: Dict[str, Any]) -> str:
     pk = r["fashion_mnist"]["per_tensor_keras_accuracy"]
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
              f"({r['wall_minutes']:.1f} min). Latency: TFLite interpreter, XNNPACK delegate "
-             "(default), 1 thread, batch 1, median of 5 passes.", "",
+             "(default), 1 thread, batch 1, median of 5 passes." + "".join(
+                 f" Section `{k}` re-run alone on {v['date']} ({v['minutes']:.1f} min, "
+                 f"`BENCH_ARGS=\"--update {k}\"`)." for k, v in r.get("rerun", {}).items()), "",
              "| Fashion-MNIST model | top-1 | vs float (pt) | size (bytes) | size ratio | "
              "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
@@ -547,12 +570,14 @@ def bare4_markdown(b: Dict[str, Any]) -> list:
     lines = [f"Bare-TFMOT 4-bit protocol (F0: {b['float_epochs']} epochs at lr 1e-3, batch "
              f"{b['batch_size']}; QAT and the fair float reference: 1 epoch at lr 1e-4; PTQ-4 "
              "ranges from 5,120 training examples at learning rate 0), and tfx-qat's QAT-4 under "
-             "the same protocol:", "",
+             f"the same protocol; mean of {b['seeds']} seeds (min-max):", "",
              "| model | top-1 | vs fair float (pt) | size (bytes) |", "|---|---|---|---|"]
     for key, label in BARE4_ROWS:
         m = b["models"][key]
-        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
-                     f"{m['bytes']:,} |")
+        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% ({100 * m['min']:.2f}-"
+                     f"{100 * m['max']:.2f}) | {-m['delta_pt_vs_float']:+.2f} | {m['bytes']:,} |")
+    lines += ["", "QAT-4 (TFMOT as is) minus PTQ-4, per seed: " + ", ".join(
+        f"{d:+.2f}" for d in b["qat_minus_ptq_pt"]) + " pt."]
     return lines
 
 
@@ -598,6 +623,8 @@ def main(argv=None) -> int:
                    help="fine-tuning epochs of the second 4-bit comparison")
     p.add_argument("--bare4-float-epochs", type=int, default=2,
                    help="float epochs (batch 128) of the bare-TFMOT 4-bit protocol")
+    p.add_argument("--bare4-seeds", type=int, default=3,
+                   help="seeds the bare-TFMOT 4-bit protocol is repeated for")
     p.add_argument("--v3-float-epochs", type=int, default=3,
                    help="float epochs of the MobileNetV3-style network")
     p.add_argument("--representative", type=int, default=200)
@@ -611,6 +638,9 @@ def main(argv=None) -> int:
                    help="development: run these sections only (comma-separated: "
                         "fashion_mnist, search, mobilenet_v3_style, mobilenet_v2, bare_tfmot_4bit, "
                         "overhead), into bench_only.json")
+    p.add_argument("--update", type=lambda t: t.split(","),
+                   help="re-run these sections of <out>/bench.json in place (comma-separated); "
+                        "the table names them and their date")
     p.add_argument("--skip-pipeline", action="store_true", help="no pipeline/evaluator runs")
     p.add_argument("--limit", type=int, help="smoke test: first N training images only")
     args = p.parse_args(argv)
@@ -626,17 +656,30 @@ def main(argv=None) -> int:
             json.dump(r, f, indent=2)
         print(json.dumps(r, indent=1)[:20000])
         return 0
+    if args.update:  # re-measure some sections of an existing run; the table says which
+        with open(os.path.join(args.out, "bench.json")) as f:
+            r = json.load(f)
+        for name in args.update:
+            t = time.time()
+            r[name] = SECTIONS[name](args)
+            r.setdefault("rerun", {})[name] = {"date": time.strftime("%Y-%m-%d"),
+                                               "minutes": (time.time() - t) / 60}
+        return _write(r, args)
+    if not args.skip_pipeline:  # first: the processes it times start on an idle machine
+        r["overhead"] = pipeline_overhead(args)
     r["fashion_mnist"] = fashion_mnist(args)
     r["search"] = search_low_bit(args)
     r["mobilenet_v3_style"] = mobilenet_v3_style(args)
     r["mobilenet_v2"] = mobilenet_v2(args)
     r["bare_tfmot_4bit"] = bare_tfmot_4bit(args)
-    if not args.skip_pipeline:
-        r["overhead"] = pipeline_overhead(args)
     r["wall_minutes"] = (time.time() - t0) / 60
+    return _write(r, args)
+
+
+def _write(r: Dict[str, Any], args) -> int:
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(r, f, indent=2)
-    if not args.skip_pipeline:
+    if "overhead" in r:
         with open(os.path.join(args.out, "bench.md"), "w") as f:
             f.write(to_markdown(r))
         print(to_markdown(r))

@@ -75,6 +75,15 @@ def _validation_uri(input_dict, cfg: QuantizationConfig):
 def _qat(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
     """QAT as configured, or the accuracy-aware search over such runs. Returns (qat_model,
     decisions, training stats, the config of the model kept, SearchResult or None)."""
+    try:
+        return _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri)
+    except tf.errors.DataLossError as e:  # a file cut or damaged after the up-front checks
+        raise DataError(f"corrupt or truncated TFRecord in {train_uri}: "
+                        f"{e.message.splitlines()[0]} — regenerate the data (rerun ExampleGen "
+                        "and StatisticsGen)") from e
+
+
+def _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
     def train(c: QuantizationConfig, fresh: bool = False):
         load = (lambda: search.fresh_copy(float_model.model)) if fresh else (
             lambda: float_model.model if c.distribution == "none" else
@@ -135,13 +144,8 @@ class Executor(base_executor.BaseExecutor):
                      cfg.learning_rate, train_uri, float_model.task.kind, float_model.task.source,
                      float_model.task.loss_name)
         with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
-            try:
-                qat_model, decisions, stats, kept_cfg, searched = _qat(
-                    cfg, float_model, float_dir, build_fn, train_uri, val_uri)
-            except tf.errors.DataLossError as e:  # a file cut or damaged after the checks
-                raise DataError(f"corrupt or truncated TFRecord in {train_uri}: "
-                                f"{e.message.splitlines()[0]} — regenerate the data (rerun "
-                                "ExampleGen and StatisticsGen)") from e
+            qat_model, decisions, stats, kept_cfg, searched = _qat(
+                cfg, float_model, float_dir, build_fn, train_uri, val_uri)
             _check_all_examples_seen(stats, n, kept_cfg, stats_path)
 
         out_dir = path_utils.serving_model_dir(out.uri)

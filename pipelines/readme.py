@@ -1,0 +1,99 @@
+"""The README's measured numbers, rendered from the results files the commands write.
+
+Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in README.md is generated
+from a results file (``make bench`` -> pipelines/bench_results.json, ``make bench-scale`` ->
+pipelines/bench_scale_results.json); ``tests/test_readme.py`` fails when a block differs from what
+its file renders. After a bench: ``make readme`` (``python -m pipelines.readme``) rewrites them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
+BENCH = "pipelines/bench_results.json"
+SCALE = "pipelines/bench_scale_results.json"
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def run_summary(r: Dict[str, Any]) -> str:
+    """The summary ``make run`` prints, from the same command run inside ``make bench``."""
+    from pipelines.summary import format_summary
+    s = r["overhead"]["pipeline"]["summary"]
+    return (f"```\n{format_summary(s)}\n```\n\nThe `pipelines.cli run` process inside `make bench` "
+            f"({r['date']}, {r['machine']}: the full 60,000 / 10,000 Fashion-MNIST splits, "
+            f"{r['overhead']['epochs']['float']} float epochs, {r['overhead']['epochs']['qat']} QAT "
+            f"epoch, fresh output root, no cache): {r['overhead']['pipeline']['seconds']:.0f} s "
+            "wall time including data ingestion.\n")
+
+
+def mobilenet_v2(r: Dict[str, Any]) -> str:
+    m = r["mobilenet_v2"]
+    std = m["standard_224"]
+    total = m["edgetpu_predicted_on_tpu"] + m["edgetpu_predicted_on_cpu"]
+    return (f"On a MobileNetV2-shaped model (`tf_keras.applications.MobileNetV2(input_shape=(96, 96, "
+            f"3), weights=None, classes=10)`, QAT with the default plan, converted with 32 "
+            f"calibration images) the analyzer predicts **{m['edgetpu_predicted_on_tpu']} of "
+            f"{total} ops on the Edge TPU**; the plan is {m['layers']['quantized']} layers "
+            f"quantized, {m['layers']['folded']} BN folded, {m['layers']['float']} float, and the "
+            f"int8 TFLite is {m['int8_bytes']:,} vs {m['float_bytes']:,} bytes float "
+            f"({m['size_ratio']:.2f}x). At the standard shape (224x224x3, 1,000 classes) the same "
+            f"converter gives {std['int8_bytes']:,} vs {std['float_bytes']:,} bytes "
+            f"({std['size_ratio']:.2f}x). (`make bench`, {r['date']}.)\n")
+
+
+def _bench_table(r: Dict[str, Any]) -> str:
+    from pipelines.bench import to_markdown
+    return to_markdown(r)
+
+
+def _scale_table(r: Dict[str, Any]) -> str:
+    from pipelines.bench_scale import to_markdown
+    return to_markdown(r) + "\n![time and peak memory vs examples](pipelines/bench_scale.png)\n"
+
+
+RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
+    "run-summary": (BENCH, run_summary),
+    "mobilenet-v2": (BENCH, mobilenet_v2),
+    "bench": (BENCH, _bench_table),
+    "scale": (SCALE, _scale_table),
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every results block re-rendered from its file."""
+    cache: Dict[str, Dict[str, Any]] = {}
+
+    def one(m):
+        source, fn = RENDERERS[m.group("name")]
+        if source not in cache:
+            with open(os.path.join(REPO, source)) as f:
+                cache[source] = json.load(f)
+        return m.group(1) + fn(cache[source]) + m.group(4)
+
+    return BLOCK.sub(one, text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    args = p.parse_args(argv)
+    with open(README) as f:
+        text = f.read()
+    new = render(text)
+    if args.check:
+        print("README.md is up to date" if new == text else "README.md differs from its results")
+        return int(new != text)
+    with open(README, "w") as f:
+        f.write(new)
+    print(f"rendered {len(BLOCK.findall(text))} results blocks into {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
