@@ -63,7 +63,8 @@ def check(stats: statistics_pb2.DatasetFeatureStatistics, feature_sizes: Dict[st
         if size is not None and (common.min_num_values != size or common.max_num_values != size):
             raise DataError(f"feature {name!r} has {common.min_num_values}..{common.max_num_values} "
                             f"values per example (StatisticsGen, {source}) but the model input "
-                            f"takes {size}: fix the feature's shape or the model's Input")
+                            f"takes {size}: fix the feature's shape or the model's Input (or wire "
+                            "the statistics of the Examples this component reads)")
         nans = max((h.num_nan for h in num.histograms), default=0)
         if nans or np.isinf(num.min) or np.isinf(num.max):
             raise DataError(f"feature {name!r} has NaN/Inf values ({nans} NaN, range "

@@ -119,3 +119,45 @@ def test_good_split_with_statistics_trains_and_says_where_the_checks_came_from(
     n = len(_records(good, "train"))
     assert any(f"{n} training examples checked" in r.getMessage() and "StatisticsGen" in
                r.getMessage() for r in caplog.records)
+
+
+def _stats(num_examples, **features):
+    """A DatasetFeatureStatistics with numeric features: name -> (missing, min_values,
+    max_values, min, max, num_nan)."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    d = statistics_pb2.DatasetFeatureStatistics(num_examples=num_examples)
+    for name, (missing, lo_n, hi_n, lo, hi, nan) in features.items():
+        f = d.features.add()
+        f.path.step.append(name)
+        f.num_stats.common_stats.num_missing = missing
+        f.num_stats.common_stats.min_num_values, f.num_stats.common_stats.max_num_values = lo_n, hi_n
+        f.num_stats.min, f.num_stats.max = lo, hi
+        f.num_stats.histograms.add().num_nan = nan
+    return d
+
+
+@pytest.mark.parametrize("stats,expected", [
+    (lambda: _stats(0), "the split is empty"),
+    (lambda: _stats(9, image=(2, 64, 64, 0, 1, 0), label=(0, 1, 1, 0, 9, 0)),
+     "2 example(s) have no feature 'image'"),
+    (lambda: _stats(9, image=(0, 63, 64, 0, 1, 0), label=(0, 1, 1, 0, 9, 0)),
+     "feature 'image' has 63..64 values per example"),
+    (lambda: _stats(9, image=(0, 64, 64, 0, float("inf"), 0), label=(0, 1, 1, 0, 9, 0)),
+     "feature 'image' has NaN/Inf values (0 NaN, range [0, inf]"),
+    (lambda: _stats(9, image=(0, 64, 64, 0, 1, 0), label=(0, 1, 1, -1, 9, 0)),
+     "label feature 'label' has values in [-1, 9]"),
+], ids=["empty", "missing", "values_per_example", "inf", "negative_label"])
+def test_statistics_check_names_the_feature_and_the_fix(stats, expected):
+    from quant_lib import statistics, tasks
+    task = tasks.Task(tasks.MULTICLASS, 10, False, "test")
+    with pytest.raises(DataError, match="StatisticsGen") as e:
+        statistics.check(stats(), {"image": 64}, "label", task.label_problem, "x/FeatureStats.pb")
+    assert expected in str(e.value), str(e.value)
+
+
+def test_features_the_statistics_do_not_describe_are_left_to_the_sample():
+    from quant_lib import statistics, tasks
+    task = tasks.Task(tasks.MULTICLASS, 3, False, "test")
+    facts = statistics.check(_stats(5, label=(0, 1, 1, 0, 2, 0)), {"culmen_xf": 1}, "label",
+                             task.label_problem, "x")
+    assert facts.examples == 5 and facts.checked_features == ["label"]
