@@ -109,7 +109,6 @@ def child(args) -> int:
             beam_pipeline_args=DEFAULT_BEAM_ARGS)).Do(
             {"examples": [examples]}, {"statistics": [out]}, {"exclude_splits": '["eval"]'})
         return 0
-    arts = _artifacts(args.run_root)
     spec = _spec(args.run_root)
     if args.component == "full_pass":  # what QuantizeTrainer did before statistics were wired
         from quant_lib.inputs import ImageAdapter, ModelInput
@@ -119,6 +118,7 @@ def child(args) -> int:
                                         spec.num_classes)
         bound.count(os.path.join(args.examples, "Split-train"))
         return 0
+    arts = _artifacts(args.run_root)
     if args.component == "trainer":
         from components.quantize_trainer.executor import Executor
         from quant_lib.config import QuantizationConfig
