@@ -116,11 +116,13 @@ def encode_examples(images: np.ndarray, labels: np.ndarray, spec: DataSpec) -> L
 
 def write_split(out_dir: str, split: str, images: np.ndarray, labels: np.ndarray,
                 spec: DataSpec, chunk: int = 10_000) -> str:
-    """Writes one split as gzip TFRecord; returns the file path."""
+    """Writes one split as an uncompressed TFRecord; returns the file path. ImportExampleGen
+    re-writes every record gzip'd anyway; compressing here as well cost ~5 s of each fresh
+    Fashion-MNIST ingestion (of ~6 s) to save ~180 MB of local disk."""
     split_dir = os.path.join(out_dir, split)
     tf.io.gfile.makedirs(split_dir)
-    path = os.path.join(split_dir, "data.tfrecord.gz")
-    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+    path = os.path.join(split_dir, "data.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
         for i in range(0, len(labels), chunk):
             for record in encode_examples(images[i:i + chunk], labels[i:i + chunk], spec):
                 w.write(record)

@@ -7,8 +7,9 @@ import os
 import time
 from typing import Any, Dict
 
-from tfx import v1 as tfx
 from tfx.dsl.io import fileio
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.pipeline import Pipeline
 
 from pipelines.pipeline import PipelineSettings, create_pipeline
 from pipelines.summary import build_summary, format_summary
@@ -49,7 +50,7 @@ def run_local(settings: PipelineSettings) -> Dict[str, Any]:
     return run_pipeline(create_pipeline(settings), settings.output_root, settings.metadata_path)
 
 
-def run_pipeline(pipeline: tfx.dsl.Pipeline, output_root: str,
+def run_pipeline(pipeline: Pipeline, output_root: str,
                  metadata_path: str) -> Dict[str, Any]:
     """Runs any tfx-qat pipeline with LocalDagRunner; the summary is read back from MLMD."""
     fileio.makedirs(output_root)
@@ -62,7 +63,7 @@ def run_pipeline(pipeline: tfx.dsl.Pipeline, output_root: str,
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        LocalDagRunner().run(pipeline)
     except Exception as e:  # noqa: BLE001  (any component's error: say which, keep the traceback)
         component = _failed_component(metadata_path)
         # The traceback goes to the log file only; the caller prints PipelineFailed's one line.

@@ -149,5 +149,4 @@ def create_pipeline(name: str, pipeline_root: str, data_root: str, serving_dir: 
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),
-        beam_pipeline_args=beam_pipeline_args or ["--direct_running_mode=in_memory",
-                                                  "--direct_num_workers=1"])
+        beam_pipeline_args=beam_pipeline_args or [])

@@ -647,7 +647,8 @@ class QATResult:
 
 
 def save_model(model, path: str, inputs=None) -> None:
-    """Saves a Keras SavedModel (TF format) usable by TFX Pusher/TF Serving and reloadable here.
+    """Saves a Keras SavedModel (TF format) usable by TFX Pusher/TF Serving and reloadable here,
+    with per-layer traces only where they are needed (``revives_from_config``).
 
     With bound ``inputs`` whose adapter can parse unlabelled examples (features read the TFX way),
     ``serving_default`` takes serialized raw tf.Examples, as TFX's example modules serve the float
@@ -661,7 +662,31 @@ def save_model(model, path: str, inputs=None) -> None:
         for name, obj in inputs.adapter.serving_trackables().items():
             setattr(model, name, obj)  # tracked, so the SavedModel carries it
         signatures = {"serving_default": inputs.serving_fn(model)}
-    model.save(path, save_format="tf", include_optimizer=False, signatures=signatures)
+    # A signature traced over distributed (mirrored) variables cannot be exported: Keras' own
+    # save path, with traces, handles those.
+    traces = not revives_from_config(model) or any(
+        isinstance(v, tf.distribute.DistributedValues) for v in model.variables)
+    if signatures is None and not traces:  # Keras drops its default signature with the traces
+        from tf_keras.src.saving.legacy import saving_utils
+        signatures = {"serving_default": saving_utils.trace_model_call(model)}
+    model.save(path, save_format="tf", include_optimizer=False, signatures=signatures,
+               save_traces=traces)
+
+
+# Layer classes any process can rebuild from their config (quantize_scope knows TFMOT's and
+# quant_lib's): a model made only of these needs no per-layer traces in its SavedModel.
+_CONFIG_MODULES = ("tf_keras.", "tensorflow_model_optimization.", "quant_lib.")
+
+
+def revives_from_config(model) -> bool:
+    """Whether Keras can reload ``model`` from config alone. Then it is saved without per-layer
+    call traces, which took 5-25 s of QuantizeTrainer's write of the QAT model (and ~1.5 s of
+    each reload) for what ``load_model`` rebuilds from the config anyway; a user's own layer or
+    Model class, a Lambda, or any other object keeps them, so it reloads where that class is
+    not importable."""
+    objs = [model] + [m for m in model.submodules if isinstance(m, tf_keras.layers.Layer)]
+    return all(type(o).__module__.startswith(_CONFIG_MODULES)
+               and not isinstance(o, tf_keras.layers.Lambda) for o in objs)
 
 
 _SAVE_HINT = ("QAT needs a Keras 2 model: build it with `import tf_keras as keras` "

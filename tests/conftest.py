@@ -15,7 +15,7 @@ import quant_lib  # noqa: E402,F401
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-    """sklearn digits ingested by the pipeline's own ingestion code: <dir>/{train,eval}/*.gz."""
+    """sklearn digits ingested by the pipeline's own ingestion code: <dir>/{train,eval}/*.tfrecord."""
     from pipelines import data
     d = str(tmp_path_factory.mktemp("digits_data"))
     spec = data.ingest_digits(d)
@@ -23,14 +23,22 @@ def digits_dir(tmp_path_factory):
 
 
 def make_examples_artifact(root, data_dir, splits=("train", "eval")):
-    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/ directories)."""
+    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/ directories of gzip
+    TFRecords; the ingestion writes plain ones)."""
+    import tensorflow as tf
     from tfx.types import artifact_utils, standard_artifacts
     ex = standard_artifacts.Examples()
     ex.uri = str(root)
     for s in splits:
         os.makedirs(os.path.join(root, f"Split-{s}"), exist_ok=True)
         for f in os.listdir(os.path.join(data_dir, s)):
-            shutil.copy(os.path.join(data_dir, s, f), os.path.join(root, f"Split-{s}", f))
+            src, dst = os.path.join(data_dir, s, f), os.path.join(root, f"Split-{s}", f)
+            if f.endswith(".gz"):
+                shutil.copy(src, dst)
+                continue
+            with tf.io.TFRecordWriter(dst + ".gz", "GZIP") as w:
+                for record in tf.data.TFRecordDataset([src]):
+                    w.write(record.numpy())
     ex.split_names = artifact_utils.encode_split_names(list(splits))
     return ex
 

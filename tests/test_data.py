@@ -85,7 +85,7 @@ def test_digits_split_is_stratified_and_reproducible(digits_dir):
 
 def test_existing_ingestion_is_reused(tmp_path):
     spec = data.ingest_digits(str(tmp_path))
-    path = tmp_path / "train" / "data.tfrecord.gz"
+    path = tmp_path / "train" / "data.tfrecord"
     mtime = path.stat().st_mtime_ns
     assert data.ingest_digits(str(tmp_path)) == spec
     assert path.stat().st_mtime_ns == mtime

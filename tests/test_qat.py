@@ -1,5 +1,7 @@
 """QuantizeTrainer's QAT coverage: layer plans, strict mode, nested models, schemes, and the exact
 folding of each supported block pattern (QAT-Keras vs int8 TFLite within one quantization step)."""
+import os
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -326,3 +328,40 @@ def test_qat_model_with_layer_configs_saves_and_loads(tmp_path):
     assert {"ScalarOp", "Multiply"} <= {type(getattr(layer, "layer", layer)).__name__
                                         for layer in loaded.layers}
     np.testing.assert_allclose(loaded.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
+
+
+class _Doubler(L.Layer):  # a user's layer, registered nowhere: only its traces can rebuild it
+    def call(self, x):
+        return 2.0 * x
+
+
+def _functions(path):
+    from tensorflow.core.protobuf import saved_model_pb2
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    return [f.signature.name for f in sm.meta_graphs[0].graph_def.library.function]
+
+
+def test_models_rebuildable_from_config_are_saved_without_traces_others_with(tmp_path):
+    """Per-layer call traces are left out only when Keras can rebuild every layer from its config
+    (they cost seconds to write and read); the serving signature stays either way. A user's own
+    layer keeps them, so the model still loads where its class is not importable."""
+    import tensorflow as tf
+    x = _x(8)
+    builtin = qat.quantize(_mobile_block("hard_swish_squeeze_excite"))
+    inp = keras.Input((8, 8, 3))
+    custom = keras.Model(inp, L.Dense(2)(_Doubler()(inp)))
+    assert qat.revives_from_config(builtin) and not qat.revives_from_config(custom)
+    for name, model in (("builtin", builtin), ("custom", custom)):
+        qat.save_model(model, str(tmp_path / name))
+        serve = tf.saved_model.load(str(tmp_path / name)).signatures["serving_default"]
+        out = next(iter(serve(**{model.inputs[0].name.split(":")[0]: tf.constant(x)}).values()))
+        np.testing.assert_allclose(out.numpy(), model.predict(x, verbose=0), atol=1e-5)
+    traced = lambda name: [f for f in _functions(str(tmp_path / name))  # noqa: E731
+                           if "layer_call_and_return_conditional_losses" in f]
+    assert not traced("builtin") and traced("custom")
+    loaded = qat.load_model(str(tmp_path / "custom"))
+    assert not isinstance(loaded.layers[1], _Doubler)  # revived from its trace, not the class
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), custom.predict(x, verbose=0),
+                               atol=1e-6)

@@ -17,6 +17,7 @@ import tf_keras as keras  # noqa: E402
 
 from quant_lib.config import DataSpec  # noqa: E402
 from quant_lib.data import make_dataset  # noqa: E402
+from quant_lib import qat  # noqa: E402
 from quant_lib.qat import TRAINING_STATS_FILE, StepTimer  # noqa: E402
 
 
@@ -74,7 +75,9 @@ def run_fn(fn_args):
     # No validation pass: QuantEvaluator scores the float model on the eval split in Beam, and
     # Keras' one validation at the end of fit cost ~45 s of a 165 s Trainer (make bench, MLMD).
     hist = model.fit(train_ds, epochs=int(cfg.get("epochs", 3)), callbacks=[timer], verbose=0)
-    model.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False)
+    # A Keras SavedModel with its serving signature; built-in layers only, so without per-layer
+    # traces (~2.5 s less to write, ~1.5 s less for each of the three components that load it).
+    qat.save_model(model, fn_args.serving_model_dir)
     logging.info("float model written to %s", fn_args.serving_model_dir)
     # Training facts go to the ModelRun artifact (not the serving dir, which Pusher would ship).
     tf.io.gfile.makedirs(fn_args.model_run_dir)
