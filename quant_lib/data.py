@@ -44,10 +44,17 @@ def _compression(files: Sequence[str]) -> str:
 
 
 def _feature_spec(spec: DataSpec):
-    return {
-        spec.image_key: tf.io.FixedLenFeature([spec.flat_size], tf.as_dtype(spec.image_dtype)),
-        spec.label_key: tf.io.FixedLenFeature([], tf.int64),
-    }
+    image = (tf.io.FixedLenFeature([], tf.string) if spec.image_dtype == "uint8" else
+             tf.io.FixedLenFeature([spec.flat_size], tf.as_dtype(spec.image_dtype)))
+    return {spec.image_key: image, spec.label_key: tf.io.FixedLenFeature([], tf.int64)}
+
+
+def image_requirement(spec: DataSpec) -> str:
+    """What every example must hold under ``spec``, for error messages."""
+    image = (f"a bytes feature {spec.image_key!r} of exactly {spec.flat_size} raw uint8 pixel "
+             "bytes" if spec.image_dtype == "uint8" else f"a {spec.image_dtype} feature "
+             f"{spec.image_key!r} of exactly {spec.flat_size} values")
+    return f"each example needs {image} and an int64 feature {spec.label_key!r}"
 
 
 def _parse_fn(spec: DataSpec):
@@ -55,7 +62,10 @@ def _parse_fn(spec: DataSpec):
 
     def parse(serialized):
         feats = tf.io.parse_example(serialized, feature_spec)
-        image = tf.cast(feats[spec.image_key], tf.float32)
+        image = feats[spec.image_key]
+        if spec.image_dtype == "uint8":  # raw bytes: a wrong length fails here or at the reshape
+            image = tf.io.decode_raw(image, tf.uint8)
+        image = tf.cast(image, tf.float32)
         if spec.image_scale != 1.0:
             image = image * spec.image_scale
         image = tf.reshape(image, (-1,) + tuple(spec.image_shape))
@@ -157,9 +167,7 @@ def _batches(patterns: Union[str, Sequence[str]], spec: DataSpec, limit: Optiona
             f"tf.Examples in {files[0]} do not match DataSpec(image_key={spec.image_key!r}, "
             f"label_key={spec.label_key!r}, image_shape={spec.image_shape}, "
             f"image_dtype={spec.image_dtype!r}): "
-            f"{_tf_message(e)} — each example needs a {spec.image_dtype} feature "
-            f"{spec.image_key!r} of exactly {spec.flat_size} values and an int64 feature "
-            f"{spec.label_key!r}; fix the data or the DataSpec") from e
+            f"{_tf_message(e)} — {image_requirement(spec)}; fix the data or the DataSpec") from e
     if not seen:
         raise DataError(f"no examples in {files[:3]}: the split is empty")
 
@@ -175,9 +183,12 @@ def load_arrays(patterns: Union[str, Sequence[str]], spec: DataSpec,
     return np.concatenate(xs), np.concatenate(ys)
 
 
+_ENCODED = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")  # PNG, JPEG, GIF, BMP magic
+
+
 def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> Tuple[str, int, float]:
     """(dtype, length, max value) of ``image_key`` in the first records: lets the CLI accept a
-    user's TFRecords with float or int64 pixels without extra flags."""
+    user's TFRecords with float, int64 or raw uint8-bytes pixels without extra flags."""
     files = resolve_files(patterns)
     ds = tf.data.TFRecordDataset(files[:1], compression_type=_compression(files[:1])).take(32)
     dtype, length, vmax = None, None, 0.0
@@ -188,10 +199,14 @@ def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> 
                             f"{sorted(ex.features.feature)}); pass --image-key")
         f = ex.features.feature[image_key]
         kind = f.WhichOneof("kind")
+        values = getattr(f, kind).value if kind else []
+        if kind == "bytes_list" and len(values) == 1 and not values[0].startswith(_ENCODED):
+            dtype, length, vmax = "uint8", len(values[0]), 255.0  # raw pixel bytes
+            continue
         if kind not in ("float_list", "int64_list"):
             raise DataError(f"{files[0]}: feature {image_key!r} is {kind}; it must be a float_list "
-                            "or int64_list of pixel values (decode encoded images first)")
-        values = getattr(f, kind).value
+                            "or int64_list of pixel values, or one bytes value of raw uint8 pixels "
+                            "(decode encoded images first)")
         dtype, length = ("float32" if kind == "float_list" else "int64"), len(values)
         vmax = max(vmax, max(values) if values else 0.0)
     if dtype is None:

@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 
 import quant_lib  # noqa: F401
+from quant_lib.data import DataError
 from quant_lib.inputs import BoundInputs, ModelInput
 from quant_lib.metrics import OVERALL, RegressionStats, SliceKey, SliceStats
 
@@ -70,7 +71,12 @@ class _ScoreBatch(beam.DoFn):
 
     def process(self, batch: List[bytes]):
         import tensorflow as tf
-        x, y = self._bound.parse(tf.constant(batch))
+        try:  # past the driver's sample, a record that does not parse is a data error too
+            x, y = self._bound.parse(tf.constant(batch))
+        except tf.errors.InvalidArgumentError as e:
+            adapter = self._bound.adapter
+            raise DataError(f"a record does not match {adapter.describe()}: "
+                            f"{e.message.splitlines()[0]} — {adapter.hint()}") from e
         x, y = self._bound.validated({k: v.numpy() for k, v in x.items()}, y.numpy(), "batch")
         raw = {"float": self._float(batch, x)}
         raw.update({m: r.predict(x, batch_size=len(y)) for m, r in self._tflite.items()})

@@ -298,9 +298,7 @@ class ImageAdapter(InputAdapter):
 
     def hint(self) -> str:
         s = self.spec
-        return (f"each example needs a {s.image_dtype} feature {s.image_key!r} of exactly "
-                f"{s.flat_size} values and an int64 feature {s.label_key!r}; fix the data or the "
-                "DataSpec")
+        return f"{image_data.image_requirement(s)}; fix the data or the DataSpec"
 
 
 class FeatureAdapter(InputAdapter):

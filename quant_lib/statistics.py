@@ -41,6 +41,28 @@ def _numeric(f) -> Optional[statistics_pb2.NumericStatistics]:
     return f.num_stats if f.WhichOneof("stats") == "num_stats" else None
 
 
+def _packed_bytes_checked(f, name: str, size: Optional[int], source: str) -> bool:
+    """A bytes feature whose one value packs ``size`` raw uint8 pixels (DataSpec
+    image_dtype='uint8'): the statistics give its missing count and mean length; exact lengths
+    fail the parse (the first records here, every record in training and scoring)."""
+    kind = f.WhichOneof("stats")
+    if kind not in ("string_stats", "bytes_stats") or not size or size < 2:
+        return False
+    stats = getattr(f, kind)
+    if stats.common_stats.max_num_values != 1:
+        return False
+    if stats.common_stats.num_missing:
+        raise DataError(f"{int(stats.common_stats.num_missing)} example(s) have no feature "
+                        f"{name!r} (StatisticsGen, {source}): every example needs it; fix the data")
+    length = stats.avg_length if kind == "string_stats" else stats.avg_num_bytes
+    if abs(length - size) > 1e-6:
+        raise DataError(f"feature {name!r} holds {length:g} bytes per example on average "
+                        f"(StatisticsGen, {source}) but the model input takes {size} values, one "
+                        "raw uint8 byte each (DataSpec image_dtype='uint8'): fix the data or the "
+                        "DataSpec")
+    return True
+
+
 def check(stats: statistics_pb2.DatasetFeatureStatistics, feature_sizes: Dict[str, Optional[int]],
           label_key: str, label_problem, source: str) -> SplitFacts:
     """Raises DataError naming the feature and the fix when the statistics show an empty split,
@@ -53,6 +75,9 @@ def check(stats: statistics_pb2.DatasetFeatureStatistics, feature_sizes: Dict[st
     by_name, checked = _by_name(stats), []
     for name, size in feature_sizes.items():
         f = by_name.get(name)
+        if f is not None and _packed_bytes_checked(f, name, size, source):
+            checked.append(name)
+            continue
         num = f and _numeric(f)
         if num is None:
             continue

@@ -31,7 +31,7 @@ def test_json_round_trip(cfg):
     (lambda: EvalConfig(min_int8_accuracy=85), "EvalConfig.min_int8_accuracy"),
     (lambda: DataSpec(image_shape=(28, 28)), "DataSpec.image_shape"),
     (lambda: DataSpec(num_classes=1), "DataSpec.num_classes"),
-    (lambda: DataSpec(image_dtype="uint8"), "DataSpec.image_dtype"),
+    (lambda: DataSpec(image_dtype="float16"), "DataSpec.image_dtype"),
     (lambda: Threshold(metric="f1", min_value=0.5), "Threshold.metric"),
     (lambda: Threshold(), "Threshold.max_drop_pt"),
     (lambda: EvalConfig(thresholds=(Threshold(slice=(("label", "3"),), min_value=0.5),)),

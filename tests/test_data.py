@@ -52,7 +52,7 @@ def test_fashion_mnist_ingestion_round_trip(tmp_path):
     x, y = load_arrays(str(tmp_path / "train"), spec)
     raw = data.read_idx(os.path.join(FMNIST, "train-images-idx3-ubyte.gz"))[:120]
     labels = data.read_idx(os.path.join(FMNIST, "train-labels-idx1-ubyte.gz"))[:120]
-    assert x.shape == (120, 28, 28, 1)
+    assert x.shape == (120, 28, 28, 1) and spec.image_dtype == "uint8"
     np.testing.assert_allclose(x[..., 0], raw / 255.0, atol=1e-7)
     np.testing.assert_array_equal(y, labels)
 
@@ -67,6 +67,17 @@ def test_encoded_examples_are_the_protos_python_would_build():
     for got, img, label in zip(data.encode_examples(x, y, spec), x, y):
         want = tf.train.Example(features=tf.train.Features(feature={
             "image": tf.train.Feature(float_list=tf.train.FloatList(value=img.ravel())),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}))
+        assert tf.train.Example.FromString(got) == want
+
+
+def test_uint8_images_are_one_bytes_value_of_the_raw_pixels():
+    rng = np.random.RandomState(0)
+    x, y = rng.randint(0, 256, size=(50, 6, 6, 1)).astype(np.uint8), rng.randint(0, 3, size=50)
+    spec = DataSpec(image_shape=(6, 6, 1), num_classes=3, image_dtype="uint8", image_scale=0.5)
+    for got, img, label in zip(data.encode_examples(x, y, spec), x, y):
+        want = tf.train.Example(features=tf.train.Features(feature={
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[img.tobytes()])),
             "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}))
         assert tf.train.Example.FromString(got) == want
 
@@ -89,6 +100,17 @@ def test_existing_ingestion_is_reused(tmp_path):
     mtime = path.stat().st_mtime_ns
     assert data.ingest_digits(str(tmp_path)) == spec
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_reingestion_with_another_spec_replaces_the_old_files(tmp_path):
+    """An ingestion in another format (e.g. before Fashion-MNIST became uint8 bytes) leaves no
+    file behind that ImportExampleGen would read as more examples."""
+    data.ingest_digits(str(tmp_path))
+    (tmp_path / "train" / "old-format.tfrecord.gz").write_bytes(b"")
+    (tmp_path / data.SPEC_FILE).write_text(DataSpec(image_shape=(8, 8, 1), num_classes=3).to_json())
+    spec = data.ingest_digits(str(tmp_path))
+    assert spec == data.builtin_spec("digits")
+    assert os.listdir(tmp_path / "train") == ["data.tfrecord"]
 
 
 def test_csv_ingestion(tmp_path):
@@ -181,6 +203,29 @@ def test_user_tfrecords_with_int64_pixels_and_custom_keys(tmp_path):
     x, y = load_arrays(str(tmp_path / "eval"), spec)
     np.testing.assert_allclose(x[..., 0], imgs[15:] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(y, labels[15:])
+
+
+def test_user_tfrecords_with_raw_uint8_pixel_bytes_are_detected(tmp_path):
+    rng = np.random.RandomState(4)
+    imgs = rng.randint(0, 256, size=(20, 6, 6)).astype(np.uint8)
+    labels = rng.randint(0, 4, size=20)
+    spec = DataSpec(image_key="pixels", label_key="y", image_shape=(6, 6, 1), num_classes=4,
+                    image_dtype="uint8")
+    for split, sl in (("train", slice(0, 15)), ("eval", slice(15, 20))):
+        data.write_split(str(tmp_path), split, imgs[sl], labels[sl], spec)
+    _, found = data.use_tfrecords(str(tmp_path), None, 4, image_key="pixels", label_key="y")
+    assert found == DataSpec(image_key="pixels", label_key="y", image_shape=(6, 6, 1),
+                             num_classes=4, image_dtype="uint8", image_scale=1 / 255.0)
+    x, _ = load_arrays(str(tmp_path / "eval"), found)
+    np.testing.assert_allclose(x[..., 0], imgs[15:] / 255.0, rtol=1e-6)
+    png = tmp_path / "png"
+    (png / "train").mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(png / "train" / "part-0")) as w:
+        w.write(tf.train.Example(features=tf.train.Features(feature={"pixels": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[tf.io.encode_png(imgs[0][..., None]).numpy()]))
+        })).SerializeToString())
+    with pytest.raises(DataError, match="decode encoded images first"):
+        data.use_tfrecords(str(png), None, 4, image_key="pixels", label_key="y")
 
 
 def test_cli_reports_bad_user_tfrecords_without_a_traceback(tmp_path, capsys):

@@ -5,6 +5,7 @@ import gzip
 import math
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tfx.components.statistics_gen.executor import Executor as StatisticsExecutor
@@ -161,3 +162,58 @@ def test_features_the_statistics_do_not_describe_are_left_to_the_sample():
     facts = statistics.check(_stats(5, label=(0, 1, 1, 0, 2, 0)), {"culmen_xf": 1}, "label",
                              task.label_problem, "x")
     assert facts.examples == 5 and facts.checked_features == ["label"]
+
+
+def _as_uint8_bytes(record, pixels=None):
+    """A digits record with its 0..16 pixels as one bytes value (DataSpec image_dtype='uint8');
+    ``pixels`` keeps that many bytes (more: zero bytes appended)."""
+    ex = tf.train.Example.FromString(record)
+    raw = np.round(np.asarray(ex.features.feature["image"].float_list.value) * 16).astype(np.uint8)
+    del ex.features.feature["image"]
+    ex.features.feature["image"].bytes_list.value.append(
+        raw.tobytes()[:pixels] + b"\0" * max(0, (pixels or 0) - raw.size))
+    return ex.SerializeToString()
+
+
+@pytest.mark.parametrize("short,expected", [
+    ("most", "bytes per example on average (StatisticsGen"),  # all but the records bound first
+    ("last", "a record in"),  # past the sample; a long and a short record keep the mean
+], ids=["most_short_from_statistics", "short_and_long_in_the_training_pass"])
+def test_raw_uint8_images_of_the_wrong_length_fail_before_a_model_is_written(
+        short, expected, digits_examples, float_model_artifact, tmp_path):
+    import dataclasses
+    good, spec = digits_examples
+    spec = dataclasses.replace(spec, image_dtype="uint8", image_scale=1 / 16)
+    train = [_as_uint8_bytes(r) for r in _records(good, "train")]
+    if short == "most":
+        train = train[:8] + [_as_uint8_bytes(r, 63) for r in _records(good, "train")[8:]]
+    else:
+        assert len(train) > SAMPLE
+        train[-2] = _as_uint8_bytes(_records(good, "train")[-2], 65)
+        train[-1] = _as_uint8_bytes(_records(good, "train")[-1], 63)
+    ex = _examples(tmp_path / "examples", {
+        "train": train, "eval": [_as_uint8_bytes(r) for r in _records(good, "eval")]})
+    stats = _statistics(ex, tmp_path / "statistics")
+    with pytest.raises(DataError) as e:
+        _qat(tmp_path, ex, stats, float_model_artifact, spec)
+    msg = str(e.value)
+    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    assert "64 raw uint8 pixel bytes" in msg or "one raw uint8 byte each" in msg, msg
+    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
+
+
+def test_raw_uint8_images_train_like_the_float_pixels(digits_examples, float_model_artifact,
+                                                      tmp_path):
+    """The same digits as raw bytes (1/16 scale) parse to the same model inputs as the floats."""
+    import dataclasses
+    from quant_lib.data import load_arrays
+    good, spec = digits_examples
+    u8 = dataclasses.replace(spec, image_dtype="uint8", image_scale=1 / 16)
+    ex = _examples(tmp_path / "examples", {
+        split: [_as_uint8_bytes(r) for r in _records(good, split)] for split in ("train", "eval")})
+    x8, y8 = load_arrays(os.path.join(ex.uri, "Split-eval"), u8)
+    xf, yf = load_arrays(os.path.join(good.uri, "Split-eval"), spec)
+    np.testing.assert_allclose(x8, xf, atol=1e-6)
+    np.testing.assert_array_equal(y8, yf)
+    out = _qat(tmp_path, ex, _statistics(ex, tmp_path / "statistics"), float_model_artifact, u8)
+    assert os.path.exists(path_utils.serving_model_dir(out.uri))

@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, List
 
 import tensorflow as tf
@@ -72,6 +73,10 @@ def _validation_uri(input_dict, cfg: QuantizationConfig):
                          "validation/eval)") from e
 
 
+# TensorFlow errors of the input pipeline (parsing a record, decoding or reshaping its values).
+_RECORD_ERRORS = re.compile(r"serialized Example|DecodeRaw|Input to reshape is a tensor")
+
+
 def _qat(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
     """QAT as configured, or the accuracy-aware search over such runs. Returns (qat_model,
     decisions, training stats, the config of the model kept, SearchResult or None)."""
@@ -81,6 +86,14 @@ def _qat(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
         raise DataError(f"corrupt or truncated TFRecord in {train_uri}: "
                         f"{e.message.splitlines()[0]} — regenerate the data (rerun ExampleGen "
                         "and StatisticsGen)") from e
+    except tf.errors.InvalidArgumentError as e:
+        if not _RECORD_ERRORS.search(e.message):
+            raise
+        # Past the checked sample: e.g. raw image bytes of another length (their statistics
+        # give only the mean length).
+        raise DataError(f"a record in {train_uri} does not match "
+                        f"{float_model.inputs.adapter.describe()}: {e.message.splitlines()[0]} — "
+                        f"{float_model.inputs.adapter.hint()}") from e
 
 
 def _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
