@@ -641,7 +641,7 @@ def main(argv=None) -> int:
                    help="seeds the bare-TFMOT 4-bit protocol is repeated for")
     p.add_argument("--v3-float-epochs", type=int, default=3,
                    help="float epochs of the MobileNetV3-style network")
-    p.add_argument("--overhead-rounds", type=int, default=2,
+    p.add_argument("--overhead-rounds", type=int, default=3,
                    help="alternating bare-script / pipeline runs; each side's fastest counts")
     p.add_argument("--representative", type=int, default=200)
     p.add_argument("--latency-examples", type=int, default=400)

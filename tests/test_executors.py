@@ -427,7 +427,8 @@ def _examples_with_eval_repeated(examples, factor, root):
 @pytest.mark.parametrize("damage,expected", [
     ("nan", "have NaN/Inf in feature 'image'"),
     ("cut", "corrupt or truncated TFRecord"),
-], ids=["nan_record", "cut_record"])
+    ("short", "a record does not match DataSpec(image_key='image'"),
+], ids=["nan_record", "cut_record", "short_record"])
 def test_quant_evaluator_catches_bad_records_past_its_sample_in_beam(
         damage, expected, digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
     """The driver parses only the first records (quant_lib.inputs.SAMPLE); the Beam job checks
@@ -442,9 +443,12 @@ def test_quant_evaluator_catches_bad_records_past_its_sample_in_beam(
     assert n > SAMPLE + 100
     path = os.path.join(ex.uri, "Split-eval", "data.gz")
     records = [r.numpy() for r in tf.data.TFRecordDataset([path], compression_type="GZIP")]
-    if damage == "nan":
+    if damage in ("nan", "short"):
         bad = tf.train.Example.FromString(records[-1])
-        bad.features.feature["image"].float_list.value[3] = math.nan
+        if damage == "nan":
+            bad.features.feature["image"].float_list.value[3] = math.nan
+        else:  # one value fewer than the DataSpec's 64
+            del bad.features.feature["image"].float_list.value[-1]
         with tf.io.TFRecordWriter(path, "GZIP") as w:
             for r in records[:-1] + [bad.SerializeToString()]:
                 w.write(r)
