@@ -182,7 +182,8 @@ def run(args) -> Dict[str, Any]:
                 shutil.rmtree(os.path.join(work, "qat_model"), ignore_errors=True)
         shutil.rmtree(ex_dir, ignore_errors=True)
     return {"date": time.strftime("%Y-%m-%d"), "machine": _cpu(), "command": "make bench-scale",
-            "sizes": args.sizes, "rows": rows, "wall_minutes": (time.time() - t0) / 60}
+            "sizes": args.sizes, "rows": rows, "wall_minutes": (time.time() - t0) / 60,
+            "image_dtype": _spec(args.run_root).image_dtype}
 
 
 LABELS = {"statistics": "StatisticsGen (train split)", "trainer": "QuantizeTrainer (1 QAT epoch)",
@@ -196,8 +197,9 @@ def _short(n: int) -> str:
 
 def to_markdown(r: Dict[str, Any]) -> str:
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
-             f"({r['wall_minutes']:.1f} min). Each cell: one process, timed whole; memory is its "
-             "peak resident set.", "",
+             f"({r['wall_minutes']:.1f} min)" + (f", on the run's Fashion-MNIST records "
+             f"({r['image_dtype']} pixels)" if "image_dtype" in r else "") +
+             ". Each cell: one process, timed whole; memory is its peak resident set.", "",
              "| component | examples | wall time (s) | examples/s | peak memory (MB) |",
              "|---|---|---|---|---|"]
     for c in LABELS:
