@@ -266,9 +266,9 @@ def use_tfrecords(tfrecord_dir: str, image_shape: Optional[Sequence[int]], num_c
     """A user's own tf.Example TFRecords in ``<dir>/train/*`` and ``<dir>/eval/*``.
 
     The image feature may be a float or int64 list or one bytes value of raw uint8 pixels
-    (detected); pixels above 1 are scaled by 1/255 unless ``image_scale`` says otherwise; a square single-channel shape is inferred when
-    ``image_shape`` is None. A few examples of each split are read so a mismatch fails here,
-    before any pipeline step runs."""
+    (detected); pixels above 1 are scaled by 1/255 unless ``image_scale`` says otherwise; a
+    square single-channel shape is inferred when ``image_shape`` is None. A few examples of each
+    split are read so a mismatch fails here, before any pipeline step runs."""
     from quant_lib.data import load_arrays, sniff_image_feature
     dtype, length, vmax = sniff_image_feature(os.path.join(tfrecord_dir, "train"), image_key)
     if image_scale is None:

@@ -58,6 +58,17 @@ def _edit_last(records, edit):
     return records[:-1] + [ex.SerializeToString()]
 
 
+def _refused(tmp_path, ex, base, spec, expected, stats=None) -> str:
+    """QuantizeTrainer's DataError, naming the split and ``expected``; no model written."""
+    stats = stats or _statistics(ex, tmp_path / "statistics")
+    with pytest.raises(DataError) as e:
+        _qat(tmp_path, ex, stats, base, spec)
+    msg = str(e.value)
+    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
+    return msg
+
+
 def _nan_pixel(f):
     f["image"].float_list.value[0] = math.nan
 
@@ -77,13 +88,8 @@ def test_statistics_catch_a_bad_record_the_sample_does_not_reach(
     assert len(train) > SAMPLE  # the bad record is past what the executor parses up front
     ex = _examples(tmp_path / "examples", {"train": _edit_last(train, edit),
                                             "eval": _records(good, "eval")})
-    stats = _statistics(ex, tmp_path / "statistics")
-    with pytest.raises(DataError) as e:
-        _qat(tmp_path, ex, stats, float_model_artifact, spec)
-    msg = str(e.value)
-    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    msg = _refused(tmp_path, ex, float_model_artifact, spec, expected)
     assert "StatisticsGen" in msg and "FeatureStats.pb" in msg, msg
-    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
 
 
 @pytest.mark.parametrize("at_boundary,expected", [
@@ -101,13 +107,9 @@ def test_split_cut_short_after_statisticsgen_fails_in_the_training_pass(
     keep = len(train) * 9 // 10  # past the records parsed up front
     cut = sum(16 + len(r) for r in train[:keep]) + (0 if at_boundary else 20)
     path.write_bytes(gzip.compress(raw[:cut]))
-    with pytest.raises(DataError) as e:
-        _qat(tmp_path, ex, stats, float_model_artifact, spec)
-    msg = str(e.value)
-    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    msg = _refused(tmp_path, ex, float_model_artifact, spec, expected, stats)
     if at_boundary:
         assert f"StatisticsGen counted {len(train)} examples" in msg, msg
-    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
 
 
 def test_good_split_with_statistics_trains_and_says_where_the_checks_came_from(
@@ -193,13 +195,8 @@ def test_raw_uint8_images_of_the_wrong_length_fail_before_a_model_is_written(
         train[-1] = _as_uint8_bytes(_records(good, "train")[-1], 63)
     ex = _examples(tmp_path / "examples", {
         "train": train, "eval": [_as_uint8_bytes(r) for r in _records(good, "eval")]})
-    stats = _statistics(ex, tmp_path / "statistics")
-    with pytest.raises(DataError) as e:
-        _qat(tmp_path, ex, stats, float_model_artifact, spec)
-    msg = str(e.value)
-    assert msg.startswith("QuantizationConfig.train_split='train': ") and expected in msg, msg
+    msg = _refused(tmp_path, ex, float_model_artifact, spec, expected)
     assert "64 raw uint8 pixel bytes" in msg or "one raw uint8 byte each" in msg, msg
-    assert not os.path.exists(path_utils.serving_model_dir(str(tmp_path / "qat_out")))
 
 
 def test_raw_uint8_images_train_like_the_float_pixels(digits_examples, float_model_artifact,

@@ -15,9 +15,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from quant_lib import qat  # noqa: E402
 from quant_lib.config import DataSpec  # noqa: E402
 from quant_lib.data import make_dataset  # noqa: E402
-from quant_lib import qat  # noqa: E402
 from quant_lib.qat import TRAINING_STATS_FILE, StepTimer  # noqa: E402
 
 
