@@ -82,6 +82,17 @@ def test_uint8_images_are_one_bytes_value_of_the_raw_pixels():
         assert tf.train.Example.FromString(got) == want
 
 
+def test_uint8_records_are_about_a_quarter_of_float32_ones():
+    """What the README says of Fashion-MNIST's uint8 ingestion: the records ImportExampleGen and
+    StatisticsGen move shrink to about a quarter (28x28 pixels, real images)."""
+    _need_fmnist()
+    x = data.read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz"))[:500].reshape(500, -1)
+    y = data.read_idx(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz"))[:500]
+    u8 = sum(map(len, data.encode_examples(x, y, data.builtin_spec("fashion_mnist"))))
+    f32 = sum(map(len, data.encode_examples(x / 255.0, y, DataSpec(num_classes=10))))
+    assert 0.2 < u8 / f32 < 0.3, (u8, f32)
+
+
 def test_digits_split_is_stratified_and_reproducible(digits_dir):
     d, spec = digits_dir
     xt, yt = load_arrays(os.path.join(d, "train"), spec)
