@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.22,<2",
     "google-crc32c>=1.5",  # TFRecord framing check (quant_lib.data.check_framing)
     "matplotlib>=3.7",     # QuantEvaluator's run report (plots embedded in report.html)
+    "palmerpenguins==0.1.6",  # the wide-and-deep pipeline's raw CSV (empty cells, strings)
 ]
 
 EXTRAS = {

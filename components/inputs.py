@@ -126,30 +126,65 @@ def module_fn(exec_properties: Dict[str, Any], name: str, field: str) -> Callabl
     return fn
 
 
+_HPARAM_NAMES = ("hparams", "hyperparameters", "hp", "hyperparams")
+
+
+def _hparams_parameter(fn, given) -> Optional[str]:
+    """The parameter of ``fn`` that takes keras_tuner HyperParameters: named or annotated so,
+    else the one required parameter ``given`` leaves; None when there is none."""
+    import inspect
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+              and p.name not in given]
+    for p in params:
+        if p.name in _HPARAM_NAMES or "HyperParameters" in str(p.annotation):
+            return p.name
+    required = [p.name for p in params if p.default is p.empty]
+    return required[0] if len(required) == 1 else None
+
+
 def model_builder(exec_properties: Dict[str, Any], cfg: QuantizationConfig,
                   hyperparameters: Optional[types.Artifact]) -> Optional[Callable]:
-    """``cfg.model_fn`` of the Trainer module as a no-argument builder: called with the
-    HyperParameters the Trainer would use (the hyperparameters channel, else ``hparams_fn()``)
-    when it takes an argument."""
+    """``cfg.model_fn`` of the Trainer module as a no-argument builder, called as ``run_fn``
+    would: with ``cfg.model_fn_kwargs``, and the HyperParameters the Trainer would use (the
+    hyperparameters channel, else ``hparams_fn()``) for a parameter that takes them."""
     if not cfg.model_fn:
         return None
     import inspect
     fn = module_fn(exec_properties, cfg.model_fn, "QuantizationConfig.model_fn")
-    if not inspect.signature(fn).parameters:
-        return fn
-    if hyperparameters is not None:
-        import keras_tuner
-        hp_file = io_utils.get_only_uri_in_dir(hyperparameters.uri)
-        hparams = keras_tuner.HyperParameters.from_config(
-            _json(io_utils.read_string_file(hp_file)))
-    elif cfg.hparams_fn:
-        hparams = module_fn(exec_properties, cfg.hparams_fn, "QuantizationConfig.hparams_fn")()
-    else:
-        raise ValueError(f"QuantizationConfig.model_fn={cfg.model_fn!r} takes hyperparameters: "
-                         "wire the Tuner's best_hyperparameters (hyperparameters=) or set "
-                         "QuantizationConfig.hparams_fn to the module's function returning them "
-                         "(e.g. '_get_hyperparameters')")
-    return functools.partial(fn, hparams)
+    sig = inspect.signature(fn)
+    kwargs = dict(cfg.model_fn_kwargs or {})
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = sorted(set(kwargs) - set(sig.parameters)) if not takes_any else []
+    if unknown:
+        raise ValueError(f"QuantizationConfig.model_fn_kwargs names {unknown}, which "
+                         f"{cfg.model_fn}{sig} does not take: use its parameter names")
+    hp_name = _hparams_parameter(fn, kwargs)
+    hp_required = hp_name is not None and sig.parameters[hp_name].default is inspect.Parameter.empty
+    if hp_name is not None and (hyperparameters is not None or cfg.hparams_fn):
+        if hyperparameters is not None:
+            import keras_tuner
+            hp_file = io_utils.get_only_uri_in_dir(hyperparameters.uri)
+            kwargs[hp_name] = keras_tuner.HyperParameters.from_config(
+                _json(io_utils.read_string_file(hp_file)))
+        else:
+            kwargs[hp_name] = module_fn(exec_properties, cfg.hparams_fn,
+                                        "QuantizationConfig.hparams_fn")()
+    elif hp_required:
+        raise ValueError(
+            f"QuantizationConfig.model_fn={cfg.model_fn!r} ({cfg.model_fn}{sig}) needs "
+            f"{hp_name!r}: if run_fn passes it values it computes, give them as "
+            f"QuantizationConfig.model_fn_kwargs={{{hp_name!r}: ...}}; if it is keras_tuner "
+            "HyperParameters, wire the Tuner's best_hyperparameters (hyperparameters=) or set "
+            "QuantizationConfig.hparams_fn to the module's function returning them "
+            "(e.g. '_get_hyperparameters')")
+    missing = [p.name for p in sig.parameters.values() if p.default is p.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+    if missing:
+        raise ValueError(f"QuantizationConfig.model_fn={cfg.model_fn!r} ({cfg.model_fn}{sig}) "
+                         f"needs {missing}: give the values run_fn passes as "
+                         "QuantizationConfig.model_fn_kwargs")
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def hyperparameters_artifact(input_dict) -> Optional[types.Artifact]:

@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--eval-config", metavar="FILE",
                     help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's penguin "
                          "example (SparseCategoricalAccuracy >= 0.6, no drop vs float)")
+    wd = sub.add_parser("wide-deep", help="an everyday TFX tabular pipeline: CSV with empty "
+                        "cells, Transform (vocabulary, bucketize, z-score, label), dict-input "
+                        "wide-and-deep model whose run_fn passes builder arguments")
+    wd.add_argument("--output-root", default=os.path.join("runs", "wide_deep"))
+    wd.add_argument("--qat-epochs", type=int, default=10)
+    wd.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    wd.add_argument("--eval-config", metavar="FILE",
+                    help="tfma.EvalConfig (.pbtxt or JSON); default: BinaryAccuracy >= 0.6 and "
+                         "at most 0.05 below the float model")
     tb = sub.add_parser("tabular", help="binary (breast_cancer) or regression (diabetes) on "
                         "scikit-learn's bundled tabular data, gated by a tfma.EvalConfig")
     tb.add_argument("--dataset", choices=("breast_cancer", "diabetes"), default="breast_cancer")
@@ -315,6 +324,25 @@ def cmd_penguin(args) -> int:
                                                os.path.join(root, "metadata.sqlite")))
 
 
+def cmd_wide_deep(args) -> int:
+    from pipelines import wide_deep
+    from pipelines.runner import run_pipeline
+    try:
+        eval_config = _eval_config_file(args.eval_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.output_root)
+    data_root = os.path.join(root, "data")
+    wide_deep.write_csv(os.path.join(data_root, "penguins.csv"))
+    pipeline = wide_deep.create_pipeline(
+        os.path.join(root, "pipeline_root"), data_root, os.path.join(root, "serving"),
+        os.path.join(root, "metadata.sqlite"), qat_epochs=args.qat_epochs, gate=eval_config,
+        enable_cache=not args.no_cache)
+    return _run_and_print(lambda: run_pipeline(pipeline, root,
+                                               os.path.join(root, "metadata.sqlite")))
+
+
 def cmd_compile_kfp(args) -> int:
     from pipelines.data import builtin_spec
     from pipelines.kubeflow_v2_runner import compile_kfp_v2
@@ -359,10 +387,10 @@ def cmd_lineage(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin", "tabular") else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin", "tabular", "wide-deep") else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
-            "penguin": cmd_penguin, "tabular": cmd_tabular,
+            "penguin": cmd_penguin, "tabular": cmd_tabular, "wide-deep": cmd_wide_deep,
             "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 

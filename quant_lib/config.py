@@ -240,6 +240,8 @@ class QuantizationConfig(_JsonConfig):
     by ``tf.saved_model.save`` (no Keras metadata): the model is rebuilt and the Trainer's weights
     restored from its checkpoint. ``hparams_fn``: the module function returning the
     ``keras_tuner.HyperParameters`` ``model_fn`` takes when no ``hyperparameters`` channel is wired.
+    ``model_fn_kwargs``: keyword arguments (JSON values) ``model_fn`` is called with — the ones the
+    module's ``run_fn`` computes and passes (e.g. ``{"hidden_units": [16, 8]}``).
     """
 
     data: InputSpec = DataSpec()
@@ -263,9 +265,22 @@ class QuantizationConfig(_JsonConfig):
     seed: int = 0
     model_fn: Optional[str] = None
     hparams_fn: Optional[str] = None
+    model_fn_kwargs: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         n = "QuantizationConfig"
+        kw = self.model_fn_kwargs
+        _require(kw is None or (isinstance(kw, dict) and all(
+            isinstance(k, str) and k.isidentifier() for k in kw)), n, "model_fn_kwargs",
+            f"must be a dict of keyword arguments of model_fn, e.g. {{'hidden_units': [16, 8]}}, "
+            f"got {kw!r}")
+        _require(kw is None or self.model_fn is not None, n, "model_fn_kwargs",
+                 "are arguments of model_fn: set model_fn too")
+        try:
+            json.dumps(kw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{n}.model_fn_kwargs: values must be JSON (numbers, strings, "
+                              f"lists, dicts), got {kw!r} ({e})") from e
         _check_inputs(self.data, n)
         for f in ("model_fn", "hparams_fn"):
             v = getattr(self, f)

@@ -33,6 +33,18 @@ class InputMismatchError(DataError):
     """The data's features do not fit the model's inputs; the message names both sides."""
 
 
+class TransformError(DataError):
+    """The Transform graph failed on features parsed as its raw spec says: the Transform's
+    fault (or its schema's), not the data's; the message names what it was given."""
+
+
+def _kind(t) -> str:
+    """How a parsed feature looks, for error messages: dtype, and sparse or its shape."""
+    if isinstance(t, tf.SparseTensor):
+        return f"sparse {t.dtype.name}"
+    return f"{t.dtype.name} {list(t.shape[1:])}"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
     """One model input: name, per-example shape (no batch dimension) and dtype."""
@@ -100,6 +112,8 @@ class InputAdapter:
         sample = first_records(files, 8)
         try:
             feats, _ = self.parse(tf.constant(sample))
+        except TransformError:
+            raise
         except (tf.errors.InvalidArgumentError, ValueError, KeyError) as e:
             msg = _message(e)
             raise DataError(f"tf.Examples in {files[0]} do not match {self.describe()}: "
@@ -328,14 +342,27 @@ class FeatureAdapter(InputAdapter):
         return (f"each example needs the features {sorted(self.feature_spec)}; fix the data, or "
                 "wire the schema / Transform graph that describes it")
 
-    def _features(self, serialized, spec):
-        feats = {k: _dense(v) for k, v in tf.io.parse_example(serialized, spec).items()}
-        if self.transform is None:
-            return feats, feats
-        return feats, {k: _dense(v) for k, v in self.transform(feats).items()}
+    def _features(self, serialized, spec, transform):
+        """(raw features, model features). The transform gets the raw features exactly as
+        ``tf.io.parse_example`` returns them (sparse for variable-length ones, as TFX's own
+        serving signatures hand them over); only what comes out is densified."""
+        parsed = tf.io.parse_example(serialized, spec)
+        raw = {k: _dense(v) for k, v in parsed.items()}
+        if transform is None:
+            return raw, raw
+        try:
+            out = transform(parsed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            given = ", ".join(f"{k!r} {_kind(v)}" for k, v in sorted(parsed.items()))
+            raise TransformError(
+                f"the Transform ({self.source}) failed on raw features parsed with its own raw "
+                f"feature spec [{given}]: {_message(e)} — the preprocessing_fn fails on these "
+                "inputs (e.g. a feature it reads as dense arrives sparse because the schema "
+                "lets it be missing): fix the preprocessing_fn or the schema") from e
+        return raw, {k: _dense(v) for k, v in out.items()}
 
     def parse(self, serialized):
-        raw, feats = self._features(serialized, self.feature_spec)
+        raw, feats = self._features(serialized, self.feature_spec, self.transform)
         if self.label_key in feats:
             label = feats[self.label_key]
         elif self.label_key in raw:
@@ -358,10 +385,7 @@ class FeatureAdapter(InputAdapter):
     def parse_for_serving(self, serialized):
         spec = {k: v for k, v in self.serving_spec.items()
                 if k != self._raw_label(self.serving_spec)}
-        feats = {k: _dense(v) for k, v in tf.io.parse_example(serialized, spec).items()}
-        if self.serving_transform is None:
-            return feats
-        return {k: _dense(v) for k, v in self.serving_transform(feats).items()}
+        return self._features(serialized, spec, self.serving_transform)[1]
 
     def serving_trackables(self):
         t = self.serving_transform

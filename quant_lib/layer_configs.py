@@ -16,10 +16,14 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 
 
 class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Quantizes only the layer's output, as TFLite's int8 elementwise kernels do."""
+    """Quantizes only the layer's output, as TFLite's int8 elementwise kernels do.
 
-    def __init__(self, num_bits: int = 8):
-        self.num_bits = num_bits
+    ``quantize_output``: TFMOT's Concatenate transform turns it off for layers feeding a
+    Concatenate (one scale after it); it is part of the config, else a reloaded model re-creates
+    output ranges its checkpoint does not have (seen: two Normalizations into a Concatenate)."""
+
+    def __init__(self, num_bits: int = 8, quantize_output: bool = True):
+        self.num_bits, self.quantize_output = num_bits, quantize_output
 
     def get_weights_and_quantizers(self, layer):
         return []
@@ -34,11 +38,13 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
+        if not self.quantize_output:
+            return []
         return [quantizers.MovingAverageQuantizer(num_bits=self.num_bits, per_axis=False,
                                                   symmetric=False, narrow_range=False)]
 
     def get_config(self):
-        return {"num_bits": self.num_bits}
+        return {"num_bits": self.num_bits, "quantize_output": self.quantize_output}
 
 
 # TFOpLambda `x <op> constant` (what `x + 3.0` and `x * (1 / 6)` become in a Functional model,
@@ -72,8 +78,62 @@ _OUTPUT_QUANTIZED = {
     "Rescaling": "MUL + ADD by constants",
     "Normalization": "SUB + MUL by constants",
     "BatchNormalization": "MUL + ADD (inference BN, nothing to fold into)",
+    "OneHotGather": "GATHER from a 0/1 table (+ MAX / SUM), integer ids in",
 }
-CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "ScalarOp": ScalarOp}
+
+
+@tf_keras.utils.register_keras_serializable(package="tfx_qat")
+class OneHotGather(tf_keras.layers.Layer):
+    """``CategoryEncoding`` (one_hot, multi_hot, count) of integer ids as a GATHER from a constant
+    identity table (+ MAX / SUM over the ids of one example): TFLite builtins with int8 kernels,
+    where Keras' own layer lowers to ``DenseBincount``, which TFLite has no kernel for. The ids
+    stay integer inputs of the int8 model; only the 0/1 (count) output is quantized, exactly."""
+
+    def __init__(self, num_tokens: int, output_mode: str = "one_hot", **kwargs):
+        super().__init__(**kwargs)
+        if output_mode not in ("one_hot", "multi_hot", "count"):
+            raise ValueError(f"OneHotGather output_mode must be one_hot, multi_hot or count, "
+                             f"got {output_mode!r}")
+        self.num_tokens, self.output_mode = int(num_tokens), output_mode
+
+    def call(self, inputs):
+        table = tf.eye(self.num_tokens, dtype=self.compute_dtype)
+        ids = tf.cast(inputs, tf.int32)
+        if self.output_mode == "one_hot":
+            if ids.shape.rank and ids.shape.rank > 1 and ids.shape[-1] == 1:
+                ids = tf.squeeze(ids, -1)
+            return tf.gather(table, ids)
+        if ids.shape.rank == 1:
+            ids = tf.expand_dims(ids, -1)
+        hot = tf.gather(table, ids)
+        return tf.reduce_max(hot, axis=-2) if self.output_mode == "multi_hot" \
+            else tf.reduce_sum(hot, axis=-2)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tokens": self.num_tokens,
+                "output_mode": self.output_mode}
+
+
+def replacement(layer):
+    """(an equivalent layer QAT and TFLite can take, why) for ``layer``, else None: layers whose
+    Keras kernels are not TFLite builtins, or whose state a quantize wrapper cannot carry."""
+    cls = type(layer).__name__
+    if cls == "CategoryEncoding":
+        if layer.sparse or layer.output_mode not in ("one_hot", "multi_hot", "count"):
+            return None
+        return (OneHotGather(layer.num_tokens, layer.output_mode, name=layer.name),
+                f"CategoryEncoding({layer.output_mode}) as GATHER from an identity table: Keras' "
+                "DenseBincount has no TFLite kernel")
+    if cls == "Normalization" and not layer.invert and getattr(layer, "adapt_mean", None) is not None:
+        new = tf_keras.layers.Normalization(axis=layer.axis, mean=layer.adapt_mean.numpy(),
+                                            variance=layer.adapt_variance.numpy(), name=layer.name)
+        return new, ("Normalization with its adapted mean/variance as constants (adapt state "
+                     "does not survive a quantize wrapper's reload)")
+    return None
+
+
+CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "ScalarOp": ScalarOp,
+                  "OneHotGather": OneHotGather}
 
 
 # Kept float by decision (the converter calibrates them post-training), with the reason.

@@ -92,13 +92,34 @@ def serving_scores(path: str) -> Callable[[Sequence[bytes], Dict[str, np.ndarray
     return score
 
 
+def structured(model, x: Dict[str, object]):
+    """``x`` (by input name) in the structure ``model`` was built with: a dict
+    (``Model({name: Input})``), a list or one tensor — what its restored call accepts."""
+    nested = getattr(model, "_nested_inputs", None) or model.inputs
+    return tf.nest.map_structure(
+        lambda t: x[t._keras_history.layer.name], nested)  # pylint: disable=protected-access
+
+
+def _describe(args) -> str:
+    return ", ".join(f"{k!r} {v.dtype} {list(np.shape(v))}" if k else f"{v.dtype} {list(np.shape(v))}"
+                     for k, v in (args.items() if isinstance(args, dict) else
+                                  [(None, a) for a in tf.nest.flatten(args)]))
+
+
 def _saved_call(path: str, args, n: int) -> np.ndarray:
     loaded = tf.saved_model.load(path)
     if not callable(loaded):
         raise QuantizationError(f"the SavedModel at {path} serves raw tf.Examples only and has no "
                                 "call function to compare the rebuilt model with: wire the raw "
                                 "Examples (ExampleGen's) into QuantizeTrainer")
-    out = loaded(args if len(args) > 1 else args[0], training=False)
+    try:
+        out = loaded(args, training=False)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+        raise QuantizationError(
+            f"the Trainer's SavedModel at {path} cannot be called with the rebuilt model's "
+            f"inputs [{_describe(args)}] ({str(e).splitlines()[0][:200]}): "
+            "QuantizationConfig.model_fn must build the model the Trainer saved, with the same "
+            "inputs") from e
     return np.asarray(out).reshape(n, -1)
 
 
@@ -112,7 +133,7 @@ def prove_restore(model, path: str, serialized: Sequence[bytes], features: Dict[
     except tf.errors.InvalidArgumentError:
         # serving_default parses raw Examples but these are transformed ones: compare with the
         # SavedModel's own restored Keras call on the same model inputs instead.
-        saved = _saved_call(path, [features[n] for n in model.input_names], len(serialized))
+        saved = _saved_call(path, structured(model, features), len(serialized))
     rebuilt = np.asarray(model(keras_x, training=False)).reshape(len(serialized), -1)
     if saved.shape != rebuilt.shape:
         raise QuantizationError(f"rebuilt model outputs {rebuilt.shape[1:]} per example but the "

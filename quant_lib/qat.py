@@ -101,6 +101,10 @@ class _FusedReLUWeightsLayout(tfmot.quantization.keras.QuantizeLayoutTransform):
     def apply(self, model, layer_quantize_map):
         from tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation import NoOpActivation  # noqa: E501  pylint: disable=line-too-long
         annotated = {name: dict(v) for name, v in layer_quantize_map.items()}
+        for layer in model._input_layers:  # pylint: disable=protected-access
+            if layer.dtype and tf.as_dtype(layer.dtype).is_integer:
+                # Integer inputs (category ids) get no QuantizeLayer: they stay int in TFLite.
+                layer_quantize_map.pop(layer.name, None)
         model, qmap = self.inner.apply(model, layer_quantize_map)
         readers = {}
         for layer in model.layers:
@@ -301,12 +305,24 @@ def _scalar_operand(node):
     return None
 
 
-def scalar_ops_to_layers(model):
-    """Replaces each TFOpLambda ``x <op> constant`` with an equivalent ScalarOp layer of the same
-    name, which QAT can annotate (Keras builds hard-sigmoid/hard-swish from such ops)."""
+def rewrite_layers(model):
+    """Replaces what QAT and TFLite cannot take as it is with equivalent layers of the same name:
+    each TFOpLambda ``x <op> constant`` with a ScalarOp layer (Keras builds hard-sigmoid and
+    hard-swish from such ops) and the layers of ``layer_configs.replacement`` (CategoryEncoding,
+    adapted Normalization). The model keeps its input structure (a dict stays a dict)."""
     nodes = [n for depth in model._nodes_by_depth.values()  # pylint: disable=protected-access
              for n in depth if not n.is_input]
-    if not any(_scalar_operand(n) is not None for n in nodes):
+    swaps = {}
+    for n in nodes:
+        value = _scalar_operand(n)
+        if value is not None:
+            swaps[id(n)] = layer_configs.ScalarOp(layer_configs.SCALAR_OPS[n.layer.symbol], value,
+                                                  name=n.layer.name)
+        elif len(n.layer._inbound_nodes) == 1:  # pylint: disable=protected-access
+            new = layer_configs.replacement(n.layer)
+            if new is not None:
+                swaps[id(n)] = new[0]
+    if not swaps:
         return model
     inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
               for t in model.inputs]
@@ -315,18 +331,18 @@ def scalar_ops_to_layers(model):
         for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
             if node.is_input:
                 continue
-            value = _scalar_operand(node)
-            if value is not None:
-                op = layer_configs.SCALAR_OPS[node.layer.symbol]
-                outs = layer_configs.ScalarOp(op, value, name=node.layer.name)(
-                    tensors[node.flat_input_ids[0]])
+            new = swaps.get(id(node))
+            if isinstance(new, layer_configs.ScalarOp):
+                outs = new(tensors[node.flat_input_ids[0]])
             else:
                 args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
-                outs = node.layer(*args, **kwargs)
+                outs = (new or node.layer)(*args, **kwargs)
             for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
                 tensors[i] = y
     outs = [tensors[str(id(x))] for x in model.outputs]
-    return tf_keras.Model(inputs, outs if len(outs) > 1 else outs[0], name=model.name)
+    nested = getattr(model, "_nested_inputs", None)
+    structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
+    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name)
 
 
 def flatten_nested(model):
@@ -381,7 +397,7 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     """
     cfg = cfg or QuantizationConfig()
     check_keras2_model(model)
-    model = scalar_ops_to_layers(flatten_nested(model))
+    model = rewrite_layers(flatten_nested(model))
     names = {layer.name for layer in model.layers}
     for field in ("int8_weight_names", "float_fallback_names"):
         unknown = sorted(set(getattr(cfg, field)) - names)

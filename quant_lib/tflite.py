@@ -22,8 +22,10 @@ class ExportValidationError(ValueError):
 
 
 def convert_float(model) -> bytes:
-    """Plain float32 TFLite conversion (the size/accuracy reference)."""
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    """Plain float32 TFLite conversion (the size/accuracy reference), of the same graph QAT
+    quantizes: layers without TFLite kernels as their equivalents (``qat.rewrite_layers``)."""
+    from quant_lib import qat
+    return tf.lite.TFLiteConverter.from_keras_model(qat.rewrite_layers(model)).convert()
 
 
 def _fixed_batch_converter(model, batch: int) -> tf.lite.TFLiteConverter:
