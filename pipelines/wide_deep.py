@@ -25,6 +25,7 @@ from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, Quantization
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules",
                            "wide_deep_trainer.py")
+RAW_LABEL_KEY = "species"  # the CSV column the label is made from
 LABEL_KEY = "species_xf"  # made by the module's preprocessing_fn (1: Adelie)
 # What the module's run_fn computes and passes to _build_keras_model (16 * 0.5 ** i, 2 layers).
 BUILDER_KWARGS = {"hidden_units": [16, 8]}

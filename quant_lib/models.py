@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -49,11 +49,35 @@ def load_float_model(path: str, build_fn: Optional[Callable[[], object]] = None,
         status.expect_partial()  # the SavedModel also holds e.g. the optimizer and a TFT layer
         status.assert_nontrivial_match()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
+        differ = shape_mismatches(model, ckpt)
+        detail = (f"variables whose shapes differ (built vs saved): {'; '.join(differ)}"
+                  if differ else f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
         raise QuantizationError(
-            f"the weights in {ckpt} do not fit the model {build_fn_name} builds "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): {build_fn_name} must build "
-            "the same architecture the Trainer saved") from e
+            f"the weights in {ckpt} do not fit the model {build_fn_name} builds ({detail}): "
+            f"{build_fn_name} must build the architecture the Trainer saved — if the module's "
+            f"run_fn passes it arguments (e.g. hidden_units it computes), give the same values "
+            f"as {build_fn_name}_kwargs") from e
     return model
+
+
+def shape_mismatches(model, ckpt: str) -> List[str]:
+    """``layer/weight (built) vs (saved)`` for each weight of ``model`` whose shape differs from
+    the checkpoint's (Keras tracks a model's layers with weights as ``layer_with_weights-N``),
+    plus a line when the number of such layers differs."""
+    saved = {k.split("/.ATTRIBUTES")[0]: tuple(shape) for k, shape in tf.train.list_variables(ckpt)
+             if k.startswith("layer_with_weights-") and k.count("/") == 3}
+    layers = [layer for layer in model.layers if layer.weights]
+    out = []
+    for i, layer in enumerate(layers):
+        for w in layer.weights:
+            attr = w.name.split("/")[-1].split(":")[0]
+            have = saved.get(f"layer_with_weights-{i}/{attr}")
+            if have is not None and have != tuple(w.shape):
+                out.append(f"{layer.name}/{attr} {tuple(w.shape)} vs {have}")
+    n_saved = len({k.split("/")[0] for k in saved})
+    if n_saved != len(layers):
+        out.append(f"{len(layers)} layers with weights vs {n_saved}")
+    return out
 
 
 def serving_scores(path: str) -> Callable[[Sequence[bytes], Dict[str, np.ndarray]], np.ndarray]:
