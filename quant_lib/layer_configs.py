@@ -160,6 +160,11 @@ def extra_config(layer, scheme: str = "default_8bit", activation_bits: int = 8):
         return (r.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
                 "kernel per tensor (TFMOT's per-channel quantizer takes no 3-D kernel); TFLite runs "
                 "it as EXPAND_DIMS + CONV_2D")
+    if cls == "Embedding" and scheme == "default_8bit":
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry as r  # noqa: E501  pylint: disable=line-too-long
+        return (r.Default8BitQuantizeConfig(["embeddings"], [], False),
+                "embeddings table fake-quantized per tensor: TFLite GATHER of int8 rows (the "
+                "output shares the table's scale), integer ids in")
     if cls in _OUTPUT_QUANTIZED:
         return OutputQuantizeConfig(activation_bits), f"int8 {_OUTPUT_QUANTIZED[cls]}"
     return None

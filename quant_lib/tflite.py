@@ -291,10 +291,17 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
                 len(t["quantization_parameters"]["scales"]) == 0:
             problems.append(f"tensor {t['name']!r} is {np.dtype(t['dtype']).name} without "
                             "quantization parameters")
-    in_dt = np.dtype(interp.get_input_details()[0]["dtype"]).name
+    # Integer ids (int32/int64 without quantization parameters: category inputs) stay as they
+    # are; every other input must have the asked type.
+    values = [d for d in interp.get_input_details()
+              if not (d["dtype"] in (np.int32, np.int64)
+                      and len(d["quantization_parameters"]["scales"]) == 0)]
+    for d in values:
+        if np.dtype(d["dtype"]).name != input_type:
+            problems.append(f"input {d['name']!r} dtype is {np.dtype(d['dtype']).name}, "
+                            f"expected {input_type}")
+    in_dt = np.dtype((values or interp.get_input_details())[0]["dtype"]).name
     out_dt = np.dtype(interp.get_output_details()[0]["dtype"]).name
-    if in_dt != input_type:
-        problems.append(f"input dtype is {in_dt}, expected {input_type}")
     if out_dt != output_type:
         problems.append(f"output dtype is {out_dt}, expected {output_type}")
     return IntegerReport(len(ops), counts, in_dt, out_dt, problems, len(island))
