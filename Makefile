@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-penguin run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
+.PHONY: venv run run-penguin run-wide-deep run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,11 @@ run-breast-cancer: venv
 
 run-diabetes: venv
 	$(PY) -m pipelines.cli tabular --dataset diabetes --output-root runs/diabetes
+
+# An everyday TFX tabular pipeline: CSV with empty cells, Transform (vocabulary, bucketize, z-score,
+# the label), a dict-input wide-and-deep model whose run_fn passes builder arguments.
+run-wide-deep: venv
+	$(PY) -m pipelines.cli wide-deep --output-root runs/wide_deep
 
 run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)

@@ -104,7 +104,8 @@ def convert_int8(model, representative_inputs, input_type: str = "int8",
                                            not per_channel)
     try:
         return conv.convert()
-    except RuntimeError as e:
+    except Exception as e:  # ConverterError is no RuntimeError  # pylint: disable=broad-except
+        _refuse_missing_kernels(model, e)
         if activations == "int16x8" and "16x8" in str(e):
             raise ExportValidationError(
                 f"int16x8 conversion failed ({e}): a QAT model carries 8-bit fake-quant ranges "
@@ -379,6 +380,36 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 _QUANTIZED_IO = (np.int8, np.uint8, np.int16)
+
+
+# Keras layers whose TF ops have no TFLite builtin kernel (hash tables, string ops): an int8
+# model cannot hold them; the Transform can.
+_NO_KERNEL_LAYERS = {
+    "IntegerLookup": "tft.compute_and_apply_vocabulary (or tft.apply_vocabulary) on the raw ints",
+    "StringLookup": "tft.compute_and_apply_vocabulary",
+    "Hashing": "tft.hash_strings / tf.strings.to_hash_bucket_fast",
+    "TextVectorization": "tft's vocabulary and tokenization ops",
+}
+
+
+def _refuse_missing_kernels(model, error: Exception) -> None:
+    """A conversion that failed on TF ops TFLite has no kernel for, as an error naming the ops,
+    the layers they come from and the way out."""
+    import re
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op",
+                                str(error))))
+    if not ops:
+        return
+    layers = [f"{layer.name} ({type(layer).__name__}: in the Transform use "
+              f"{_NO_KERNEL_LAYERS[type(layer).__name__]})"
+              for layer in getattr(model, "layers", [])
+              if type(layer).__name__ in _NO_KERNEL_LAYERS]
+    raise ExportValidationError(
+        f"TFLite has no builtin kernel for TF op(s) {ops}, so no full-integer (nor float "
+        f"builtin) model can hold them" + (f"; they come from layer(s) {layers}" if layers else "")
+        + ". Do that step in the Transform so the model takes integer ids or numbers (TFLite "
+        "inputs); float_fallback_names keeps a layer float (CPU only) but cannot add a missing "
+        "kernel") from error
 
 
 class TFLiteClassifier:

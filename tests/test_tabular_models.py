@@ -219,3 +219,18 @@ def test_raw_features_reach_the_transform_as_parsed():
     np.testing.assert_array_equal(feats["a_xf"].numpy().ravel(), [2.5, -1.0])
     serving = adapter.parse_for_serving(tf.constant([empty.SerializeToString()]))
     np.testing.assert_array_equal(serving["a_xf"].numpy().ravel(), [-1.0])
+
+
+def test_a_lookup_layer_in_the_model_is_refused_naming_the_layer_and_the_transform_fix():
+    keras.utils.set_random_seed(0)
+    raw = keras.Input((1,), name="raw_id", dtype="int64")
+    ids = keras.layers.IntegerLookup(vocabulary=[10, 20, 30], name="ids")(raw)
+    out = keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.CategoryEncoding(4, output_mode="one_hot")(ids))
+    model = qat.quantize(keras.Model({"raw_id": raw}, out), _cfg())
+    x = {"raw_id": np.array([[10], [20], [30], [40]], np.int64)}
+    with pytest.raises(tflite.ExportValidationError) as e:
+        tflite.convert_int8(model, x)
+    msg = str(e.value)
+    assert "LookupTableFind" in msg and "ids (IntegerLookup" in msg, msg
+    assert "tft.compute_and_apply_vocabulary" in msg
