@@ -110,6 +110,7 @@ def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(r
     feats = tft_out.transform_features_layer()(raw)
     interp = tf.lite.Interpreter(model_path=os.path.join(
         s["artifacts"]["int8_model"], "Format-Serving", "tflite"))  # pushed when blessed
+    interp.allocate_tensors()  # else the signature runner skips XNNPACK (TFLite's default path)
     runner = interp.get_signature_runner("serving_default")
     details = runner.get_input_details()
     assert sorted(details) == ["body_mass_g_xf", "culmen_depth_mm_xf", "culmen_length_mm_xf",

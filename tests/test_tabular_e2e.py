@@ -40,9 +40,9 @@ def _run(root, name, eval_config=None):
 
 def _raw_loop(tflite_path, eval_files, label_key):
     """Labels and dequantized outputs, one example at a time through a fresh interpreter fed by
-    tensor index (TFLite's default CPU path, XNNPACK, as the evaluator runs it; TFLite's
-    reference kernels, which the signature runner ends up using here, round 5 of diabetes' 111
-    outputs one step differently)."""
+    tensor index (TFLite's default CPU path, XNNPACK, as the evaluator runs it; a signature
+    runner used before ``allocate_tensors()`` skips XNNPACK and its builtin kernels round 5 of
+    diabetes' 111 outputs one step differently: tests/test_tabular_models.py)."""
     interp = tf.lite.Interpreter(model_path=tflite_path)
     sig = interp.get_signature_runner("serving_default")
     ins = {name: d["index"] for name, d in sig.get_input_details().items()}

@@ -234,3 +234,41 @@ def test_a_lookup_layer_in_the_model_is_refused_naming_the_layer_and_the_transfo
     msg = str(e.value)
     assert "LookupTableFind" in msg and "ids (IntegerLookup" in msg, msg
     assert "tft.compute_and_apply_vocabulary" in msg
+
+
+def test_signature_runner_without_allocate_skips_xnnpack_which_the_evaluator_uses(digits_arrays):
+    """Why an independent by-name loop can differ from QuantEvaluator by an example: Python's
+    SignatureRunner on a fresh interpreter skips TFLite's lazily applied default delegate
+    (XNNPACK) and runs the builtin kernels, which requantize some outputs one step differently;
+    after ``allocate_tensors()`` it runs XNNPACK and matches the evaluator's runner bit for bit."""
+    (xt, yt), (xe, _) = digits_arrays
+    xt, xe = xt.reshape(len(xt), -1), xe.reshape(len(xe), -1)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,), name="image")
+    model = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Dense(32, activation="relu")(inp)))
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(xt, yt, epochs=3, verbose=0)
+    data = tflite.convert_int8(qat.quantize(model), xt[:200])
+    evaluator = tflite.TFLiteClassifier(data)
+    want = evaluator.predict(xe)
+    step = evaluator.output_step
+
+    def by_name(interp):
+        runner = interp.get_signature_runner("serving_default")
+        (name, d), = runner.get_input_details().items()
+        (out, od), = runner.get_output_details().items()
+        rows = [runner(**{name: tflite.quantize_input(xe[i:i + 1], *d["quantization"],
+                                                      np.int8)})[out] for i in range(len(xe))]
+        return tflite.dequantize(np.concatenate(rows), *od["quantization"]).reshape(len(xe), -1)
+
+    fresh = by_name(tf.lite.Interpreter(model_content=data))
+    builtin = by_name(tf.lite.Interpreter(
+        model_content=data,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType
+        .BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    np.testing.assert_array_equal(fresh, builtin)
+    assert np.max(np.abs(fresh - want)) <= step * 1.001
+    allocated = tf.lite.Interpreter(model_content=data)
+    allocated.allocate_tensors()
+    np.testing.assert_array_equal(by_name(allocated), want)

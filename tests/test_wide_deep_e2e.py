@@ -128,8 +128,9 @@ def test_pushed_int8_file_fed_by_name_from_raw_examples_gives_the_evaluators_acc
     feats = _transform_output(root).transform_features_layer()(
         tf.io.parse_example(tf.constant(records), _transform_output(root).raw_feature_spec()))
     labels = feats[wide_deep.LABEL_KEY].numpy().ravel()
-    runner = tf.lite.Interpreter(model_path=s["pushed_path"]).get_signature_runner(
-        "serving_default")
+    interp = tf.lite.Interpreter(model_path=s["pushed_path"])
+    interp.allocate_tensors()  # else the signature runner skips XNNPACK (TFLite's default path)
+    runner = interp.get_signature_runner("serving_default")
     details = runner.get_input_details()
     (out_name, out_d), = runner.get_output_details().items()
     correct = 0
