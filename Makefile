@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-penguin run-wide-deep run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
+.PHONY: venv run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,10 @@ run-diabetes: venv
 # the label), a dict-input wide-and-deep model whose run_fn passes builder arguments.
 run-wide-deep: venv
 	$(PY) -m pipelines.cli wide-deep --output-root runs/wide_deep
+
+# TFX's own Chicago taxi example (its module and data as installed with tfx, unmodified) + tfx-qat.
+run-taxi: venv
+	$(PY) -m pipelines.cli taxi --output-root runs/taxi
 
 run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)

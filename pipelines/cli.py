@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     wd.add_argument("--eval-config", metavar="FILE",
                     help="tfma.EvalConfig (.pbtxt or JSON); default: BinaryAccuracy >= 0.6 and "
                          "at most 0.05 below the float model")
+    tx = sub.add_parser("taxi", help="TFX's own Chicago taxi example (Transform + the tfx-shipped "
+                        "taxi_utils_native_keras.py module and data, unmodified) with tfx-qat added")
+    tx.add_argument("--output-root", default=os.path.join("runs", "taxi"))
+    tx.add_argument("--train-steps", type=int, default=1000, help="the example's own 1000")
+    tx.add_argument("--qat-epochs", type=int, default=1)
+    tx.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    tx.add_argument("--eval-config", metavar="FILE",
+                    help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's taxi example "
+                         "(BinaryAccuracy >= 0.6, no drop vs float)")
     tb = sub.add_parser("tabular", help="binary (breast_cancer) or regression (diabetes) on "
                         "scikit-learn's bundled tabular data, gated by a tfma.EvalConfig")
     tb.add_argument("--dataset", choices=("breast_cancer", "diabetes"), default="breast_cancer")
@@ -343,6 +352,27 @@ def cmd_wide_deep(args) -> int:
                                                os.path.join(root, "metadata.sqlite")))
 
 
+def cmd_taxi(args) -> int:
+    import shutil
+    from pipelines import taxi
+    from pipelines.runner import run_pipeline
+    try:
+        eval_config = _eval_config_file(args.eval_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.output_root)
+    data_root = os.path.join(root, "data")
+    os.makedirs(data_root, exist_ok=True)
+    shutil.copy(taxi.data_csv(), os.path.join(data_root, "data.csv"))
+    pipeline = taxi.create_pipeline(
+        os.path.join(root, "pipeline_root"), data_root, os.path.join(root, "serving"),
+        os.path.join(root, "metadata.sqlite"), train_steps=args.train_steps,
+        qat_epochs=args.qat_epochs, eval_config=eval_config, enable_cache=not args.no_cache)
+    return _run_and_print(lambda: run_pipeline(pipeline, root,
+                                               os.path.join(root, "metadata.sqlite")))
+
+
 def cmd_compile_kfp(args) -> int:
     from pipelines.data import builtin_spec
     from pipelines.kubeflow_v2_runner import compile_kfp_v2
@@ -387,10 +417,11 @@ def cmd_lineage(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command in ("run", "penguin", "tabular", "wide-deep") else logging.WARNING,
+    pipelines_run = ("run", "penguin", "tabular", "wide-deep", "taxi")
+    logging.basicConfig(level=logging.INFO if args.command in pipelines_run else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
-            "penguin": cmd_penguin, "tabular": cmd_tabular, "wide-deep": cmd_wide_deep,
+            "penguin": cmd_penguin, "tabular": cmd_tabular, "wide-deep": cmd_wide_deep, "taxi": cmd_taxi,
             "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 

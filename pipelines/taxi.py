@@ -1,0 +1,103 @@
+"""TFX's own Chicago taxi example (native Keras), unmodified up to the Trainer, with tfx-qat added.
+
+The stock steps are those of ``tfx/examples/chicago_taxi_pipeline/taxi_pipeline_native_keras.py``:
+CsvExampleGen on the CSV shipped with tfx (``data/simple/data.csv``: empty cells, so SchemaGen
+infers those columns as sparse raw features) -> StatisticsGen -> SchemaGen -> Transform -> Trainer with the
+installed ``taxi_utils_native_keras.py`` (dict-input wide-and-deep model, ``_build_keras_model
+(hidden_units)`` called by ``run_fn`` with computed sizes inside a MirroredStrategy scope, saved
+with ``tf.saved_model.save``). tfx-qat's four components are the lines a user adds; the gate is
+the example's own Evaluator EvalConfig (BinaryAccuracy >= 0.6 and no drop vs the baseline).
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import quant_lib  # noqa: F401
+import tensorflow_model_analysis as tfma
+from tfx.components import CsvExampleGen, SchemaGen, StatisticsGen, Trainer, Transform
+from tfx.orchestration import metadata, pipeline
+from tfx.proto import pusher_pb2, trainer_pb2
+
+from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
+from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
+
+# taxi_utils_native_keras.run_fn: hidden_units = [max(2, int(100 * 0.7 ** i)) for i in range(4)]
+BUILDER_KWARGS = {"hidden_units": [max(2, int(100 * 0.7 ** i)) for i in range(4)]}
+
+
+def _example_dir() -> str:
+    import tfx.examples.chicago_taxi_pipeline as taxi
+    return os.path.dirname(taxi.__file__)
+
+
+def module_file() -> str:
+    """``taxi_utils_native_keras.py`` as installed with tfx (used unmodified)."""
+    return os.path.join(_example_dir(), "taxi_utils_native_keras.py")
+
+
+def data_csv() -> str:
+    return os.path.join(_example_dir(), "data", "simple", "data.csv")
+
+
+def taxi_eval_config() -> tfma.EvalConfig:
+    """The EvalConfig of TFX's ``taxi_pipeline_native_keras.py`` (its Evaluator's gate), with the
+    float model as the baseline and the int8 one as the candidate."""
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key="tips_xf",
+                                    preprocessing_function_names=["transform_features"])],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(
+                class_name="BinaryAccuracy",
+                threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(lower_bound={"value": 0.6}),
+                    change_threshold=tfma.GenericChangeThreshold(
+                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                        absolute={"value": -1e-10})))])])
+
+
+def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metadata_path: str,
+                    train_steps: int = 1000, qat_epochs: int = 1,
+                    eval_config: Optional[tfma.EvalConfig] = None, enable_cache: bool = True,
+                    beam_pipeline_args: Optional[List[str]] = None) -> pipeline.Pipeline:
+    module = module_file()
+    # --- TFX's taxi example, as it ships ------------------------------------------------------
+    example_gen = CsvExampleGen(input_base=data_root)
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                           infer_feature_shape=True)
+    transform = Transform(examples=example_gen.outputs["examples"],
+                          schema=schema_gen.outputs["schema"], module_file=module)
+    trainer = Trainer(module_file=module, examples=transform.outputs["transformed_examples"],
+                      transform_graph=transform.outputs["transform_graph"],
+                      schema=schema_gen.outputs["schema"],
+                      train_args=trainer_pb2.TrainArgs(num_steps=train_steps),
+                      eval_args=trainer_pb2.EvalArgs(num_steps=150))
+    # --- tfx-qat: the lines a user adds -----------------------------------------------------
+    data = FeatureSpec(label_key="tips_xf")
+    wiring = dict(examples=example_gen.outputs["examples"],
+                  transform_graph=transform.outputs["transform_graph"])
+    quantize_trainer = QuantizeTrainer(
+        **wiring, base_model=trainer.outputs["model"], schema=schema_gen.outputs["schema"],
+        statistics=statistics_gen.outputs["statistics"], module_file=module,
+        config=QuantizationConfig(data=data, model_fn="_build_keras_model",
+                                  model_fn_kwargs=BUILDER_KWARGS, epochs=qat_epochs,
+                                  batch_size=40, learning_rate=1e-4))
+    exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
+                               config=ExportConfig(data=data, parity_examples=500))
+    evaluator = QuantEvaluator(**wiring, model=trainer.outputs["model"],
+                               quantized_model=exporter.outputs["quantized_model"],
+                               config=EvalConfig(data=data),
+                               eval_config=eval_config or taxi_eval_config())
+    pusher = VerifiedPusher(
+        model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir)))
+    return pipeline.Pipeline(
+        pipeline_name="taxi-qat", pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, transform, trainer,
+                    quantize_trainer, exporter, evaluator, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(metadata_path),
+        beam_pipeline_args=beam_pipeline_args or [])
