@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -390,6 +390,78 @@ def mobilenet_v2(args) -> Dict[str, Any]:
     return out
 
 
+LATENCY_NETS = (("MobileNetV2", "MobileNetV2"), ("MobileNetV3-Small", "MobileNetV3Small"),
+                ("MobileNetV3-Large", "MobileNetV3Large"), ("EfficientNet-B0", "EfficientNetB0"))
+
+
+def _interleaved_ms(models: Dict[str, bytes], x: np.ndarray, passes: int) -> Dict[str, float]:
+    """Median per-example latency of each model (1 thread, batch 1, default XNNPACK delegate)
+    over ``passes`` interleaved passes: every pass runs each model once over ``x``."""
+    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
+    times: Dict[str, List[float]] = {k: [] for k in models}
+    for r in runners.values():
+        r.predict(x[:1], batch_size=1)
+    for _ in range(passes):
+        for k, r in runners.items():
+            t = time.perf_counter()
+            r.predict(x, batch_size=1)
+            times[k].append(1000 * (time.perf_counter() - t) / len(x))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def latency_224(args) -> Dict[str, Any]:
+    """The four mobile networks at 224x224x3 / 1,000 classes (``weights=None``): float TFLite,
+    TFLite's own post-training full-integer quantization (PTQ) of the same float model, and
+    tfx-qat's int8 (``qat.quantize``, ``calibrate_ranges`` on 8 random images,
+    ``tflite.convert_int8``); latency as medians of interleaved passes, and how XNNPACK takes
+    each model (ops delegated, partitions). Random weights: latency and graph structure only."""
+    out: Dict[str, Any] = {"passes": args.latency_passes, "examples_per_pass": 4, "nets": {}}
+    for label, ctor in LATENCY_NETS:
+        keras.utils.set_random_seed(0)
+        m = getattr(keras.applications, ctor)(input_shape=(224, 224, 3), weights=None,
+                                               classes=1000)
+        x = np.random.default_rng(0).random((8, 224, 224, 3), dtype=np.float32) * 255
+        if ctor == "MobileNetV2":  # the only one of the four without its own Rescaling
+            x = x / 127.5 - 1
+        t = time.perf_counter()
+        q = qat.quantize(m, QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3),
+                                                             num_classes=1000)))
+        qat.calibrate_ranges(q, [x[:4], x[4:]])
+        models = {"float": tflite.convert_float(m), "ptq_int8": tflite.convert_int8(m, x),
+                  "qat_int8": tflite.convert_int8(q, x)}
+        build = time.perf_counter() - t
+        ms = _interleaved_ms(models, x[:4], args.latency_passes)
+        row = {"build_seconds": build}
+        for k, data in models.items():
+            d = tflite.delegation(data)
+            row[k] = {"latency_ms": ms[k], "speed_vs_float": ms["float"] / ms[k],
+                      "bytes": len(data), "ops": d.ops, "delegated": d.delegated,
+                      "partitions": d.partitions, "builtin": d.builtin}
+        out["nets"][label] = row
+        logging.info("latency_224 %s: %s", label,
+                     {k: round(v["latency_ms"], 3) for k, v in row.items() if k in models})
+    return out
+
+
+def latency_markdown(r: Dict[str, Any]) -> str:
+    lat = r["latency_224"]
+    rerun = r.get("rerun", {}).get("latency_224")
+    lines = [f"Measured {rerun['date'] if rerun else r['date']} on {r['machine']} with `make bench` "
+             f"(section `latency_224`): 224x224x3 / 1,000 classes, `weights=None`; TFLite "
+             f"interpreter, default XNNPACK delegate, 1 thread, batch 1, median of "
+             f"{lat['passes']} interleaved passes of {lat['examples_per_pass']} images. "
+             "Speed is float time / int8 time; XNNPACK is ops delegated / ops, partitions.", "",
+             "| network | float ms | PTQ int8 ms (speed) | tfx-qat int8 ms (speed) | XNNPACK float "
+             "| XNNPACK PTQ | XNNPACK tfx-qat |", "|---|---|---|---|---|---|---|"]
+    for name, row in lat["nets"].items():
+        f, p, q = row["float"], row["ptq_int8"], row["qat_int8"]
+        x = lambda m: f"{m['delegated']}/{m['ops']}, {m['partitions']}"  # noqa: E731
+        lines.append(f"| {name} | {f['latency_ms']:.2f} | {p['latency_ms']:.2f} "
+                     f"({p['speed_vs_float']:.2f}x) | {q['latency_ms']:.2f} "
+                     f"({q['speed_vs_float']:.2f}x) | {x(f)} | {x(p)} | {x(q)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _timed_process(cmd, log_path: str) -> Dict[str, Any]:
     """Wall time and peak resident memory of one child process (os.wait4's rusage)."""
     t = time.perf_counter()
@@ -624,7 +696,8 @@ def search_markdown(s: Dict[str, Any]) -> str:
 
 SECTIONS = {"fashion_mnist": fashion_mnist, "search": search_low_bit,
             "mobilenet_v3_style": mobilenet_v3_style, "mobilenet_v2": mobilenet_v2,
-            "bare_tfmot_4bit": bare_tfmot_4bit, "overhead": pipeline_overhead}
+            "bare_tfmot_4bit": bare_tfmot_4bit, "overhead": pipeline_overhead,
+            "latency_224": latency_224}
 
 
 def main(argv=None) -> int:
@@ -645,6 +718,8 @@ def main(argv=None) -> int:
                    help="alternating bare-script / pipeline runs; each side's fastest counts")
     p.add_argument("--representative", type=int, default=200)
     p.add_argument("--latency-examples", type=int, default=400)
+    p.add_argument("--latency-passes", type=int, default=15,
+                   help="interleaved passes of the 224x224 latency section")
     p.add_argument("--search-budget-pt", type=float, default=1.0,
                    help="accuracy budget of the 4-bit search (percentage points)")
     p.add_argument("--search-trials", type=int, default=8)
@@ -653,7 +728,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", type=lambda t: t.split(","),
                    help="development: run these sections only (comma-separated: "
                         "fashion_mnist, search, mobilenet_v3_style, mobilenet_v2, bare_tfmot_4bit, "
-                        "overhead), into bench_only.json")
+                        "overhead, latency_224), into bench_only.json")
     p.add_argument("--update", type=lambda t: t.split(","),
                    help="re-run these sections of <out>/bench.json in place (comma-separated); "
                         "the table names them and their date")
@@ -688,6 +763,7 @@ def main(argv=None) -> int:
     r["mobilenet_v3_style"] = mobilenet_v3_style(args)
     r["mobilenet_v2"] = mobilenet_v2(args)
     r["bare_tfmot_4bit"] = bare_tfmot_4bit(args)
+    r["latency_224"] = latency_224(args)
     r["wall_minutes"] = (time.time() - t0) / 60
     return _write(r, args)
 

@@ -52,6 +52,11 @@ def _bench_table(r: Dict[str, Any]) -> str:
     return to_markdown(r)
 
 
+def _latency_table(r: Dict[str, Any]) -> str:
+    from pipelines.bench import latency_markdown
+    return latency_markdown(r)
+
+
 def _scale_table(r: Dict[str, Any]) -> str:
     from pipelines.bench_scale import to_markdown
     return to_markdown(r) + "\n![time and peak memory vs examples](pipelines/bench_scale.png)\n"
@@ -61,6 +66,7 @@ RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "run-summary": (BENCH, run_summary),
     "mobilenet-v2": (BENCH, mobilenet_v2),
     "bench": (BENCH, _bench_table),
+    "latency-224": (BENCH, _latency_table),
     "scale": (SCALE, _scale_table),
 }
 

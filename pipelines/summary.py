@@ -117,6 +117,8 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
         "int8_latency_ms": blessing and _prop(blessing, keys.P_INT8_LATENCY_MS),
         "float_latency_ms": blessing and _prop(blessing, keys.P_FLOAT_LATENCY_MS),
+        "int8_xnnpack": blessing and _prop(blessing, keys.P_INT8_XNNPACK),
+        "float_xnnpack": blessing and _prop(blessing, keys.P_FLOAT_XNNPACK),
         "report": next((os.path.join(a.uri, keys.REPORT_FILE) for a in arts.get(
             "ModelEvaluation", []) if fileio.exists(os.path.join(a.uri, keys.REPORT_FILE))), None),
         "report_status": next((_prop(a, keys.P_REPORT_STATUS) for a in arts.get(
@@ -173,6 +175,14 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
+    if s.get("int8_xnnpack"):
+        lines.insert(-1, f"  XNNPACK        : int8 {s['int8_xnnpack'].replace('XNNPACK ', '')}"
+                     + (f"; float {s['float_xnnpack'].replace('XNNPACK ', '')}"
+                        if s.get("float_xnnpack") else ""))
+    if (s.get("int8_latency_ms") and s.get("float_latency_ms")
+            and s["int8_latency_ms"] > s["float_latency_ms"]):
+        lines.insert(-1, "  WARNING        : the int8 model is SLOWER than float on this CPU (see "
+                         "the XNNPACK line: ops left to TFLite's builtin kernels cost hand-offs)")
     if s.get("parity_top1_agreement") is not None:
         lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite agreement "
                          f"{100 * s['parity_top1_agreement']:.2f}%, max |error| "

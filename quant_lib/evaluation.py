@@ -264,6 +264,32 @@ def latency_ms(model_bytes: bytes, images, repeats: int = 3) -> Optional[float]:
     return 1000 * statistics.median(passes)
 
 
+def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
+                    repeats: int = 5) -> Dict[str, object]:
+    """Per-example latency of the int8 model and its float reference (1 thread, batch 1, default
+    XNNPACK delegate): the median over ``repeats`` interleaved passes (int8, float, int8, ...),
+    so both see the same machine state; with how XNNPACK takes each model (``tflite.delegation``:
+    an op it leaves to the builtin kernels is why an int8 model can be slower than float)."""
+    from quant_lib import tflite
+    models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
+    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
+    first = {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
+    n = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+    passes: Dict[str, List[float]] = {k: [] for k in runners}
+    for r in runners.values():
+        r.predict(first, batch_size=1)  # allocate + warm up
+    for _ in range(repeats):
+        for k, r in runners.items():
+            t0 = time.perf_counter()
+            r.predict(inputs, batch_size=1)
+            passes[k].append((time.perf_counter() - t0) / n)
+    out: Dict[str, object] = {"int8_latency_ms": None, "float_latency_ms": None}
+    for k, b in models.items():
+        out[f"{k}_latency_ms"] = 1000 * statistics.median(passes[k])
+        out[f"{k}_xnnpack"] = tflite.delegation(b).describe()
+    return out
+
+
 def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[str]) -> Dict:
     """The new int8 model vs the latest blessed (deployed) one, both scored in the same Beam job:
     accuracy may fall at most ``limit_pt`` percentage points below the deployed model's."""

@@ -136,6 +136,25 @@ CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "ScalarOp": Scal
                   "OneHotGather": OneHotGather}
 
 
+# Activations a Conv/Dense layer carries that TFLite runs as separate ops on the layer's output
+# (swish: LOGISTIC + MUL), so that output needs a QAT range of its own. TFMOT fake-quantizes a
+# swish only after it: the converter then gave EfficientNet-B0's squeeze-excite reduce convs an
+# output range of +-1e-6 (their swish collapsed to 0 in int8) and requantization scales of ~2000,
+# beyond the 256 XNNPACK accepts, so XNNPACK refused the whole int8 graph (0 of 245 ops; int8
+# slower than float). Quantized before *and* after, as TFMOT already does for gelu.
+PRE_AND_POST_QUANTIZED_ACTIVATIONS = ("swish",)
+
+
+def _install_activation_policy() -> None:
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation as qaa  # noqa: E501  pylint: disable=line-too-long
+    cls = qaa.QuantizeAwareActivation
+    cls._PRE_QUANT_ACTIVATIONS = frozenset(  # pylint: disable=protected-access
+        cls._PRE_QUANT_ACTIVATIONS | set(PRE_AND_POST_QUANTIZED_ACTIVATIONS))  # pylint: disable=W0212
+
+
+_install_activation_policy()  # every process that builds or loads a QAT model imports this
+
+
 # Kept float by decision (the converter calibrates them post-training), with the reason.
 FLOAT_BY_DESIGN = {
     "LayerNormalization": "kept float: TFLite has no int8 layer-norm kernel; it lowers to MEAN, "

@@ -22,10 +22,13 @@ class ExportValidationError(ValueError):
 
 
 def convert_float(model) -> bytes:
-    """Plain float32 TFLite conversion (the size/accuracy reference), of the same graph QAT
-    quantizes: layers without TFLite kernels as their equivalents (``qat.rewrite_layers``)."""
+    """Plain float32 TFLite conversion (the size/latency reference), of the same graph QAT
+    quantizes (layers without TFLite kernels as their equivalents, ``qat.rewrite_layers``) and
+    traced at batch 1 like the int8 model: a dynamic batch leaves shape ops (e.g. Keras' SE
+    Reshape) whose dynamic tensors make XNNPACK refuse the whole float graph (EfficientNet-B0:
+    0 of 310 ops delegated), an unfair baseline. The interpreter still resizes the batch."""
     from quant_lib import qat
-    return tf.lite.TFLiteConverter.from_keras_model(qat.rewrite_layers(model)).convert()
+    return _fixed_batch_converter(qat.rewrite_layers(model), 1).convert()
 
 
 def _fixed_batch_converter(model, batch: int) -> tf.lite.TFLiteConverter:
@@ -509,6 +512,50 @@ class TFLiteClassifier:
                 y = dequantize(y, scale, zp)
             outs.append(np.asarray(y, dtype=np.float32).reshape(n, -1))
         return np.concatenate(outs)
+
+
+@dataclasses.dataclass
+class Delegation:
+    """How TFLite's default CPU path runs a model: which ops the XNNPACK delegate took (in how
+    many partitions) and which stay in TFLite's builtin kernels (each boundary between the two
+    costs a hand-off). No partition at all means XNNPACK refused the whole graph."""
+
+    ops: int
+    delegated: int
+    partitions: int
+    builtin: Dict[str, int]
+
+    def describe(self) -> str:
+        kept = ", ".join(f"{k} x{v}" for k, v in sorted(self.builtin.items(), key=lambda kv: -kv[1]))
+        return (f"XNNPACK {self.delegated}/{self.ops} ops in {self.partitions} partition(s)"
+                + (f"; builtin kernels: {kept}" if kept else ""))
+
+
+def delegation(model_bytes: bytes) -> Delegation:
+    """The default interpreter's execution plan (1 thread), read off its DELEGATE nodes: each
+    partition is what lies between a DELEGATE node's input and output tensors."""
+    interp = _interpreter(model_bytes)
+    interp.allocate_tensors()
+    nodes = interp._get_ops_details()  # pylint: disable=protected-access
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    originals = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    producer = {int(t): n["index"] for n in originals for t in n["outputs"] if t >= 0}
+    by_index = {n["index"]: n for n in originals}
+    taken = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"] if t >= 0}
+        todo = [int(t) for t in d["outputs"] if t >= 0]
+        while todo:
+            t = todo.pop()
+            if t in stop or t not in producer or producer[t] in taken:
+                continue
+            taken.add(producer[t])
+            todo += [int(i) for i in by_index[producer[t]]["inputs"] if i >= 0]
+    builtin: Dict[str, int] = {}
+    for n in originals:
+        if n["index"] not in taken:
+            builtin[n["op_name"]] = builtin.get(n["op_name"], 0) + 1
+    return Delegation(len(originals), len(taken), len(delegates), builtin)
 
 
 def input_contract(model_bytes: bytes) -> List[Dict]:

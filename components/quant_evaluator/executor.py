@@ -221,13 +221,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     @staticmethod
     def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound) -> Dict[str, Any]:
-        """Per-example latency (1 thread, batch 1) of the int8 model and of the float TFLite
-        reference IntegerExporter stored, on up to 200 eval examples."""
+        """Per-example latency (1 thread, batch 1, interleaved passes) of the int8 model and of
+        the float TFLite reference IntegerExporter stored, on up to 200 eval examples."""
         x, _ = bound.arrays(eval_uri, limit=200)
-        out = {keys.P_INT8_LATENCY_MS: evaluation.latency_ms(int8_bytes, x),
-               keys.P_FLOAT_LATENCY_MS: None}
-        ref = os.path.join(quantized.uri, keys.FLOAT_REFERENCE_TFLITE)
+        ref, float_bytes = os.path.join(quantized.uri, keys.FLOAT_REFERENCE_TFLITE), None
         if fileio.exists(ref):
             with fileio.open(ref, "rb") as f:
-                out[keys.P_FLOAT_LATENCY_MS] = evaluation.latency_ms(f.read(), x)
+                float_bytes = f.read()
+        out = evaluation.compare_latency(int8_bytes, float_bytes, x)
+        if out[keys.P_FLOAT_LATENCY_MS] and out[keys.P_INT8_LATENCY_MS] > out[keys.P_FLOAT_LATENCY_MS]:
+            logging.warning("QuantEvaluator: the int8 model is SLOWER than float (%.3f vs %.3f ms "
+                            "per example); int8: %s; float: %s", out[keys.P_INT8_LATENCY_MS],
+                            out[keys.P_FLOAT_LATENCY_MS], out[keys.P_INT8_XNNPACK],
+                            out[keys.P_FLOAT_XNNPACK])
         return out

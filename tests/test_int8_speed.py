@@ -1,0 +1,114 @@
+"""Why an int8 model can be slower than float, and what tfx-qat does about it: how XNNPACK takes
+a model (tflite.delegation), the swish policy that keeps squeeze-excite convs delegable, the
+float reference traced at batch 1, interleaved latency and the summary's slower-than-float
+warning. Real TFLite/TFMOT on small seeded models."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from pipelines.summary import format_summary
+from quant_lib import evaluation, qat, tflite
+from quant_lib.config import DataSpec, QuantizationConfig
+
+CFG = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
+
+
+def _se_model():
+    """An EfficientNet-style squeeze-excite block: the reduce conv carries a swish."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="swish")(inp)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = keras.layers.Conv2D(2, 1, activation="swish", name="se_reduce")(s)
+    s = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(s)
+    x = keras.layers.Multiply()([x, s])
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    return keras.Model(inp, out)
+
+
+def _int8(model, x):
+    q = qat.quantize(model, CFG)
+    qat.calibrate_ranges(q, [x[:16], x[16:]])
+    return q, tflite.convert_int8(q, x)
+
+
+def test_a_swish_conv_output_gets_its_own_range_and_xnnpack_takes_the_graph():
+    x = np.random.default_rng(0).random((32, 8, 8, 4), dtype=np.float32)
+    model = _se_model()
+    q, data = _int8(model, x)
+    names = [v.name for v in q.get_layer("se_reduce").non_trainable_variables]
+    assert any("pre_activation_min" in n for n in names), names  # swish: before and after
+    # The TFLite tensor TFMOT left without a range (the conv output before LOGISTIC * x) now has
+    # the range of what the float conv produces, not a degenerate one.
+    pre = keras.Model(model.input, model.get_layer("se_reduce").input)
+    w, b = model.get_layer("se_reduce").get_weights()
+    conv = np.einsum("nhwc,hwcd->nhwd", pre(x).numpy(), w) + b
+    interp = tf.lite.Interpreter(model_content=data)
+    interp.allocate_tensors()
+    scales = {t["name"]: t["quantization_parameters"]["scales"] for t in interp.get_tensor_details()}
+    conv_scale = [s[0] for n, s in scales.items() if "se_reduce" in n and n.endswith("Conv2D")]
+    assert conv_scale and conv_scale[0] >= 0.5 * (conv.max() - conv.min()) / 255, (
+        conv_scale, conv.min(), conv.max())
+    d = tflite.delegation(data)
+    assert d.partitions == 1 and d.delegated + sum(d.builtin.values()) == d.ops
+    assert d.delegated >= d.ops - 1, d.describe()  # at most a boundary op outside XNNPACK
+    keras_scores = q(x).numpy()
+    agree = np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(x), 1) ==
+                    np.argmax(keras_scores, 1))
+    assert agree >= 0.9
+
+
+def test_float_reference_has_static_shapes_so_xnnpack_can_take_it():
+    """A Keras Reshape to (1, 1, C) after pooling (EfficientNet's SE) traced with a dynamic batch
+    leaves SHAPE/PACK ops whose dynamic tensors make XNNPACK refuse the whole float graph."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 4))
+    s = keras.layers.Reshape((1, 1, 4))(keras.layers.GlobalAveragePooling2D()(inp))
+    out = keras.layers.Flatten()(keras.layers.Multiply()([inp, s]))
+    model = keras.Model(inp, keras.layers.Dense(3)(out))
+    dynamic = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert tflite.delegation(dynamic).partitions == 0
+    fixed = tflite.convert_float(model)
+    d = tflite.delegation(fixed)
+    assert d.partitions >= 1 and not d.builtin, d.describe()
+    x = np.random.default_rng(0).random((5, 8, 8, 4), dtype=np.float32)
+    np.testing.assert_allclose(tflite.TFLiteClassifier(fixed).predict(x), model(x).numpy(),
+                               atol=1e-5)
+
+
+def test_delegation_names_what_xnnpack_leaves_to_builtin_kernels():
+    """One-hot ids (GATHER) stay in TFLite's builtin kernels, splitting the graph."""
+    keras.utils.set_random_seed(0)
+    ins = {"x": keras.Input((2,), name="x"), "c": keras.Input((1,), name="c", dtype="int32")}
+    h = keras.layers.concatenate([keras.layers.Dense(4)(ins["x"]),
+                                  keras.layers.CategoryEncoding(5)(ins["c"])])
+    model = keras.Model(ins, keras.layers.Dense(1, activation="sigmoid")(h))
+    x = {"x": np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32),
+         "c": np.random.default_rng(1).integers(0, 5, size=(32, 1)).astype(np.int32)}
+    q = qat.quantize(model, QuantizationConfig(data=DataSpec()))
+    qat.calibrate_ranges(q, [x])
+    d = tflite.delegation(tflite.convert_int8(q, x))
+    assert d.builtin.get("GATHER") == 1 and d.delegated + sum(d.builtin.values()) == d.ops
+    assert "GATHER x1" in d.describe()
+
+
+def test_interleaved_latency_and_the_slower_than_float_warning():
+    x = np.random.default_rng(0).random((32, 8, 8, 4), dtype=np.float32)
+    model = _se_model()
+    _, int8 = _int8(model, x)
+    lat = evaluation.compare_latency(int8, tflite.convert_float(model), x[:8], repeats=3)
+    assert lat["int8_latency_ms"] > 0 and lat["float_latency_ms"] > 0
+    assert lat["int8_xnnpack"].startswith("XNNPACK ") and lat["float_xnnpack"]
+    summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
+               "eval_examples": 8, "float_tflite_bytes": len(int8) * 3,
+               "int8_tflite_bytes": len(int8), "blessed": True, "blessing_reasons": [],
+               "pushed_path": "/serving/1/tflite", **lat}
+    text = format_summary(summary)
+    assert f"XNNPACK        : int8 {lat['int8_xnnpack'][8:]}" in text
+    slower = lat["int8_latency_ms"] > lat["float_latency_ms"]
+    assert ("SLOWER than float" in text) == slower
+    flipped = dict(summary, int8_latency_ms=2 * lat["float_latency_ms"])
+    assert "SLOWER than float" in format_summary(flipped)
+    assert "SLOWER" not in format_summary(dict(summary, int8_latency_ms=0.5 * lat[
+        "float_latency_ms"]))
