@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 
@@ -394,27 +394,13 @@ LATENCY_NETS = (("MobileNetV2", "MobileNetV2"), ("MobileNetV3-Small", "MobileNet
                 ("MobileNetV3-Large", "MobileNetV3Large"), ("EfficientNet-B0", "EfficientNetB0"))
 
 
-def _interleaved_ms(models: Dict[str, bytes], x: np.ndarray, passes: int) -> Dict[str, float]:
-    """Median per-example latency of each model (1 thread, batch 1, default XNNPACK delegate)
-    over ``passes`` interleaved passes: every pass runs each model once over ``x``."""
-    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
-    times: Dict[str, List[float]] = {k: [] for k in models}
-    for r in runners.values():
-        r.predict(x[:1], batch_size=1)
-    for _ in range(passes):
-        for k, r in runners.items():
-            t = time.perf_counter()
-            r.predict(x, batch_size=1)
-            times[k].append(1000 * (time.perf_counter() - t) / len(x))
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def latency_224(args) -> Dict[str, Any]:
     """The four mobile networks at 224x224x3 / 1,000 classes (``weights=None``): float TFLite,
     TFLite's own post-training full-integer quantization (PTQ) of the same float model, and
     tfx-qat's int8 (``qat.quantize``, ``calibrate_ranges`` on 8 random images,
     ``tflite.convert_int8``); latency as medians of interleaved passes, and how XNNPACK takes
-    each model (ops delegated, partitions). Random weights: latency and graph structure only."""
+    each model (ops delegated, partitions). Latency is ``invoke()`` alone (inputs quantized and
+    set outside the timing). Random weights: latency and graph structure only."""
     out: Dict[str, Any] = {"passes": args.latency_passes, "examples_per_pass": 4, "nets": {}}
     for label, ctor in LATENCY_NETS:
         keras.utils.set_random_seed(0)
@@ -430,7 +416,7 @@ def latency_224(args) -> Dict[str, Any]:
         models = {"float": tflite.convert_float(m), "ptq_int8": tflite.convert_int8(m, x),
                   "qat_int8": tflite.convert_int8(q, x)}
         build = time.perf_counter() - t
-        ms = _interleaved_ms(models, x[:4], args.latency_passes)
+        ms = evaluation.interleaved_ms(models, x[:4], args.latency_passes)
         row = {"build_seconds": build}
         for k, data in models.items():
             d = tflite.delegation(data)

@@ -312,11 +312,20 @@ def cmd_tabular(args) -> int:
 def cmd_penguin(args) -> int:
     import shutil
     from pipelines.penguin import create_pipeline
-    from pipelines.runner import run_pipeline
     if not os.path.isfile(args.data):
         print(f"error: --data {args.data}: no such file (TFX's penguins_processed.csv)",
               file=sys.stderr)
         return 2
+    return _run_example(
+        args, lambda d: shutil.copy(args.data, os.path.join(d, "penguins_processed.csv")),
+        lambda root, d, gate: create_pipeline(*_paths(root, d), qat_epochs=args.qat_epochs,
+                                              eval_config=gate))
+
+
+def _run_example(args, write_data, create) -> int:
+    """An example pipeline under ``args.output_root``: ``write_data(data_root)`` lays its data,
+    ``create(root, data_root, eval_config)`` defines it (``--eval-config`` parsed first)."""
+    from pipelines.runner import run_pipeline
     try:
         eval_config = _eval_config_file(args.eval_config)
     except ConfigError as e:
@@ -325,52 +334,34 @@ def cmd_penguin(args) -> int:
     root = os.path.abspath(args.output_root)
     data_root = os.path.join(root, "data")
     os.makedirs(data_root, exist_ok=True)
-    shutil.copy(args.data, os.path.join(data_root, "penguins_processed.csv"))
-    pipeline = create_pipeline(os.path.join(root, "pipeline_root"), data_root,
-                               os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"),
-                               qat_epochs=args.qat_epochs, eval_config=eval_config)
+    write_data(data_root)
+    pipeline = create(root, data_root, eval_config)
     return _run_and_print(lambda: run_pipeline(pipeline, root,
                                                os.path.join(root, "metadata.sqlite")))
+
+
+def _paths(root: str, data_root: str):
+    return (os.path.join(root, "pipeline_root"), data_root, os.path.join(root, "serving"),
+            os.path.join(root, "metadata.sqlite"))
 
 
 def cmd_wide_deep(args) -> int:
     from pipelines import wide_deep
-    from pipelines.runner import run_pipeline
-    try:
-        eval_config = _eval_config_file(args.eval_config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    root = os.path.abspath(args.output_root)
-    data_root = os.path.join(root, "data")
-    wide_deep.write_csv(os.path.join(data_root, "penguins.csv"))
-    pipeline = wide_deep.create_pipeline(
-        os.path.join(root, "pipeline_root"), data_root, os.path.join(root, "serving"),
-        os.path.join(root, "metadata.sqlite"), qat_epochs=args.qat_epochs, gate=eval_config,
-        enable_cache=not args.no_cache)
-    return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")))
+    return _run_example(
+        args, lambda d: wide_deep.write_csv(os.path.join(d, "penguins.csv")),
+        lambda root, d, gate: wide_deep.create_pipeline(
+            *_paths(root, d), qat_epochs=args.qat_epochs, gate=gate,
+            enable_cache=not args.no_cache))
 
 
 def cmd_taxi(args) -> int:
     import shutil
     from pipelines import taxi
-    from pipelines.runner import run_pipeline
-    try:
-        eval_config = _eval_config_file(args.eval_config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    root = os.path.abspath(args.output_root)
-    data_root = os.path.join(root, "data")
-    os.makedirs(data_root, exist_ok=True)
-    shutil.copy(taxi.data_csv(), os.path.join(data_root, "data.csv"))
-    pipeline = taxi.create_pipeline(
-        os.path.join(root, "pipeline_root"), data_root, os.path.join(root, "serving"),
-        os.path.join(root, "metadata.sqlite"), train_steps=args.train_steps,
-        qat_epochs=args.qat_epochs, eval_config=eval_config, enable_cache=not args.no_cache)
-    return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")))
+    return _run_example(
+        args, lambda d: shutil.copy(taxi.data_csv(), os.path.join(d, "data.csv")),
+        lambda root, d, gate: taxi.create_pipeline(
+            *_paths(root, d), train_steps=args.train_steps, qat_epochs=args.qat_epochs,
+            eval_config=gate, enable_cache=not args.no_cache))
 
 
 def cmd_compile_kfp(args) -> int:

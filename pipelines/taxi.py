@@ -15,12 +15,10 @@ from typing import List, Optional
 
 import quant_lib  # noqa: F401
 import tensorflow_model_analysis as tfma
-from tfx.components import CsvExampleGen, SchemaGen, StatisticsGen, Trainer, Transform
-from tfx.orchestration import metadata, pipeline
-from tfx.proto import pusher_pb2, trainer_pb2
+from tfx.orchestration import pipeline
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
-from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
+from pipelines import csv_transform
+from quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
 
 # taxi_utils_native_keras.run_fn: hidden_units = [max(2, int(100 * 0.7 ** i)) for i in range(4)]
 BUILDER_KWARGS = {"hidden_units": [max(2, int(100 * 0.7 ** i)) for i in range(4)]}
@@ -61,43 +59,17 @@ def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metada
                     train_steps: int = 1000, qat_epochs: int = 1,
                     eval_config: Optional[tfma.EvalConfig] = None, enable_cache: bool = True,
                     beam_pipeline_args: Optional[List[str]] = None) -> pipeline.Pipeline:
+    """TFX's steps as ``taxi_pipeline_native_keras.py`` has them (1000 / 150 steps, schema with
+    inferred shapes), then the lines a user adds."""
     module = module_file()
-    # --- TFX's taxi example, as it ships ------------------------------------------------------
-    example_gen = CsvExampleGen(input_base=data_root)
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"],
-                           infer_feature_shape=True)
-    transform = Transform(examples=example_gen.outputs["examples"],
-                          schema=schema_gen.outputs["schema"], module_file=module)
-    trainer = Trainer(module_file=module, examples=transform.outputs["transformed_examples"],
-                      transform_graph=transform.outputs["transform_graph"],
-                      schema=schema_gen.outputs["schema"],
-                      train_args=trainer_pb2.TrainArgs(num_steps=train_steps),
-                      eval_args=trainer_pb2.EvalArgs(num_steps=150))
-    # --- tfx-qat: the lines a user adds -----------------------------------------------------
+    stock = csv_transform.stock_steps(data_root, module, train_steps, 150,
+                                      infer_feature_shape=True)
     data = FeatureSpec(label_key="tips_xf")
-    wiring = dict(examples=example_gen.outputs["examples"],
-                  transform_graph=transform.outputs["transform_graph"])
-    quantize_trainer = QuantizeTrainer(
-        **wiring, base_model=trainer.outputs["model"], schema=schema_gen.outputs["schema"],
-        statistics=statistics_gen.outputs["statistics"], module_file=module,
-        config=QuantizationConfig(data=data, model_fn="_build_keras_model",
-                                  model_fn_kwargs=BUILDER_KWARGS, epochs=qat_epochs,
-                                  batch_size=40, learning_rate=1e-4))
-    exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
-                               config=ExportConfig(data=data, parity_examples=500))
-    evaluator = QuantEvaluator(**wiring, model=trainer.outputs["model"],
-                               quantized_model=exporter.outputs["quantized_model"],
-                               config=EvalConfig(data=data),
-                               eval_config=eval_config or taxi_eval_config())
-    pusher = VerifiedPusher(
-        model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir)))
-    return pipeline.Pipeline(
-        pipeline_name="taxi-qat", pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, transform, trainer,
-                    quantize_trainer, exporter, evaluator, pusher],
-        enable_cache=enable_cache,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(metadata_path),
-        beam_pipeline_args=beam_pipeline_args or [])
+    qat = QuantizationConfig(data=data, model_fn="_build_keras_model",
+                             model_fn_kwargs=BUILDER_KWARGS, epochs=qat_epochs, batch_size=40,
+                             learning_rate=1e-4)
+    nodes = list(stock.values()) + csv_transform.qat_steps(
+        stock, module, qat, ExportConfig(data=data, parity_examples=500),
+        eval_config or taxi_eval_config(), serving_dir)
+    return csv_transform.assemble("taxi-qat", pipeline_root, metadata_path, nodes, enable_cache,
+                                  beam_pipeline_args)

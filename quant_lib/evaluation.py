@@ -249,45 +249,40 @@ def decode(lines: Iterable[str]) -> Dict[SliceKey, SliceStats]:
 
 
 def latency_ms(model_bytes: bytes, images, repeats: int = 3) -> Optional[float]:
-    """Median per-example latency of a TFLite model: one thread, batch 1, default (XNNPACK)
-    delegate; the median over ``repeats`` passes of the per-pass mean."""
-    from quant_lib import tflite
-    runner = tflite.TFLiteClassifier(model_bytes, num_threads=1)
-    first = {k: v[:1] for k, v in images.items()} if isinstance(images, dict) else images[:1]
-    n = len(next(iter(images.values()))) if isinstance(images, dict) else len(images)
-    runner.predict(first, batch_size=1)  # allocate + warm up
-    passes = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner.predict(images, batch_size=1)
-        passes.append((time.perf_counter() - t0) / n)
-    return 1000 * statistics.median(passes)
+    """Median per-example latency of a TFLite model: ``invoke()`` alone, one thread, batch 1,
+    default (XNNPACK) delegate; the median over ``repeats`` passes of the per-pass mean."""
+    return interleaved_ms({"model": model_bytes}, images, repeats)["model"]
 
 
 def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
                     repeats: int = 5) -> Dict[str, object]:
-    """Per-example latency of the int8 model and its float reference (1 thread, batch 1, default
-    XNNPACK delegate): the median over ``repeats`` interleaved passes (int8, float, int8, ...),
-    so both see the same machine state; with how XNNPACK takes each model (``tflite.delegation``:
-    an op it leaves to the builtin kernels is why an int8 model can be slower than float)."""
+    """Per-example latency of the int8 model and its float reference (``invoke()`` alone, 1
+    thread, batch 1, default XNNPACK delegate): the median over ``repeats`` interleaved passes
+    (int8, float, int8, ...) of each pass's mean, so both see the same machine state; with how
+    XNNPACK takes each model (``tflite.delegation``: an op it leaves to the builtin kernels is
+    why an int8 model can be slower than float)."""
     from quant_lib import tflite
     models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
-    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
-    first = {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
-    n = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
-    passes: Dict[str, List[float]] = {k: [] for k in runners}
-    for r in runners.values():
-        r.predict(first, batch_size=1)  # allocate + warm up
-    for _ in range(repeats):
-        for k, r in runners.items():
-            t0 = time.perf_counter()
-            r.predict(inputs, batch_size=1)
-            passes[k].append((time.perf_counter() - t0) / n)
+    ms = interleaved_ms(models, inputs, repeats)
     out: Dict[str, object] = {"int8_latency_ms": None, "float_latency_ms": None}
     for k, b in models.items():
-        out[f"{k}_latency_ms"] = 1000 * statistics.median(passes[k])
+        out[f"{k}_latency_ms"] = ms[k]
         out[f"{k}_xnnpack"] = tflite.delegation(b).describe()
     return out
+
+
+def interleaved_ms(models: Dict[str, bytes], inputs, passes: int) -> Dict[str, float]:
+    """Median over ``passes`` interleaved passes of each model's mean ``invoke()`` time per
+    example (ms; 1 thread, batch 1, default XNNPACK delegate), after one warm-up pass."""
+    from quant_lib import tflite
+    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
+    for r in runners.values():
+        r.invoke_seconds(inputs)
+    times: Dict[str, List[float]] = {k: [] for k in models}
+    for _ in range(passes):
+        for k, r in runners.items():
+            times[k].append(1000 * statistics.mean(r.invoke_seconds(inputs)))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[str]) -> Dict:

@@ -225,6 +225,9 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
         ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
         ["latency per example (ms, TFLite, 1 thread, batch 1)", fl, il,
          f"int8 {fl / il:.2f}x float speed" if fl and il else ""],
+        ["how XNNPACK takes the model", metrics.get("float_xnnpack"),
+         metrics.get("int8_xnnpack"), "int8 is SLOWER than float" if fl and il and il > fl
+         else ""],
     ]))
 
     out.append('<h2 id="blessing">Blessing decision (TFMA thresholds; float = baseline, '
