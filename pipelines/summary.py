@@ -155,7 +155,7 @@ def format_summary(s: Dict[str, Any]) -> str:
     delta = "n/a" if s["delta_pt"] is None else f"{s['delta_pt']:+.2f}"
     latency = "n/a"
     if s.get("int8_latency_ms") and s.get("float_latency_ms"):
-        latency = (f"int8 {s['int8_latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms per "
+        latency = (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
                    f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
                    f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
     if s.get("task") == "regression":
