@@ -71,6 +71,9 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     r.add_argument("--max-regression-pt", type=float,
                    help="bless only if int8 accuracy is at most this many points below the "
                         "latest blessed (pushed) int8 model; skipped on the first run")
+    r.add_argument("--min-int8-speedup", type=float, metavar="RATIO",
+                   help="bless only if the int8 model runs at least RATIO times the float "
+                        "reference's speed on this machine (e.g. 1.0)")
     r.add_argument("--eval-config", metavar="FILE",
                    help="a tfma.EvalConfig (text proto .pbtxt or JSON) that decides the blessing "
                         "(float = baseline, int8 = candidate) instead of the accuracy flags above")
@@ -236,6 +239,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
             min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
             max_regression_vs_baseline_pt=args.max_regression_pt,
+            min_int8_speedup=args.min_int8_speedup,
             tfma_metrics=tuple(args.tfma_metric),
             thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
                              for f in args.slice_by

@@ -440,6 +440,10 @@ class EvalConfig(_JsonConfig):
     (e.g. "label"); ``tfma_metrics`` any TFMA/Keras metric class names computed alongside.
     ``max_regression_vs_baseline_pt``: the new int8 model's accuracy may fall at most this far
     below the deployed (latest blessed) int8 model's, scored in the same Beam job.
+    ``min_int8_speedup``: the int8 model must run at least this many times the float
+    reference's speed (``invoke()`` per example, 1 thread, interleaved passes on this machine;
+    e.g. 1.0: never push an int8 model slower than float). Like the baseline check it works
+    with an ``eval_config`` too.
     """
 
     data: InputSpec = DataSpec()
@@ -452,9 +456,14 @@ class EvalConfig(_JsonConfig):
     batch_size: int = 256
     max_regression_vs_baseline_pt: Optional[float] = None
     tfma_metrics: Tuple[str, ...] = ()
+    min_int8_speedup: Optional[float] = None
 
     def __post_init__(self):
         n = "EvalConfig"
+        _require(self.min_int8_speedup is None or (
+            isinstance(self.min_int8_speedup, (int, float)) and self.min_int8_speedup > 0), n,
+            "min_int8_speedup", "must be None (no speed check) or a ratio > 0, e.g. 1.0 (int8 at "
+            f"least as fast as float), got {self.min_int8_speedup!r}")
         _check_inputs(self.data, n)
         _require(bool(self.eval_split), n, "eval_split", "must name an Examples split")
         _require(isinstance(self.max_accuracy_drop_pt, (int, float)) and

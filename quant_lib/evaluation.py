@@ -285,6 +285,22 @@ def interleaved_ms(models: Dict[str, bytes], inputs, passes: int) -> Dict[str, f
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def speed_failures(min_speedup: Optional[float], latency: Dict[str, object]) -> List[str]:
+    """The reason the int8 model misses ``EvalConfig.min_int8_speedup``, if it does."""
+    if min_speedup is None:
+        return []
+    f, i = latency.get("float_latency_ms"), latency.get("int8_latency_ms")
+    if not f:
+        return [f"EvalConfig.min_int8_speedup={min_speedup:g} is set but there is no float TFLite "
+                "reference to compare with: IntegerExporter writes one from a Keras float model "
+                "(base_model=, or the copy QuantizeTrainer keeps of a rebuilt one)"]
+    if f / i < min_speedup:
+        return [f"int8 speed {f / i:.2f}x float ({i:.4g} vs {f:.4g} ms per example, invoke() "
+                f"alone, 1 thread) is below EvalConfig.min_int8_speedup={min_speedup:g}; int8: "
+                f"{latency.get('int8_xnnpack')}; float: {latency.get('float_xnnpack')}"]
+    return []
+
+
 def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[str]) -> Dict:
     """The new int8 model vs the latest blessed (deployed) one, both scored in the same Beam job:
     accuracy may fall at most ``limit_pt`` percentage points below the deployed model's."""

@@ -494,3 +494,23 @@ def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_mod
         assert blessing.get_float_custom_property(keys.P_BASELINE_ACCURACY) == pytest.approx(
             blessing.get_float_custom_property(keys.P_INT8_ACCURACY))
     assert peaks[16] < 1.5 * peaks[1], peaks
+
+
+def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
+        digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
+    """The optional speed gate, on measured latencies: an unreachable ratio blocks the blessing
+    with a reason naming the field and how XNNPACK takes the model; a ratio of the measured speed
+    or less does not."""
+    examples, _ = digits_examples
+    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "a",
+                            EvalConfig(data=SPEC, min_int8_speedup=1000.0))
+    reasons = blessing.get_string_custom_property(keys.P_REASONS)
+    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
+    assert "is below EvalConfig.min_int8_speedup=1000" in reasons and "XNNPACK" in reasons
+    fl = blessing.get_float_custom_property(keys.P_FLOAT_LATENCY_MS)
+    il = blessing.get_float_custom_property(keys.P_INT8_LATENCY_MS)
+    assert fl > 0 and il > 0
+    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "b",
+                            EvalConfig(data=SPEC, min_int8_speedup=0.01))
+    assert "min_int8_speedup" not in blessing.get_string_custom_property(keys.P_REASONS)
+    assert blessing.get_int_custom_property(keys.P_BLESSED) == 1

@@ -112,3 +112,17 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
     assert "SLOWER than float" in format_summary(flipped)
     assert "SLOWER" not in format_summary(dict(summary, int8_latency_ms=0.5 * lat[
         "float_latency_ms"]))
+
+
+def test_min_int8_speedup_config_checks():
+    from quant_lib.config import ConfigError, EvalConfig
+    with pytest.raises(ConfigError, match=r"EvalConfig.min_int8_speedup: must be None .* > 0"):
+        EvalConfig(min_int8_speedup=0)
+    latency = {"float_latency_ms": 1.0, "int8_latency_ms": 2.0, "int8_xnnpack": "XNNPACK 1/2",
+               "float_xnnpack": "XNNPACK 2/2"}
+    assert evaluation.speed_failures(None, latency) == []
+    assert evaluation.speed_failures(0.4, latency) == []
+    (reason,) = evaluation.speed_failures(1.0, latency)
+    assert reason.startswith("int8 speed 0.50x float") and "XNNPACK 1/2" in reason
+    (reason,) = evaluation.speed_failures(1.0, dict(latency, float_latency_ms=None))
+    assert "no float TFLite reference" in reason

@@ -139,12 +139,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
         check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
-        verdict = gate.verdict(out.uri, [check["reason"]] if check["status"] == "failed" else [],
-                               typed=not exec_properties.get(keys.EVAL_CONFIG))
+        latency = self._latency(quantized, int8_bytes, eval_uri, bound)
+        verdict = gate.verdict(
+            out.uri, ([check["reason"]] if check["status"] == "failed" else [])
+            + evaluation.speed_failures(cfg.min_int8_speedup, latency),
+            typed=not exec_properties.get(keys.EVAL_CONFIG))
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
-            gate.to_json(gate_cfg),
-            self._latency(quantized, int8_bytes, eval_uri, bound), points)
+            gate.to_json(gate_cfg), latency, points)
         with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result.to_json(), indent=2))
         set_properties(out, {**result.to_properties(), keys.P_REPORT_STATUS: self._write_report(
