@@ -84,6 +84,17 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     return r
 
 
+def _example_parser(sub, name: str, help_text: str, root: str, qat_epochs: int, gate: str):
+    """A subcommand running one of the example pipelines (output root, QAT epochs, cache, gate)."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--output-root", default=os.path.join("runs", root))
+    p.add_argument("--qat-epochs", type=int, default=qat_epochs)
+    p.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    p.add_argument("--eval-config", metavar="FILE",
+                   help=f"tfma.EvalConfig (.pbtxt or JSON); default: {gate}")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfx-qat", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,24 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--eval-config", metavar="FILE",
                     help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's penguin "
                          "example (SparseCategoricalAccuracy >= 0.6, no drop vs float)")
-    wd = sub.add_parser("wide-deep", help="an everyday TFX tabular pipeline: CSV with empty "
-                        "cells, Transform (vocabulary, bucketize, z-score, label), dict-input "
-                        "wide-and-deep model whose run_fn passes builder arguments")
-    wd.add_argument("--output-root", default=os.path.join("runs", "wide_deep"))
-    wd.add_argument("--qat-epochs", type=int, default=10)
-    wd.add_argument("--no-cache", action="store_true", help="disable TFX caching")
-    wd.add_argument("--eval-config", metavar="FILE",
-                    help="tfma.EvalConfig (.pbtxt or JSON); default: BinaryAccuracy >= 0.6 and "
-                         "at most 0.05 below the float model")
-    tx = sub.add_parser("taxi", help="TFX's own Chicago taxi example (Transform + the tfx-shipped "
-                        "taxi_utils_native_keras.py module and data, unmodified) with tfx-qat added")
-    tx.add_argument("--output-root", default=os.path.join("runs", "taxi"))
+    _example_parser(sub, "wide-deep", "an everyday TFX tabular pipeline: CSV with empty "
+                         "cells, Transform (vocabulary, bucketize, z-score, label), dict-input "
+                         "wide-and-deep model whose run_fn passes builder arguments", "wide_deep",
+                         10, "BinaryAccuracy >= 0.6 and at most 0.05 below the float model")
+    tx = _example_parser(sub, "taxi", "TFX's own Chicago taxi example (Transform + the "
+                         "tfx-shipped taxi_utils_native_keras.py module and data, unmodified) "
+                         "with tfx-qat added", "taxi", 1,
+                         "the one of TFX's taxi example (BinaryAccuracy >= 0.6, no drop vs float)")
     tx.add_argument("--train-steps", type=int, default=1000, help="the example's own 1000")
-    tx.add_argument("--qat-epochs", type=int, default=1)
-    tx.add_argument("--no-cache", action="store_true", help="disable TFX caching")
-    tx.add_argument("--eval-config", metavar="FILE",
-                    help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's taxi example "
-                         "(BinaryAccuracy >= 0.6, no drop vs float)")
     tb = sub.add_parser("tabular", help="binary (breast_cancer) or regression (diabetes) on "
                         "scikit-learn's bundled tabular data, gated by a tfma.EvalConfig")
     tb.add_argument("--dataset", choices=("breast_cancer", "diabetes"), default="breast_cancer")
