@@ -271,6 +271,20 @@ def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
     return out
 
 
+def op_profiles(int8_bytes: bytes, float_bytes: Optional[bytes]) -> Dict[str, Dict]:
+    """Where each model's time goes, op type by op type (``quant_lib.op_profile``); a model the
+    profiler cannot cut (control flow) gets its reason instead."""
+    from quant_lib import op_profile
+    out = {}
+    for k, b in (("int8", int8_bytes), ("float", float_bytes)):
+        if b:
+            try:
+                out[k] = op_profile.profile(b).to_json()
+            except ValueError as e:
+                out[k] = {"error": str(e)}
+    return out
+
+
 def interleaved_ms(models: Dict[str, bytes], inputs, passes: int) -> Dict[str, float]:
     """Median over ``passes`` interleaved passes of each model's mean ``invoke()`` time per
     example (ms; 1 thread, batch 1, default XNNPACK delegate), after one warm-up pass."""
@@ -335,6 +349,7 @@ class EvaluationResult:
     gate_config: str  # the tfma.EvalConfig that decided, as JSON
     latency: Dict[str, Optional[float]]
     points: List = dataclasses.field(default_factory=list)  # (label, float, int8) sample
+    op_profile: Dict = dataclasses.field(default_factory=dict)  # evaluation.op_profiles
 
     @property
     def overall(self):
@@ -371,7 +386,7 @@ class EvaluationResult:
                "tfma_headline": self.verdict.headline, "baseline": self.deployed,
                "slices": {slice_name(k): v.to_dict() for k, v in sorted(self.stats.items())},
                "int8_sha256": self.int8_sha256, "eval_config": json.loads(self.gate_config),
-               "points": self.points, **self.latency}
+               "points": self.points, "op_profile": self.op_profile, **self.latency}
         if self.task.is_classification:
             out.update(accuracy_delta_pt=self.to_properties()["accuracy_delta_pt"],
                        top1_agreement=o.agree / o.n)

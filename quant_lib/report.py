@@ -13,9 +13,11 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency")
+SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency",
+            "op-profile")
 BINARY_SECTIONS = ("curves",)  # besides the classification ones
-REGRESSION_SECTIONS = ("headline", "blessing", "errors", "layers", "export", "size-latency")
+REGRESSION_SECTIONS = ("headline", "blessing", "errors", "layers", "export", "size-latency",
+                       "op-profile")
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.ok{color:#070}.bad{color:#b00}
@@ -305,8 +307,55 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     if fl and il:
         out.append(_bars(["float", "int8"], [fl, il], "Latency per example (1 thread, batch 1)",
                          "ms"))
+    out.append(_op_profile(metrics.get("op_profile") or {}))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _op_profile(prof: Dict[str, Dict]) -> str:
+    """Time per op type, int8 beside float: each op timed alone in the mode the whole model runs
+    it (XNNPACK delegate or TFLite's builtin kernels); an op type int8 leaves to the builtin
+    kernels while float gets it into XNNPACK is a runtime limit, named as such."""
+    out = ['<h2 id="op-profile">Where the time goes (per op, TFLite, 1 thread)</h2>']
+    if not prof:
+        return out[0] + "<p>No per-op profile in these metrics.</p>"
+    for k in ("int8", "float"):
+        if "error" in prof.get(k, {}):
+            out.append(f"<p>{k}: not profiled — {html.escape(prof[k]['error'])}</p>")
+    rows: Dict[str, Dict] = {}
+    for k in ("int8", "float"):
+        for r in prof.get(k, {}).get("by_op", []):
+            row = rows.setdefault(r["op"], {})
+            c, us, where = row.get(k, (0, 0.0, set()))
+            row[k] = (c + r["count"], us + r["us"], where | {"XNNPACK" if r["xnnpack"]
+                                                             else "builtin"})
+    cells, limits = [], []
+    for op, row in sorted(rows.items(), key=lambda kv: -kv[1].get("int8", (0, 0.0))[1]):
+        i, f = row.get("int8"), row.get("float")
+        cells.append([op] + [v for m in (i, f) for v in
+                             ((m[0], m[1], "+".join(sorted(m[2]))) if m else ("", "", ""))])
+        if i and "builtin" in i[2] and (not f or f[2] == {"XNNPACK"}):
+            limits.append(op)
+    whole = [f"{k}: the whole model {prof[k]['whole_us']:.1f} us, its ops alone sum to "
+             f"{prof[k]['ops_sum_us']:.1f} us" for k in ("int8", "float")
+             if "whole_us" in prof.get(k, {})]
+    out.append("<p>" + html.escape("; ".join(whole)) + " (each op is timed cut out on its own: no "
+               "hand-offs between delegate partitions and builtin kernels).</p>")
+    out.append(_table(["op", "int8 ops", "int8 us", "int8 runs in", "float ops", "float us",
+                       "float runs in"], cells))
+    gone = [op for op, row in rows.items() if "float" in row and "int8" not in row]
+    if gone:
+        out.append(f"<p>Float ops with no int8 op of their type: {html.escape(', '.join(gone))} "
+                   "— the int8 graph computes them from other ops (HARD_SWISH as ADD and MUL "
+                   "ops, each with its own requantization: TFLite's int8 HARD_SWISH kernel is not "
+                   "taken by XNNPACK and would split the delegate graph).</p>")
+    if limits:
+        out.append("<p class='bad'>Runtime limit: the XNNPACK delegate of this TFLite has no int8 "
+                   f"kernel for {html.escape(', '.join(limits))}, so the int8 model runs "
+                   "it in TFLite's builtin kernels (each hand-off splits the delegate graph). "
+                   "What you can do: keep the layers that make it float "
+                   "(QuantizationConfig.float_fallback_names) or use another activation.</p>")
+    return "".join(out)
 
 
 def main(argv=None) -> int:

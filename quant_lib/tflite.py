@@ -551,8 +551,23 @@ class Delegation:
 
 
 def delegation(model_bytes: bytes) -> Delegation:
-    """The default interpreter's execution plan (1 thread), read off its DELEGATE nodes: each
-    partition is what lies between a DELEGATE node's input and output tensors."""
+    """The default interpreter's execution plan (1 thread), read off its DELEGATE nodes."""
+    taken, originals, partitions = _plan(model_bytes)
+    builtin: Dict[str, int] = {}
+    for n in originals:
+        if n["index"] not in taken:
+            builtin[n["op_name"]] = builtin.get(n["op_name"], 0) + 1
+    return Delegation(len(originals), len(taken), partitions, builtin)
+
+
+def delegated_ops(model_bytes: bytes) -> set:
+    """Indices (in the model's subgraph) of the ops the default XNNPACK delegate takes."""
+    return _plan(model_bytes)[0]
+
+
+def _plan(model_bytes: bytes):
+    """(ops XNNPACK took, the original nodes, partitions): each partition is what lies between a
+    DELEGATE node's input and output tensors."""
     interp = _interpreter(model_bytes)
     interp.allocate_tensors()
     nodes = interp._get_ops_details()  # pylint: disable=protected-access
@@ -570,11 +585,7 @@ def delegation(model_bytes: bytes) -> Delegation:
                 continue
             taken.add(producer[t])
             todo += [int(i) for i in by_index[producer[t]]["inputs"] if i >= 0]
-    builtin: Dict[str, int] = {}
-    for n in originals:
-        if n["index"] not in taken:
-            builtin[n["op_name"]] = builtin.get(n["op_name"], 0) + 1
-    return Delegation(len(originals), len(taken), len(delegates), builtin)
+    return taken, originals, len(delegates)
 
 
 def input_contract(model_bytes: bytes) -> List[Dict]:

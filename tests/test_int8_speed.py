@@ -126,3 +126,51 @@ def test_min_int8_speedup_config_checks():
     assert reason.startswith("int8 speed 0.50x float") and "XNNPACK 1/2" in reason
     (reason,) = evaluation.speed_failures(1.0, dict(latency, float_latency_ms=None))
     assert "no float TFLite reference" in reason
+
+
+def _slow_in_int8_model():
+    """MobileNetV3's hard-swish (x * relu6(x + 3) / 6) eight times over and a softmax: float
+    runs one fused HARD_SWISH per layer, int8 an ADD and two MULs, and int8 SOFTMAX stays out of
+    XNNPACK."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 8), name="image")
+    x = inp
+    for _ in range(8):
+        x = keras.layers.Multiply()([x, keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
+        x = keras.layers.Add()([x, inp])
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out)
+
+
+def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
+    from quant_lib import op_profile, report
+    x = np.random.default_rng(0).random((32, 16, 16, 8), dtype=np.float32)
+    model = _slow_in_int8_model()
+    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(16, 16, 8),
+                                                             num_classes=3)))
+    qat.calibrate_ranges(q, [x[:16], x[16:]])
+    int8, fl = tflite.convert_int8(q, x), tflite.convert_float(model)
+    lat = evaluation.compare_latency(int8, fl, x[:8], repeats=3)
+    assert lat["int8_latency_ms"] > 1.5 * lat["float_latency_ms"], lat
+
+    prof = evaluation.op_profiles(int8, fl)
+    d = tflite.delegation(int8)
+    rows = {r["op"]: r for r in prof["int8"]["by_op"]}
+    assert sum(r["count"] for r in rows.values()) == d.ops
+    assert rows["SOFTMAX"]["xnnpack"] is False and rows["MUL"]["xnnpack"] is True
+    assert rows["MUL"]["count"] == 16 and all(r["us"] > 0 for r in rows.values())
+    assert "HARD_SWISH" in {r["op"] for r in prof["float"]["by_op"]} and "HARD_SWISH" not in rows
+    assert prof["int8"]["whole_us"] > 0 and prof["int8"]["ops_sum_us"] > 0
+    one = op_profile.profile(int8, passes=1, reps=1, max_ops=3)
+    assert [o.index for o in one.ops] == [0, 1, 2]
+
+    metrics = {"slices": {"overall": {}}, "op_profile": prof, **lat}
+    page = report._op_profile(metrics["op_profile"])  # pylint: disable=protected-access
+    assert 'id="op-profile"' in page and "<td class=\"l\">MUL</td><td class=\"\">16</td>" in page
+    assert "no int8 kernel for SOFTMAX" in page and "no int8 op of their type: HARD_SWISH" in page
+    summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
+               "eval_examples": 8, "float_tflite_bytes": len(fl), "int8_tflite_bytes": len(int8),
+               "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite", **lat}
+    assert "SLOWER than float" in format_summary(summary)
+    (reason,) = evaluation.speed_failures(1.0, lat)
+    assert "below EvalConfig.min_int8_speedup=1" in reason and "SOFTMAX x1" in reason

@@ -146,7 +146,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             typed=not exec_properties.get(keys.EVAL_CONFIG))
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
-            gate.to_json(gate_cfg), latency, points)
+            gate.to_json(gate_cfg), latency, points, latency.pop("op_profile"))
         with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result.to_json(), indent=2))
         set_properties(out, {**result.to_properties(), keys.P_REPORT_STATUS: self._write_report(
@@ -231,6 +231,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             with fileio.open(ref, "rb") as f:
                 float_bytes = f.read()
         out = evaluation.compare_latency(int8_bytes, float_bytes, x)
+        out["op_profile"] = evaluation.op_profiles(int8_bytes, float_bytes)
         if out[keys.P_FLOAT_LATENCY_MS] and out[keys.P_INT8_LATENCY_MS] > out[keys.P_FLOAT_LATENCY_MS]:
             logging.warning("QuantEvaluator: the int8 model is SLOWER than float (%.3f vs %.3f ms "
                             "per example); int8: %s; float: %s", out[keys.P_INT8_LATENCY_MS],
