@@ -72,11 +72,11 @@ def data_errors_name(field: str, split: str):
         raise DataError(f"{field}={split!r}: {e}") from e
 
 
-def set_properties(artifact: types.Artifact, props: Dict[str, Any]) -> None:
-    """Writes a result's ``to_properties()`` as MLMD custom properties (ints, floats, strings;
+def set_properties(artifact: types.Artifact, record) -> None:
+    """Writes a ``quant_lib.records`` record as MLMD custom properties (ints, floats, strings;
     anything else as JSON)."""
     import json
-    for k, v in props.items():
+    for k, v in record.to_properties().items():
         if v is None:
             continue
         if isinstance(v, bool) or isinstance(v, int):
@@ -90,13 +90,28 @@ def set_properties(artifact: types.Artifact, props: Dict[str, Any]) -> None:
             artifact.set_string_custom_property(k, json.dumps(v, sort_keys=True))
 
 
+def mlmd_properties(node) -> Dict[str, Any]:
+    """An MLMD Artifact/Execution proto's properties and custom properties as plain values."""
+    out = {}
+    for props in (node.properties, node.custom_properties):
+        for k, v in props.items():
+            kind = v.WhichOneof("value")
+            out[k] = None if kind is None else getattr(v, kind)
+    return out
+
+
+def read_record(artifact, record_type):
+    """The ``quant_lib.records`` record of a TFX artifact (or an MLMD Artifact proto)."""
+    node = getattr(artifact, "mlmd_artifact", artifact)
+    return record_type.from_properties(mlmd_properties(node))
+
+
 def recorded_task(artifact: types.Artifact, outputs: int, configured):
-    """The task QuantizeTrainer / IntegerExporter recorded on a model artifact (``task``,
-    ``from_logits`` properties); None when the model did not come from them."""
-    from quant_lib import tasks
-    props = artifact.mlmd_artifact.custom_properties
-    if "task" not in props:
+    """The task QuantizeTrainer / IntegerExporter recorded on a model artifact; None when the
+    model did not come from them."""
+    from quant_lib import records, tasks
+    rec = read_record(artifact, records.Task)
+    if rec.task is None:
         return None
-    return tasks.recorded(artifact.get_string_custom_property("task"),
-                          artifact.get_int_custom_property("from_logits"), outputs,
+    return tasks.recorded(rec.task, bool(rec.from_logits), outputs,
                           f"the {artifact.type_name} artifact {artifact.uri}", configured)

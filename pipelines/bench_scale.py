@@ -39,6 +39,8 @@ def _artifacts(run_root: str) -> Dict[str, Any]:
     from tfx.types import artifact_utils
 
     from components import keys
+    from components.utils import read_record
+    from quant_lib import records
     from pipelines.summary import latest_run_outputs
     path = os.path.join(run_root, "metadata.sqlite")
     if not os.path.exists(path):
@@ -55,8 +57,8 @@ def _artifacts(run_root: str) -> Dict[str, Any]:
     return {"examples": tfx("Examples", arts["Examples"][0]),
             "float": tfx("Model", next(a for a in models
                                        if a.uri.rstrip("/").split("/")[-3] == "Trainer")),
-            "int8": tfx("Model", next(a for a in models if keys.P_INT8_BYTES in
-                                      a.custom_properties))}
+            "int8": tfx("Model", next(a for a in models if read_record(
+                a, records.Int8Model).int8_tflite_bytes is not None))}
 
 
 def _write_examples(run_root: str, n: int, out: str) -> None:
@@ -98,6 +100,8 @@ def child(args) -> int:
     from tfx.types import artifact_utils, standard_artifacts
 
     from components import keys
+    from components.utils import read_record
+    from quant_lib import records
     from pipelines.pipeline import DEFAULT_BEAM_ARGS
     examples = _examples_artifact(args.examples)
     out_root = args.work
@@ -147,7 +151,7 @@ def child(args) -> int:
         {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]},
         {keys.CONFIG: EvalConfig(data=spec, max_accuracy_drop_pt=1.0).to_json()})
     with open(os.path.join(out_root, "result.json"), "w") as f:
-        json.dump({"eval_examples": evaluation.get_int_custom_property(keys.P_EVAL_EXAMPLES)}, f)
+        json.dump({"eval_examples": read_record(evaluation, records.Evaluation).eval_examples}, f)
     return 0
 
 

@@ -57,6 +57,9 @@ def _pipeline_flags() -> argparse.ArgumentParser:
                    help=f"allowed search moves, in order (default: all of {', '.join(MOVES)}; "
                         "float_fallback only for --search-target cpu)")
     r.add_argument("--search-max-trials", type=int, default=6)
+    r.add_argument("--require-edgetpu", action="store_true",
+                   help="fail IntegerExporter unless edgetpu_compiler is installed and compiles "
+                        "the int8 model")
     r.add_argument("--max-accuracy-drop-pt", type=float, default=1.0,
                    help="bless only if int8 accuracy is at most this many points below float")
     r.add_argument("--min-int8-accuracy", type=float, default=0.0,
@@ -160,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("root", help="pipeline output root (holding metadata.sqlite) or an MLMD "
                     "SQLite file")
     ln.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ex = sub.add_parser("experiments", help="compare runs read from MLMD: one row per run "
+                        "(QAT configuration, float/int8 metric, size, latency, blessed, pushed)")
+    ex.add_argument("root", nargs="?", help="pipeline output root (holding metadata.sqlite) or an "
+                    "MLMD SQLite file")
+    ex.add_argument("--mlmd-config", help="text-format ml_metadata ConnectionConfig (MySQL) or "
+                    "MetadataStoreClientConfig (gRPC: host, port), e.g. a Kubeflow deployment's "
+                    "metadata-grpc-service, instead of ROOT")
+    out = ex.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="every column as CSV")
+    out.add_argument("--json", action="store_true", help="every column as JSON")
+    out.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), help="only the fields that "
+                     "differ between two runs (run id or row number)")
+    ex.add_argument("--html", help="also write a self-contained HTML page to this file")
     a = sub.add_parser("edgetpu-analyze", help="predict which ops of a .tflite map to the Edge TPU")
     a.add_argument("model", help="path to a .tflite file (e.g. <artifact>/Format-Serving/tflite)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
@@ -236,7 +252,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
                 max_accuracy_drop_pt=args.search_budget_pt, target=args.search_target,
                 moves=tuple(args.search_move) if args.search_move else None,
                 max_trials=args.search_max_trials)),
-        export=ExportConfig(data=spec),
+        export=ExportConfig(data=spec, require_edgetpu=args.require_edgetpu),
         eval=EvalConfig(
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
             min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
@@ -412,12 +428,26 @@ def cmd_lineage(args) -> int:
     return 0
 
 
+def cmd_experiments(args) -> int:
+    from pipelines import experiments
+    if not args.root and not args.mlmd_config:
+        print("error: pass ROOT (pipeline output root or MLMD SQLite file) or --mlmd-config",
+              file=sys.stderr)
+        return 2
+    try:
+        return experiments.main_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     pipelines_run = ("run", "penguin", "tabular", "wide-deep", "taxi")
     logging.basicConfig(level=logging.INFO if args.command in pipelines_run else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
+            "experiments": cmd_experiments,
             "penguin": cmd_penguin, "tabular": cmd_tabular, "wide-deep": cmd_wide_deep, "taxi": cmd_taxi,
             "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)

@@ -15,20 +15,11 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components import keys
+from components.utils import mlmd_properties, read_record
+from quant_lib import records as rec_types
 
 _IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-
-
-def _value(v) -> Any:
-    kind = v.WhichOneof("value")
-    return None if kind is None else getattr(v, kind)
-
-
-def _props(node) -> Dict[str, Any]:
-    out = {k: _value(v) for k, v in node.properties.items()}
-    out.update({k: _value(v) for k, v in node.custom_properties.items()})
-    return out
 
 
 def _key(event) -> Optional[str]:
@@ -64,7 +55,7 @@ class _Graph:
 
 
 def _config(execution) -> Optional[dict]:
-    raw = _props(execution).get(keys.CONFIG)
+    raw = mlmd_properties(execution).get(keys.CONFIG)
     return json.loads(raw) if raw else None
 
 
@@ -87,63 +78,65 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
     g = _Graph(store)
     records = []
     for pushed in store.get_artifacts_by_type("PushedModel"):
-        p = _props(pushed)
-        if p.get("pushed") != 1:
+        p = read_record(pushed, rec_types.Pushed)
+        if not p.pushed:
             continue
         push_exec = g.producer(pushed.id)
         push_in = g.inputs(push_exec.id)
         int8 = push_in["model"][0]
         blessing = push_in["model_blessing"][0]
         rec: Dict[str, Any] = {
-            "pushed": {**_artifact(pushed), "destination": p.get("pushed_destination"),
-                       "version": p.get("pushed_version"),
-                       "sha256": p.get(keys.P_PUSHED_SHA256),
+            "pushed": {**_artifact(pushed), "destination": p.pushed_destination,
+                       "version": p.pushed_version, "sha256": p.pushed_sha256,
                        "execution_id": push_exec.id},
         }
-        b = _props(blessing)
+        b = read_record(blessing, rec_types.Blessing)
         eval_exec = g.producer(blessing.id)
-        n = b.get(keys.P_EVAL_EXAMPLES) if keys.P_FLOAT_CORRECT in b else None  # classifiers
+        head = b.headline
+        acc = head["metric"] == "accuracy"
         rec["evaluation"] = {
             "component": g.component(eval_exec), "execution_id": eval_exec.id,
-            "blessing": _artifact(blessing), "blessed": b.get(keys.P_BLESSED) == 1,
-            "task": b.get("task", "multiclass"),
-            "float_mae": b.get("float_mae"), "int8_mae": b.get("int8_mae"),
-            "float_accuracy": b.get(keys.P_FLOAT_CORRECT) / n if n else None,
-            "int8_accuracy": b.get(keys.P_INT8_CORRECT) / n if n else None,
-            "delta_pt": (100.0 * (b[keys.P_FLOAT_CORRECT] - b[keys.P_INT8_CORRECT]) / n
-                         if n else None),
-            "eval_examples": b.get(keys.P_EVAL_EXAMPLES),
-            "reasons": json.loads(b.get(keys.P_REASONS) or "[]"),
-            "baseline_check": b.get(keys.P_BASELINE_CHECK),
-            "evaluated_int8_sha256": b.get(keys.P_INT8_SHA256),
-            "evaluated_model_id": b.get(keys.P_CURRENT_MODEL_ID),
+            "blessing": _artifact(blessing), "blessed": bool(b.blessed),
+            "task": b.task or "multiclass",
+            "float_mae": b.float_mae, "int8_mae": b.int8_mae,
+            "float_accuracy": head["float"] if acc else None,
+            "int8_accuracy": head["int8"] if acc else None,
+            "delta_pt": -100.0 * head["delta"] if acc else None,
+            "eval_examples": b.eval_examples,
+            "reasons": b.blessing_reasons or [],
+            "baseline_check": b.baseline_check,
+            "evaluated_int8_sha256": b.int8_sha256,
+            "evaluated_model_id": b.current_model_id,
             "config": _config(eval_exec),
         }
         export_exec = g.producer(int8.id)
-        e = _props(int8)
+        e = read_record(int8, rec_types.Int8Model)
         rec["export"] = {
             "component": g.component(export_exec), "execution_id": export_exec.id,
             "int8_model": _artifact(int8),
-            "validated": e.get(keys.P_VALIDATED) == 1,
-            "int8_tflite_bytes": e.get(keys.P_INT8_BYTES),
-            "float_tflite_bytes": e.get(keys.P_FLOAT_BYTES),
-            "parity_top1_agreement": e.get(keys.P_PARITY_AGREEMENT),
-            "parity_max_abs_error": e.get(keys.P_PARITY_MAX_ABS_ERR),
-            "op_counts": json.loads(e[keys.P_OP_COUNTS]) if e.get(keys.P_OP_COUNTS) else None,
-            "edgetpu": {k: v for k, v in e.items() if k.startswith("edgetpu_")},
+            "validated": bool(e.integer_validated),
+            "int8_tflite_bytes": e.int8_tflite_bytes,
+            "float_tflite_bytes": e.float_tflite_bytes,
+            "parity_top1_agreement": e.parity_top1_agreement,
+            "parity_max_abs_error": e.parity_max_abs_error,
+            "op_counts": e.op_counts,
+            "edgetpu": {"compiler_status": e.edgetpu_compiler_status,
+                        "predicted_ops_on_tpu": e.edgetpu_predicted_ops_on_tpu,
+                        "predicted_ops_on_cpu": e.edgetpu_predicted_ops_on_cpu,
+                        "ops_on_tpu": e.edgetpu_ops_on_tpu, "ops_on_cpu": e.edgetpu_ops_on_cpu},
             "config": _config(export_exec),
         }
         export_in = g.inputs(export_exec.id)
         qat = export_in[keys.MODEL][0]
         qat_exec = g.producer(qat.id)
-        q = _props(qat)
+        q = read_record(qat, rec_types.QatModel)
         rec["qat"] = {
             "component": g.component(qat_exec), "execution_id": qat_exec.id,
             "qat_model": _artifact(qat),
-            "quantized_layers": q.get(keys.P_QUANTIZED_LAYERS),
-            "folded_layers": q.get(keys.P_FOLDED_LAYERS),
-            "float_layers": q.get(keys.P_FLOAT_LAYERS),
-            "seconds_per_step": q.get(keys.P_QAT_SECONDS_PER_STEP),
+            "quantized_layers": q.quantized_layers,
+            "folded_layers": q.folded_layers,
+            "float_layers": q.float_layers,
+            "seconds_per_step": q.qat_seconds_per_step,
             "config": _config(qat_exec),
             "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
             "search": _search(q),
@@ -152,7 +145,7 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
         if float_models:
             fm = float_models[0]
             trainer_exec = g.producer(fm.id)
-            tp = _props(trainer_exec)
+            tp = mlmd_properties(trainer_exec)
             rec["float_baseline"] = {
                 "component": g.component(trainer_exec), "execution_id": trainer_exec.id,
                 "float_model": _artifact(fm),
@@ -167,20 +160,17 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
     return records
 
 
-def _search(q: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The accuracy-aware search as QuantizeTrainer recorded it on its artifact (MLMD)."""
-    if "search_status" not in q:
+def _search(q) -> Optional[Dict[str, Any]]:
+    """The accuracy-aware search as QuantizeTrainer recorded it (a records.QatModel)."""
+    if q.search_status is None:
         return None
-    return {"status": q["search_status"], "reason": q.get("search_reason"),
-            "validation_split": q.get("search_validation_split"),
-            "budget_pt": q.get("search_budget_pt"), "chosen": q.get("search_chosen_trial"),
+    return {"status": q.search_status, "reason": q.search_reason,
+            "validation_split": q.search_validation_split,
+            "budget_pt": q.search_budget_pt, "chosen": q.search_chosen_trial,
             "trials": [dict(zip(("index", "move", "change", "accuracy", "int8_bytes",
-                                 "within_budget"), row))
-                       for row in json.loads(q.get("search_trial_table") or "[]")],
-            "float_fallback_layers": json.loads(q["float_fallback_layers"])
-            if q.get("float_fallback_layers") else [],
-            "int8_weight_layers": json.loads(q["int8_weight_layers"])
-            if q.get("int8_weight_layers") else []}
+                                 "within_budget"), row)) for row in q.search_trial_table or []],
+            "float_fallback_layers": q.float_fallback_layers or [],
+            "int8_weight_layers": q.int8_weight_layers or []}
 
 
 def format_lineage(records: List[Dict[str, Any]]) -> str:
@@ -203,9 +193,9 @@ def format_lineage(records: List[Dict[str, Any]]) -> str:
             f"  IntegerExporter (execution {ex['execution_id']}): validated={ex['validated']}; "
             f"int8 {ex['int8_tflite_bytes']} B vs float {ex['float_tflite_bytes']} B; parity "
             f"top-1 {ex['parity_top1_agreement']}; Edge TPU compiler "
-            f"{ex['edgetpu'].get(keys.P_ETPU_STATUS)}, predicted on TPU "
-            f"{ex['edgetpu'].get(keys.P_ETPU_PRED_TPU)} ops, on CPU "
-            f"{ex['edgetpu'].get(keys.P_ETPU_PRED_CPU)}",
+            f"{ex['edgetpu']['compiler_status']}, predicted on TPU "
+            f"{ex['edgetpu']['predicted_ops_on_tpu']} ops, on CPU "
+            f"{ex['edgetpu']['predicted_ops_on_cpu']}",
             f"    int8 model: {ex['int8_model']['uri']}",
             f"  QuantizeTrainer (execution {q['execution_id']}): {q['quantized_layers']} quantized, "
             f"{q['folded_layers']} folded, {q['float_layers']} float layers; scheme "

@@ -29,11 +29,15 @@ class PipelineFailed(RuntimeError):
                          f"{type(error).__name__}: {first} (full log and traceback: {log_path})")
 
 
-def _failed_component(metadata_path: str):
-    """The component whose execution failed last, read from MLMD (the launcher marks it)."""
+def _record_failure(metadata_path: str, error: BaseException):
+    """The component whose execution failed last, read from MLMD (the launcher marks it FAILED).
+    The launcher keeps an error message only when an executor returns one, so the exception is
+    recorded on the execution here, as TFX's ExecutionResult, for ``experiments`` to show."""
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import metadata
+    from tfx.orchestration.portable.mlmd import execution_lib
+    from tfx.proto.orchestration import execution_result_pb2
     try:
         store = metadata_store.MetadataStore(
             metadata.sqlite_metadata_connection_config(metadata_path))
@@ -42,7 +46,14 @@ def _failed_component(metadata_path: str):
                   if e.last_known_state == metadata_store_pb2.Execution.FAILED]
     except Exception:  # noqa: BLE001  (no store yet: the failure came before any execution)
         return None
-    return types[max(failed, key=lambda e: e.id).type_id] if failed else None
+    if not failed:
+        return None
+    last = max(failed, key=lambda e: e.id)
+    if execution_lib.get_execution_result(last, ignore_parse_errors=True) is None:
+        execution_lib.set_execution_result(execution_result_pb2.ExecutionResult(
+            code=2, result_message=f"{type(error).__name__}: {error}"), last)
+        store.put_executions([last])
+    return types[last.type_id]
 
 
 def run_local(settings: PipelineSettings) -> Dict[str, Any]:
@@ -65,7 +76,7 @@ def run_pipeline(pipeline: Pipeline, output_root: str,
     try:
         LocalDagRunner().run(pipeline)
     except Exception as e:  # noqa: BLE001  (any component's error: say which, keep the traceback)
-        component = _failed_component(metadata_path)
+        component = _record_failure(metadata_path, e)
         # The traceback goes to the log file only; the caller prints PipelineFailed's one line.
         handler.handle(log.makeRecord(
             log.name, logging.ERROR, __file__, 0, "pipeline %r failed in %s",

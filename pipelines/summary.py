@@ -11,18 +11,13 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 
 from components import keys
+from components.utils import read_record
+from quant_lib import records
 from quant_lib.qat import TRAINING_STATS_FILE
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-
-
-def _prop(artifact, key) -> Any:
-    if key not in artifact.custom_properties:
-        return None
-    v = artifact.custom_properties[key]
-    return getattr(v, v.WhichOneof("value"))
 
 
 def latest_run_outputs(metadata_path: str, pipeline_name: str) -> Dict[str, list]:
@@ -56,80 +51,87 @@ def _float_training_stats(model_runs) -> Dict[str, Any]:
     return {}
 
 
+def _records(arts: Dict[str, list]) -> Dict[str, Any]:
+    """The run's tfx-qat artifacts with their records (None where the run has none)."""
+    def first(kind, record, pick=lambda r: True):
+        for a in reversed(arts.get(kind, [])):
+            rec = read_record(a, record)
+            if pick(rec):
+                return a, rec
+        return None, record()
+    return {
+        "blessing": first("ModelBlessing", records.Blessing),
+        "evaluation": first("ModelEvaluation", records.Evaluation),
+        "int8": first("Model", records.Int8Model, lambda r: r.int8_tflite_bytes is not None),
+        "qat": first("Model", records.QatModel, lambda r: r.qat_seconds_per_step is not None),
+        "pushed": first("PushedModel", records.Pushed),
+    }
+
+
 def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
     arts = latest_run_outputs(metadata_path, pipeline_name)
-    blessing = (arts.get("ModelBlessing") or [None])[-1]
-    exported = next((a for a in arts.get("Model", []) if keys.P_INT8_BYTES in a.custom_properties),
-                    None)
-    pushed = (arts.get("PushedModel") or [None])[-1]
-    qat_model = next((a for a in arts.get("Model", [])
-                      if keys.P_QAT_SECONDS_PER_STEP in a.custom_properties), None)
+    r = _records(arts)
+    blessing, b = r["blessing"]
+    exported, x = r["int8"]
+    qat_model, q = r["qat"]
+    pushed, p = r["pushed"]
+    evaluation, ev = r["evaluation"]
     float_stats = _float_training_stats(arts.get("ModelRun", []))
     pushed_path: Optional[str] = None
-    if pushed is not None and _prop(pushed, "pushed") == 1:
-        pushed_path = os.path.join(_prop(pushed, "pushed_destination"), keys.TFLITE_FILE)
-    float_acc = int8_acc = delta = None
-    if blessing is not None and _prop(blessing, keys.P_FLOAT_CORRECT) is not None:
-        n = _prop(blessing, keys.P_EVAL_EXAMPLES)
-        float_acc = _prop(blessing, keys.P_FLOAT_CORRECT) / n
-        int8_acc = _prop(blessing, keys.P_INT8_CORRECT) / n
-        delta = (float_acc - int8_acc) * 100.0
-    summary = {
-        "task": (blessing and _prop(blessing, "task")) or "multiclass",
-        "float_mae": blessing and _prop(blessing, "float_mae"),  # regression
-        "int8_mae": blessing and _prop(blessing, "int8_mae"),
-        "float_accuracy": float_acc,
-        "int8_accuracy": int8_acc,
-        "delta_pt": delta,
-        "float_tflite_bytes": exported and _prop(exported, keys.P_FLOAT_BYTES),
-        "int8_tflite_bytes": exported and _prop(exported, keys.P_INT8_BYTES),
-        "blessed": bool(blessing and _prop(blessing, keys.P_BLESSED) == 1),
+    if pushed is not None and p.pushed:
+        pushed_path = os.path.join(p.pushed_destination, keys.TFLITE_FILE)
+    head = b.headline
+    acc = head["metric"] == "accuracy"
+    report = evaluation and os.path.join(evaluation.uri, keys.REPORT_FILE)
+    return {
+        "task": b.task or "multiclass",
+        "float_mae": b.float_mae, "int8_mae": b.int8_mae,  # regression
+        "float_accuracy": head["float"] if acc else None,
+        "int8_accuracy": head["int8"] if acc else None,
+        "delta_pt": -100.0 * head["delta"] if acc else None,
+        "float_tflite_bytes": x.float_tflite_bytes,
+        "int8_tflite_bytes": x.int8_tflite_bytes,
+        "blessed": bool(b.blessed),
         "pushed_path": pushed_path,
-        "size_ratio_float_over_int8": (
-            _prop(exported, keys.P_FLOAT_BYTES) / _prop(exported, keys.P_INT8_BYTES)
-            if exported and _prop(exported, keys.P_FLOAT_BYTES) else None),
-        "parity_top1_agreement": exported and _prop(exported, keys.P_PARITY_AGREEMENT),
-        "parity_max_abs_error": exported and _prop(exported, keys.P_PARITY_MAX_ABS_ERR),
+        "size_ratio_float_over_int8": (x.float_tflite_bytes / x.int8_tflite_bytes
+                                       if x.float_tflite_bytes and x.int8_tflite_bytes else None),
+        "parity_top1_agreement": x.parity_top1_agreement,
+        "parity_max_abs_error": x.parity_max_abs_error,
         "edgetpu": exported and {
-            "predicted_ops_on_tpu": _prop(exported, keys.P_ETPU_PRED_TPU),
-            "predicted_ops_on_cpu": _prop(exported, keys.P_ETPU_PRED_CPU),
-            "predicted_first_unmapped": _prop(exported, keys.P_ETPU_FIRST_UNMAPPED),
-            "compiler_status": _prop(exported, keys.P_ETPU_STATUS),
-            "compiler_message": _prop(exported, keys.P_ETPU_MESSAGE),
-            "ops_on_tpu": _prop(exported, keys.P_ETPU_OPS_TPU),
-            "ops_on_cpu": _prop(exported, keys.P_ETPU_OPS_CPU),
+            "predicted_ops_on_tpu": x.edgetpu_predicted_ops_on_tpu,
+            "predicted_ops_on_cpu": x.edgetpu_predicted_ops_on_cpu,
+            "predicted_first_unmapped": x.edgetpu_predicted_first_unmapped,
+            "compiler_status": x.edgetpu_compiler_status,
+            "compiler_message": x.edgetpu_compiler_message,
+            "ops_on_tpu": x.edgetpu_ops_on_tpu,
+            "ops_on_cpu": x.edgetpu_ops_on_cpu,
         },
         "qat": qat_model and {
-            "quantized_layers": _prop(qat_model, keys.P_QUANTIZED_LAYERS),
-            "folded_layers": _prop(qat_model, keys.P_FOLDED_LAYERS),
-            "float_layers": _prop(qat_model, keys.P_FLOAT_LAYERS),
-            "float_layer_names": json.loads(_prop(qat_model, keys.P_FLOAT_LAYER_NAMES) or "[]"),
-            "qat_seconds_per_step": _prop(qat_model, keys.P_QAT_SECONDS_PER_STEP),
+            "quantized_layers": q.quantized_layers,
+            "folded_layers": q.folded_layers,
+            "float_layers": q.float_layers,
+            "float_layer_names": q.float_layer_names or [],
+            "qat_seconds_per_step": q.qat_seconds_per_step,
             "float_seconds_per_step": float_stats.get("seconds_per_step"),
             "report": os.path.join(qat_model.uri, keys.QAT_REPORT_FILE),
-            "search": qat_model and _prop(qat_model, "search_status") and {
-                "status": _prop(qat_model, "search_status"),
-                "reason": _prop(qat_model, "search_reason"),
-                "trials": _prop(qat_model, "search_trials")},
+            "search": q.search_status and {"status": q.search_status, "reason": q.search_reason,
+                                           "trials": q.search_trials},
         },
-        "baseline_check": blessing and _prop(blessing, keys.P_BASELINE_CHECK),
-        "blessing_reasons": json.loads(_prop(blessing, keys.P_REASONS)) if blessing else [],
-        "eval_examples": blessing and _prop(blessing, keys.P_EVAL_EXAMPLES),
-        "int8_latency_ms": blessing and _prop(blessing, keys.P_INT8_LATENCY_MS),
-        "float_latency_ms": blessing and _prop(blessing, keys.P_FLOAT_LATENCY_MS),
-        "int8_xnnpack": blessing and _prop(blessing, keys.P_INT8_XNNPACK),
-        "float_xnnpack": blessing and _prop(blessing, keys.P_FLOAT_XNNPACK),
-        "report": next((os.path.join(a.uri, keys.REPORT_FILE) for a in arts.get(
-            "ModelEvaluation", []) if fileio.exists(os.path.join(a.uri, keys.REPORT_FILE))), None),
-        "report_status": next((_prop(a, keys.P_REPORT_STATUS) for a in arts.get(
-            "ModelEvaluation", [])), None),
+        "baseline_check": b.baseline_check,
+        "blessing_reasons": b.blessing_reasons or [],
+        "eval_examples": b.eval_examples,
+        "int8_latency_ms": b.int8_latency_ms,
+        "float_latency_ms": b.float_latency_ms,
+        "int8_xnnpack": b.int8_xnnpack,
+        "float_xnnpack": b.float_xnnpack,
+        "report": report if report and fileio.exists(report) else None,
+        "report_status": ev.report_status,
         "artifacts": {
             "blessing": blessing and blessing.uri,
-            "evaluation": next((a.uri for a in arts.get("ModelEvaluation", [])), None),
+            "evaluation": evaluation and evaluation.uri,
             "int8_model": exported and exported.uri,
         },
     }
-    return summary
 
 
 def report_line(s: Dict[str, Any]) -> Optional[str]:

@@ -261,14 +261,13 @@ def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
     (int8, float, int8, ...) of each pass's mean, so both see the same machine state; with how
     XNNPACK takes each model (``tflite.delegation``: an op it leaves to the builtin kernels is
     why an int8 model can be slower than float)."""
-    from quant_lib import tflite
+    from quant_lib import records, tflite
     models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
     ms = interleaved_ms(models, inputs, repeats)
-    out: Dict[str, object] = {"int8_latency_ms": None, "float_latency_ms": None}
-    for k, b in models.items():
-        out[f"{k}_latency_ms"] = ms[k]
-        out[f"{k}_xnnpack"] = tflite.delegation(b).describe()
-    return out
+    return records.Evaluation(
+        int8_latency_ms=ms["int8"], int8_xnnpack=tflite.delegation(int8_bytes).describe(),
+        float_latency_ms=ms.get("float"),
+        float_xnnpack=tflite.delegation(float_bytes).describe() if float_bytes else None)
 
 
 def op_profiles(int8_bytes: bytes, float_bytes: Optional[bytes]) -> Dict[str, Dict]:
@@ -299,11 +298,12 @@ def interleaved_ms(models: Dict[str, bytes], inputs, passes: int) -> Dict[str, f
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def speed_failures(min_speedup: Optional[float], latency: Dict[str, object]) -> List[str]:
-    """The reason the int8 model misses ``EvalConfig.min_int8_speedup``, if it does."""
+def speed_failures(min_speedup: Optional[float], latency) -> List[str]:
+    """The reason the int8 model misses ``EvalConfig.min_int8_speedup``, if it does
+    (``latency``: compare_latency's records.Evaluation)."""
     if min_speedup is None:
         return []
-    f, i = latency.get("float_latency_ms"), latency.get("int8_latency_ms")
+    f, i = latency.float_latency_ms, latency.int8_latency_ms
     if not f:
         return [f"EvalConfig.min_int8_speedup={min_speedup:g} is set but there is no float TFLite "
                 "reference to compare with: IntegerExporter writes one from a Keras float model "
@@ -311,7 +311,7 @@ def speed_failures(min_speedup: Optional[float], latency: Dict[str, object]) -> 
     if f / i < min_speedup:
         return [f"int8 speed {f / i:.2f}x float ({i:.4g} vs {f:.4g} ms per example, invoke() "
                 f"alone, 1 thread) is below EvalConfig.min_int8_speedup={min_speedup:g}; int8: "
-                f"{latency.get('int8_xnnpack')}; float: {latency.get('float_xnnpack')}"]
+                f"{latency.int8_xnnpack}; float: {latency.float_xnnpack}"]
     return []
 
 
@@ -347,7 +347,7 @@ class EvaluationResult:
     deployed: Dict
     int8_sha256: str
     gate_config: str  # the tfma.EvalConfig that decided, as JSON
-    latency: Dict[str, Optional[float]]
+    latency: object  # records.Evaluation with the latency fields (compare_latency)
     points: List = dataclasses.field(default_factory=list)  # (label, float, int8) sample
     op_profile: Dict = dataclasses.field(default_factory=dict)  # evaluation.op_profiles
 
@@ -365,15 +365,19 @@ class EvaluationResult:
         return {f"float_{h}": self.overall.value(h, "float"),
                 f"int8_{h}": self.overall.value(h, "int8")}
 
-    def to_properties(self) -> Dict[str, object]:
+    def to_properties(self):
+        """A records.Evaluation (QuantEvaluator adds the blessing's own fields)."""
+        from quant_lib import records
         o = self.overall
-        props = {**self.headline(), "eval_examples": o.n, "task": self.task.kind,
-                 "validation_failures": len(self.verdict.failures), **self.latency}
+        rec = self.latency.merged(records.Evaluation(
+            **self.headline(), eval_examples=o.n, task=self.task.kind,
+            validation_failures=len(self.verdict.failures)))
         if self.task.is_classification:  # exact counts: MLMD keeps ~6 significant digits
-            props.update(accuracy_delta_pt=(o.value("accuracy", "float") -
-                                            o.value("accuracy", "int8")) * 100,
-                         float_correct=o.correct["float"], int8_correct=o.correct["int8"])
-        return props
+            rec = dataclasses.replace(
+                rec, accuracy_delta_pt=(o.value("accuracy", "float") -
+                                        o.value("accuracy", "int8")) * 100,
+                float_correct=o.correct["float"], int8_correct=o.correct["int8"])
+        return rec
 
     def to_json(self) -> Dict[str, object]:
         import json
@@ -386,8 +390,9 @@ class EvaluationResult:
                "tfma_headline": self.verdict.headline, "baseline": self.deployed,
                "slices": {slice_name(k): v.to_dict() for k, v in sorted(self.stats.items())},
                "int8_sha256": self.int8_sha256, "eval_config": json.loads(self.gate_config),
-               "points": self.points, "op_profile": self.op_profile, **self.latency}
+               "points": self.points, "op_profile": self.op_profile,
+               **self.latency.to_properties()}
         if self.task.is_classification:
-            out.update(accuracy_delta_pt=self.to_properties()["accuracy_delta_pt"],
+            out.update(accuracy_delta_pt=self.to_properties().accuracy_delta_pt,
                        top1_agreement=o.agree / o.n)
         return out

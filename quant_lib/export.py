@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from quant_lib import metrics, tflite
+from quant_lib import metrics, records, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.tflite import ExportValidationError
 
@@ -22,16 +22,14 @@ class ExportResult:
     input_contract: List[Dict]
     activations: str
 
-    def to_properties(self) -> Dict[str, object]:
-        props = {"int8_tflite_bytes": len(self.int8_bytes), "integer_validated": 1,
-                 "float_island_ops": self.integer.float_ops or None,
-                 "activations": self.activations, "input_dtype": self.integer.input_dtype,
-                 "op_counts": self.integer.op_counts, "input_contract": self.input_contract}
-        if self.parity:
-            props["parity_top1_agreement"] = self.parity["top1_agreement"]
-            props["parity_max_abs_error"] = self.parity["max_abs_error"]
-            props["parity_rule"] = self.parity["rule"]
-        return props
+    def to_properties(self) -> records.Int8Model:
+        p = self.parity or {}
+        return records.Int8Model(
+            int8_tflite_bytes=len(self.int8_bytes), integer_validated=True,
+            float_island_ops=self.integer.float_ops or None, activations=self.activations,
+            input_dtype=self.integer.input_dtype, op_counts=self.integer.op_counts,
+            input_contract=self.input_contract, parity_top1_agreement=p.get("top1_agreement"),
+            parity_max_abs_error=p.get("max_abs_error"), parity_rule=p.get("rule"))
 
     def report(self) -> Dict[str, object]:
         return {"int8_tflite_bytes": len(self.int8_bytes), "op_counts": self.integer.op_counts,

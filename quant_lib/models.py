@@ -186,11 +186,12 @@ class FloatModel:
     def task(self):
         return self.inputs.task
 
-    def to_properties(self) -> Dict[str, object]:
-        props = {"float_model_source": self.source, **self.task.to_properties()}
-        if self.restore_max_abs_diff is not None:
-            props["restore_max_abs_diff"] = self.restore_max_abs_diff
-        return props
+    def to_properties(self):
+        """A records.QatModel with how the float model was obtained and its task."""
+        from quant_lib import records
+        return records.QatModel(float_model_source=self.source,
+                                restore_max_abs_diff=self.restore_max_abs_diff).merged(
+                                    self.task.to_properties())
 
 
 def keras_task(model, path: Optional[str], configured: Optional[str]):

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from quant_lib import layer_configs
+from quant_lib import layer_configs, records, scale_fold
 from quant_lib.config import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,8 @@ def quantize(model, cfg: Optional[QuantizationConfig] = None) -> tf_keras.Model:
 
 def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     """Annotates the layers the plan quantizes and applies QAT wrappers, after the graph rewrites
-    QAT needs: nested models flattened, TFOpLambda ``x <op> constant`` as ScalarOp layers and,
+    QAT needs: nested models flattened, TFOpLambda ``x <op> constant`` as ScalarOp layers,
+    constant multiplies folded into the next kernels (``scale_fold``: hard-swish's 1/6) and,
     per-tensor, BatchNormalization folded into the kernels.
 
     Returns (qat_model, decisions). Non-strict: unsupported layers stay float and are reported;
@@ -398,6 +399,10 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     cfg = cfg or QuantizationConfig()
     check_keras2_model(model)
     model = rewrite_layers(flatten_nested(model))
+    named = set(cfg.keep_float_names) | set(cfg.int8_weight_names) | set(cfg.float_fallback_names)
+    model, _ = scale_fold.fold_constant_multiplies(model, named | {
+        layer.name for layer in model.layers
+        if any(re.search(p, layer.name) for p in cfg.keep_float_regex)})
     names = {layer.name for layer in model.layers}
     for field in ("int8_weight_names", "float_fallback_names"):
         unknown = sorted(set(getattr(cfg, field)) - names)
@@ -628,7 +633,7 @@ class QATResult:
     base_model: str
     training: dict
     decisions: List[LayerDecision]
-    float_model: dict  # FloatModel.to_properties(): how the float model was obtained
+    float_model: records.QatModel  # FloatModel.to_properties(): how it was obtained
     search: Optional[object] = None  # quant_lib.search.SearchResult when a search chose the model
 
     @property
@@ -638,23 +643,24 @@ class QATResult:
 
     def report(self) -> dict:
         return {"config": self.cfg.to_dict(), "base_model": self.base_model,
-                "float_model": self.float_model, "training": self.training,
+                "float_model": self.float_model.to_properties(), "training": self.training,
                 "counts": self.counts, "layers": [dataclasses.asdict(d) for d in self.decisions],
                 "search": self.search.report() if self.search is not None else None}
 
-    def to_properties(self) -> dict:
+    def to_properties(self) -> records.QatModel:
         c = self.counts
-        return {"qat_seconds_per_step": float(self.training["seconds_per_step"]),
-                f"qat_final_train_{self.training['train_metric']}":
-                    float(self.training["final_train_metric"]),
-                "quantized_layers": c[QUANTIZE], "folded_layers": c[FOLD], "float_layers": c[FLOAT],
-                "qat_scheme": self.cfg.scheme, "per_tensor": int(self.cfg.per_tensor),
-                "float_layer_names": [d.name for d in self.decisions if d.decision == FLOAT],
-                # Only when set: the exporter converts listed float islands (CPU only).
-                "float_fallback_layers": list(self.cfg.float_fallback_names) or None,
-                "int8_weight_layers": list(self.cfg.int8_weight_names) or None,
-                **(self.search.to_properties() if self.search is not None else {}),
-                **self.float_model}
+        own = records.QatModel(
+            qat_seconds_per_step=float(self.training["seconds_per_step"]),
+            qat_train_metric=self.training["train_metric"],
+            qat_final_train_value=float(self.training["final_train_metric"]),
+            quantized_layers=c[QUANTIZE], folded_layers=c[FOLD], float_layers=c[FLOAT],
+            qat_scheme=self.cfg.scheme, per_tensor=bool(self.cfg.per_tensor),
+            float_layer_names=[d.name for d in self.decisions if d.decision == FLOAT],
+            # Only when set: the exporter converts listed float islands (CPU only).
+            float_fallback_layers=list(self.cfg.float_fallback_names) or None,
+            int8_weight_layers=list(self.cfg.int8_weight_names) or None)
+        own = own.merged(self.float_model)
+        return own.merged(self.search.to_properties()) if self.search is not None else own
 
     def summary(self) -> str:
         c = self.counts

@@ -75,16 +75,17 @@ class SearchResult:
     reason: str
     seconds: float
 
-    def to_properties(self) -> Dict[str, object]:
+    def to_properties(self):
+        from quant_lib import records
         t = self.trials[self.chosen]
-        return {"search_status": self.status, "search_reason": self.reason,
-                "search_trials": len(self.trials), "search_chosen_trial": self.chosen,
-                "search_validation_split": self.validation_split,
-                "search_budget_pt": float(self.budget_pt),
-                "search_float_accuracy": self.float_accuracy, "search_int8_accuracy": t.accuracy,
-                "search_trial_table": [[x.index, x.move, x.change, round(x.accuracy, 6),
-                                        x.int8_bytes, int(x.within_budget)] for x in self.trials],
-                "sensitivity_ranking": [[s.name, round(s.drop_pt, 4)] for s in self.sensitivity]}
+        return records.QatModel(
+            search_status=self.status, search_reason=self.reason,
+            search_trials=len(self.trials), search_chosen_trial=self.chosen,
+            search_validation_split=self.validation_split, search_budget_pt=float(self.budget_pt),
+            search_float_accuracy=self.float_accuracy, search_int8_accuracy=t.accuracy,
+            search_trial_table=[[x.index, x.move, x.change, round(x.accuracy, 6), x.int8_bytes,
+                                 int(x.within_budget)] for x in self.trials],
+            sensitivity_ranking=[[s.name, round(s.drop_pt, 4)] for s in self.sensitivity])
 
     def report(self) -> Dict[str, object]:
         return {"status": self.status, "reason": self.reason, "budget_pt": self.budget_pt,

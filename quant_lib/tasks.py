@@ -135,8 +135,9 @@ class Task:
                     f"0..{self.num_classes - 1}")
         return None
 
-    def to_properties(self) -> Dict[str, Any]:
-        return {"task": self.kind, "from_logits": int(self.from_logits)}
+    def to_properties(self):
+        from quant_lib import records
+        return records.Task(task=self.kind, from_logits=bool(self.from_logits))
 
 
 def recorded(kind: str, from_logits: bool, outputs: int, source: str,

@@ -12,6 +12,8 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import keys
+from components.utils import read_record, set_properties
+from quant_lib import records
 from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
@@ -119,15 +121,15 @@ def test_flat_vector_model(ink_examples, digits_arrays, tmp_path):
     base = _artifact(standard_artifacts.Model, tmp_path / "float")
     model.save(path_utils.serving_model_dir(base.uri), save_format="tf")
     _, int8, blessing = _run_all(ink_examples, base, tmp_path, QAT)
-    contract = json.loads(int8.get_string_custom_property(keys.P_INPUT_CONTRACT))
+    contract = read_record(int8, records.Int8Model).input_contract
     assert [(c["name"], c["shape"], c["dtype"]) for c in contract] == [("image", [1, 64], "int8")]
     with open(os.path.join(int8.uri, "Format-Serving", "tflite"), "rb") as f:
         int8_acc = metrics.accuracy(tflite.TFLiteClassifier(f.read()).predict(
             xe.reshape(len(xe), -1)), ye)
-    assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) == pytest.approx(int8_acc)
+    assert read_record(blessing, records.Blessing).int8_accuracy == pytest.approx(int8_acc)
     assert int8_acc > 0.85
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == int(
-        blessing.get_float_custom_property(keys.P_DELTA_PT) <= 3.0)
+    assert read_record(blessing, records.Blessing).blessed == int(
+        read_record(blessing, records.Blessing).accuracy_delta_pt <= 3.0)
 
 
 def test_two_input_model_saved_with_tf_saved_model_save_is_rebuilt(ink_examples, digits_arrays,
@@ -153,20 +155,19 @@ def test_two_input_model_saved_with_tf_saved_model_save_is_rebuilt(ink_examples,
                                  model_fn="build_two_input_model")
     qat_out, int8, blessing = _run_all(ink_examples, base, tmp_path, qat_cfg,
                                        {"module_file": str(module_file)})
-    assert qat_out.get_string_custom_property(keys.P_FLOAT_MODEL_SOURCE) == "rebuilt"
-    assert qat_out.get_float_custom_property("restore_max_abs_diff") < 1e-4
-    contract = {c["name"]: c for c in json.loads(
-        int8.get_string_custom_property(keys.P_INPUT_CONTRACT))}
+    assert read_record(qat_out, records.QatModel).float_model_source == "rebuilt"
+    assert read_record(qat_out, records.QatModel).restore_max_abs_diff < 1e-4
+    contract = {c["name"]: c for c in read_record(int8, records.Int8Model).input_contract}
     assert {k: c["shape"] for k, c in contract.items()} == {"image": [1, 8, 8, 1], "ink": [1, 1]}
     assert contract["image"]["scale"] != contract["ink"]["scale"]  # each input its own scale
     ink = xe.mean(axis=(1, 2, 3))[:, None]
     with open(os.path.join(int8.uri, "Format-Serving", "tflite"), "rb") as f:
         int8_acc = metrics.accuracy(tflite.TFLiteClassifier(f.read()).predict(
             {"ink": ink, "image": xe}), ye)
-    assert blessing.get_float_custom_property(keys.P_FLOAT_ACCURACY) > 0.9
+    assert read_record(blessing, records.Blessing).float_accuracy > 0.9
     assert int8_acc > 0.85
-    assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) == pytest.approx(int8_acc)
-    assert int8.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
+    assert read_record(blessing, records.Blessing).int8_accuracy == pytest.approx(int8_acc)
+    assert read_record(int8, records.Int8Model).parity_top1_agreement >= 0.95
 
     # A float SavedModel whose serving_default cannot take these Examples (it parses a feature
     # they lack): one clear error before Beam, and no blessing written.

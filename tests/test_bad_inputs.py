@@ -14,6 +14,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils, proto_utils
 
 from components import keys
+from components.utils import read_record, set_properties
+from quant_lib import records
 from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
@@ -283,8 +285,8 @@ def case_push_destination_not_writable(c):
     model_bytes = open(os.path.join(path_utils.serving_model_dir(c.int8.uri), keys.TFLITE_FILE),
                        "rb").read()
     blessing = _art(standard_artifacts.ModelBlessing, c.tmp / "blessing")
-    blessing.set_int_custom_property(keys.P_BLESSED, 1)
-    blessing.set_string_custom_property(keys.P_INT8_SHA256, hashlib.sha256(model_bytes).hexdigest())
+    set_properties(blessing, records.Blessing(
+        blessed=True, int8_sha256=hashlib.sha256(model_bytes).hexdigest()))
     c.pushed = _art(standard_artifacts.PushedModel, c.tmp / "pushed")
     dest = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
         base_directory=str(blocker / "serving")))
@@ -294,7 +296,7 @@ def case_push_destination_not_writable(c):
 
 
 def _not_pushed(c):
-    assert c.pushed.get_int_custom_property(keys.P_PUSHED) == 0
+    assert read_record(c.pushed, records.Pushed).pushed == 0
     assert not os.listdir(c.pushed.uri)
 
 

@@ -9,6 +9,8 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import keys
+from components.utils import read_record, set_properties
+from quant_lib import records
 from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
@@ -51,12 +53,12 @@ def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits
     out = qat_model_artifact
     model = qat.load_model(path_utils.serving_model_path(out.uri))
     wrapped = [layer for layer in model.layers if type(layer).__name__ == "QuantizeWrapperV2"]
-    assert len(wrapped) == (out.get_int_custom_property(keys.P_QUANTIZED_LAYERS) +
-                            out.get_int_custom_property(keys.P_FOLDED_LAYERS))
-    assert out.get_int_custom_property(keys.P_FOLDED_LAYERS) == 9  # one BN per conv in the CNN
-    assert out.get_int_custom_property(keys.P_FLOAT_LAYERS) == 0
-    assert out.get_string_custom_property(keys.P_FLOAT_LAYER_NAMES) == "[]"
-    assert out.get_float_custom_property(keys.P_QAT_SECONDS_PER_STEP) > 0
+    assert len(wrapped) == (read_record(out, records.QatModel).quantized_layers +
+                            read_record(out, records.QatModel).folded_layers)
+    assert read_record(out, records.QatModel).folded_layers == 9  # one BN per conv in the CNN
+    assert read_record(out, records.QatModel).float_layers == 0
+    assert read_record(out, records.QatModel).float_layer_names == []
+    assert read_record(out, records.QatModel).qat_seconds_per_step > 0
     _, (xe, ye) = digits_arrays
     acc = metrics.accuracy(model.predict(xe, verbose=0), ye)
     assert acc > 0.85, f"QAT model accuracy {acc} on digits eval: warm start lost"
@@ -115,20 +117,20 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
     assert interp.get_signature_list() == {
         "serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
     assert list(interp.get_input_details()[0]["shape_signature"]) == [1, 8, 8, 1]
-    assert out.get_int_custom_property(keys.P_INT8_BYTES) == len(data)
-    float_bytes = out.get_int_custom_property(keys.P_FLOAT_BYTES)
+    assert read_record(out, records.Int8Model).int8_tflite_bytes == len(data)
+    float_bytes = read_record(out, records.Int8Model).float_tflite_bytes
     assert float_bytes == os.path.getsize(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE))
     assert float_bytes > 2 * len(data)
-    assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.99
-    assert json.loads(out.get_string_custom_property(keys.P_OP_COUNTS))["CONV_2D"] >= 1
+    assert read_record(out, records.Int8Model).parity_top1_agreement >= 0.99
+    assert read_record(out, records.Int8Model).op_counts["CONV_2D"] >= 1
     # Edge TPU: static analysis always recorded; this machine has no compiler.
     with open(os.path.join(out.uri, keys.EDGETPU_ANALYSIS_JSON)) as f:
         analysis = json.load(f)
     assert analysis["first_unmapped"] is None
-    assert out.get_int_custom_property(keys.P_ETPU_PRED_TPU) == analysis["total_ops"] >= 10
-    assert out.get_int_custom_property(keys.P_ETPU_PRED_CPU) == 0
+    assert read_record(out, records.Int8Model).edgetpu_predicted_ops_on_tpu == analysis["total_ops"] >= 10
+    assert read_record(out, records.Int8Model).edgetpu_predicted_ops_on_cpu == 0
     if shutil.which("edgetpu_compiler") is None:
-        assert out.get_string_custom_property(keys.P_ETPU_STATUS) == "not_available"
+        assert read_record(out, records.Int8Model).edgetpu_compiler_status == "not_available"
     with open(os.path.join(out.uri, keys.EXPORT_REPORT_FILE)) as f:
         report = json.load(f)
     assert report["size_ratio_float_over_int8"] == pytest.approx(float_bytes / len(data))
@@ -162,7 +164,7 @@ def test_integer_exporter_names_ops_that_cannot_be_integer(digits_examples, tmp_
         ExporterExecutor().Do({keys.MODEL: [src], keys.EXAMPLES: [examples]},
                               {keys.QUANTIZED_MODEL: [out]},
                               {keys.CONFIG: ExportConfig(data=SPEC).to_json()})
-    assert keys.P_VALIDATED not in out.mlmd_artifact.custom_properties
+    assert read_record(out, records.Int8Model).integer_validated is None
 
 
 def test_integer_exporter_int16x8_converts_the_float_base(digits_examples, qat_model_artifact,
@@ -175,9 +177,9 @@ def test_integer_exporter_int16x8_converts_the_float_base(digits_examples, qat_m
     ExporterExecutor().Do({keys.MODEL: [qat_model_artifact], keys.EXAMPLES: [examples],
                            keys.BASE_MODEL: [float_model_artifact]},
                           {keys.QUANTIZED_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
-    assert out.get_string_custom_property(keys.P_INPUT_DTYPE) == "int16"
-    assert out.get_string_custom_property(keys.P_ETPU_STATUS) == "skipped"
-    assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.99
+    assert read_record(out, records.Int8Model).input_dtype == "int16"
+    assert read_record(out, records.Int8Model).edgetpu_compiler_status == "skipped"
+    assert read_record(out, records.Int8Model).parity_top1_agreement >= 0.99
 
 
 def test_integer_exporter_uint8_io(digits_examples, qat_model_artifact, tmp_path):
@@ -187,8 +189,8 @@ def test_integer_exporter_uint8_io(digits_examples, qat_model_artifact, tmp_path
                        representative_examples=50, parity_examples=100)
     ExporterExecutor().Do({keys.MODEL: [qat_model_artifact], keys.EXAMPLES: [examples]},
                           {keys.QUANTIZED_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
-    assert out.get_string_custom_property(keys.P_INPUT_DTYPE) == "uint8"
-    assert out.get_float_custom_property(keys.P_PARITY_AGREEMENT) >= 0.95
+    assert read_record(out, records.Int8Model).input_dtype == "uint8"
+    assert read_record(out, records.Int8Model).parity_top1_agreement >= 0.95
 
 
 def _evaluate(examples, float_model, int8_model, tmp_path, cfg, beam_args=None):
@@ -224,14 +226,14 @@ def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_m
         interp.set_tensor(inp["index"], q[None])
         interp.invoke()
         correct += int(np.argmax(interp.get_tensor(outp["index"])[0]) == y)
-    assert blessing.get_int_custom_property(keys.P_INT8_CORRECT) == correct
-    assert blessing.get_int_custom_property(keys.P_EVAL_EXAMPLES) == len(ye)
-    int8_acc = blessing.get_float_custom_property(keys.P_INT8_ACCURACY)
+    assert read_record(blessing, records.Blessing).int8_correct == correct
+    assert read_record(blessing, records.Blessing).eval_examples == len(ye)
+    int8_acc = read_record(blessing, records.Blessing).int8_accuracy
     assert int8_acc == pytest.approx(correct / len(ye), abs=1e-6)
-    float_acc = blessing.get_float_custom_property(keys.P_FLOAT_ACCURACY)
-    delta = blessing.get_float_custom_property(keys.P_DELTA_PT)
+    float_acc = read_record(blessing, records.Blessing).float_accuracy
+    delta = read_record(blessing, records.Blessing).accuracy_delta_pt
     assert delta == pytest.approx((float_acc - int8_acc) * 100)
-    blessed = blessing.get_int_custom_property(keys.P_BLESSED)
+    blessed = read_record(blessing, records.Blessing).blessed
     assert blessed == int(delta <= 2.0)
     marker = "BLESSED" if blessed else "NOT_BLESSED"
     assert os.listdir(blessing.uri) == [marker]
@@ -254,8 +256,8 @@ def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_m
                                                                           ("int8", False)]
     assert tfma.load_validation_result(evaluation.uri).validation_ok == bool(blessed)
     # Latency is recorded for both models (1 thread, batch 1); no claim about which is faster.
-    assert blessing.get_float_custom_property(keys.P_INT8_LATENCY_MS) > 0
-    assert blessing.get_float_custom_property(keys.P_FLOAT_LATENCY_MS) > 0
+    assert read_record(blessing, records.Blessing).int8_latency_ms > 0
+    assert read_record(blessing, records.Blessing).float_latency_ms > 0
 
 
 def test_quant_evaluator_per_slice_threshold_blocks_on_one_slice(
@@ -279,8 +281,8 @@ def test_quant_evaluator_per_slice_threshold_blocks_on_one_slice(
                      thresholds=(Threshold(slice=(("label", "*"),), min_value=floor),))
     blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "gate",
                             cfg)
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
-    reasons = json.loads(blessing.get_string_custom_property(keys.P_REASONS))
+    assert read_record(blessing, records.Blessing).blessed == 0
+    reasons = read_record(blessing, records.Blessing).blessing_reasons
     assert len(reasons) == len(failing) and any(f"on {worst}:" in r for r in reasons), reasons
 
 
@@ -323,11 +325,11 @@ def test_quant_evaluator_impossible_floor_does_not_bless(digits_examples, float_
     examples, _ = digits_examples
     blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path,
                             EvalConfig(data=SPEC, min_int8_accuracy=1.0))
-    assert blessing.get_float_custom_property(keys.P_INT8_ACCURACY) < 1.0
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
+    assert read_record(blessing, records.Blessing).int8_accuracy < 1.0
+    assert read_record(blessing, records.Blessing).blessed == 0
     assert os.listdir(blessing.uri) == ["NOT_BLESSED"]
     assert "fails int8 >= 1 (EvalConfig.min_int8_accuracy)" in \
-        blessing.get_string_custom_property(keys.P_REASONS)
+        " ".join(read_record(blessing, records.Blessing).blessing_reasons)
 
 
 def test_quant_evaluator_rejects_a_float_tflite(digits_examples, float_model_artifact, tmp_path):
@@ -395,10 +397,10 @@ def test_report_that_cannot_be_written_is_said_not_swallowed(digits_examples, fl
         f.write('{"qat_report": ')  # cut short
     blessing, evaluation = _evaluate(examples, float_model_artifact, damaged, tmp_path,
                                      EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0))
-    status = evaluation.get_string_custom_property(keys.P_REPORT_STATUS)
+    status = read_record(evaluation, records.Evaluation).report_status
     assert status.startswith("failed: JSONDecodeError"), status
     assert not os.path.exists(os.path.join(evaluation.uri, keys.REPORT_FILE))
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == 1
+    assert read_record(blessing, records.Blessing).blessed == 1
     line = report_line({"report": None, "report_status": status})
     assert "NOT WRITTEN" in line and "JSONDecodeError" in line, line
 
@@ -488,11 +490,11 @@ def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_mod
             {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]}, {keys.CONFIG: cfg.to_json()})
         peaks[factor] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert blessing.get_int_custom_property(keys.P_EVAL_EXAMPLES) == n
+        assert read_record(blessing, records.Blessing).eval_examples == n
         # Same model deployed: identical accuracy, so a zero-regression gate passes.
-        assert blessing.get_string_custom_property(keys.P_BASELINE_CHECK).startswith("passed")
-        assert blessing.get_float_custom_property(keys.P_BASELINE_ACCURACY) == pytest.approx(
-            blessing.get_float_custom_property(keys.P_INT8_ACCURACY))
+        assert read_record(blessing, records.Blessing).baseline_check.startswith("passed")
+        assert read_record(blessing, records.Blessing).baseline_int8_accuracy == pytest.approx(
+            read_record(blessing, records.Blessing).int8_accuracy)
     assert peaks[16] < 1.5 * peaks[1], peaks
 
 
@@ -504,13 +506,14 @@ def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
     examples, _ = digits_examples
     blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "a",
                             EvalConfig(data=SPEC, min_int8_speedup=1000.0))
-    reasons = blessing.get_string_custom_property(keys.P_REASONS)
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == 0
+    reasons = " ".join(read_record(blessing, records.Blessing).blessing_reasons)
+    assert read_record(blessing, records.Blessing).blessed == 0
     assert "is below EvalConfig.min_int8_speedup=1000" in reasons and "XNNPACK" in reasons
-    fl = blessing.get_float_custom_property(keys.P_FLOAT_LATENCY_MS)
-    il = blessing.get_float_custom_property(keys.P_INT8_LATENCY_MS)
+    fl = read_record(blessing, records.Blessing).float_latency_ms
+    il = read_record(blessing, records.Blessing).int8_latency_ms
     assert fl > 0 and il > 0
     blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "b",
                             EvalConfig(data=SPEC, min_int8_speedup=0.01))
-    assert "min_int8_speedup" not in blessing.get_string_custom_property(keys.P_REASONS)
-    assert blessing.get_int_custom_property(keys.P_BLESSED) == 1
+    assert "min_int8_speedup" not in " ".join(
+        " ".join(read_record(blessing, records.Blessing).blessing_reasons))
+    assert read_record(blessing, records.Blessing).blessed == 1

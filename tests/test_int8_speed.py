@@ -2,13 +2,15 @@
 a model (tflite.delegation), the swish policy that keeps squeeze-excite convs delegable, the
 float reference traced at batch 1, interleaved latency and the summary's slower-than-float
 warning. Real TFLite/TFMOT on small seeded models."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.summary import format_summary
-from quant_lib import evaluation, qat, tflite
+from quant_lib import evaluation, qat, records, tflite
 from quant_lib.config import DataSpec, QuantizationConfig
 
 CFG = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
@@ -98,33 +100,33 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
     model = _se_model()
     _, int8 = _int8(model, x)
     lat = evaluation.compare_latency(int8, tflite.convert_float(model), x[:8], repeats=3)
-    assert lat["int8_latency_ms"] > 0 and lat["float_latency_ms"] > 0
-    assert lat["int8_xnnpack"].startswith("XNNPACK ") and lat["float_xnnpack"]
+    assert lat.int8_latency_ms > 0 and lat.float_latency_ms > 0
+    assert lat.int8_xnnpack.startswith("XNNPACK ") and lat.float_xnnpack
     summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
                "eval_examples": 8, "float_tflite_bytes": len(int8) * 3,
                "int8_tflite_bytes": len(int8), "blessed": True, "blessing_reasons": [],
-               "pushed_path": "/serving/1/tflite", **lat}
+               "pushed_path": "/serving/1/tflite", **lat.to_properties()}
     text = format_summary(summary)
-    assert f"XNNPACK        : int8 {lat['int8_xnnpack'][8:]}" in text
-    slower = lat["int8_latency_ms"] > lat["float_latency_ms"]
+    assert f"XNNPACK        : int8 {lat.int8_xnnpack[8:]}" in text
+    slower = lat.int8_latency_ms > lat.float_latency_ms
     assert ("SLOWER than float" in text) == slower
-    flipped = dict(summary, int8_latency_ms=2 * lat["float_latency_ms"])
+    flipped = dict(summary, int8_latency_ms=2 * lat.float_latency_ms)
     assert "SLOWER than float" in format_summary(flipped)
-    assert "SLOWER" not in format_summary(dict(summary, int8_latency_ms=0.5 * lat[
-        "float_latency_ms"]))
+    assert "SLOWER" not in format_summary(dict(summary,
+                                               int8_latency_ms=0.5 * lat.float_latency_ms))
 
 
 def test_min_int8_speedup_config_checks():
     from quant_lib.config import ConfigError, EvalConfig
     with pytest.raises(ConfigError, match=r"EvalConfig.min_int8_speedup: must be None .* > 0"):
         EvalConfig(min_int8_speedup=0)
-    latency = {"float_latency_ms": 1.0, "int8_latency_ms": 2.0, "int8_xnnpack": "XNNPACK 1/2",
-               "float_xnnpack": "XNNPACK 2/2"}
+    latency = records.Evaluation(float_latency_ms=1.0, int8_latency_ms=2.0,
+                                 int8_xnnpack="XNNPACK 1/2", float_xnnpack="XNNPACK 2/2")
     assert evaluation.speed_failures(None, latency) == []
     assert evaluation.speed_failures(0.4, latency) == []
     (reason,) = evaluation.speed_failures(1.0, latency)
     assert reason.startswith("int8 speed 0.50x float") and "XNNPACK 1/2" in reason
-    (reason,) = evaluation.speed_failures(1.0, dict(latency, float_latency_ms=None))
+    (reason,) = evaluation.speed_failures(1.0, dataclasses.replace(latency, float_latency_ms=None))
     assert "no float TFLite reference" in reason
 
 
@@ -151,7 +153,7 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
     qat.calibrate_ranges(q, [x[:16], x[16:]])
     int8, fl = tflite.convert_int8(q, x), tflite.convert_float(model)
     lat = evaluation.compare_latency(int8, fl, x[:8], repeats=3)
-    assert lat["int8_latency_ms"] > 1.5 * lat["float_latency_ms"], lat
+    assert lat.int8_latency_ms > 1.5 * lat.float_latency_ms, lat
 
     prof = evaluation.op_profiles(int8, fl)
     d = tflite.delegation(int8)
@@ -164,13 +166,70 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
     one = op_profile.profile(int8, passes=1, reps=1, max_ops=3)
     assert [o.index for o in one.ops] == [0, 1, 2]
 
-    metrics = {"slices": {"overall": {}}, "op_profile": prof, **lat}
+    metrics = {"slices": {"overall": {}}, "op_profile": prof, **lat.to_properties()}
     page = report._op_profile(metrics["op_profile"])  # pylint: disable=protected-access
     assert 'id="op-profile"' in page and "<td class=\"l\">MUL</td><td class=\"\">16</td>" in page
     assert "no int8 kernel for SOFTMAX" in page and "no int8 op of their type: HARD_SWISH" in page
     summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
                "eval_examples": 8, "float_tflite_bytes": len(fl), "int8_tflite_bytes": len(int8),
-               "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite", **lat}
+               "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite",
+               **lat.to_properties()}
     assert "SLOWER than float" in format_summary(summary)
     (reason,) = evaluation.speed_failures(1.0, lat)
     assert "below EvalConfig.min_int8_speedup=1" in reason and "SOFTMAX x1" in reason
+
+
+def _hard_swish_block():
+    """MobileNetV3's pattern: hard-swish before a padded depthwise conv, a hard-sigmoid gate,
+    and one hard-swish whose output reaches an Add (not foldable)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 4), name="image")
+    x = L.BatchNormalization()(L.Conv2D(8, 1, use_bias=False)(inp))
+    x = L.Multiply(name="hs1")([x, L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
+    x = L.DepthwiseConv2D(3, strides=2, name="dw")(L.ZeroPadding2D(((0, 1), (0, 1)))(x))
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.ReLU(6.0)(L.Conv2D(8, 1)(L.ReLU()(L.Conv2D(4, 1)(s))) + 3.0) * (1.0 / 6.0)
+    x = L.Conv2D(8, 1, name="project")(L.Multiply(name="gate")([x, s]))
+    y = L.Multiply(name="hs2")([x, L.ReLU(6.0)(x + 3.0) / 6.0])
+    y = L.Add()([y, x])
+    return keras.Model(inp, L.Dense(3, name="head")(L.Flatten()(y)))
+
+
+def test_constant_multiplies_fold_into_the_next_kernels_and_leave_int8_muls_out():
+    from quant_lib import layer_configs, scale_fold
+    model = _hard_swish_block()
+    x = np.random.default_rng(0).normal(0, 2, (64, 8, 8, 4)).astype(np.float32)
+    model.layers[2].set_weights([w + 0.5 for w in model.layers[2].get_weights()])  # BN: vary
+    rewritten = qat.rewrite_layers(model)
+    folded, dropped = scale_fold.fold_constant_multiplies(rewritten)
+    assert len(dropped) == 2  # hs1's and the gate's 1/6; hs2 reaches an Add and keeps its own
+    kept = [l for l in folded.layers if isinstance(l, layer_configs.ScalarOp)
+            and l.op in ("multiply", "truediv")]
+    assert len(kept) == 1 and kept[0].op == "truediv"
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-4 * np.abs(model.predict(x, verbose=0)).max())
+    w = {l.name: l.get_weights()[0] for l in folded.layers if l.weights}
+    np.testing.assert_allclose(w["dw"], model.get_layer("dw").get_weights()[0] / 6, rtol=1e-6)
+    np.testing.assert_allclose(w["project"], model.get_layer("project").get_weights()[0] / 6,
+                               rtol=1e-6)
+    np.testing.assert_allclose(model.get_layer("dw").get_weights()[0] * 1,
+                               rewritten.get_layer("dw").get_weights()[0])  # user's model as was
+
+    same, none = scale_fold.fold_constant_multiplies(rewritten, protected={"hs1", "gate"})
+    assert none == [] and same is rewritten
+
+    cfg = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
+    ops, err = {}, {}
+    for name, m in (("folded", model), ("unfolded", None)):
+        if m is None:  # hs1 and gate left to post-training quantization: no fold there
+            cfg = QuantizationConfig(data=cfg.data, keep_float_regex=("^hs1$", "^gate$"))
+            m = model
+        q = qat.quantize(m, cfg)
+        qat.calibrate_ranges(q, [x[:32], x[32:]])
+        int8 = tflite.convert_int8(q, x)
+        ops[name] = tflite.validate_integer(int8).op_counts
+        err[name] = np.abs(tflite.TFLiteClassifier(int8).predict(x) - q.predict(x, verbose=0))
+    assert ops["unfolded"]["MUL"] - ops["folded"]["MUL"] == 2
+    # int8 vs its QAT model (calibrated, untrained): the fold costs no parity
+    assert err["folded"].mean() <= 1.25 * err["unfolded"].mean(), err

@@ -13,6 +13,8 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components import keys
+from components.utils import read_record, set_properties
+from quant_lib import records
 from components.verified_pusher.executor import Executor, PushRefusedError
 from quant_lib import tflite
 
@@ -34,10 +36,8 @@ def _setup(tmp_path, model_bytes, blessed, sha, with_blessing=True):
         f.write(model_bytes)
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(tmp_path / "blessing")
-    if blessed is not None:
-        blessing.set_int_custom_property(keys.P_BLESSED, blessed)
-    if sha is not None:
-        blessing.set_string_custom_property(keys.P_INT8_SHA256, sha)
+    set_properties(blessing, records.Blessing(
+        blessed=None if blessed is None else bool(blessed), int8_sha256=sha))
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")
     inputs = {"model": [model]}
@@ -70,14 +70,14 @@ def test_pushes_only_blessed_and_verified_bytes(tmp_path, int8_bytes, blessed, s
     else:
         Executor().Do(inputs, outputs, _props(serving))
     versions = os.listdir(serving) if os.path.isdir(serving) else []
-    assert pushed.get_int_custom_property(keys.P_PUSHED) == int(should_push)
+    assert read_record(pushed, records.Pushed).pushed == int(should_push)
     if not should_push:
         assert versions == []
         return
     assert len(versions) == 1 and not versions[0].startswith(".")
     with open(os.path.join(serving, versions[0], keys.TFLITE_FILE), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == digest  # pushed bytes == evaluated bytes
-    assert pushed.get_string_custom_property(keys.P_PUSHED_SHA256) == digest
+    assert read_record(pushed, records.Pushed).pushed_sha256 == digest
     assert pushed.get_string_custom_property("pushed_destination") == str(serving / versions[0])
 
 
@@ -87,7 +87,7 @@ def test_evaluator_failed_means_no_blessing_and_no_push(tmp_path, int8_bytes):
     with pytest.raises(PushRefusedError, match="no model_blessing"):
         Executor().Do(inputs, outputs, _props(tmp_path / "serving"))
     assert not os.path.exists(tmp_path / "serving")
-    assert pushed.get_int_custom_property(keys.P_PUSHED) == 0
+    assert read_record(pushed, records.Pushed).pushed == 0
 
 
 def test_model_changed_after_evaluation_is_not_pushed(tmp_path, int8_bytes):

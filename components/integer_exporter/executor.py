@@ -1,5 +1,6 @@
 """IntegerExporter executor: convert -> write -> read back and validate -> parity -> Edge TPU ->
 properties. Any failed check raises, so no output artifact is published."""
+import dataclasses
 import json
 import logging
 import os
@@ -12,9 +13,9 @@ from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import inputs, keys
-from components.utils import (data_errors_name, recorded_task, serving_model_dir,
+from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import edgetpu, export, models, qat, search, tflite
+from quant_lib import edgetpu, export, models, qat, records, search, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
 
@@ -47,10 +48,11 @@ def _edgetpu(out: types.Artifact, model_bytes: bytes, cfg: ExportConfig) -> Dict
                 json.dumps(prediction.to_dict(), indent=2))
     _write_text(os.path.join(out.uri, keys.EDGETPU_ANALYSIS_MD), prediction.to_markdown())
     first = prediction.first_unmapped
-    out.set_int_custom_property(keys.P_ETPU_PRED_TPU, prediction.predicted_on_tpu)
-    out.set_int_custom_property(keys.P_ETPU_PRED_CPU, prediction.predicted_on_cpu)
-    out.set_string_custom_property(keys.P_ETPU_FIRST_UNMAPPED, "" if first is None else
-                                   f"#{first.index} {first.op}: {'; '.join(first.reasons)}")
+    rec = records.Int8Model(
+        edgetpu_predicted_ops_on_tpu=prediction.predicted_on_tpu,
+        edgetpu_predicted_ops_on_cpu=prediction.predicted_on_cpu,
+        edgetpu_predicted_first_unmapped="" if first is None else
+        f"#{first.index} {first.op}: {'; '.join(first.reasons)}")
 
     with tempfile.TemporaryDirectory() as tmp:  # the compiler needs local files (GCS-safe)
         local = os.path.join(tmp, "model.tflite")
@@ -61,25 +63,24 @@ def _edgetpu(out: types.Artifact, model_bytes: bytes, cfg: ExportConfig) -> Dict
         if result.status == "compiled":
             compiled = open(result.compiled_path, "rb").read()
             _write_bytes(os.path.join(out.uri, keys.EDGETPU_DIR, "model_edgetpu.tflite"), compiled)
-            out.set_int_custom_property(keys.P_ETPU_BYTES, len(compiled))
+            rec = dataclasses.replace(rec, edgetpu_tflite_bytes=len(compiled))
             if result.log_path:
                 _write_text(os.path.join(out.uri, keys.EDGETPU_DIR, "model_edgetpu.log"),
                             open(result.log_path).read())
     _write_text(os.path.join(out.uri, keys.EDGETPU_COMPILE_JSON),
                 json.dumps(result.to_dict(), indent=2))
-    out.set_string_custom_property(keys.P_ETPU_STATUS, result.status)
-    out.set_string_custom_property(keys.P_ETPU_MESSAGE, result.message)
+    rec = dataclasses.replace(rec, edgetpu_compiler_status=result.status,
+                              edgetpu_compiler_message=result.message)
     parsed = result.parsed
     if parsed is not None and parsed.models:
         m = parsed.models[0]
-        for key, value in ((keys.P_ETPU_OPS_TPU, m.ops_on_tpu), (keys.P_ETPU_OPS_CPU, m.ops_on_cpu),
-                           (keys.P_ETPU_SUBGRAPHS, m.edgetpu_subgraphs),
-                           (keys.P_ETPU_ON_CHIP, m.on_chip_used_bytes),
-                           (keys.P_ETPU_OFF_CHIP, m.off_chip_used_bytes)):
-            if value is not None:
-                out.set_int_custom_property(key, value)
+        rec = dataclasses.replace(
+            rec, edgetpu_ops_on_tpu=m.ops_on_tpu, edgetpu_ops_on_cpu=m.ops_on_cpu,
+            edgetpu_subgraphs=m.edgetpu_subgraphs, edgetpu_on_chip_bytes=m.on_chip_used_bytes,
+            edgetpu_off_chip_bytes=m.off_chip_used_bytes)
     if parsed is not None and parsed.version:
-        out.set_string_custom_property(keys.P_ETPU_VERSION, parsed.version)
+        rec = dataclasses.replace(rec, edgetpu_compiler_version=parsed.version)
+    set_properties(out, rec)
     logging.info("IntegerExporter: Edge TPU prediction %d/%d ops on TPU%s; compiler: %s (%s)",
                  prediction.predicted_on_tpu, len(prediction.ops),
                  "" if first is None else f", split at #{first.index} {first.op}", result.status,
@@ -127,9 +128,8 @@ def _float_reference(input_dict, out: types.Artifact):
     if input_dict.get(keys.BASE_MODEL):
         base_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
         source = base_dir if models.is_keras_savedmodel(base_dir) else None
-    qat_model = single(input_dict, keys.MODEL)
-    if source is None and keys.P_FLOAT_KERAS_MODEL in qat_model.mlmd_artifact.custom_properties:
-        source = qat_model.get_string_custom_property(keys.P_FLOAT_KERAS_MODEL)
+    if source is None:
+        source = read_record(single(input_dict, keys.MODEL), records.QatModel).float_keras_model
     if source is None:
         logging.info("IntegerExporter: no float TFLite reference (no Keras float model)")
         return None
@@ -140,22 +140,20 @@ def _float_reference(input_dict, out: types.Artifact):
 
 def _refuse_failed_search(qat_model: types.Artifact) -> None:
     """A QuantizeTrainer search with no candidate within budget: nothing may be exported."""
-    props = qat_model.mlmd_artifact.custom_properties
-    if "search_status" in props and qat_model.get_string_custom_property("search_status") != \
-            search.WITHIN:
+    rec = read_record(qat_model, records.QatModel)
+    if rec.search_status not in (None, search.WITHIN):
         raise ValueError(
             f"QuantizeTrainer's search found no candidate within its budget, so there is nothing "
-            f"to export or bless: {qat_model.get_string_custom_property('search_reason')} "
+            f"to export or bless: {rec.search_reason} "
             f"(trials: {os.path.join(qat_model.uri, keys.QAT_REPORT_FILE)})")
 
 
 def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
     """The layers QuantizeTrainer kept float on purpose (``float_fallback_layers``); refused
     for the Edge TPU and for int16x8."""
-    props = qat_model.mlmd_artifact.custom_properties
-    if "float_fallback_layers" not in props:
+    names = read_record(qat_model, records.QatModel).float_fallback_layers
+    if not names:
         return []
-    names = json.loads(qat_model.get_string_custom_property("float_fallback_layers"))
     if cfg.activations != "int8" or cfg.require_edgetpu:
         raise ValueError(
             f"the QAT model keeps layers {names} float (QuantizationConfig.float_fallback_names): "
@@ -184,7 +182,7 @@ class Executor(base_executor.BaseExecutor):
                                task)
             rep_x, _ = bound.arrays(rep_dir, cfg.representative_examples)
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
-        per_channel = not single(input_dict, keys.MODEL).get_int_custom_property(keys.P_PER_TENSOR)
+        per_channel = not read_record(single(input_dict, keys.MODEL), records.QatModel).per_tensor
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
                      "%s out; inputs %s) with %d representative examples", cfg.activations,
                      cfg.inference_input_type, cfg.inference_output_type, sorted(rep_x),
@@ -204,10 +202,10 @@ class Executor(base_executor.BaseExecutor):
         if cfg.edgetpu and cfg.activations == "int8":
             edge = _edgetpu(out, result.int8_bytes, cfg)
         else:
-            out.set_string_custom_property(keys.P_ETPU_STATUS, "skipped")
+            set_properties(out, records.Int8Model(edgetpu_compiler_status="skipped"))
         float_bytes = _float_reference(input_dict, out)
-        set_properties(out, {**result.to_properties(), **task.to_properties(),
-                             keys.P_FLOAT_BYTES: float_bytes})
+        set_properties(out, result.to_properties().merged(task.to_properties()).merged(
+            records.Int8Model(float_tflite_bytes=float_bytes)))
         _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
             "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
             "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)

@@ -1,6 +1,7 @@
 """QuantEvaluator executor: one Beam job scores the float, int8 (and deployed) models and hands the
 predictions to TFMA, whose thresholds decide -> blessing + evaluation. Runs on whatever Beam
 runner the pipeline's beam_pipeline_args select."""
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ from components import inputs, keys
 from components.quant_evaluator.tfma_gate import GateWithTFMA
 from components.utils import (data_errors_name, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import evaluation, gate, report, tasks, tflite
+from quant_lib import evaluation, gate, records, report, tasks, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import DataError
 from quant_lib.inputs import SAMPLE, bind_model, first_records
@@ -103,12 +104,11 @@ def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
     with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
         f.write("\n".join(result.verdict.reasons) + "\n")
     base = result.deployed
-    set_properties(blessing, {
-        **result.to_properties(), keys.P_BLESSED: int(result.blessed),
-        keys.P_REASONS: json.dumps(result.verdict.reasons), keys.P_CURRENT_MODEL: quantized.uri,
-        keys.P_CURRENT_MODEL_ID: quantized.id, keys.P_INT8_SHA256: result.int8_sha256,
-        keys.P_BASELINE_CHECK: f"{base['status']}: {base['reason']}",
-        keys.P_BASELINE_ACCURACY: base.get("baseline_int8_accuracy")})
+    set_properties(blessing, records.Blessing(
+        blessed=result.blessed, blessing_reasons=list(result.verdict.reasons),
+        current_model=quantized.uri, current_model_id=quantized.id,
+        int8_sha256=result.int8_sha256, baseline_check=f"{base['status']}: {base['reason']}",
+        baseline_int8_accuracy=base.get("baseline_int8_accuracy")).merged(result.to_properties()))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -139,18 +139,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
         check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
-        latency = self._latency(quantized, int8_bytes, eval_uri, bound)
+        latency, profile = self._latency(quantized, int8_bytes, eval_uri, bound)
         verdict = gate.verdict(
             out.uri, ([check["reason"]] if check["status"] == "failed" else [])
             + evaluation.speed_failures(cfg.min_int8_speedup, latency),
             typed=not exec_properties.get(keys.EVAL_CONFIG))
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
-            gate.to_json(gate_cfg), latency, points, latency.pop("op_profile"))
+            gate.to_json(gate_cfg), latency, points, profile)
         with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
             f.write(json.dumps(result.to_json(), indent=2))
-        set_properties(out, {**result.to_properties(), keys.P_REPORT_STATUS: self._write_report(
-            out.uri, quantized.uri, result.to_json())})
+        set_properties(out, dataclasses.replace(result.to_properties(), report_status=(
+            self._write_report(out.uri, quantized.uri, result.to_json()))))
         _bless(blessing, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
                      "tfma.load_eval_result / load_validation_result)",
@@ -222,19 +222,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         return "written"
 
     @staticmethod
-    def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound) -> Dict[str, Any]:
-        """Per-example latency (1 thread, batch 1, interleaved passes) of the int8 model and of
-        the float TFLite reference IntegerExporter stored, on up to 200 eval examples."""
+    def _latency(quantized, int8_bytes: bytes, eval_uri: str, bound):
+        """(records.Evaluation with the latency per example (1 thread, batch 1, interleaved
+        passes) of the int8 model and of the float TFLite reference IntegerExporter stored, on
+        up to 200 eval examples; both models' per-op profiles)."""
         x, _ = bound.arrays(eval_uri, limit=200)
         ref, float_bytes = os.path.join(quantized.uri, keys.FLOAT_REFERENCE_TFLITE), None
         if fileio.exists(ref):
             with fileio.open(ref, "rb") as f:
                 float_bytes = f.read()
-        out = evaluation.compare_latency(int8_bytes, float_bytes, x)
-        out["op_profile"] = evaluation.op_profiles(int8_bytes, float_bytes)
-        if out[keys.P_FLOAT_LATENCY_MS] and out[keys.P_INT8_LATENCY_MS] > out[keys.P_FLOAT_LATENCY_MS]:
+        lat = evaluation.compare_latency(int8_bytes, float_bytes, x)
+        if lat.float_latency_ms and lat.int8_latency_ms > lat.float_latency_ms:
             logging.warning("QuantEvaluator: the int8 model is SLOWER than float (%.3f vs %.3f ms "
-                            "per example); int8: %s; float: %s", out[keys.P_INT8_LATENCY_MS],
-                            out[keys.P_FLOAT_LATENCY_MS], out[keys.P_INT8_XNNPACK],
-                            out[keys.P_FLOAT_XNNPACK])
-        return out
+                            "per example); int8: %s; float: %s", lat.int8_latency_ms,
+                            lat.float_latency_ms, lat.int8_xnnpack, lat.float_xnnpack)
+        return lat, evaluation.op_profiles(int8_bytes, float_bytes)

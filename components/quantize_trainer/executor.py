@@ -1,4 +1,5 @@
 """QuantizeTrainer executor: decode config -> quant_lib QAT -> write Model + report + properties."""
+import dataclasses
 import json
 import logging
 import os
@@ -144,8 +145,9 @@ class Executor(base_executor.BaseExecutor):
             n = float_model.inputs.check_split(train_uri, statistics, stats_path)
         float_props = float_model.to_properties()
         if float_model.source == "rebuilt":  # a Keras copy: the float TFLite reference needs one
-            float_props[keys.P_FLOAT_KERAS_MODEL] = os.path.join(out.uri, keys.FLOAT_KERAS_DIR)
-            qat.save_model(float_model.model, float_props[keys.P_FLOAT_KERAS_MODEL])
+            float_props = dataclasses.replace(
+                float_props, float_keras_model=os.path.join(out.uri, keys.FLOAT_KERAS_DIR))
+            qat.save_model(float_model.model, float_props.float_keras_model)
         logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
                      "its inputs %s (%s)", float_dir, float_model.source, n,
                      sorted(float_model.inputs.mapping),

@@ -20,7 +20,8 @@ from tfx.types import standard_component_specs as tss
 from tfx.utils import io_utils, proto_utils
 
 from components import keys
-from components.utils import single
+from components.utils import read_record, set_properties, single
+from quant_lib import records
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,21 @@ class Executor(pusher_executor.Executor):
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         pushed = single(output_dict, tss.PUSHED_MODEL_KEY)
-        pushed.set_int_custom_property(keys.P_PUSHED, 0)
+        set_properties(pushed, records.Pushed(pushed=False))
         if not input_dict.get(tss.MODEL_BLESSING_KEY):
             raise PushRefusedError(
                 "VerifiedPusher got no model_blessing: wire model_blessing=QuantEvaluator's "
                 "outputs['blessing']; tfx-qat never pushes a model that was not evaluated")
         blessing = single(input_dict, tss.MODEL_BLESSING_KEY)
-        if blessing.get_int_custom_property(keys.P_BLESSED) != 1:
+        rec = read_record(blessing, records.Blessing)
+        if not rec.blessed:
             log.warning("not pushing: blessing %s is not blessed=1 (reasons: %s)", blessing.uri,
-                        blessing.get_string_custom_property(keys.P_REASONS) or "none recorded")
+                        rec.blessing_reasons or "none recorded")
             return
         model = single(input_dict, tss.MODEL_KEY)
-        expected = blessing.get_string_custom_property(keys.P_INT8_SHA256)
+        expected = rec.int8_sha256
         if not expected:
-            raise PushRefusedError(f"blessing {blessing.uri} has no {keys.P_INT8_SHA256!r}: it was "
+            raise PushRefusedError(f"blessing {blessing.uri} has no evaluated int8 sha256: it was "
                                    "not written by QuantEvaluator; re-run QuantEvaluator")
         model_dir = self.GetModelPath(input_dict)
         actual = sha256_file(os.path.join(model_dir, keys.TFLITE_FILE))
@@ -72,7 +74,7 @@ class Executor(pusher_executor.Executor):
         serving_path, version = self._push(model_dir, base, expected)
         io_utils.copy_dir(model_dir, pushed.uri)  # archive copy, as the stock Pusher keeps
         self._MarkPushed(pushed, pushed_destination=serving_path, pushed_version=version)
-        pushed.set_string_custom_property(keys.P_PUSHED_SHA256, expected)
+        set_properties(pushed, records.Pushed(pushed_sha256=expected))
         log.info("pushed verified int8 model (sha256 %s) to %s", expected, serving_path)
 
     def _push(self, model_dir: str, base: str, sha: str):

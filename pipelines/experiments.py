@@ -1,0 +1,340 @@
+"""Runs compared from MLMD: one row per pipeline run that ran tfx-qat, with its lineage.
+
+A row joins, for one ``pipeline_run`` context, QuantizeTrainer (the QAT configuration, the float
+model and the Examples it trained from), IntegerExporter (int8 size, Edge TPU ops), QuantEvaluator
+(float and int8 headline metric, worst slice, latency, blessed) and the Pusher (where it went);
+a run that failed has its failed component and the error TFX (or tfx-qat's runner) recorded.
+Every artifact property is read through its ``quant_lib.records`` record. MLMD is queried in
+batches (types, contexts, executions, events, artifacts: a handful of calls plus one per run
+for its executions), so a shared store with many runs lists in seconds.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
+
+from components import keys
+from components.utils import mlmd_properties, read_record
+from quant_lib import records
+
+_OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+_STATES = metadata_store_pb2.Execution.State
+OURS = ("QuantizeTrainer", "IntegerExporter", "QuantEvaluator")
+# What the terminal table shows (all columns: --csv, --json, the DataFrame).
+TABLE = ("run_id", "time", "status", "scheme", "bits", "per_tensor", "epochs", "learning_rate",
+         "search_chosen_trial", "metric", "float", "int8", "delta", "worst_slice", "int8_bytes",
+         "int8_latency_ms", "float_latency_ms", "edgetpu_ops_on_tpu", "blessed", "pushed")
+
+
+def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
+    """A MetadataStore: ``root`` is a pipeline output root holding metadata.sqlite or the SQLite
+    file; ``mlmd_config`` a text-format ``ConnectionConfig`` (SQLite, MySQL) or
+    ``MetadataStoreClientConfig`` (gRPC, e.g. Kubeflow's metadata-grpc-service)."""
+    from google.protobuf import text_format
+    if mlmd_config:
+        with open(mlmd_config) as f:
+            text = f.read()
+        for proto in (metadata_store_pb2.ConnectionConfig,
+                      metadata_store_pb2.MetadataStoreClientConfig):
+            try:
+                return metadata_store.MetadataStore(text_format.Parse(text, proto()))
+            except text_format.ParseError:
+                continue
+        raise ValueError(f"--mlmd-config {mlmd_config}: neither a ConnectionConfig (sqlite/mysql) "
+                         "nor a MetadataStoreClientConfig (host, port) in text format")
+    path = os.path.join(root, "metadata.sqlite") if root and os.path.isdir(root) else root
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"no MLMD database at {path}: pass the pipeline output root (the folder "
+                         "holding metadata.sqlite), the SQLite file, or --mlmd-config")
+    cfg = metadata_store_pb2.ConnectionConfig()
+    cfg.sqlite.filename_uri = path
+    cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(cfg)
+
+
+def _chunks(ids: List[int], n: int = 500) -> Iterable[List[int]]:
+    for i in range(0, len(ids), n):
+        yield ids[i:i + n]
+
+
+def _component(type_name: str) -> str:
+    return type_name.rsplit(".", 1)[-1]
+
+
+def _error(execution) -> Optional[str]:
+    raw = mlmd_properties(execution).get("__execution_result__")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("resultMessage") or raw
+    except ValueError:
+        return raw
+
+
+def runs(store) -> List[Dict[str, Any]]:
+    """One row per pipeline run with a tfx-qat execution, oldest first."""
+    etypes = {t.id: _component(t.name) for t in store.get_execution_types()}
+    atypes = {t.id: t.name for t in store.get_artifact_types()}
+    pipelines = {c.id: c.name for c in store.get_contexts_by_type("pipeline")}
+    run_ctx = store.get_contexts_by_type("pipeline_run")
+    by_run = {c.id: store.get_executions_by_context(c.id) for c in run_ctx}
+    ids = [e.id for ex in by_run.values() for e in ex if etypes[e.type_id] in OURS + (
+        "Trainer", "Pusher", "VerifiedPusher")]
+    events = [ev for chunk in _chunks(ids) for ev in store.get_events_by_execution_ids(chunk)]
+    art_ids = sorted({ev.artifact_id for ev in events})
+    arts = {a.id: a for chunk in _chunks(art_ids) for a in store.get_artifacts_by_id(chunk)}
+    io: Dict[int, Dict[str, Dict[str, list]]] = {}
+    for ev in events:
+        side = "out" if ev.type in _OUT else "in" if ev.type in _IN else None
+        key = next((s.key for s in ev.path.steps if s.HasField("key")), None)
+        if side:
+            io.setdefault(ev.execution_id, {"in": {}, "out": {}})[side].setdefault(
+                key, []).append(arts[ev.artifact_id])
+    rows = []
+    for ctx in run_ctx:
+        ex = {etypes[e.type_id]: e for e in sorted(by_run[ctx.id], key=lambda e: e.id)}
+        if not any(c in ex for c in OURS):
+            continue
+        parent = [pipelines[p.id] for p in store.get_parent_contexts_by_context(ctx.id)
+                  if p.id in pipelines] if pipelines else []
+        rows.append(_row(ctx, parent[0] if parent else None, ex, io, atypes))
+    return sorted(rows, key=lambda r: (r["time"], r["run_id"]))
+
+
+def _artifact(io, execution, side: str, key: str):
+    found = io.get(execution.id, {}).get(side, {}).get(key) if execution else None
+    return found[0] if found else None
+
+
+def _row(ctx, pipeline, ex, io, atypes) -> Dict[str, Any]:
+    qt, ie, qe = (ex.get(c) for c in OURS)
+    push = ex.get("VerifiedPusher") or ex.get("Pusher")
+    failed = next((e for e in ex.values() if e.last_known_state == _STATES.FAILED), None)
+    cfg = json.loads(mlmd_properties(qt).get(keys.CONFIG) or "{}") if qt else {}
+    qat_model = _artifact(io, qt, "out", keys.QAT_MODEL)
+    q = read_record(qat_model, records.QatModel) if qat_model else records.QatModel()
+    int8 = _artifact(io, ie, "out", keys.QUANTIZED_MODEL)
+    x = read_record(int8, records.Int8Model) if int8 else records.Int8Model()
+    blessing = _artifact(io, qe, "out", keys.BLESSING)
+    b = read_record(blessing, records.Blessing) if blessing else records.Blessing()
+    evaluation = _artifact(io, qe, "out", keys.EVALUATION)
+    pushed = _artifact(io, push, "out", "pushed_model")
+    p = read_record(pushed, records.Pushed) if pushed else records.Pushed()
+    examples = _artifact(io, qt, "in", keys.EXAMPLES)
+    base = _artifact(io, qt, "in", keys.BASE_MODEL)
+    e_props = mlmd_properties(examples) if examples else {}
+    head = b.headline
+    worst = _worst_slice(evaluation.uri) if evaluation else (None, None)
+    when = (qe or qt or failed or next(iter(ex.values()))).create_time_since_epoch
+    status = ("FAILED in " + next(c for c, e in ex.items() if e is failed) if failed else
+              "blessed" if b.blessed else "NOT blessed" if blessing else "incomplete")
+    return {
+        "run_id": ctx.name, "pipeline": pipeline,
+        "time": datetime.datetime.fromtimestamp(when / 1000, datetime.timezone.utc)
+        .strftime("%Y-%m-%d %H:%M:%S"),
+        "status": status, "error": (_error(failed) or "not recorded (see the orchestrator's "
+                                    "log)") if failed else None,
+        "examples": examples.uri if examples else None, "examples_id": examples and examples.id,
+        "examples_span": e_props.get("span"), "examples_version": e_props.get("version"),
+        "trainer_model": base.uri if base else None,
+        "scheme": cfg.get("scheme"), "bits": f"w{cfg['weight_bits']}a{cfg['activation_bits']}"
+        if "weight_bits" in cfg else None, "per_tensor": cfg.get("per_tensor"),
+        "epochs": cfg.get("epochs"), "learning_rate": cfg.get("learning_rate"),
+        "float_layers": q.float_layer_names, "float_fallback_layers": q.float_fallback_layers,
+        "int8_weight_layers": q.int8_weight_layers, "search_status": q.search_status,
+        "search_chosen_trial": q.search_chosen_trial,
+        "metric": head["metric"], "float": head["float"], "int8": head["int8"],
+        "delta": head["delta"], "worst_slice": worst[0], "worst_slice_delta": worst[1],
+        "int8_bytes": x.int8_tflite_bytes, "float_bytes": x.float_tflite_bytes,
+        "int8_latency_ms": b.int8_latency_ms, "float_latency_ms": b.float_latency_ms,
+        "edgetpu_ops_on_tpu": x.edgetpu_ops_on_tpu if x.edgetpu_ops_on_tpu is not None
+        else x.edgetpu_predicted_ops_on_tpu,
+        "blessed": b.blessed, "pushed": bool(p.pushed),
+        "pushed_to": p.pushed_destination if p.pushed else None,
+        "report": os.path.join(evaluation.uri, keys.REPORT_FILE) if evaluation else None,
+        "slice_deltas": worst[2] if evaluation else {},
+    }
+
+
+def _worst_slice(uri: str):
+    """(slice, int8 - float of its headline, all slices' deltas) from QuantEvaluator's
+    metrics.json: configured slices, else classes; higher MAE counts as worse."""
+    path = os.path.join(uri, keys.METRICS_FILE)
+    if not fileio.exists(path):
+        return None, None, {}
+    with fileio.open(path) as f:
+        m = json.loads(f.read())
+    deltas = {}
+    for name, s in m.get("slices", {}).items():
+        if name == "overall":
+            for c, v in (s.get("per_class_accuracy") or {}).items():
+                deltas[f"class {c}"] = v["int8"] - v["float"]
+        elif "accuracy" in s:
+            deltas[name] = s["accuracy"]["int8"] - s["accuracy"]["float"]
+        elif "mae" in s:
+            deltas[name] = -(s["mae"]["int8"] - s["mae"]["float"])
+    configured = {k: v for k, v in deltas.items() if not k.startswith("class ")}
+    pool = configured or deltas
+    if not pool:
+        return None, None, deltas
+    name = min(pool, key=pool.get)
+    return name, pool[name], deltas
+
+
+def frame(root: Optional[str] = None, mlmd_config: Optional[str] = None):
+    """The runs as a pandas DataFrame (one row per run, every column of ``runs``)."""
+    import pandas as pd
+    return pd.DataFrame(runs(connect(root, mlmd_config)))
+
+
+def diff(rows: List[Dict[str, Any]], a: str, b: str) -> Dict[str, tuple]:
+    """Fields whose values differ between runs ``a`` and ``b`` (run id, or its 1-based row)."""
+    ra, rb = _pick(rows, a), _pick(rows, b)
+    skip = {"run_id", "time", "report", "slice_deltas"}
+    return {k: (ra[k], rb[k]) for k in ra if k not in skip and ra[k] != rb[k]}
+
+
+def _pick(rows, key: str) -> Dict[str, Any]:
+    for i, r in enumerate(rows, 1):
+        if r["run_id"] == key or str(i) == key:
+            return r
+    raise ValueError(f"no run {key!r}; runs: " + ", ".join(f"{i} = {r['run_id']}"
+                                                           for i, r in enumerate(rows, 1)))
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
+    return str(v)
+
+
+def table(rows: List[Dict[str, Any]], columns=TABLE) -> str:
+    """A plain-text table, one line per run, numbered for --diff."""
+    cells = [["#"] + list(columns)] + [[str(i)] + [_cell(r.get(c)) for c in columns]
+                                      for i, r in enumerate(rows, 1)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    errors = [f"  {i}: {r['status']}: {r['error']}" for i, r in enumerate(rows, 1) if r["error"]]
+    return "\n".join(lines + (["errors:"] + errors if errors else []))
+
+
+def to_csv(rows: List[Dict[str, Any]]) -> str:
+    import csv
+    import io as _io
+    buf = _io.StringIO()
+    columns = [k for k in rows[0] if k != "slice_deltas"] if rows else list(TABLE)
+    w = csv.DictWriter(buf, columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def pareto(rows: List[Dict[str, Any]]) -> List[int]:
+    """Indices of the runs no other run beats on both int8 size and int8 headline drop (the
+    drop: float - int8 accuracy, or int8 - float MAE)."""
+    pts = [(i, r["int8_bytes"], -r["delta"] if r["metric"] == "accuracy" else r["delta"])
+           for i, r in enumerate(rows) if r["int8_bytes"] and r["delta"] is not None]
+    return [i for i, s, d in pts if not any(
+        s2 <= s and d2 <= d and (s2, d2) != (s, d) for _, s2, d2 in pts)]
+
+
+def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
+    """A self-contained page: the table (each run linking to its run report), the headline
+    metric float and int8 over time, int8 size and latency against the drop with the Pareto
+    front marked, and per-slice deltas across runs."""
+    import html as h
+    from quant_lib.report import _CSS, _plt, _png  # pylint: disable=protected-access
+    plt = _plt()
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title>"
+           f"<style>{_CSS}</style></head><body><h1>{h.escape(title)}</h1>",
+           f"<p>{len(rows)} run(s), oldest first.</p>"]
+    head = "".join(f"<th class='l'>{h.escape(c)}</th>" for c in ("#",) + TABLE)
+    body = ""
+    for i, r in enumerate(rows, 1):
+        cells = [_cell(r.get(c)) for c in TABLE]
+        if r.get("report"):
+            cells[0] = f"<a href='file://{h.escape(r['report'])}'>{h.escape(cells[0])}</a>"
+        else:
+            cells[0] = h.escape(cells[0])
+        body += (f"<tr><td>{i}</td><td class='l'>{cells[0]}</td>" + "".join(
+            f"<td class='l'>{h.escape(c)}</td>" for c in cells[1:]) + "</tr>")
+    out.append(f'<h2 id="runs">Runs</h2><table><tr>{head}</tr>{body}</table>')
+    errors = [(i, r) for i, r in enumerate(rows, 1) if r["error"]]
+    if errors:
+        out.append("<ul>" + "".join(f"<li class='bad'>{i}: {h.escape(r['status'])}: "
+                                    f"{h.escape(r['error'])}</li>" for i, r in errors) + "</ul>")
+    scored = [(i, r) for i, r in enumerate(rows, 1) if r["float"] is not None]
+    if scored:
+        metric = scored[0][1]["metric"]
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.plot([i for i, _ in scored], [r["float"] for _, r in scored], "o-", label="float")
+        ax.plot([i for i, _ in scored], [r["int8"] for _, r in scored], "s-", label="int8")
+        ax.set_xlabel("run # (time order)")
+        ax.set_ylabel(metric)
+        ax.legend()
+        out.append(f'<h2 id="over-time">{h.escape(metric)} over runs</h2>' + _png(fig))
+        front = set(pareto(rows))
+        for key, unit in (("int8_bytes", "int8 TFLite bytes"), ("int8_latency_ms",
+                                                                 "int8 latency (ms)")):
+            pts = [(i, r) for i, r in enumerate(rows) if r[key] and r["delta"] is not None]
+            if not pts:
+                continue
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for i, r in pts:
+                drop = -r["delta"] if r["metric"] == "accuracy" else r["delta"]
+                on = i in front and key == "int8_bytes"
+                ax.scatter(r[key], drop, c="#c33" if on else "#37a", s=40 if on else 20)
+                ax.annotate(str(i + 1), (r[key], drop), fontsize=8)
+            ax.set_xlabel(unit)
+            ax.set_ylabel(f"{metric} drop (float vs int8)")
+            out.append(f'<h2 id="{key}">{h.escape(unit)} vs drop'
+                       + (" (red: Pareto front)" if key == "int8_bytes" else "") + "</h2>"
+                       + _png(fig))
+    slices = sorted({s for r in rows for s in (r.get("slice_deltas") or {})})
+    if slices:
+        cells = "".join(
+            f"<tr><td class='l'>{h.escape(s)}</td>" + "".join(
+                f"<td>{_cell(100 * r['slice_deltas'][s]) if s in (r.get('slice_deltas') or {}) else '-'}</td>"
+                for r in rows) + "</tr>" for s in slices)
+        out.append('<h2 id="slices">Per-slice int8 - float (pt, MAE: -) by run</h2><table><tr>'
+                   "<th class='l'>slice</th>" + "".join(f"<th>{i}</th>" for i in
+                                                         range(1, len(rows) + 1))
+                   + f"</tr>{cells}</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def main_args(args) -> int:
+    """``python -m pipelines.cli experiments``: table, --csv, --json, --diff, --html."""
+    rows = runs(connect(args.root, args.mlmd_config))
+    if args.diff:
+        changed = diff(rows, *args.diff)
+        print(f"{len(changed)} field(s) differ between {args.diff[0]} and {args.diff[1]}:")
+        for k, (va, vb) in changed.items():
+            print(f"  {k:22s} {_cell(va):>24s} -> {_cell(vb)}")
+        return 0
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(html(rows))
+        print(f"experiments page written to {args.html} ({len(rows)} runs)")
+    if args.csv:
+        print(to_csv(rows), end="")
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    elif not args.html:
+        print(table(rows) if rows else "no tfx-qat run recorded in this MLMD store")
+    return 0

@@ -1,0 +1,143 @@
+"""Constant multiplies folded into the next layer's weights before QAT.
+
+MobileNetV3's hard-swish is ``x * (relu6(x + 3) * (1/6))`` and its hard-sigmoid gate
+``relu6(x + 3) * (1/6)``. Float TFLite fuses hard-swish into one HARD_SWISH op; int8 has no
+such op XNNPACK takes, so every ``* (1/6)`` becomes an int8 MUL of a whole activation tensor
+with its own requantization, costing about as much as the MUL it feeds (MobileNetV3-Small: 19
+of them, ~15 % of the int8 model's time). Here the constant leaves the graph: the Multiply it
+fed then produces ``6x`` its old value, and each path from there carries that factor through
+scale-commuting layers (padding, pooling, dropout, ReLU, another Multiply) to the Conv /
+DepthwiseConv / Dense it reaches, whose kernel is divided by it. The model computes the same
+function; QAT then learns the ranges of the rescaled tensors. A site whose factor would reach
+anything else (an Add, a BatchNormalization, a model output, a shared layer) is left alone.
+"""
+from typing import Dict, Iterable, List, Optional, Set
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from quant_lib import layer_configs
+
+# Layers f with f(k * x) == k * f(x) for k > 0, one input, one output.
+_COMMUTING = ("ZeroPadding1D", "ZeroPadding2D", "Dropout", "SpatialDropout1D",
+              "SpatialDropout2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+              "AveragePooling1D", "AveragePooling2D", "MaxPooling1D", "MaxPooling2D",
+              "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Flatten", "Reshape")
+_KERNEL_LAYERS = ("Conv1D", "Conv2D", "DepthwiseConv2D", "Dense")
+
+
+def _commutes(layer) -> bool:
+    name = type(layer).__name__
+    if name == "ReLU":
+        c = layer.get_config()
+        return c.get("max_value") is None and not c.get("threshold") and not c.get(
+            "negative_slope")
+    if name == "Activation":
+        return layer.get_config().get("activation") in ("linear", "relu")
+    return name in _COMMUTING
+
+
+def _factor(layer) -> Optional[float]:
+    """The constant of a ScalarOp that multiplies (or divides) by a positive number."""
+    if not isinstance(layer, layer_configs.ScalarOp) or layer.value <= 0:
+        return None
+    return {"multiply": layer.value, "truediv": 1.0 / layer.value}.get(layer.op)
+
+
+class _Graph:
+    def __init__(self, model):
+        self.nodes = [n for d in model._nodes_by_depth.values()  # pylint: disable=protected-access
+                      for n in d if not n.is_input]
+        self.consumers: Dict[str, List] = {}
+        for n in self.nodes:
+            for t in n.flat_input_ids:
+                self.consumers.setdefault(t, []).append(n)
+        self.outputs = {str(id(x)) for x in model.outputs}
+        self.calls: Dict[int, int] = {}
+        for n in self.nodes:
+            self.calls[id(n.layer)] = self.calls.get(id(n.layer), 0) + 1
+
+    def single_use(self, node) -> bool:
+        """The layer is called once in this graph (a shared layer's kernel serves others)."""
+        return self.calls[id(node.layer)] == 1
+
+    def site(self, node, protected: Set[str]) -> Optional[Dict[str, float]]:
+        """The kernels to divide (layer name -> factor) if ``node``'s constant can be folded."""
+        c = _factor(node.layer)
+        if c is None or node.layer.name in protected or not self.single_use(node):
+            return None
+        (out,) = node.flat_output_ids
+        uses = self.consumers.get(out, [])
+        if out in self.outputs or not uses or any(
+                type(m.layer).__name__ != "Multiply" or len(m.flat_input_ids) != 2
+                or m.flat_input_ids.count(out) != 1 for m in uses):
+            return None
+        kernels: Dict[str, float] = {}
+        seen = set()
+        todo = [(m, 1.0 / c) for m in uses]
+        while todo:
+            n, k = todo.pop()
+            if id(n) in seen or n.layer.name in protected or not self.single_use(n):
+                return None
+            seen.add(id(n))
+            name = type(n.layer).__name__
+            if name in _KERNEL_LAYERS:
+                kernels[n.layer.name] = k
+                continue
+            if not (name == "Multiply" or _commutes(n.layer)):
+                return None
+            (t,) = n.flat_output_ids
+            nxt = self.consumers.get(t, [])
+            if t in self.outputs or not nxt:
+                return None
+            todo += [(m, k) for m in nxt]
+        return kernels
+
+
+def fold_constant_multiplies(model, protected: Iterable[str] = ()):
+    """(the model with foldable ``ScalarOp`` multiplies removed, the names of those removed).
+    ``protected``: layer names the configuration refers to, left as they are."""
+    graph, protected = _Graph(model), set(protected)
+    drop, kernels = set(), {}
+    for n in graph.nodes:
+        site = graph.site(n, protected)
+        if site:
+            drop.add(id(n))
+            for name, k in site.items():
+                kernels[name] = kernels.get(name, 1.0) * k
+    if not drop:
+        return model, []
+    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
+    dropped = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            if node.is_input:
+                continue
+            if id(node) in drop:
+                tensors[node.flat_output_ids[0]] = tensors[node.flat_input_ids[0]]
+                dropped.append(node.layer.name)
+                continue
+            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
+            layer = node.layer
+            if layer.name in kernels:
+                layer = _rescaled(layer, kernels[layer.name], args, kwargs)
+            outs = layer(*args, **kwargs)
+            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
+                tensors[i] = y
+    outs = [tensors[str(id(x))] for x in model.outputs]
+    nested = getattr(model, "_nested_inputs", None)
+    structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
+    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name), dropped
+
+
+def _rescaled(layer, factor: float, args, kwargs):
+    """A copy of ``layer`` whose kernel is divided by ``factor`` (its input is ``factor`` x)."""
+    new = type(layer).from_config(layer.get_config())
+    new.build(tf.nest.flatten((args, kwargs))[0].shape)
+    weights = layer.get_weights()
+    weights[0] = (weights[0] / np.float32(factor)).astype(weights[0].dtype)
+    new.set_weights(weights)
+    return new
