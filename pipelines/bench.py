@@ -32,6 +32,7 @@ import quant_lib  # noqa: F401
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from pipelines import bench_experiments
 from pipelines.data import load_fashion_mnist
 from pipelines.modules.cnn_trainer import build_model
 from quant_lib import evaluation, qat, tflite
@@ -683,7 +684,8 @@ def search_markdown(s: Dict[str, Any]) -> str:
 SECTIONS = {"fashion_mnist": fashion_mnist, "search": search_low_bit,
             "mobilenet_v3_style": mobilenet_v3_style, "mobilenet_v2": mobilenet_v2,
             "bare_tfmot_4bit": bare_tfmot_4bit, "overhead": pipeline_overhead,
-            "latency_224": latency_224}
+            "latency_224": latency_224, "experiments_store": bench_experiments.experiments_store,
+            "experiments_example": bench_experiments.experiments_example}
 
 
 def main(argv=None) -> int:
@@ -706,6 +708,8 @@ def main(argv=None) -> int:
     p.add_argument("--latency-examples", type=int, default=400)
     p.add_argument("--latency-passes", type=int, default=15,
                    help="interleaved passes of the 224x224 latency section")
+    p.add_argument("--experiments-runs", type=int, default=1000,
+                   help="runs in the synthetic MLMD store `experiments` lists")
     p.add_argument("--search-budget-pt", type=float, default=1.0,
                    help="accuracy budget of the 4-bit search (percentage points)")
     p.add_argument("--search-trials", type=int, default=8)
@@ -714,7 +718,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", type=lambda t: t.split(","),
                    help="development: run these sections only (comma-separated: "
                         "fashion_mnist, search, mobilenet_v3_style, mobilenet_v2, bare_tfmot_4bit, "
-                        "overhead, latency_224), into bench_only.json")
+                        "overhead, latency_224, experiments_store, experiments_example), into "
+                        "bench_only.json")
     p.add_argument("--update", type=lambda t: t.split(","),
                    help="re-run these sections of <out>/bench.json in place (comma-separated); "
                         "the table names them and their date")
@@ -750,6 +755,8 @@ def main(argv=None) -> int:
     r["mobilenet_v2"] = mobilenet_v2(args)
     r["bare_tfmot_4bit"] = bare_tfmot_4bit(args)
     r["latency_224"] = latency_224(args)
+    r["experiments_store"] = bench_experiments.experiments_store(args)
+    r["experiments_example"] = bench_experiments.experiments_example(args)
     r["wall_minutes"] = (time.time() - t0) / 60
     return _write(r, args)
 

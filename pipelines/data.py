@@ -29,6 +29,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Sneaker", "Bag", "Ankle boot")
 SPLITS = ("train", "eval")
 SPEC_FILE = "dataspec.json"
+SOURCE_FILE = "source.sha256"  # the ingested arrays' digest: same data, same files (TFX cache)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -144,16 +145,25 @@ def write_split(out_dir: str, split: str, images: np.ndarray, labels: np.ndarray
 
 def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec,
                   validation_fraction: float = 0.0) -> DataSpec:
-    """Writes train/eval splits and ``dataspec.json``; a finished directory is reused unchanged
-    (so TFX's cache, which fingerprints input files, stays valid across runs).
+    """Writes train/eval splits and ``dataspec.json``; a finished directory holding the same
+    examples (sha256 of the arrays) is reused unchanged, so TFX's cache, which fingerprints input
+    files, stays valid across runs, while new data (a refresh) is written and seen as new.
     ``validation_fraction``: the last such fraction of the (shuffled) training examples becomes a
     ``validation`` split instead (what an accuracy-aware search selects on)."""
+    import hashlib
     spec_path = os.path.join(out_dir, SPEC_FILE)
-    if tf.io.gfile.exists(spec_path):
-        with tf.io.gfile.GFile(spec_path) as f:
-            if DataSpec.from_json(f.read()) == spec:
+    digest = hashlib.sha256()
+    for a in (x_train, y_train, x_eval, y_eval):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    digest.update(str(validation_fraction).encode())
+    source_path = os.path.join(out_dir, SOURCE_FILE)
+    if tf.io.gfile.exists(spec_path) and tf.io.gfile.exists(source_path):
+        with tf.io.gfile.GFile(spec_path) as f, tf.io.gfile.GFile(source_path) as g:
+            if DataSpec.from_json(f.read()) == spec and g.read() == digest.hexdigest():
                 log.info("reusing ingested data in %s", out_dir)
                 return spec
+    if tf.io.gfile.exists(spec_path):  # incomplete until both markers are rewritten below
+        tf.io.gfile.remove(spec_path)
     splits = [("train", x_train, y_train), ("eval", x_eval, y_eval)]
     if validation_fraction:
         n = max(1, int(round(len(y_train) * validation_fraction)))
@@ -162,6 +172,8 @@ def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec
     for split, x, y in splits:
         path = write_split(out_dir, split, x, y, spec)
         log.info("wrote %d %s examples to %s", len(y), split, path)
+    with tf.io.gfile.GFile(source_path, "w") as f:
+        f.write(digest.hexdigest())
     with tf.io.gfile.GFile(spec_path, "w") as f:  # written last: marks the directory complete
         f.write(spec.to_json())
     return spec

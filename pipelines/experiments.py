@@ -227,7 +227,8 @@ def table(rows: List[Dict[str, Any]], columns=TABLE) -> str:
                                       for i, r in enumerate(rows, 1)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    errors = [f"  {i}: {r['status']}: {r['error']}" for i, r in enumerate(rows, 1) if r["error"]]
+    errors = [f"  {i}: {r['status']}: {r['error']}" for i, r in enumerate(rows, 1)
+              if r.get("error")]
     return "\n".join(lines + (["errors:"] + errors if errors else []))
 
 

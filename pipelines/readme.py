@@ -57,6 +57,16 @@ def _latency_table(r: Dict[str, Any]) -> str:
     return latency_markdown(r)
 
 
+def _experiments_store(r: Dict[str, Any]) -> str:
+    from pipelines.bench_experiments import markdown
+    return markdown(r)
+
+
+def _experiments_example(r: Dict[str, Any]) -> str:
+    from pipelines.bench_experiments import example_markdown
+    return example_markdown(r)
+
+
 def _scale_table(r: Dict[str, Any]) -> str:
     from pipelines.bench_scale import to_markdown
     return to_markdown(r) + "\n![time and peak memory vs examples](pipelines/bench_scale.png)\n"
@@ -67,6 +77,8 @@ RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "mobilenet-v2": (BENCH, mobilenet_v2),
     "bench": (BENCH, _bench_table),
     "latency-224": (BENCH, _latency_table),
+    "experiments-store": (BENCH, _experiments_store),
+    "experiments-example": (BENCH, _experiments_example),
     "scale": (SCALE, _scale_table),
 }
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam

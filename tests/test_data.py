@@ -250,3 +250,28 @@ def test_cli_reports_bad_user_tfrecords_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no feature 'image'" in err and "--image-key" in err
     assert not (tmp_path / "out" / "pipeline_root").exists()
+
+
+def test_a_refresh_with_new_rows_is_ingested_again_and_the_same_rows_are_not(tmp_path):
+    """The same DataSpec is not the same data: a weekly CSV with more rows must reach the
+    pipeline (the old files would be reused silently), an unchanged one keeps its files (and
+    TFX's cache)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+
+    def csv(name, n):
+        path = tmp_path / name
+        with open(path, "w") as f:
+            f.write("label," + ",".join(f"p{i}" for i in range(64)) + "\n")
+            for x, y in zip(d.data[:n] / 16.0, d.target[:n]):
+                f.write(f"{y}," + ",".join(f"{v:.4f}" for v in x) + "\n")
+        return str(path)
+
+    out = str(tmp_path / "out")
+    spec = data.ingest_csv(out, csv("week1.csv", 200))
+    train = tmp_path / "out" / "train" / "data.tfrecord"
+    mtime = train.stat().st_mtime_ns
+    assert data.ingest_csv(out, csv("week1_again.csv", 200)) == spec
+    assert train.stat().st_mtime_ns == mtime
+    assert data.ingest_csv(out, csv("week2.csv", 300)) == spec
+    assert len(load_arrays(str(tmp_path / "out" / "train"), spec)[1]) == 270  # 10% is eval

@@ -127,13 +127,17 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
     with open(os.path.join(out.uri, keys.EDGETPU_ANALYSIS_JSON)) as f:
         analysis = json.load(f)
     assert analysis["first_unmapped"] is None
-    assert read_record(out, records.Int8Model).edgetpu_predicted_ops_on_tpu == analysis["total_ops"] >= 10
+    assert read_record(out, records.Int8Model).edgetpu_predicted_ops_on_tpu == \
+        analysis["total_ops"] >= 10
     assert read_record(out, records.Int8Model).edgetpu_predicted_ops_on_cpu == 0
     if shutil.which("edgetpu_compiler") is None:
         assert read_record(out, records.Int8Model).edgetpu_compiler_status == "not_available"
     with open(os.path.join(out.uri, keys.EXPORT_REPORT_FILE)) as f:
         report = json.load(f)
     assert report["size_ratio_float_over_int8"] == pytest.approx(float_bytes / len(data))
+    profile = report["op_profile"]  # where the int8 model's time goes, op type by op type
+    assert sum(r["count"] for r in profile["by_op"]) == sum(report["op_counts"].values())
+    assert {r["op"] for r in profile["by_op"]} == set(report["op_counts"])
 
 
 def test_integer_exporter_require_edgetpu_fails_without_compiler(digits_examples,

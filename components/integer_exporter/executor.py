@@ -15,7 +15,7 @@ from tfx.utils import path_utils
 from components import inputs, keys
 from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import edgetpu, export, models, qat, records, search, tflite
+from quant_lib import edgetpu, evaluation, export, models, qat, records, search, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
 
@@ -210,6 +210,7 @@ class Executor(base_executor.BaseExecutor):
             "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
             "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)
             if float_bytes else None, "edgetpu": edge,
+            "op_profile": evaluation.op_profiles(result.int8_bytes, None).get("int8"),
             "qat_report": _qat_report(single(input_dict, keys.MODEL))}, indent=2))
         int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
         fileio.makedirs(os.path.dirname(int8_path))
