@@ -57,6 +57,13 @@ def _pipeline_flags() -> argparse.ArgumentParser:
                    help=f"allowed search moves, in order (default: all of {', '.join(MOVES)}; "
                         "float_fallback only for --search-target cpu)")
     r.add_argument("--search-max-trials", type=int, default=6)
+    r.add_argument("--search-validation-fraction", type=float, default=VALIDATION_FRACTION,
+                   metavar="F", help="fraction of the built-in training images carved out as "
+                   "the search's validation split (a budget of B pt needs roughly "
+                   "38,400 x (float error rate) / B^2 examples; the search says how many)")
+    r.add_argument("--search-strict", action="store_true",
+                   help="refuse to search when the budget is below what the validation split "
+                        "resolves (default: warn)")
     r.add_argument("--require-edgetpu", action="store_true",
                    help="fail IntegerExporter unless edgetpu_compiler is installed and compiles "
                         "the int8 model")
@@ -214,7 +221,9 @@ def _prepare_data(args, data_root: str):
                               "datasets' training images; with your own data build the pipeline "
                               "with QuantizationConfig(search=SearchConfig(validation_split=...)) "
                               "and an ExampleGen that writes that split")
-        fraction = VALIDATION_FRACTION
+        fraction = args.search_validation_fraction
+        if not 0 < fraction <= 0.5:
+            raise ConfigError(f"--search-validation-fraction must be in (0, 0.5], got {fraction}")
         if args.dataset == "digits":
             return data_root, data.ingest_digits(data_root, fraction)
         return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit,
@@ -251,7 +260,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             search=None if args.search_budget_pt is None else SearchConfig(
                 max_accuracy_drop_pt=args.search_budget_pt, target=args.search_target,
                 moves=tuple(args.search_move) if args.search_move else None,
-                max_trials=args.search_max_trials)),
+                max_trials=args.search_max_trials, strict=args.search_strict)),
         export=ExportConfig(data=spec, require_edgetpu=args.require_edgetpu),
         eval=EvalConfig(
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,

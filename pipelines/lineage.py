@@ -167,6 +167,7 @@ def _search(q) -> Optional[Dict[str, Any]]:
     return {"status": q.search_status, "reason": q.search_reason,
             "validation_split": q.search_validation_split,
             "budget_pt": q.search_budget_pt, "chosen": q.search_chosen_trial,
+            "resolution_pt": q.search_resolution_pt, "warning": q.search_warning,
             "trials": [dict(zip(("index", "move", "change", "accuracy", "int8_bytes",
                                  "within_budget"), row)) for row in q.search_trial_table or []],
             "float_fallback_layers": q.float_fallback_layers or [],
@@ -207,6 +208,8 @@ def format_lineage(records: List[Dict[str, Any]]) -> str:
             sr = q["search"]
             lines.append(f"    search ({sr['status']}, budget {sr['budget_pt']} pt on "
                          f"{sr['validation_split']!r}): {sr['reason']}")
+            if sr.get("warning"):
+                lines.append(f"    search WARNING: {sr['warning']}")
             lines += [f"      trial {t['index']} {t['move']}: {t['change']} -> val top-1 "
                       f"{100 * t['accuracy']:.2f}%, {t['int8_bytes']} B"
                       + (" (chosen)" if t["index"] == sr["chosen"] else "")

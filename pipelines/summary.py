@@ -115,7 +115,8 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
             "float_seconds_per_step": float_stats.get("seconds_per_step"),
             "report": os.path.join(qat_model.uri, keys.QAT_REPORT_FILE),
             "search": q.search_status and {"status": q.search_status, "reason": q.search_reason,
-                                           "trials": q.search_trials},
+                                           "trials": q.search_trials,
+                                           "warning": q.search_warning},
         },
         "baseline_check": b.baseline_check,
         "blessing_reasons": b.blessing_reasons or [],
@@ -207,6 +208,8 @@ def format_summary(s: Dict[str, Any]) -> str:
     if q.get("search"):
         lines.insert(-1, f"  search         : {q['search']['trials']} trial(s): "
                          f"{q['search']['reason']}")
+        if q["search"].get("warning"):
+            lines.insert(-1, f"  search WARNING : {q['search']['warning']}")
     lines += [f"    - {r}" for r in s.get("blessing_reasons", [])]
     if s.get("baseline_check"):
         lines.append(f"  baseline       : {s['baseline_check']}")

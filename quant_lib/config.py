@@ -184,7 +184,8 @@ class SearchConfig(_JsonConfig):
     ``moves`` in order, at most ``max_trials`` trials in all; the first candidate within budget is
     kept. ``validation_split`` must be a split neither QAT nor the QuantEvaluator's gate uses, so
     the search cannot overfit the gate. ``target`` "edgetpu" refuses ``float_fallback``: the Edge
-    TPU runs int8 ops only; ``moves`` None allows every move the target allows.
+    TPU runs int8 ops only; ``moves`` None allows every move the target allows. ``strict``: refuse
+    to search when the budget is below what the validation split can resolve (else a warning).
     """
 
     validation_split: str = "validation"
@@ -193,6 +194,7 @@ class SearchConfig(_JsonConfig):
     target: str = "cpu"
     moves: Optional[Tuple[str, ...]] = None  # None: every move the target allows
     max_trials: int = 6
+    strict: bool = False
 
     def __post_init__(self):
         n = "SearchConfig"
@@ -214,6 +216,8 @@ class SearchConfig(_JsonConfig):
                  "int8 ops only (a float op runs on the CPU and splits the graph): drop "
                  "'float_fallback' from moves, or use target='cpu'")
         object.__setattr__(self, "moves", moves)
+        _require(isinstance(self.strict, bool), n, "strict", f"must be True or False, got "
+                 f"{self.strict!r}")
         _require(isinstance(self.max_trials, int) and self.max_trials >= 1, n, "max_trials",
                  f"must be an int >= 1 (trial 0 is the model as configured), got "
                  f"{self.max_trials!r}")

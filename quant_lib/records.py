@@ -98,6 +98,8 @@ class QatModel(Task):
     search_budget_pt: Optional[float] = None
     search_float_accuracy: Optional[float] = None
     search_int8_accuracy: Optional[float] = None
+    search_resolution_pt: Optional[float] = None  # smallest drop the validation split resolves
+    search_warning: Optional[str] = None  # the budget is below that resolution
     search_trial_table: Optional[List[list]] = None  # [index, move, change, acc, bytes, within]
     sensitivity_ranking: Optional[List[list]] = None  # [layer, drop_pt]
 

@@ -185,20 +185,27 @@ def _search(found: Dict[str, Any]) -> str:
            f"<p>Budget {found['budget_pt']} pt below float (top-1 "
            f"{100 * found['float_accuracy']:.2f}%) on {found['examples']:,} "
            f"{e(found['validation_split'])!s} examples (not the gate's split); target "
-           f"{e(found['target'])}; {found['seconds']:.0f} s.</p>", _png(fig),
+           f"{e(found['target'])}; {found['seconds']:.0f} s."
+           + (f" This split resolves drops of about {found['resolution_pt']:.2f} pt (95 %, "
+              "paired)." if found.get("resolution_pt") else "") + "</p>"
+           + (f'<p class="bad">WARNING: {e(found["warning"])}</p>' if found.get("warning")
+              else ""), _png(fig),
            _table(["layer", "class", "top-1 alone", "drop (pt)", "output SNR (dB)"],
                   [[s["name"], s["cls"], s["accuracy"], f"{s['drop_pt']:+.2f}",
                     s["output_snr_db"]] for s in sens], left=2)]
     rows = []
     for t in found["trials"]:
         etpu = t.get("edgetpu") or {}
-        rows.append([t["index"], t["move"], t["change"], t["accuracy"], f"{t['drop_pt']:+.2f}",
+        ci = ("" if t.get("drop_low_pt") is None else
+              f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
+        rows.append([t["index"], t["move"], t["change"], t["accuracy"], f"{t['drop_pt']:+.2f}{ci}",
                      t["int8_bytes"], t["latency_ms"], t["float_ops"],
                      f"{etpu['predicted_on_tpu']}/{etpu['ops']} (split at "
                      f"{etpu['first_unmapped']})" if etpu else "-",
                      "chosen" if t["index"] == found["chosen"] else
                      ("yes" if t["within_budget"] else "no")])
-    out.append(_table(["trial", "move", "change", "val top-1", "drop (pt)", "int8 bytes",
+    out.append(_table(["trial", "move", "change", "val top-1", "drop (pt, 95% paired)",
+                       "int8 bytes",
                        "latency (ms)", "float ops", "Edge TPU ops", "within budget"], rows,
                       left=3))
     return "".join(out)

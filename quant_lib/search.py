@@ -57,6 +57,8 @@ class Trial:
     seconds: float
     config: Dict[str, object]  # the QuantizationConfig fields this trial changed
     edgetpu: Optional[Dict[str, object]] = None  # analyzer: ops mapped, where the graph splits
+    drop_low_pt: Optional[float] = None  # 95 % interval of the paired drop (same examples)
+    drop_high_pt: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -74,6 +76,8 @@ class SearchResult:
     status: str  # WITHIN | NO_CANDIDATE
     reason: str
     seconds: float
+    resolution_pt: Optional[float] = None  # the smallest drop this validation split resolves
+    warning: Optional[str] = None  # the budget is below that resolution
 
     def to_properties(self):
         from quant_lib import records
@@ -83,6 +87,7 @@ class SearchResult:
             search_trials=len(self.trials), search_chosen_trial=self.chosen,
             search_validation_split=self.validation_split, search_budget_pt=float(self.budget_pt),
             search_float_accuracy=self.float_accuracy, search_int8_accuracy=t.accuracy,
+            search_resolution_pt=self.resolution_pt, search_warning=self.warning,
             search_trial_table=[[x.index, x.move, x.change, round(x.accuracy, 6), x.int8_bytes,
                                  int(x.within_budget)] for x in self.trials],
             sensitivity_ranking=[[s.name, round(s.drop_pt, 4)] for s in self.sensitivity])
@@ -92,6 +97,7 @@ class SearchResult:
                 "target": self.target, "validation_split": self.validation_split,
                 "examples": self.examples, "float_accuracy": self.float_accuracy,
                 "chosen": self.chosen, "seconds": self.seconds,
+                "resolution_pt": self.resolution_pt, "warning": self.warning,
                 "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
                 "trials": [dataclasses.asdict(t) for t in self.trials]}
 
@@ -109,6 +115,42 @@ def top1(scores: np.ndarray, labels: np.ndarray, task) -> float:
     if task is not None:
         scores = task.class_scores(scores)
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels).reshape(-1)))
+
+
+def correct(scores: np.ndarray, labels: np.ndarray, task) -> np.ndarray:
+    """Per example: is the top-1 class the label (what the paired comparison counts)."""
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    if task is not None:
+        scores = task.class_scores(scores)
+    return np.argmax(scores, axis=1) == np.asarray(labels).reshape(-1)
+
+
+def paired_drop(float_ok: np.ndarray, trial_ok: np.ndarray) -> Tuple[float, float, float]:
+    """(drop, low, high) in percentage points: float minus trial top-1 on the *same* examples,
+    with a 95 % interval from the discordant pairs (McNemar's setting: only examples one model
+    gets right and the other wrong carry information about the difference)."""
+    n = len(float_ok)
+    b = int(np.sum(float_ok & ~trial_ok))  # float right, trial wrong
+    c = int(np.sum(~float_ok & trial_ok))
+    drop = (b - c) / n
+    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    half = max(1.96 * se, 1.0 / n)  # never finer than one example
+    return 100 * drop, 100 * (drop - half), 100 * (drop + half)
+
+
+def resolution_pt(examples: int, float_acc: float) -> float:
+    """The smallest drop (pt) ``examples`` validation examples resolve: the 95 % half-width of a
+    paired drop when the trial and float disagree on about as many examples as float gets wrong
+    (quantization flips mostly the examples near the decision boundary), at least one example."""
+    q = max(1.0 - float_acc, 1.0 / examples)
+    return max(100.0 / examples, 196.0 * float(np.sqrt(q / examples)))
+
+
+def examples_needed(budget_pt: float, float_acc: float) -> int:
+    """Validation examples for ``resolution_pt`` to fall to ``budget_pt``."""
+    q = max(1.0 - float_acc, 1e-3)
+    return int(np.ceil(max((196.0 / max(budget_pt, 1e-6)) ** 2 * q, 100.0 / max(budget_pt,
+                                                                                 1e-6))))
 
 
 def _snr_db(ref: np.ndarray, test: np.ndarray) -> float:
@@ -199,9 +241,24 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
     t_start = time.perf_counter()
     features, labels, keras_x = validation
     s = cfg.search
-    float_acc = top1(model.predict(keras_x, batch_size=256, verbose=0), labels, task)
+    float_ok = correct(model.predict(keras_x, batch_size=256, verbose=0), labels, task)
+    float_acc = float(np.mean(float_ok))
+    resolution = resolution_pt(len(labels), float_acc)
     progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
-             f"examples; budget {s.max_accuracy_drop_pt} pt; target {s.target}")
+             f"examples (resolves drops of about {resolution:.2f} pt); budget "
+             f"{s.max_accuracy_drop_pt} pt; target {s.target}")
+    warning = None
+    if s.max_accuracy_drop_pt < resolution:
+        warning = (f"the budget of {s.max_accuracy_drop_pt} pt is below what {len(labels)} "
+                   f"{s.validation_split!r} examples resolve (~{resolution:.2f} pt at float top-1 "
+                   f"{float_acc:.4f}; one example is {100 / len(labels):.2f} pt): trials that "
+                   f"differ by less are within noise. The budget needs about "
+                   f"{examples_needed(s.max_accuracy_drop_pt, float_acc):,} validation examples")
+        if s.strict:
+            raise SearchError(f"SearchConfig.strict=True: {warning}; give the search a larger "
+                              "validation split or raise SearchConfig.max_accuracy_drop_pt")
+        log.warning("search: %s", warning)
+        progress(f"search: WARNING {warning}")
     ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress)
     trials: List[Trial] = []
     best = None  # (drop, index, trained, trial cfg)
@@ -215,19 +272,21 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
         data = tflite.convert_int8(trained[0], representative, per_channel=not trial_cfg.per_tensor,
                                    float_layers=trial_cfg.float_fallback_names)
         report = tflite.validate_integer(data, float_layers=trial_cfg.float_fallback_names)
-        acc = top1(tflite.TFLiteClassifier(data).predict(features), labels, task)
-        drop = 100 * (float_acc - acc)
+        trial_ok = correct(tflite.TFLiteClassifier(data).predict(features), labels, task)
+        acc = float(np.mean(trial_ok))
+        drop, low, high = paired_drop(float_ok, trial_ok)
         one = {k: v[:20] for k, v in features.items()}
         trial = Trial(len(trials), move, change, acc, drop, len(data), latency_ms(data, one),
                       report.float_ops, drop <= s.max_accuracy_drop_pt,
                       time.perf_counter() - t0, {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in changes.items()},
-                      _edgetpu(data) if s.target == "edgetpu" else None)
+                      _edgetpu(data) if s.target == "edgetpu" else None, low, high)
         trials.append(trial)
         if observe is not None:
             observe(trial, data)
         progress(f"search trial {trial.index} ({move}: {change}): int8 top-1 {acc:.4f} "
-                 f"({drop:+.2f} pt), {len(data)} bytes, {trial.seconds:.0f}s"
+                 f"(drop {drop:+.2f} pt, 95% [{low:+.2f}, {high:+.2f}]), {len(data)} bytes, "
+                 f"{trial.seconds:.0f}s"
                  + (" -> within budget" if trial.within_budget else ""))
         if best is None or drop < best[0]:
             best = (drop, trial.index, trained, trial_cfg)
@@ -240,7 +299,11 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
         status = WITHIN
         reason = (f"trial {index} ({t.move}: {t.change}) is the first within budget: int8 top-1 "
                   f"{t.accuracy:.4f} vs float {float_acc:.4f} on {s.validation_split!r} "
-                  f"({t.drop_pt:.2f} <= {s.max_accuracy_drop_pt} pt), {t.int8_bytes} bytes")
+                  f"({t.drop_pt:.2f} <= {s.max_accuracy_drop_pt} pt, 95% [{t.drop_low_pt:+.2f}, "
+                  f"{t.drop_high_pt:+.2f}]), {t.int8_bytes} bytes")
+        plain = _no_mix(trial_cfg, cfg, ranked)
+        if plain:
+            reason = f"{plain}; {reason}"
     else:
         _, index, trained, trial_cfg = best
         status = NO_CANDIDATE
@@ -249,9 +312,22 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
                   "SearchConfig.max_accuracy_drop_pt or max_trials, or allow more moves")
     result = SearchResult(s.max_accuracy_drop_pt, s.target, s.validation_split, len(labels),
                           float_acc, ranked, trials, index, status, reason,
-                          time.perf_counter() - t_start)
+                          time.perf_counter() - t_start, resolution, warning)
     progress(f"search: {reason}")
     return (*trained, trial_cfg, result)
+
+
+def _no_mix(trial_cfg: QuantizationConfig, cfg: QuantizationConfig, ranked) -> Optional[str]:
+    """What to say when the kept trial is no mixed model at all: every weight layer raised to 8
+    bits (the plain int8 model) or every one left float."""
+    names = {r.name for r in ranked}
+    if (cfg.scheme == "n_bit" and cfg.weight_bits < 8 and names
+            and names <= set(trial_cfg.int8_weight_names)):
+        return ("no mixed-precision model within budget: every weight layer at 8 bits (the "
+                f"plain int8 model, not {cfg.weight_bits}-bit)")
+    if names and names <= set(trial_cfg.float_fallback_names):
+        return "no int8 model within budget: every weight layer kept float"
+    return None
 
 
 def _edgetpu(data: bytes) -> Dict[str, object]:
@@ -264,10 +340,12 @@ def _edgetpu(data: bytes) -> Dict[str, object]:
 
 def markdown(result: Dict[str, object]) -> str:
     """The trials table (from ``SearchResult.report()``)."""
-    rows = ["| trial | move | change | val top-1 | drop (pt) | int8 bytes | latency (ms) | "
-            "float ops | within budget |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| trial | move | change | val top-1 | drop (pt, 95% paired) | int8 bytes | "
+            "latency (ms) | float ops | within budget |", "|---|---|---|---|---|---|---|---|---|"]
     for t in result["trials"]:
+        ci = ("" if t.get("drop_low_pt") is None else
+              f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
         rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {100 * t['accuracy']:.2f}% | "
-                    f"{t['drop_pt']:.2f} | {t['int8_bytes']:,} | {t['latency_ms']:.4f} | "
+                    f"{t['drop_pt']:.2f}{ci} | {t['int8_bytes']:,} | {t['latency_ms']:.4f} | "
                     f"{t['float_ops']} | {'yes' if t['within_budget'] else 'no'} |")
     return "\n".join(rows)

@@ -233,3 +233,30 @@ def test_constant_multiplies_fold_into_the_next_kernels_and_leave_int8_muls_out(
     assert ops["unfolded"]["MUL"] - ops["folded"]["MUL"] == 2
     # int8 vs its QAT model (calibrated, untrained): the fold costs no parity
     assert err["folded"].mean() <= 1.25 * err["unfolded"].mean(), err
+
+
+def test_a_factor_reaching_a_bias_free_conv_goes_into_its_batchnorm():
+    """The kernel QAT fine-tunes keeps its scale; the BatchNormalization after it takes the
+    factor in its statistics and epsilon (inference and batch statistics alike)."""
+    from quant_lib import scale_fold
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 4), name="image")
+    x = L.Conv2D(8, 1)(inp)
+    x = L.Multiply(name="hs")([x, L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.ReLU()(x))))
+    model.get_layer("bn").set_weights([np.full(8, 1.5, np.float32), np.full(8, .2, np.float32),
+                                       np.linspace(-1, 1, 8).astype(np.float32),
+                                       np.linspace(.5, 2, 8).astype(np.float32)])
+    folded, dropped = scale_fold.fold_constant_multiplies(qat.rewrite_layers(model))
+    assert len(dropped) == 1
+    np.testing.assert_array_equal(folded.get_layer("dw").get_weights()[0],
+                                  model.get_layer("dw").get_weights()[0])
+    bn = folded.get_layer("bn")
+    assert bn.epsilon == pytest.approx(36 * model.get_layer("bn").epsilon)
+    x = np.random.default_rng(0).normal(0, 2, (16, 8, 8, 4)).astype(np.float32)
+    for training in (False, True):
+        np.testing.assert_allclose(folded(x, training=training).numpy(),
+                                   model(x, training=training).numpy(), rtol=1e-4, atol=1e-5)

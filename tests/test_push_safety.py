@@ -78,7 +78,7 @@ def test_pushes_only_blessed_and_verified_bytes(tmp_path, int8_bytes, blessed, s
     with open(os.path.join(serving, versions[0], keys.TFLITE_FILE), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == digest  # pushed bytes == evaluated bytes
     assert read_record(pushed, records.Pushed).pushed_sha256 == digest
-    assert pushed.get_string_custom_property("pushed_destination") == str(serving / versions[0])
+    assert read_record(pushed, records.Pushed).pushed_destination == str(serving / versions[0])
 
 
 def test_evaluator_failed_means_no_blessing_and_no_push(tmp_path, int8_bytes):

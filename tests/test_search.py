@@ -1,6 +1,7 @@
 """Accuracy-aware quantization: mixed 4/8-bit weights per layer, float islands for a CPU target,
 per-layer sensitivity and the search (QuantizeTrainer -> IntegerExporter executors, real TFMOT,
 TFLite and MLMD artifacts on sklearn's digits)."""
+import dataclasses
 import json
 import os
 
@@ -10,9 +11,10 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import keys
+from components.utils import read_record
 from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from quant_lib import qat, search, tflite
+from quant_lib import qat, records, search, tflite
 from quant_lib.config import ConfigError, ExportConfig, QuantizationConfig, SearchConfig
 from conftest import make_examples_artifact
 
@@ -148,17 +150,16 @@ def test_cpu_search_keeps_the_hard_layer_float_and_the_edge_tpu_refuses(hard_mod
     assert chosen["config"] == {"float_fallback_names": ["hidden"]}, chosen
     assert chosen["drop_pt"] <= 1.0 and chosen["float_ops"] == 1
     assert all(not t["within_budget"] for t in trials[:-1]) and chosen is trials[-1]
-    assert json.loads(qat_out.get_string_custom_property("float_fallback_layers")) == ["hidden"]
-    assert qat_out.get_string_custom_property("search_status") == search.WITHIN
-    assert len(json.loads(qat_out.get_string_custom_property("search_trial_table"))) == \
-        len(trials)
+    rec = read_record(qat_out, records.QatModel)
+    assert rec.float_fallback_layers == ["hidden"] and rec.search_status == search.WITHIN
+    assert len(rec.search_trial_table) == len(trials)
 
     # The exporter accepts the listed island (and nothing else float), parity included, and the
     # int8 model holds the float accuracy on the eval split the search never saw.
     out = _export(hard_model_setup, qat_out, tmp_path)
     data = open(os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE), "rb").read()
     report = tflite.validate_integer(data, float_layers=["hidden"])
-    assert report.float_ops == 1 and out.get_int_custom_property("float_island_ops") == 1
+    assert report.float_ops == 1 and read_record(out, records.Int8Model).float_island_ops == 1
     with pytest.raises(tflite.ExportValidationError, match="FULLY_CONNECTED runs on float"):
         tflite.validate_integer(data)
     int8_acc = float(np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(
@@ -231,3 +232,40 @@ def test_float_islands_at_the_output_and_around_everything(hard_model_setup, nam
     assert np.mean(keras_pred == tfl_pred) >= 0.97
     if "hidden" in names:  # the hard layer float: the float model's accuracy is back
         assert np.mean(tfl_pred == ye) > 0.85
+
+
+def test_paired_drop_interval_and_what_a_split_can_resolve():
+    """The drop is measured on the same examples: only the ones the two models disagree on count,
+    and the interval never gets finer than one example."""
+    f = np.array([True] * 90 + [False] * 10)
+    t = f.copy()
+    t[:3] = False  # three examples float gets right, the trial wrong
+    drop, low, high = search.paired_drop(f, t)
+    assert drop == pytest.approx(3.0) and low < 0 < drop < high  # 3 of 100: not resolved
+    assert search.paired_drop(f, f) == (0.0, -1.0, 1.0)
+    t[80:85] = False  # eight examples worse: resolved
+    assert search.paired_drop(f, t)[1] > 0
+    # The CLI's digits carve-out (120 examples at ~94 %) cannot resolve a 1 pt budget; the
+    # Fashion-MNIST one (5,000 at ~90 %) can.
+    assert search.resolution_pt(120, 0.94) > 4 and search.resolution_pt(5000, 0.90) < 1.0
+    need = search.examples_needed(1.0, 0.94)
+    assert 2000 < need < 2500 and search.resolution_pt(need, 0.94) <= 1.0
+
+
+def test_budget_below_resolution_is_refused_in_strict_mode_naming_the_examples_needed(
+        hard_model_setup, tmp_path):
+    with pytest.raises(search.SearchError, match=r"SearchConfig.strict=True: the budget of 0.5 pt "
+                       r"is below what \d+ 'validation' examples resolve.*needs about [\d,]+ "
+                       r"validation examples"):
+        _run_qat(hard_model_setup, tmp_path, SearchConfig(max_accuracy_drop_pt=0.5, strict=True))
+    assert not os.path.exists(tmp_path / "qat" / "Format-Serving")
+
+
+def test_a_search_that_ends_with_every_weight_at_8_bits_says_so():
+    ranked = [search.LayerSensitivity(n, "Dense", 0.9, 1.0, 20.0) for n in ("a", "b")]
+    cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, search=SearchConfig())
+    every = dataclasses.replace(cfg, int8_weight_names=("a", "b"))
+    some = dataclasses.replace(cfg, int8_weight_names=("a",))
+    assert "every weight layer at 8 bits (the plain int8 model, not 4-bit)" in \
+        search._no_mix(every, cfg, ranked)  # pylint: disable=protected-access
+    assert search._no_mix(some, cfg, ranked) is None  # pylint: disable=protected-access
