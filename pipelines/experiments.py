@@ -273,7 +273,8 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
             cells[0] = h.escape(cells[0])
         body += (f"<tr><td>{i}</td><td class='l'>{cells[0]}</td>" + "".join(
             f"<td class='l'>{h.escape(c)}</td>" for c in cells[1:]) + "</tr>")
-    out.append(f'<h2 id="runs">Runs</h2><table><tr>{head}</tr>{body}</table>')
+    out.append(f'<h2 id="runs">Runs</h2><div style="overflow-x:auto"><table><tr>{head}</tr>'
+               f'{body}</table></div>')
     errors = [(i, r) for i, r in enumerate(rows, 1) if r["error"]]
     if errors:
         out.append("<ul>" + "".join(f"<li class='bad'>{i}: {h.escape(r['status'])}: "
@@ -296,12 +297,13 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
                 continue
             fig, ax = plt.subplots(figsize=(6, 3.5))
             for i, r in pts:
-                drop = -r["delta"] if r["metric"] == "accuracy" else r["delta"]
+                drop = -100 * r["delta"] if r["metric"] == "accuracy" else r["delta"]
                 on = i in front and key == "int8_bytes"
                 ax.scatter(r[key], drop, c="#c33" if on else "#37a", s=40 if on else 20)
                 ax.annotate(str(i + 1), (r[key], drop), fontsize=8)
             ax.set_xlabel(unit)
-            ax.set_ylabel(f"{metric} drop (float vs int8)")
+            ax.set_ylabel(f"{metric} drop, float minus int8"
+                          + (" (pt)" if metric == "accuracy" else " (int8 - float)"))
             out.append(f'<h2 id="{key}">{h.escape(unit)} vs drop'
                        + (" (red: Pareto front)" if key == "int8_bytes" else "") + "</h2>"
                        + _png(fig))
