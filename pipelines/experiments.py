@@ -309,10 +309,11 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
                        + _png(fig))
     slices = sorted({s for r in rows for s in (r.get("slice_deltas") or {})})
     if slices:
-        cells = "".join(
-            f"<tr><td class='l'>{h.escape(s)}</td>" + "".join(
-                f"<td>{_cell(100 * r['slice_deltas'][s]) if s in (r.get('slice_deltas') or {}) else '-'}</td>"
-                for r in rows) + "</tr>" for s in slices)
+        def delta(r, s):
+            d = r.get("slice_deltas") or {}
+            return _cell(100 * d[s]) if s in d else "-"
+        cells = "".join(f"<tr><td class='l'>{h.escape(s)}</td>" + "".join(
+            f"<td>{delta(r, s)}</td>" for r in rows) + "</tr>" for s in slices)
         out.append('<h2 id="slices">Per-slice int8 - float (pt, MAE: -) by run</h2><table><tr>'
                    "<th class='l'>slice</th>" + "".join(f"<th>{i}</th>" for i in
                                                          range(1, len(rows) + 1))

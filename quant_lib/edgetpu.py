@@ -88,7 +88,7 @@ def _tensor_reasons(t, type_name: str) -> List[str]:
     reasons = []
     shape = list(t.shape) if t.shape is not None else []
     sig = list(t.shapeSignature) if t.shapeSignature is not None else shape
-    name = t.name.decode() if isinstance(t.name, bytes) else t.name
+    name = tflite.text(t.name, "tensor name")
     if any(d < 0 for d in sig):
         reasons.append(f"tensor {name!r} has a dynamic shape {sig} (needs static shapes)")
     if len(shape) > 3 and any(d > 1 for d in shape[:-3]):
@@ -101,6 +101,15 @@ def _tensor_reasons(t, type_name: str) -> List[str]:
 def analyze(model_bytes: bytes) -> EdgeTpuPrediction:
     """Per-op Edge TPU verdicts for the main subgraph, and where the graph would split."""
     model = tflite.read_flatbuffer(model_bytes)
+    try:
+        return _analyze(model)
+    except (IndexError, KeyError, TypeError) as e:  # indices pointing outside the model
+        raise tflite.ModelFormatError(f"malformed TFLite model: {type(e).__name__}: {e} (an op "
+                                      "refers to an operator code or tensor it does not "
+                                      "have)") from e
+
+
+def _analyze(model) -> EdgeTpuPrediction:
     _, op_names, type_names = tflite.schema_names()
     sg = model.subgraphs[0]
     verdicts: List[OpVerdict] = []
@@ -110,7 +119,7 @@ def analyze(model_bytes: bytes) -> EdgeTpuPrediction:
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         name = op_names.get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
-            custom = code.customCode.decode() if code.customCode else "?"
+            custom = tflite.text(code.customCode, "custom op code") if code.customCode else "?"
             name = f"CUSTOM({custom})"
         reasons = []
         if name not in SUPPORTED_OPS:

@@ -192,6 +192,16 @@ def schema_names():
     return s, ops, types
 
 
+def text(raw, what: str) -> str:
+    """A flatbuffer string (bytes) as text; ModelFormatError when it is not UTF-8."""
+    if not isinstance(raw, (bytes, bytearray)):
+        return raw
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelFormatError(f"malformed TFLite model: a {what} is not UTF-8 ({e})") from e
+
+
 def read_flatbuffer(model_bytes: bytes):
     """Parses a .tflite flatbuffer in pure Python: safe on untrusted or truncated bytes, which can
     crash the C++ interpreter outright (seen with a truncated model). Raises ModelFormatError."""
@@ -210,7 +220,57 @@ def read_flatbuffer(model_bytes: bytes):
                                f"{e})") from e
     if not model.subgraphs:
         raise ModelFormatError("TFLite model has no subgraph")
+    _check_structure(model)
     return model
+
+
+_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 16: 4}  # TensorType -> bytes
+
+
+def _check_structure(model) -> None:
+    """Every index points inside the model, every name is text, every constant buffer holds its
+    shape's bytes: TFLite's C++ loader trusts these and can crash on a file that breaks them."""
+    n_buf, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
+
+    def bad(msg):
+        raise ModelFormatError(f"malformed TFLite model: {msg}")
+
+    for m in model.metadata or []:
+        text(m.name, "metadata name")
+        if not 0 <= m.buffer < n_buf:
+            bad(f"metadata {text(m.name, 'metadata name')!r} points at buffer {m.buffer} of "
+                f"{n_buf}")
+    for g_i, g in enumerate(model.subgraphs):
+        tensors = g.tensors or []
+        for t_i, t in enumerate(tensors):
+            text(t.name, "tensor name")
+            if not 0 <= t.buffer < n_buf:
+                bad(f"tensor #{t_i} points at buffer {t.buffer} of {n_buf}")
+            shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+            if any(d < 0 or d > 1 << 24 for d in shape):
+                bad(f"tensor #{t_i} has shape {shape}")
+            data = model.buffers[t.buffer].data
+            if data is not None and len(data) and t.type in _ITEMSIZE and t.sparsity is None and \
+                    len(data) != int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE[t.type]:
+                bad(f"tensor #{t_i} shape {shape} needs {int(np.prod(shape)) * _ITEMSIZE[t.type]} "
+                    f"bytes, its buffer holds {len(data)}")
+        ids = [*(g.inputs if g.inputs is not None else []),
+               *(g.outputs if g.outputs is not None else [])]
+        for op_i, op in enumerate(g.operators or []):
+            if not 0 <= op.opcodeIndex < n_codes:
+                bad(f"op #{op_i} has operator code {op.opcodeIndex} of {n_codes}")
+            ids += [*(op.inputs if op.inputs is not None else []),
+                    *(op.outputs if op.outputs is not None else [])]
+        if any(not -1 <= int(i) < len(tensors) for i in ids):
+            bad(f"subgraph {g_i} refers to a tensor outside its {len(tensors)}")
+    for sig in model.signatureDefs or []:
+        text(sig.signatureKey, "signature name")
+        if not 0 <= sig.subgraphIndex < len(model.subgraphs):
+            bad(f"signature points at subgraph {sig.subgraphIndex}")
+        for io in [*(sig.inputs or []), *(sig.outputs or [])]:
+            text(io.name, "signature name")
+            if not 0 <= io.tensorIndex < len(model.subgraphs[sig.subgraphIndex].tensors or []):
+                bad(f"signature tensor index {io.tensorIndex} is outside the subgraph")
 
 
 def _interpreter(model_bytes: bytes, num_threads: int = 1) -> tf.lite.Interpreter:
@@ -218,7 +278,13 @@ def _interpreter(model_bytes: bytes, num_threads: int = 1) -> tf.lite.Interprete
     try:
         interp = tf.lite.Interpreter(model_content=model_bytes, num_threads=num_threads)
     except (ValueError, RuntimeError) as e:
-        raise ExportValidationError(f"not a loadable TFLite model: {e}") from e
+        raise ModelFormatError(f"not a loadable TFLite model: {e}") from e
+    try:  # names the interpreter hands to Python (tensors, signatures) must be text
+        interp.get_tensor_details()
+        interp.get_signature_list()
+    except UnicodeDecodeError as e:
+        raise ModelFormatError(f"malformed TFLite model: a tensor or signature name is not "
+                               f"UTF-8 ({e})") from e
     return interp
 
 
@@ -256,6 +322,13 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
     interp = _interpreter(model_bytes)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # pylint: disable=protected-access
+    for op in ops:
+        missing = [i for i in list(op["inputs"]) + list(op["outputs"])
+                   if i >= 0 and i not in tensors]
+        if missing:
+            raise ModelFormatError(f"malformed TFLite model: op #{op['index']} {op['op_name']} "
+                                   f"refers to tensor(s) {missing[:3]} the model does not have")
+    _refuse_asymmetric_weights(tensors, ops)
     graph_in = {d["index"] for d in interp.get_input_details()}
     graph_out = {d["index"] for d in interp.get_output_details()}
     problems: List[str] = []
@@ -312,6 +385,20 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
 
 
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def _refuse_asymmetric_weights(tensors, ops) -> None:
+    """int8 conv / fully-connected weights must be symmetric (every zero point 0): TFLite's
+    kernels refuse anything else when preparing the model (conv.cc: zero_point != 0)."""
+    for op in ops:
+        if op["op_name"] in _WEIGHT_OPS and len(op["inputs"]) > 1 and op["inputs"][1] >= 0:
+            w = tensors[op["inputs"][1]]
+            zps = w["quantization_parameters"]["zero_points"]
+            if w["dtype"] == np.int8 and np.any(zps != 0):
+                raise ModelFormatError(
+                    f"op #{op['index']} {op['op_name']}: int8 weight tensor {w['name']!r} has "
+                    f"zero points {sorted(set(int(z) for z in zps if z != 0))[:3]}; int8 weights "
+                    "must be symmetric (zero point 0), which TFLite's kernels require")
 
 
 def weight_scale_counts(model_bytes: bytes) -> Dict[str, int]:
@@ -423,6 +510,13 @@ class TFLiteClassifier:
 
     def __init__(self, model_bytes: bytes, num_threads: int = 1):
         self._interp = _interpreter(model_bytes, num_threads)
+        try:
+            self._bind()
+        except (UnicodeDecodeError, KeyError, IndexError, StopIteration) as e:
+            raise ModelFormatError(f"malformed TFLite model: its signature or I/O tensors cannot "
+                                   f"be read ({type(e).__name__}: {e})") from e
+
+    def _bind(self) -> None:
         sigs = self._interp.get_signature_list()
         if sigs:
             runner = self._interp.get_signature_runner(
@@ -477,7 +571,13 @@ class TFLiteClassifier:
                 shape = list(d["shape"])
                 shape[0] = batch
                 self._interp.resize_tensor_input(d["index"], shape)
-            self._interp.allocate_tensors()
+            try:
+                self._interp.allocate_tensors()
+            except RuntimeError as e:
+                if batch == 1:  # the model's own shape: TFLite refuses the model itself
+                    raise ModelFormatError(f"TFLite refuses the model when preparing it: "
+                                           f"{e}") from e
+                raise
             self._refresh()
             self._batch = batch
 
@@ -525,7 +625,11 @@ class TFLiteClassifier:
                 xb = np.asarray(inputs[name][start:start + n]).reshape(d["shape"])
                 self._interp.set_tensor(d["index"], self._prepare(xb, d))
             self._interp.invoke()
-            y = self._interp.get_tensor(self._out["index"])
+            try:
+                y = self._interp.get_tensor(self._out["index"])
+            except ValueError as e:  # an output no op writes (a damaged graph)
+                raise ModelFormatError(f"malformed TFLite model: its output tensor holds no data "
+                                       f"after invoke ({e})") from e
             if self._out["dtype"] in _QUANTIZED_IO:
                 scale, zp = self._out["quantization"]
                 y = dequantize(y, scale, zp)
