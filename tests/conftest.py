@@ -83,3 +83,17 @@ def rng():
 
 # tests/airflow_venv needs Airflow, which lives in .venv-airflow: `make test-airflow` sets this.
 collect_ignore = [] if os.environ.get("TFX_QAT_AIRFLOW_TESTS") == "1" else ["airflow_venv"]
+
+
+def render_in_chromium(page: str, shot, width: int, height: int):
+    """A screenshot of the HTML file ``page`` by headless Chromium (skips without one), as an
+    image array: the page rendered, not only its markup checked."""
+    import subprocess
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed: structural checks only")
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={shot}", f"--window-size={width},{height}", f"file://{page}"],
+                   check=True, capture_output=True, timeout=120)
+    import matplotlib.image as mpimg
+    return mpimg.imread(str(shot))

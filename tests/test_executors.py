@@ -16,6 +16,7 @@ from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
 from quant_lib import metrics, qat, tflite
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig, Threshold
+from conftest import render_in_chromium
 
 SPEC = DataSpec(image_shape=(8, 8, 1), num_classes=10)
 
@@ -355,7 +356,6 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
     Chromium installed the page is also rendered headless and the screenshot checked."""
     import base64
     import re
-    import subprocess
     examples, _ = digits_examples
     _, evaluation = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path,
                               EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0))
@@ -374,15 +374,7 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
     with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
         m = json.load(f)
     assert all(r.replace("'", "&#x27;") in page for r in m["reasons"])
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium not installed: structural checks only (README: Run report)")
-    shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1200,2400", f"file://{path}"],
-                   check=True, capture_output=True, timeout=120)
-    import matplotlib.image as mpimg
-    img = mpimg.imread(str(shot))
+    img = render_in_chromium(path, tmp_path / "report.png", 1200, 2400)
     assert img.shape[0] == 2400 and img.shape[1] == 1200
     assert float(img[..., :3].std()) > 0.05  # rendered content, not a blank page
 

@@ -4,8 +4,6 @@ NOT BLESSED, one failing in IntegerExporter, and a refresh on new data. Also: ev
 every artifact is one its record names (``quant_lib.records``), so writer and reader agree."""
 import json
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from sklearn.datasets import load_digits
 from tfx.orchestration import metadata
 
 from components.utils import mlmd_properties
+from conftest import render_in_chromium
 from pipelines import cli, experiments
 from quant_lib import records
 
@@ -127,15 +126,7 @@ def test_html_page_renders_runs_front_and_slices(store_runs, tmp_path):
     for i in front:  # nothing on the front is beaten on both size and drop
         assert not any(r["int8_bytes"] < rows[i]["int8_bytes"] and r["delta"] > rows[i]["delta"]
                        for r in rows if r["int8_bytes"] and r["delta"] is not None)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium not installed: structural checks only")
-    shot = tmp_path / "experiments.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1400,2000", f"file://{page}"],
-                   check=True, capture_output=True, timeout=120)
-    import matplotlib.image as mpimg
-    img = mpimg.imread(str(shot))
+    img = render_in_chromium(str(page), tmp_path / "experiments.png", 1400, 2000)
     assert img.shape[:2] == (2000, 1400) and float(img[..., :3].std()) > 0.05
 
 
