@@ -14,9 +14,18 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
+.PHONY: venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
 
-venv: $(STAMP)
+venv: $(STAMP) sysdeps
+
+# tflite-support's native modules link libusb-1.0 (Debian: libusb-1.0-0), installed when missing.
+sysdeps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo ">> installing Debian package libusb-1.0-0 (tflite-support needs it)"; \
+	    apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libusb-1.0-0 >/dev/null; }; \
+	  else echo "ERROR: libusb-1.0 is missing: install it (Debian/Ubuntu: apt-get install libusb-1.0-0)" >&2; exit 1; fi; \
+	fi
 
 # Idempotent: the venv is rebuilt only when setup.py or constraints.txt change.
 $(STAMP): setup.py constraints.txt

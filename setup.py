@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     "google-crc32c>=1.5",  # TFRecord framing check (quant_lib.data.check_framing)
     "matplotlib>=3.7",     # QuantEvaluator's run report (plots embedded in report.html)
     "palmerpenguins==0.1.6",  # the wide-and-deep pipeline's raw CSV (empty cells, strings)
+    # TFLite metadata writers (IntegerExporter) and the Task Library client in the tests; its
+    # native modules need the Debian package libusb-1.0-0 (the Makefile installs it).
+    "tflite-support==0.4.4",
 ]
 
 EXTRAS = {

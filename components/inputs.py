@@ -88,6 +88,24 @@ def adapter_factory(spec, input_dict: Dict[str, List[types.Artifact]],
                              os.path.join(split_dir, "*"))
 
 
+def label_vocabulary(input_dict: Dict[str, List[types.Artifact]],
+                     label_key: str) -> Optional[List[str]]:
+    """The wired Transform's vocabulary of the label (``vocab_filename`` the label's raw or
+    transformed name: line i is class i), or None."""
+    transform = input_dict.get(tss.TRANSFORM_GRAPH_KEY)
+    if not transform:
+        return None
+    import tensorflow_transform as tft
+    from tfx.dsl.io import fileio
+    out = tft.TFTransformOutput(transform[0].uri)
+    for name in dict.fromkeys((label_key, label_key.removesuffix("_xf"))):
+        path = out.vocabulary_file_by_name(name)  # None when the Transform made no such file
+        if path and fileio.exists(path):
+            with fileio.open(path) as f:
+                return [line.rstrip("\n") for line in f.read().splitlines()]
+    return None
+
+
 def module_fn(exec_properties: Dict[str, Any], name: str, field: str) -> Callable:
     """Function ``name`` of the Trainer module (module_file, packaged module_path, or run_fn's
     module), as the stock Trainer resolves its run_fn. A dotted ``name`` is an attribute path in

@@ -34,6 +34,12 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     r.add_argument("--image-scale", type=float,
                    help="--tfrecords: multiply pixels by this (default: 1/255 if values exceed 1)")
     r.add_argument("--float-epochs", type=int, default=5)
+    r.add_argument("--io-type", choices=("int8", "uint8"), default="int8",
+                   help="the int8 model's input/output type (uint8: what the Task Library's "
+                   "ImageClassifier and Android bitmaps take)")
+    r.add_argument("--labels", type=lambda t: tuple(t.split(",")), metavar="NAME,NAME,...",
+                   help="class names in class-id order, for the model's metadata and labels.txt "
+                   "(default: the built-in dataset's, else the class ids)")
     r.add_argument("--qat-epochs", type=int, default=1)
     r.add_argument("--qat-learning-rate", type=float, default=1e-4)
     r.add_argument("--qat-scheme", choices=("default_8bit", "n_bit"), default="default_8bit")
@@ -261,7 +267,9 @@ def _settings(args, name: str, root: str, data_root: str, spec):
                 max_accuracy_drop_pt=args.search_budget_pt, target=args.search_target,
                 moves=tuple(args.search_move) if args.search_move else None,
                 max_trials=args.search_max_trials, strict=args.search_strict)),
-        export=ExportConfig(data=spec, require_edgetpu=args.require_edgetpu),
+        export=ExportConfig(data=spec, require_edgetpu=args.require_edgetpu,
+                            inference_input_type=args.io_type, inference_output_type=args.io_type,
+                            labels=args.labels or _builtin_labels(args)),
         eval=EvalConfig(
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
             min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
@@ -277,6 +285,12 @@ def _settings(args, name: str, root: str, data_root: str, spec):
     if eval_config is not None:
         check_one_gate(settings.eval, eval_config)
     return settings
+
+
+def _builtin_labels(args):
+    from pipelines.data import BUILTIN_LABELS
+    builtin = not (getattr(args, "csv", None) or getattr(args, "tfrecords", None))
+    return BUILTIN_LABELS.get(getattr(args, "dataset", None), ()) if builtin else ()
 
 
 def cmd_run(args) -> int:

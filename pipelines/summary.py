@@ -118,6 +118,11 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
                                            "trials": q.search_trials,
                                            "warning": q.search_warning},
         },
+        "app": exported and {
+            "metadata": x.metadata_writer, "metadata_limits": x.metadata_limits or [],
+            "labels_source": x.labels_source,
+            "pushed_files": sorted(os.path.basename(f) for f in fileio.listdir(
+                p.pushed_destination)) if pushed_path else []},
         "baseline_check": b.baseline_check,
         "blessing_reasons": b.blessing_reasons or [],
         "eval_examples": b.eval_examples,
@@ -214,6 +219,11 @@ def format_summary(s: Dict[str, Any]) -> str:
     if s.get("baseline_check"):
         lines.append(f"  baseline       : {s['baseline_check']}")
     lines.append(f"  pushed         : {s['pushed_path'] or 'nothing pushed (model not blessed)'}")
+    app = s.get("app") or {}
+    if app.get("metadata"):
+        lines.append(f"  app files      : {', '.join(app['pushed_files']) or '-'}; TFLite metadata "
+                     f"{app['metadata']}, labels from {app['labels_source']}")
+        lines += [f"    limit: {x}" for x in app["metadata_limits"]]
     if report_line(s):
         lines.append(report_line(s))
     lines.append("=" * 64)

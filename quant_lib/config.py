@@ -352,6 +352,11 @@ class ExportConfig(_JsonConfig):
     "int16x8" (experimental TFLite scheme: int16 activations, int8 weights; no Edge TPU).
     ``edgetpu``: run the static Edge TPU analyzer and, where ``edgetpu_compiler`` is found, compile.
     ``require_edgetpu``: fail the export unless the compiler ran and succeeded.
+    ``metadata``: pack TFLite metadata (name, version, inputs and their normalization, labels)
+    into the model, for the app team's clients; ``labels``: class names in class-id order (a
+    binary head: negative, positive; default: the Transform's vocabulary of the label, else the
+    class ids); ``model_name`` / ``description``: the metadata's (default: the pipeline's name,
+    a generated description).
     """
 
     data: InputSpec = DataSpec()
@@ -367,9 +372,21 @@ class ExportConfig(_JsonConfig):
     edgetpu_compiler: Optional[str] = None  # None: look for edgetpu_compiler on PATH
     edgetpu_timeout_s: float = 180.0
     require_edgetpu: bool = False
+    metadata: bool = True
+    labels: Tuple[str, ...] = ()
+    model_name: Optional[str] = None
+    description: Optional[str] = None
 
     def __post_init__(self):
         n = "ExportConfig"
+        object.__setattr__(self, "labels", tuple(self.labels))
+        _require(all(isinstance(x, str) and x.strip() and "\n" not in x for x in self.labels)
+                 and len(set(self.labels)) == len(self.labels), n, "labels",
+                 f"must be distinct non-empty one-line class names, got {list(self.labels)}")
+        _require(not self.labels or not isinstance(self.data, DataSpec) or
+                 len(self.labels) == self.data.num_classes, n, "labels",
+                 f"has {len(self.labels)} names for DataSpec.num_classes="
+                 f"{getattr(self.data, 'num_classes', None)}: give one per class, in class-id order")
         _check_inputs(self.data, n)
         _require(self.activations in IO_TYPES, n, "activations",
                  f"must be one of {sorted(IO_TYPES)}, got {self.activations!r}")

@@ -3,11 +3,11 @@ then the checks that prove the bytes: every op integer, I/O as asked, Keras-vs-T
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from quant_lib import metrics, records, tflite
+from quant_lib import metrics, model_metadata, records, tflite
 from quant_lib.config import ExportConfig
 from quant_lib.tflite import ExportValidationError
 
@@ -21,6 +21,7 @@ class ExportResult:
     parity: Dict[str, float]
     input_contract: List[Dict]
     activations: str
+    metadata: Optional[model_metadata.MetadataResult] = None
 
     def to_properties(self) -> records.Int8Model:
         p = self.parity or {}
@@ -29,14 +30,18 @@ class ExportResult:
             float_island_ops=self.integer.float_ops or None, activations=self.activations,
             input_dtype=self.integer.input_dtype, op_counts=self.integer.op_counts,
             input_contract=self.input_contract, parity_top1_agreement=p.get("top1_agreement"),
-            parity_max_abs_error=p.get("max_abs_error"), parity_rule=p.get("rule"))
+            parity_max_abs_error=p.get("max_abs_error"), parity_rule=p.get("rule"),
+            metadata_writer=self.metadata.writer if self.metadata else "none",
+            metadata_bytes=self.metadata.added_bytes if self.metadata else 0,
+            metadata_limits=list(self.metadata.limits) if self.metadata else None)
 
     def report(self) -> Dict[str, object]:
         return {"int8_tflite_bytes": len(self.int8_bytes), "op_counts": self.integer.op_counts,
                 "float_island_ops": self.integer.float_ops,
                 "input_dtype": self.integer.input_dtype,
                 "output_dtype": self.integer.output_dtype, "parity": self.parity,
-                "input_contract": self.input_contract}
+                "input_contract": self.input_contract,
+                "metadata": self.metadata.to_dict() if self.metadata else None}
 
 
 def agreement(keras_scores: np.ndarray, tfl_scores: np.ndarray, task,
@@ -77,13 +82,17 @@ def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: by
 
 
 def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: ExportConfig,
-                       per_channel: bool, check=None, float_layers=()) -> ExportResult:
-    """Converts and validates what ``check`` (bytes -> bytes, e.g. write and read back) returns;
-    parity is the caller's next step (it needs the held-out examples). ``float_layers``: the
-    layers kept float on purpose (the only float ops the model may have)."""
+                       per_channel: bool, check=None, float_layers=(),
+                       info: Optional[model_metadata.ModelInfo] = None) -> ExportResult:
+    """Converts, packs the metadata ``info`` describes (None: none), and validates what ``check``
+    (bytes -> bytes, e.g. write and read back) returns: the checks cover the bytes with their
+    metadata. Parity is the caller's next step (it needs the held-out examples).
+    ``float_layers``: the layers kept float on purpose (the only float ops the model may have)."""
     data = tflite.convert_int8(model, representative, cfg.inference_input_type,
                                cfg.inference_output_type, activations=cfg.activations,
                                per_channel=per_channel, float_layers=float_layers)
+    meta = model_metadata.write(data, info) if info is not None else None
+    data = meta.model_bytes if meta is not None else data
     data = check(data) if check is not None else data
     report = tflite.validate_integer(data, cfg.inference_input_type, cfg.inference_output_type,
                                      float_layers)
@@ -93,5 +102,5 @@ def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: Export
             f"per-tensor conversion asked (the QAT model is per-tensor) but the converter wrote "
             f"per-channel scales for {len(per_axis)} weight tensor(s), e.g. {sorted(per_axis)[:3]}: "
             "their weights were not fake-quantized in QAT, so the int8 model is not the trained one")
-    return ExportResult(data, report, {}, tflite.input_contract(data), cfg.activations)
+    return ExportResult(data, report, {}, tflite.input_contract(data), cfg.activations, meta)
 

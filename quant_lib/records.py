@@ -131,6 +131,11 @@ class Int8Model(Task):
     edgetpu_on_chip_bytes: Optional[int] = None
     edgetpu_off_chip_bytes: Optional[int] = None
     edgetpu_tflite_bytes: Optional[int] = None
+    metadata_writer: Optional[str] = None   # image_classifier | generic | none (ExportConfig)
+    metadata_bytes: Optional[int] = None    # what the packed metadata and labels add to the file
+    metadata_limits: Optional[List[str]] = None  # what the metadata or its clients cannot take
+    labels: Optional[List[str]] = None      # class names in class-id order (labels.txt)
+    labels_source: Optional[str] = None     # ExportConfig.labels | Transform vocabulary | ids
 
 
 @dataclasses.dataclass(frozen=True)

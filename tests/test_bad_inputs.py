@@ -263,6 +263,11 @@ def case_malformed_tflite_to_edgetpu_analyzer(c):
         raise SystemExit(rc)
 
 
+def case_labels_do_not_match_the_model(c):
+    from quant_lib.config import FeatureSpec
+    _export(c.tmp, c.examples, c.float, ExportConfig(data=FeatureSpec(), labels=("cat", "dog")))
+
+
 def _export_with_compiler(c, body, timeout):
     exe = _script(c.tmp / "edgetpu_compiler", body)
     _export(c.tmp, c.examples, c.float, ExportConfig(
@@ -327,6 +332,8 @@ CASES = [
     (case_negative_threshold, ConfigError, r"max_accuracy_drop_pt", _not_blessed),
     (case_unknown_threshold_metric, ConfigError, r"metric.*f1_score", _not_blessed),
     (case_malformed_tflite_to_edgetpu_analyzer, SystemExit, None, None),
+    (case_labels_do_not_match_the_model, ValueError,
+     r"ExportConfig.labels: 2 labels for a multiclass model with 10 classes", _no_export_output),
     (case_edgetpu_compiler_crashes, RuntimeError, r"require_edgetpu=True.*failed",
      _no_export_output),
     (case_edgetpu_compiler_hangs, RuntimeError, r"require_edgetpu=True.*timeout",

@@ -7,6 +7,7 @@ from quant_lib.config import (ConfigError, DataSpec, EvalConfig, ExportConfig,
 @pytest.mark.parametrize("cfg", [
     QuantizationConfig(data=DataSpec(image_shape=(8, 8, 1)), epochs=3, learning_rate=5e-4),
     ExportConfig(inference_input_type="uint8", representative_examples=17),
+    ExportConfig(labels=tuple("abcdefghij"), model_name="m", description="d"),
     EvalConfig(max_accuracy_drop_pt=0.25, min_int8_accuracy=0.5, eval_split="test"),
     EvalConfig(slicing_features=("label",), thresholds=(
         Threshold(metric="top_k_accuracy", slice=(("label", "*"),), max_relative_drop=0.02),
@@ -27,6 +28,9 @@ def test_json_round_trip(cfg):
     (lambda: ExportConfig(edgetpu_timeout_s=0), "ExportConfig.edgetpu_timeout_s"),
     (lambda: ExportConfig(require_edgetpu=True, edgetpu=False), "ExportConfig.require_edgetpu"),
     (lambda: ExportConfig(representative_examples=0), "ExportConfig.representative_examples"),
+    (lambda: ExportConfig(labels=("a", "b")), "ExportConfig.labels"),  # DataSpec has 10 classes
+    (lambda: ExportConfig(labels=("a",) * 10), "ExportConfig.labels"),
+    (lambda: ExportConfig(labels=("a\nb",) + tuple("cdefghijk")), "ExportConfig.labels"),
     (lambda: EvalConfig(max_accuracy_drop_pt=-1), "EvalConfig.max_accuracy_drop_pt"),
     (lambda: EvalConfig(min_int8_accuracy=85), "EvalConfig.min_int8_accuracy"),
     (lambda: DataSpec(image_shape=(28, 28)), "DataSpec.image_shape"),

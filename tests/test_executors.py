@@ -121,7 +121,12 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
     assert read_record(out, records.Int8Model).int8_tflite_bytes == len(data)
     float_bytes = read_record(out, records.Int8Model).float_tflite_bytes
     assert float_bytes == os.path.getsize(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE))
-    assert float_bytes > 2 * len(data)
+    assert float_bytes > 1.8 * len(data)  # weights 1/4; packed metadata + labels add ~1 KB here
+    rec = read_record(out, records.Int8Model)
+    assert rec.metadata_writer == "image_classifier" and rec.labels == [str(i) for i in range(10)]
+    assert rec.labels_source.startswith("class ids")
+    with open(os.path.join(os.path.dirname(path), "labels.txt")) as f:
+        assert f.read().splitlines()[:2] == ["0 0", "1 1"]
     assert read_record(out, records.Int8Model).parity_top1_agreement >= 0.99
     assert read_record(out, records.Int8Model).op_counts["CONV_2D"] >= 1
     # Edge TPU: static analysis always recorded; this machine has no compiler.
@@ -241,7 +246,7 @@ def test_quant_evaluator_matches_a_raw_interpreter_loop(digits_examples, float_m
     blessed = read_record(blessing, records.Blessing).blessed
     assert blessed == int(delta <= 2.0)
     marker = "BLESSED" if blessed else "NOT_BLESSED"
-    assert os.listdir(blessing.uri) == [marker]
+    assert sorted(os.listdir(blessing.uri)) == [marker, "model_card.json", "model_card.md"]
     with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
         result = json.load(f)
     assert result["int8_accuracy"] == correct / len(ye)
@@ -332,7 +337,7 @@ def test_quant_evaluator_impossible_floor_does_not_bless(digits_examples, float_
                             EvalConfig(data=SPEC, min_int8_accuracy=1.0))
     assert read_record(blessing, records.Blessing).int8_accuracy < 1.0
     assert read_record(blessing, records.Blessing).blessed == 0
-    assert os.listdir(blessing.uri) == ["NOT_BLESSED"]
+    assert sorted(os.listdir(blessing.uri)) == ["NOT_BLESSED", "model_card.json", "model_card.md"]
     assert "fails int8 >= 1 (EvalConfig.min_int8_accuracy)" in \
         " ".join(read_record(blessing, records.Blessing).blessing_reasons)
 

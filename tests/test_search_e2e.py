@@ -6,8 +6,12 @@ import json
 import os
 
 import pytest
+from ml_metadata.metadata_store import metadata_store
+from tfx.orchestration import metadata
 
+from components.utils import read_record
 from pipelines import cli, data
+from quant_lib import records
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +39,18 @@ def test_search_raises_the_most_sensitive_layers_until_within_budget(run):
     trials, ranked = found["trials"], [s["name"] for s in found["sensitivity"]]
     assert trials[0]["move"] == "as configured" and not trials[0]["within_budget"], trials[0]
     assert found["status"] == "within_budget", found["reason"]
+    first = next(t for t in trials if t["within_budget"])
     chosen = trials[found["chosen"]]
-    assert chosen is trials[-1] and chosen["drop_pt"] <= 5
+    # The kept model is within budget and no larger than the first within it; only refine
+    # steps (bisecting back towards fewer 8-bit layers) follow that first one.
+    assert chosen["within_budget"] and chosen["drop_pt"] <= 5
+    assert chosen["int8_bytes"] <= first["int8_bytes"]
+    assert all(t["move"] == "int8_weights (refine)" for t in trials[first["index"] + 1:])
     # Each trial raises the top-k of the sensitivity ranking, k = 1, 2, 4...; sizes grow with k.
     for t in trials[1:]:
         names = t["config"]["int8_weight_names"]
         assert names == ranked[:len(names)], (names, ranked)
-    sizes = [t["int8_bytes"] for t in trials]
+    sizes = [t["int8_bytes"] for t in trials[:first["index"] + 1]]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     # The validation split was carved from train and is not the gate's split.
     assert found["validation_split"] == "validation" and found["examples"] > 50
@@ -55,7 +64,12 @@ def test_exported_model_is_the_chosen_mix(run):
     from quant_lib import tflite
     path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
     data_bytes = open(path, "rb").read()
-    assert len(data_bytes) == chosen["int8_bytes"]
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
+        os.path.join(root, "metadata.sqlite")))
+    [art] = [a for a in store.get_artifacts_by_type("Model")
+             if a.uri == summary["artifacts"]["int8_model"]]
+    packed = read_record(art, records.Int8Model).metadata_bytes  # metadata + labels.txt inside
+    assert 0 < packed < 4096 and len(data_bytes) - packed == chosen["int8_bytes"]
     eight = set(chosen["config"]["int8_weight_names"])
     types = tflite.weight_types(data_bytes)  # 2-bit weights are stored as INT4 tensors
     assert set(types) == {s["name"] for s in found["sensitivity"]}

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.dsl.components.base import base_executor
@@ -15,8 +15,9 @@ from tfx.utils import path_utils
 from components import inputs, keys
 from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import edgetpu, evaluation, export, models, qat, records, search, tflite
-from quant_lib.config import ExportConfig
+from quant_lib import (edgetpu, evaluation, export, model_metadata, models, qat, records,
+                       search, tflite)
+from quant_lib.config import DataSpec, ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
 
 
@@ -164,6 +165,46 @@ def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
     return names
 
 
+def _labels(cfg: ExportConfig, input_dict, task) -> Tuple[Tuple[str, ...], str]:
+    """(class names in class-id order, where they came from), checked before any conversion."""
+    if not task.is_classification:
+        return (), "none: a regression model"
+    want = 2 if task.kind == "binary" else task.num_classes
+    if cfg.labels:
+        model_metadata.check_labels(cfg.labels, task.kind, task.num_classes, "ExportConfig.labels")
+        return cfg.labels, "ExportConfig.labels"
+    vocab = inputs.label_vocabulary(input_dict, cfg.data.label_key)
+    if vocab is not None and len(vocab) == want and len(set(vocab)) == want:
+        return tuple(vocab), f"the Transform's vocabulary of {cfg.data.label_key!r}"
+    return tuple(str(i) for i in range(want)), "class ids (ExportConfig.labels names them)"
+
+
+def _model_info(cfg: ExportConfig, task, labels, context) -> Optional[model_metadata.ModelInfo]:
+    """What the packed metadata says: the pipeline's name and run as name and version."""
+    if not cfg.metadata:
+        return None
+    pipeline = getattr(getattr(context, "_pipeline_info", None), "id", "") or "tfx-qat"
+    run = getattr(context, "pipeline_run_id", None) or "unversioned"
+    norm = (0.0, 1.0 / cfg.data.image_scale) if isinstance(cfg.data, DataSpec) else None
+    return model_metadata.ModelInfo(
+        name=cfg.model_name or pipeline, version=run, task=task.kind, labels=labels,
+        image_norm=norm, description=cfg.description or (
+            f"Full-integer ({cfg.activations}) {task.kind} model, quantization-aware trained by "
+            f"tfx-qat in pipeline {pipeline!r} run {run}; gated by QuantEvaluator against its "
+            "float model (model_card.json beside the pushed file)"))
+
+
+def _write_report(out: types.Artifact, cfg: ExportConfig, result, float_bytes, edge,
+                  qat_model: types.Artifact) -> None:
+    """export_report.json: what was converted and checked, the int8 op profile, the QAT report."""
+    _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
+        "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
+        "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)
+        if float_bytes else None, "edgetpu": edge,
+        "op_profile": evaluation.op_profiles(result.int8_bytes, None).get("int8"),
+        "qat_report": _qat_report(qat_model)}, indent=2))
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -174,6 +215,7 @@ class Executor(base_executor.BaseExecutor):
         _refuse_failed_search(single(input_dict, keys.MODEL))
         float_layers = _float_islands(single(input_dict, keys.MODEL), cfg)
         model, task = _model_to_convert(input_dict, cfg)
+        labels, labels_source = _labels(cfg, input_dict, task)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
         rep_dir = split_uri(examples, cfg.representative_split)
         with data_errors_name("ExportConfig.representative_split", cfg.representative_split):
@@ -191,7 +233,8 @@ class Executor(base_executor.BaseExecutor):
         # the checks read what is on disk, not what we meant to write.
         staged_path = os.path.join(out.uri, ".staging", keys.TFLITE_FILE)
         result = export.convert_and_verify(model, rep_x, cfg, per_channel, check=lambda data: (
-            _write_bytes(staged_path, data), _read_bytes(staged_path))[1], float_layers=float_layers)
+            _write_bytes(staged_path, data), _read_bytes(staged_path))[1], float_layers=float_layers,
+            info=_model_info(cfg, task, labels, self._context))
         if cfg.parity_examples:
             with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
                 px, _ = bound.arrays(split_uri(examples, cfg.parity_split), cfg.parity_examples)
@@ -205,15 +248,14 @@ class Executor(base_executor.BaseExecutor):
             set_properties(out, records.Int8Model(edgetpu_compiler_status="skipped"))
         float_bytes = _float_reference(input_dict, out)
         set_properties(out, result.to_properties().merged(task.to_properties()).merged(
-            records.Int8Model(float_tflite_bytes=float_bytes)))
-        _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
-            "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
-            "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)
-            if float_bytes else None, "edgetpu": edge,
-            "op_profile": evaluation.op_profiles(result.int8_bytes, None).get("int8"),
-            "qat_report": _qat_report(single(input_dict, keys.MODEL))}, indent=2))
+            records.Int8Model(float_tflite_bytes=float_bytes, labels=list(labels) or None,
+                              labels_source=labels_source)))
+        _write_report(out, cfg, result, float_bytes, edge, single(input_dict, keys.MODEL))
         int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
         fileio.makedirs(os.path.dirname(int8_path))
+        if labels:  # Coral's format, beside the model: both Pushers push the directory
+            _write_text(os.path.join(os.path.dirname(int8_path), model_metadata.LABELS_FILE),
+                        model_metadata.coral_labels(labels))
         fileio.rename(staged_path, int8_path)
         fileio.rmtree(os.path.dirname(staged_path))
         logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s, "

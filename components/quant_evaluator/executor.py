@@ -12,14 +12,15 @@ import apache_beam as beam
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
 
 from components import inputs, keys
 from components.quant_evaluator.tfma_gate import GateWithTFMA
-from components.utils import (data_errors_name, recorded_task, serving_model_dir,
+from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
                               set_properties, single, split_uri)
-from quant_lib import evaluation, gate, records, report, tasks, tflite
+from quant_lib import evaluation, gate, model_card, records, report, tasks, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.data import DataError
+from quant_lib.data import DataError, check_framing, resolve_files
 from quant_lib.inputs import SAMPLE, bind_model, first_records
 
 STATS_FILE = "slice_stats.jsonl"
@@ -111,6 +112,30 @@ def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
         baseline_int8_accuracy=base.get("baseline_int8_accuracy")).merged(result.to_properties()))
 
 
+def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
+                context) -> None:
+    """model_card.json / .md in the blessing: what the int8 model was judged on and against;
+    VerifiedPusher pushes them beside the model."""
+    examples, quantized = input_dict[keys.EXAMPLES][0], single(input_dict, keys.QUANTIZED_MODEL)
+    float_model = single(input_dict, keys.MODEL)
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    sizes = {s: check_framing(resolve_files(split_uri(input_dict[keys.EXAMPLES], s)))
+             for s in splits}
+    lineage = model_card.Lineage(
+        pipeline=getattr(getattr(context, "_pipeline_info", None), "id", None),
+        run_id=getattr(context, "pipeline_run_id", None),
+        evaluator_execution=getattr(context, "_unique_id", None),
+        examples={"uri": examples.uri, "id": examples.id, "span": examples.span,
+                  "version": examples.version, "split_sizes": sizes},
+        float_model={"uri": float_model.uri, "id": float_model.id},
+        int8_model={"uri": quantized.uri, "id": quantized.id})
+    card = model_card.build(metrics, read_record(quantized, records.Int8Model), lineage)
+    with fileio.open(os.path.join(blessing.uri, model_card.JSON_FILE), "w") as f:
+        f.write(json.dumps(card, indent=2))
+    with fileio.open(os.path.join(blessing.uri, model_card.MD_FILE), "w") as f:
+        f.write(model_card.to_markdown(card))
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -151,6 +176,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             f.write(json.dumps(result.to_json(), indent=2))
         set_properties(out, dataclasses.replace(result.to_properties(), report_status=(
             self._write_report(out.uri, quantized.uri, result.to_json()))))
+        _write_card(blessing, result.to_json(), input_dict, self._context)
         _bless(blessing, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
                      "tfma.load_eval_result / load_validation_result)",

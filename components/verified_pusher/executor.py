@@ -21,7 +21,7 @@ from tfx.utils import io_utils, proto_utils
 
 from components import keys
 from components.utils import read_record, set_properties, single
-from quant_lib import records
+from quant_lib import model_card, records
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,18 @@ class Executor(pusher_executor.Executor):
         if dest.WhichOneof("destination") != "filesystem":
             raise PushRefusedError("VerifiedPusher supports push_destination.filesystem only")
         base = dest.filesystem.base_directory
-        serving_path, version = self._push(model_dir, base, expected)
+        card = [os.path.join(blessing.uri, name) for name in (model_card.JSON_FILE,
+                                                              model_card.MD_FILE)]
+        serving_path, version = self._push(model_dir, base, expected,
+                                           [p for p in card if fileio.exists(p)])
         io_utils.copy_dir(model_dir, pushed.uri)  # archive copy, as the stock Pusher keeps
         self._MarkPushed(pushed, pushed_destination=serving_path, pushed_version=version)
         set_properties(pushed, records.Pushed(pushed_sha256=expected))
         log.info("pushed verified int8 model (sha256 %s) to %s", expected, serving_path)
 
-    def _push(self, model_dir: str, base: str, sha: str):
+    def _push(self, model_dir: str, base: str, sha: str, beside: List[str]):
+        """Copies the model directory (model, labels.txt) and the ``beside`` files (the model
+        card) as one version."""
         version = int(time.time())
         try:
             fileio.makedirs(base)
@@ -89,6 +94,8 @@ class Executor(pusher_executor.Executor):
             # atomic directory rename: copy in place, verify, delete on mismatch.
             target = os.path.join(base, f".{version}.incomplete") if local else final
             io_utils.copy_dir(model_dir, target)
+            for path in beside:
+                fileio.copy(path, os.path.join(target, os.path.basename(path)))
         except Exception as e:  # OSError locally, tf.errors.OpError on other filesystems
             raise PushRefusedError(
                 f"push_destination.filesystem.base_directory {base!r} is not writable ({e}); fix "
