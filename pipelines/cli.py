@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tfma.EvalConfig (.pbtxt or JSON); default: AUC may drop <= 0.02 "
                          "(binary) / MAE may grow <= 10%% (regression) vs the float model")
     tb.add_argument("--output-root", help="default: runs/<dataset>")
+    tb.add_argument("--search-budget", type=float, metavar="B",
+                    help="accuracy-aware search (PTQ, then QAT and its moves) on a validation "
+                    "split carved from train: at most B pt top-1 drop (binary) or B %% MAE "
+                    "increase (regression) vs the float model")
     tb.add_argument("--float-epochs", type=int, default=30)
     tb.add_argument("--qat-epochs", type=int, default=20)
     ln = sub.add_parser("lineage", help="for each pushed int8 model, print where it came from "
@@ -344,12 +348,17 @@ def cmd_tabular(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     root = os.path.abspath(args.output_root or os.path.join("runs", args.dataset))
-    label, task = tabular.ingest(args.dataset, os.path.join(root, "data"))
+    search = None if args.search_budget is None else SearchConfig(
+        max_accuracy_drop_pt=args.search_budget, max_mae_increase_pct=args.search_budget,
+        moves=("more_epochs", "float_fallback"))
+    label, task = tabular.ingest(args.dataset, os.path.join(
+        root, "data" if search is None else "data_with_validation"), 0.25 if search else 0.0)
     pipeline = tabular.create_pipeline(
         f"tfx-qat-{args.dataset.replace('_', '-')}", os.path.join(root, "pipeline_root"),
-        os.path.join(root, "data"), os.path.join(root, "serving"),
-        os.path.join(root, "metadata.sqlite"), label, task, spec_task=args.task,
-        eval_config=eval_config, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
+        os.path.join(root, "data" if search is None else "data_with_validation"),
+        os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"), label, task,
+        spec_task=args.task, eval_config=eval_config, float_epochs=args.float_epochs,
+        qat_epochs=args.qat_epochs, search=search)
     return _run_and_print(lambda: run_pipeline(pipeline, root,
                                                os.path.join(root, "metadata.sqlite")))
 

@@ -133,6 +133,7 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
         rec["qat"] = {
             "component": g.component(qat_exec), "execution_id": qat_exec.id,
             "qat_model": _artifact(qat),
+            "int8_method": q.int8_method or "qat",
             "quantized_layers": q.quantized_layers,
             "folded_layers": q.folded_layers,
             "float_layers": q.float_layers,
@@ -168,6 +169,7 @@ def _search(q) -> Optional[Dict[str, Any]]:
             "validation_split": q.search_validation_split,
             "budget_pt": q.search_budget_pt, "chosen": q.search_chosen_trial,
             "resolution_pt": q.search_resolution_pt, "warning": q.search_warning,
+            "metric": q.search_metric or "accuracy",
             "trials": [dict(zip(("index", "move", "change", "accuracy", "int8_bytes",
                                  "within_budget"), row)) for row in q.search_trial_table or []],
             "float_fallback_layers": q.float_fallback_layers or [],
@@ -202,16 +204,21 @@ def format_lineage(records: List[Dict[str, Any]]) -> str:
             f"{q['folded_layers']} folded, {q['float_layers']} float layers; scheme "
             f"{(q['config'] or {}).get('scheme')}, epochs {(q['config'] or {}).get('epochs')}, "
             f"lr {(q['config'] or {}).get('learning_rate')}",
-            f"    QAT model: {q['qat_model']['uri']}",
+            f"    QAT model: {q['qat_model']['uri']}" if q["int8_method"] == "qat" else
+            "    int8 method: post-training quantization of the float model (kept by the search; "
+            f"no QAT): {q['qat_model']['uri']}",
         ]
         if q.get("search"):
             sr = q["search"]
-            lines.append(f"    search ({sr['status']}, budget {sr['budget_pt']} pt on "
+            lines.append(f"    search ({sr['status']}, budget {sr['budget_pt']} "
+                         f"{'% MAE' if sr.get('metric') == 'mae' else 'pt'} on "
                          f"{sr['validation_split']!r}): {sr['reason']}")
             if sr.get("warning"):
                 lines.append(f"    search WARNING: {sr['warning']}")
-            lines += [f"      trial {t['index']} {t['move']}: {t['change']} -> val top-1 "
-                      f"{100 * t['accuracy']:.2f}%, {t['int8_bytes']} B"
+            mae = sr.get("metric") == "mae"
+            lines += [f"      trial {t['index']} {t['move']}: {t['change']} -> val "
+                      + (f"MAE {t['accuracy']:.4g}" if mae else f"top-1 {100 * t['accuracy']:.2f}%")
+                      + f", {t['int8_bytes']} B"
                       + (" (chosen)" if t["index"] == sr["chosen"] else "")
                       for t in sr["trials"]]
         if "float_model" in fb:

@@ -63,7 +63,7 @@ def _records(arts: Dict[str, list]) -> Dict[str, Any]:
         "blessing": first("ModelBlessing", records.Blessing),
         "evaluation": first("ModelEvaluation", records.Evaluation),
         "int8": first("Model", records.Int8Model, lambda r: r.int8_tflite_bytes is not None),
-        "qat": first("Model", records.QatModel, lambda r: r.qat_seconds_per_step is not None),
+        "qat": first("Model", records.QatModel, lambda r: r.qat_scheme is not None),
         "pushed": first("PushedModel", records.Pushed),
     }
 
@@ -107,6 +107,7 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
             "ops_on_cpu": x.edgetpu_ops_on_cpu,
         },
         "qat": qat_model and {
+            "int8_method": q.int8_method,
             "quantized_layers": q.quantized_layers,
             "folded_layers": q.folded_layers,
             "float_layers": q.float_layers,
@@ -208,8 +209,11 @@ def format_summary(s: Dict[str, Any]) -> str:
             ratio = (f"; step time QAT {1000 * q['qat_seconds_per_step']:.1f} ms vs float "
                      f"{1000 * q['float_seconds_per_step']:.1f} ms "
                      f"({q['qat_seconds_per_step'] / q['float_seconds_per_step']:.2f}x)")
-        lines.insert(-1, f"  QAT layers     : {q['quantized_layers']} quantized, "
-                         f"{q['folded_layers']} BN folded, {q['float_layers']} float{ratio}")
+        lines.insert(-1, "  int8 method    : post-training quantization of the float model (the "
+                         "search measured it at least as good as QAT; no QAT ran for it)"
+                     if q.get("int8_method") == "ptq" else
+                     f"  QAT layers     : {q['quantized_layers']} quantized, "
+                     f"{q['folded_layers']} BN folded, {q['float_layers']} float{ratio}")
     if q.get("search"):
         lines.insert(-1, f"  search         : {q['search']['trials']} trial(s): "
                          f"{q['search']['reason']}")

@@ -22,7 +22,8 @@ from google.protobuf import text_format
 from tfx import v1 as tfx
 
 from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
-from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
+from quant_lib.config import (EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig,
+                               SearchConfig)
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules",
                            "tabular_trainer.py")
@@ -93,9 +94,15 @@ def _write(path: str, names: List[str], x: np.ndarray, y: np.ndarray, label_key:
             w.write(ex.SerializeToString())
 
 
-def ingest(name: str, out_dir: str):
-    """Writes <out_dir>/{train,eval}/data.tfrecord; returns (label key, task)."""
+def ingest(name: str, out_dir: str, validation_fraction: float = 0.0):
+    """Writes <out_dir>/{train,eval}/data.tfrecord (and a ``validation`` split, the last
+    ``validation_fraction`` of the training rows, for a search); returns (label key, task)."""
     names, xt, yt, xe, ye, label_key, task = load(name)
+    n = int(round(len(yt) * validation_fraction))
+    if n:
+        _write(os.path.join(out_dir, "validation", "data.tfrecord"), names, xt[-n:], yt[-n:],
+               label_key, task)
+        xt, yt = xt[:-n], yt[:-n]
     _write(os.path.join(out_dir, "train", "data.tfrecord"), names, xt, yt, label_key, task)
     _write(os.path.join(out_dir, "eval", "data.tfrecord"), names, xe, ye, label_key, task)
     return label_key, task
@@ -105,15 +112,17 @@ def create_pipeline(name: str, pipeline_root: str, data_root: str, serving_dir: 
                     metadata_path: str, label_key: str, task: str, spec_task: Optional[str] = None,
                     eval_config: Optional[tfma.EvalConfig] = None, float_epochs: int = 30,
                     qat_epochs: int = 20, enable_cache: bool = True,
-                    beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    search: Optional[SearchConfig] = None) -> tfx.dsl.Pipeline:
     """``task``: the head the Trainer module builds; ``spec_task``: FeatureSpec.task (None:
     QuantizeTrainer reads it from the loss the module compiled); ``eval_config``: the gate
-    (default: DEFAULT_GATES[task])."""
+    (default: DEFAULT_GATES[task]); ``search``: an accuracy-aware search on the ``validation``
+    split (``ingest(..., validation_fraction)`` writes it)."""
+    splits = ["train", "eval"] + (["validation"] if search else [])
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name="train", pattern="train/*"),
-            tfx.proto.Input.Split(name="eval", pattern="eval/*")]))
+            tfx.proto.Input.Split(name=split, pattern=f"{split}/*") for split in splits]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
                                           infer_feature_shape=True)
@@ -129,7 +138,7 @@ def create_pipeline(name: str, pipeline_root: str, data_root: str, serving_dir: 
         **wiring, base_model=trainer.outputs["model"],
         statistics=statistics_gen.outputs["statistics"],
         config=QuantizationConfig(data=data, epochs=qat_epochs, batch_size=32,
-                                  learning_rate=1e-3))
+                                  learning_rate=1e-3, search=search))
     exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
                                base_model=trainer.outputs["model"],
                                config=ExportConfig(data=data, representative_examples=128,

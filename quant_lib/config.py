@@ -186,6 +186,10 @@ class SearchConfig(_JsonConfig):
     the search cannot overfit the gate. ``target`` "edgetpu" refuses ``float_fallback``: the Edge
     TPU runs int8 ops only; ``moves`` None allows every move the target allows. ``strict``: refuse
     to search when the budget is below what the validation split can resolve (else a warning).
+    A regression model's budget is ``max_mae_increase_pct`` (int8 MAE over float MAE, percent).
+    ``ptq``: for an 8-bit configuration, post-training quantization of the float model (no
+    training) is the first candidate; it is kept when within budget and at least as good as
+    QAT as configured.
     """
 
     validation_split: str = "validation"
@@ -195,9 +199,15 @@ class SearchConfig(_JsonConfig):
     moves: Optional[Tuple[str, ...]] = None  # None: every move the target allows
     max_trials: int = 6
     strict: bool = False
+    max_mae_increase_pct: float = 1.0
+    ptq: bool = True
 
     def __post_init__(self):
         n = "SearchConfig"
+        _require(isinstance(self.max_mae_increase_pct, (int, float)) and
+                 self.max_mae_increase_pct >= 0, n, "max_mae_increase_pct",
+                 f"must be >= 0 (percent of the float MAE), got {self.max_mae_increase_pct!r}")
+        _require(isinstance(self.ptq, bool), n, "ptq", f"must be True or False, got {self.ptq!r}")
         _require(isinstance(self.validation_split, str) and bool(self.validation_split), n,
                  "validation_split", "must name an Examples split the gate does not use")
         _require(isinstance(self.validation_examples, int) and self.validation_examples >= 100, n,

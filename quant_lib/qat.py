@@ -649,10 +649,13 @@ class QATResult:
 
     def to_properties(self) -> records.QatModel:
         c = self.counts
+        t = self.training  # a kept PTQ candidate (search) trained nothing: no training stats
+        number = lambda v: None if v is None else float(v)  # noqa: E731
         own = records.QatModel(
-            qat_seconds_per_step=float(self.training["seconds_per_step"]),
-            qat_train_metric=self.training["train_metric"],
-            qat_final_train_value=float(self.training["final_train_metric"]),
+            qat_seconds_per_step=number(t.get("seconds_per_step")),
+            qat_train_metric=t.get("train_metric"),
+            qat_final_train_value=number(t.get("final_train_metric")),
+            int8_method="ptq" if t.get("method") == "ptq" else "qat",
             quantized_layers=c[QUANTIZE], folded_layers=c[FOLD], float_layers=c[FLOAT],
             qat_scheme=self.cfg.scheme, per_tensor=bool(self.cfg.per_tensor),
             float_layer_names=[d.name for d in self.decisions if d.decision == FLOAT],

@@ -96,10 +96,12 @@ class QatModel(Task):
     search_chosen_trial: Optional[int] = None
     search_validation_split: Optional[str] = None
     search_budget_pt: Optional[float] = None
-    search_float_accuracy: Optional[float] = None
+    search_float_accuracy: Optional[float] = None  # the search metric's value (MAE: regression)
     search_int8_accuracy: Optional[float] = None
     search_resolution_pt: Optional[float] = None  # smallest drop the validation split resolves
     search_warning: Optional[str] = None  # the budget is below that resolution
+    search_metric: Optional[str] = None   # accuracy (drops in pt) | mae (increase in %)
+    int8_method: Optional[str] = None     # qat | ptq (the search kept post-training quantization)
     search_trial_table: Optional[List[list]] = None  # [index, move, change, acc, bytes, within]
     sensitivity_ranking: Optional[List[list]] = None  # [layer, drop_pt]
 

@@ -171,26 +171,30 @@ def _search(found: Dict[str, Any]) -> str:
     """Accuracy-aware search: the sensitivity ranking (plot) and every trial (table)."""
     e = html.escape
     sens = found["sensitivity"]
+    head, unit = ("MAE", "% of float MAE") if found.get("metric") == "mae" else ("top-1", "pt")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, max(2.0, 0.3 * len(sens) + 1)))
     names = [s["name"] for s in sens][::-1]
     drops = [s["drop_pt"] for s in sens][::-1]
     ax.barh(names, drops, color=["#c33" if d > found["budget_pt"] else "#888" for d in drops])
     ax.axvline(found["budget_pt"], color="#444", lw=.8, ls="--")
-    ax.set_xlabel(f"top-1 drop (pt) with only this layer quantized ({found['validation_split']})")
+    ax.set_xlabel(f"{head} drop ({unit}) with only this layer quantized "
+                  f"({found['validation_split']})")
     ax.set_title("Per-layer sensitivity, most costly at the top (dashed: budget)")
     status = "ok" if found["status"] == "within_budget" else "bad"
     out = ['<h2 id="search">Accuracy-aware search</h2>',
            f'<p class="{status}">{e(found["reason"])}</p>',
-           f"<p>Budget {found['budget_pt']} pt below float (top-1 "
-           f"{100 * found['float_accuracy']:.2f}%) on {found['examples']:,} "
+           f"<p>Budget {found['budget_pt']} {unit} "
+           + (f"above float (MAE {found['float_accuracy']:.4g})" if head == "MAE" else
+              f"below float (top-1 {100 * found['float_accuracy']:.2f}%)")
+           + f" on {found['examples']:,} "
            f"{e(found['validation_split'])!s} examples (not the gate's split); target "
            f"{e(found['target'])}; {found['seconds']:.0f} s."
            + (f" This split resolves drops of about {found['resolution_pt']:.2f} pt (95 %, "
               "paired)." if found.get("resolution_pt") else "") + "</p>"
            + (f'<p class="bad">WARNING: {e(found["warning"])}</p>' if found.get("warning")
               else ""), _png(fig),
-           _table(["layer", "class", "top-1 alone", "drop (pt)", "output SNR (dB)"],
+           _table(["layer", "class", f"{head} alone", f"drop ({unit})", "output SNR (dB)"],
                   [[s["name"], s["cls"], s["accuracy"], f"{s['drop_pt']:+.2f}",
                     s["output_snr_db"]] for s in sens], left=2)]
     rows = []
@@ -204,7 +208,7 @@ def _search(found: Dict[str, Any]) -> str:
                      f"{etpu['first_unmapped']})" if etpu else "-",
                      "chosen" if t["index"] == found["chosen"] else
                      ("yes" if t["within_budget"] else "no")])
-    out.append(_table(["trial", "move", "change", "val top-1", "drop (pt, 95% paired)",
+    out.append(_table(["trial", "move", "change", f"val {head}", f"drop ({unit}, 95% paired)",
                        "int8 bytes",
                        "latency (ms)", "float ops", "Edge TPU ops", "within budget"], rows,
                       left=3))

@@ -5,9 +5,11 @@ Sensitivity: for each weight layer, the QAT model with only that layer quantized
 calibrated, no training) is scored on the validation split: its top-1 drop vs the float model and
 the SNR of its output against the float model's. Search: trial 0 is the model as configured; while
 a candidate misses ``SearchConfig.max_accuracy_drop_pt`` the allowed moves are tried in order
-(``config.MOVES``), the most sensitive layers first; each trial is QAT, full-integer conversion
-and a TFLite score on the validation split (never the gate's split), and the first trial within
-budget is kept.
+(``config.MOVES``), the most sensitive layers first (1, 2, 4... of them); each trial is QAT,
+full-integer conversion and a TFLite score on the validation split (never the gate's split). The
+first trial within budget ends the moves; when it raised several layers, the search steps back
+(bisects between the most layers that missed and these; at most log2 of the gap more trials,
+beyond ``max_trials``) and keeps the smallest model that stays within budget.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class SearchResult:
     seconds: float
     resolution_pt: Optional[float] = None  # the smallest drop this validation split resolves
     warning: Optional[str] = None  # the budget is below that resolution
+    metric: str = "accuracy"  # accuracy (drops in pt) | mae (increases in % of the float MAE)
 
     def to_properties(self):
         from quant_lib import records
@@ -88,6 +91,7 @@ class SearchResult:
             search_validation_split=self.validation_split, search_budget_pt=float(self.budget_pt),
             search_float_accuracy=self.float_accuracy, search_int8_accuracy=t.accuracy,
             search_resolution_pt=self.resolution_pt, search_warning=self.warning,
+            search_metric=self.metric, int8_method="ptq" if t.move == "ptq" else "qat",
             search_trial_table=[[x.index, x.move, x.change, round(x.accuracy, 6), x.int8_bytes,
                                  int(x.within_budget)] for x in self.trials],
             sensitivity_ranking=[[s.name, round(s.drop_pt, 4)] for s in self.sensitivity])
@@ -98,6 +102,7 @@ class SearchResult:
                 "examples": self.examples, "float_accuracy": self.float_accuracy,
                 "chosen": self.chosen, "seconds": self.seconds,
                 "resolution_pt": self.resolution_pt, "warning": self.warning,
+                "metric": self.metric,
                 "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
                 "trials": [dataclasses.asdict(t) for t in self.trials]}
 
@@ -138,6 +143,45 @@ def paired_drop(float_ok: np.ndarray, trial_ok: np.ndarray) -> Tuple[float, floa
     return 100 * drop, 100 * (drop - half), 100 * (drop + half)
 
 
+def paired_mae_increase(float_err: np.ndarray, trial_err: np.ndarray) -> Tuple[float, float,
+                                                                               float]:
+    """(increase, low, high) in percent of the float MAE: the trial's MAE over the float one's on
+    the same examples, with a 95 % interval from the per-example error differences."""
+    base = max(float(np.mean(float_err)), 1e-12)
+    d = np.asarray(trial_err, np.float64) - np.asarray(float_err, np.float64)
+    half = 1.96 * float(np.std(d, ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    inc = float(np.mean(d))
+    return 100 * inc / base, 100 * (inc - half) / base, 100 * (inc + half) / base
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """What the search scores: top-1 for classifiers (a drop in percentage points), MAE for
+    regression (an increase in percent of the float MAE); ``budget`` is the SearchConfig's."""
+
+    name: str   # accuracy | mae
+    unit: str   # pt | %
+    budget: float
+    task: object = None
+
+    @classmethod
+    def of(cls, task, s) -> "Metric":
+        if task is not None and not task.is_classification:
+            return cls("mae", "%", s.max_mae_increase_pct, task)
+        return cls("accuracy", "pt", s.max_accuracy_drop_pt, task)
+
+    def per_example(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Correct (classifiers) or absolute error (regression), per example."""
+        if self.name == "mae":
+            out = np.asarray(scores, np.float64).reshape(len(scores), -1)[:, 0]
+            return np.abs(out - np.asarray(labels, np.float64).reshape(-1))
+        return correct(scores, labels, self.task)
+
+    def drop(self, float_v: np.ndarray, trial_v: np.ndarray) -> Tuple[float, float, float]:
+        return (paired_mae_increase(float_v, trial_v) if self.name == "mae"
+                else paired_drop(float_v, trial_v))
+
+
 def resolution_pt(examples: int, float_acc: float) -> float:
     """The smallest drop (pt) ``examples`` validation examples resolve: the 95 % half-width of a
     paired drop when the trial and float disagree on about as many examples as float gets wrong
@@ -167,11 +211,13 @@ def weight_layers(decisions) -> List[str]:
 
 
 def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibration,
-                progress: Callable[[str], None] = log.info) -> List[LayerSensitivity]:
+                progress: Callable[[str], None] = log.info,
+                metric: Optional[Metric] = None) -> List[LayerSensitivity]:
     """Each weight layer quantized alone (the rest float; a BatchNormalization folding into it
-    goes with it), ranked most costly first."""
+    goes with it), ranked most costly first (``drop_pt``: the metric's drop, pt or %)."""
+    metric = metric or Metric("accuracy", "pt", 0.0, task)
     float_out = np.asarray(model.predict(keras_x, batch_size=256, verbose=0))
-    float_acc = top1(float_out, labels, task)
+    float_v = metric.per_example(float_out, labels)
     _, decisions = qat.quantize_with_report(fresh_copy(model), _plain(cfg))
     folds = {prev.layer.name: bn.layer.name for bn, prev in qat._bn_folds(model).items()}  # pylint: disable=protected-access
     quantized = [d.name for d in decisions if d.decision in (qat.QUANTIZE, qat.FOLD)]
@@ -184,12 +230,13 @@ def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibrati
         q = qat.quantize(fresh_copy(model), only)
         qat.calibrate_ranges(q, calibration)
         scores = np.asarray(q.predict(keras_x, batch_size=256, verbose=0))
-        acc = top1(scores, labels, task)
+        trial_v = metric.per_example(scores, labels)
         cls = next(d.cls for d in decisions if d.name == name)
-        out.append(LayerSensitivity(name, cls, acc, 100 * (float_acc - acc),
-                                    _snr_db(float_out, scores)))
-        progress(f"sensitivity {i + 1}/{len(layers)}: {name} ({cls}) alone: top-1 {acc:.4f} "
-                 f"({out[-1].drop_pt:+.2f} pt), output SNR {out[-1].output_snr_db:.1f} dB")
+        out.append(LayerSensitivity(name, cls, float(np.mean(trial_v)),
+                                    metric.drop(float_v, trial_v)[0], _snr_db(float_out, scores)))
+        progress(f"sensitivity {i + 1}/{len(layers)}: {name} ({cls}) alone: {metric.name} "
+                 f"{out[-1].accuracy:.4g} ({out[-1].drop_pt:+.2f} {metric.unit}), output SNR "
+                 f"{out[-1].output_snr_db:.1f} dB")
     return sorted(out, key=lambda s: (-s.drop_pt, s.output_snr_db))
 
 
@@ -205,25 +252,32 @@ def _doubling(n: int) -> List[int]:
     return ks + [n] if n else []
 
 
-def candidates(cfg: QuantizationConfig, ranked: List[str]) -> Iterator[Tuple[str, str, dict]]:
-    """(move, what changed, QuantizationConfig changes), cheapest first. Each move starts from the
-    configured model; within a move the most sensitive 1, 2, 4... layers are changed."""
-    yield "as configured", "-", {}
+def _layer_change(cfg: QuantizationConfig, move: str, todo: List[str], k: int) -> Tuple[str, dict]:
+    """(what changed, QuantizationConfig changes) with the first ``k`` of ``todo`` raised."""
+    if move == "int8_weights":
+        return (f"8-bit weights: {', '.join(todo[:k])}",
+                {"int8_weight_names": tuple(cfg.int8_weight_names) + tuple(todo[:k])})
+    return (f"float: {', '.join(todo[:k])}",
+            {"float_fallback_names": tuple(cfg.float_fallback_names) + tuple(todo[:k])})
+
+
+def candidates(cfg: QuantizationConfig, ranked: List[str]):
+    """(move, what changed, QuantizationConfig changes, (layers in order, how many raised) for
+    a per-layer move else None), cheapest first. Each move starts from the configured model;
+    within a move the most sensitive 1, 2, 4... layers are changed."""
+    yield "as configured", "-", {}, None
     for move in cfg.search.moves:
+        todo = None
         if move == "int8_weights" and cfg.scheme == "n_bit" and cfg.weight_bits < 8:
             todo = [n for n in ranked if n not in cfg.int8_weight_names]
-            for k in _doubling(len(todo)):
-                names = tuple(cfg.int8_weight_names) + tuple(todo[:k])
-                yield move, f"8-bit weights: {', '.join(todo[:k])}", {"int8_weight_names": names}
-        elif move == "per_channel" and cfg.per_tensor:
-            yield move, "per-channel weights", {"per_tensor": False}
-        elif move == "more_epochs":
-            yield move, f"{2 * cfg.epochs} QAT epochs", {"epochs": 2 * cfg.epochs}
         elif move == "float_fallback" and cfg.search.target == "cpu":
             todo = [n for n in ranked if n not in cfg.float_fallback_names]
-            for k in _doubling(len(todo)):
-                names = tuple(cfg.float_fallback_names) + tuple(todo[:k])
-                yield move, f"float: {', '.join(todo[:k])}", {"float_fallback_names": names}
+        elif move == "per_channel" and cfg.per_tensor:
+            yield move, "per-channel weights", {"per_tensor": False}, None
+        elif move == "more_epochs":
+            yield move, f"{2 * cfg.epochs} QAT epochs", {"epochs": 2 * cfg.epochs}, None
+        for k in _doubling(len(todo)) if todo else []:
+            yield (move, *_layer_change(cfg, move, todo, k), (todo, k))
 
 
 def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tuple],
@@ -235,20 +289,22 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
     labels, the same features as the Keras model takes); ``observe(trial, tflite bytes)`` sees
     each trial (make bench scores them on the test split). Returns (qat_model, decisions, stats,
     the trial's QuantizationConfig, SearchResult) of the chosen trial."""
-    if task is not None and not task.is_classification:
-        raise SearchError("QuantizationConfig.search: the budget is a top-1 accuracy drop; "
-                          "regression models cannot be searched yet (set search=None)")
     t_start = time.perf_counter()
     features, labels, keras_x = validation
     s = cfg.search
-    float_ok = correct(model.predict(keras_x, batch_size=256, verbose=0), labels, task)
-    float_acc = float(np.mean(float_ok))
-    resolution = resolution_pt(len(labels), float_acc)
-    progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
-             f"examples (resolves drops of about {resolution:.2f} pt); budget "
-             f"{s.max_accuracy_drop_pt} pt; target {s.target}")
-    warning = None
-    if s.max_accuracy_drop_pt < resolution:
+    metric = Metric.of(task, s)
+    float_v = metric.per_example(model.predict(keras_x, batch_size=256, verbose=0), labels)
+    float_acc = float(np.mean(float_v))
+    warning = resolution = None
+    if metric.name == "accuracy":
+        resolution = resolution_pt(len(labels), float_acc)
+        progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
+                 f"examples (resolves drops of about {resolution:.2f} pt); budget "
+                 f"{s.max_accuracy_drop_pt} pt; target {s.target}")
+    else:
+        progress(f"search: float MAE {float_acc:.4g} on {len(labels)} {s.validation_split!r} "
+                 f"examples; budget +{s.max_mae_increase_pct} % MAE; target {s.target}")
+    if resolution is not None and s.max_accuracy_drop_pt < resolution:
         warning = (f"the budget of {s.max_accuracy_drop_pt} pt is below what {len(labels)} "
                    f"{s.validation_split!r} examples resolve (~{resolution:.2f} pt at float top-1 "
                    f"{float_acc:.4f}; one example is {100 / len(labels):.2f} pt): trials that "
@@ -259,47 +315,91 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
                               "validation split or raise SearchConfig.max_accuracy_drop_pt")
         log.warning("search: %s", warning)
         progress(f"search: WARNING {warning}")
-    ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress)
+    ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress, metric)
     trials: List[Trial] = []
     best = None  # (drop, index, trained, trial cfg)
     chosen = None
-    for move, change, changes in candidates(cfg, [r.name for r in ranked]):
-        if len(trials) == s.max_trials:
-            break
+    missed: Dict[str, int] = {}  # per-layer move -> most layers raised in a trial over budget
+
+    def attempt(move, change, changes, trained=None):
+        nonlocal best
         t0 = time.perf_counter()
         trial_cfg = dataclasses.replace(cfg, **changes)
-        trained = train(trial_cfg)
+        trained = trained or train(trial_cfg)
         data = tflite.convert_int8(trained[0], representative, per_channel=not trial_cfg.per_tensor,
                                    float_layers=trial_cfg.float_fallback_names)
         report = tflite.validate_integer(data, float_layers=trial_cfg.float_fallback_names)
-        trial_ok = correct(tflite.TFLiteClassifier(data).predict(features), labels, task)
-        acc = float(np.mean(trial_ok))
-        drop, low, high = paired_drop(float_ok, trial_ok)
+        trial_v = metric.per_example(tflite.TFLiteClassifier(data).predict(features), labels)
+        acc = float(np.mean(trial_v))
+        drop, low, high = metric.drop(float_v, trial_v)
         one = {k: v[:20] for k, v in features.items()}
         trial = Trial(len(trials), move, change, acc, drop, len(data), latency_ms(data, one),
-                      report.float_ops, drop <= s.max_accuracy_drop_pt,
+                      report.float_ops, drop <= metric.budget,
                       time.perf_counter() - t0, {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in changes.items()},
                       _edgetpu(data) if s.target == "edgetpu" else None, low, high)
         trials.append(trial)
         if observe is not None:
             observe(trial, data)
-        progress(f"search trial {trial.index} ({move}: {change}): int8 top-1 {acc:.4f} "
-                 f"(drop {drop:+.2f} pt, 95% [{low:+.2f}, {high:+.2f}]), {len(data)} bytes, "
+        progress(f"search trial {trial.index} ({move}: {change}): int8 {metric.name} {acc:.4g} "
+                 f"(drop {drop:+.2f} {metric.unit}, 95% [{low:+.2f}, {high:+.2f}]), {len(data)} "
+                 f"bytes, "
                  f"{trial.seconds:.0f}s"
                  + (" -> within budget" if trial.within_budget else ""))
         if best is None or drop < best[0]:
             best = (drop, trial.index, trained, trial_cfg)
-        if trial.within_budget:
-            chosen = (trial.index, trained, trial_cfg)
+        return trial, (trial.index, trained, trial_cfg)
+
+    refined_from = ptq = None
+    eight_bit = cfg.scheme == "default_8bit" or (cfg.weight_bits, cfg.activation_bits) == (8, 8)
+    if s.ptq and eight_bit and not cfg.float_fallback_names:
+        # No training: the float model converted with the same calibration data. Same size as
+        # the 8-bit QAT model, so it competes on the metric alone.
+        ptq = attempt("ptq", "post-training quantization of the float model (no QAT)", {},
+                      (fresh_copy(model), [], {"method": "ptq"}))
+    for move, change, changes, step in candidates(cfg, [r.name for r in ranked]):
+        if len(trials) == s.max_trials:
             break
+        trial, kept = attempt(move, change, changes)
+        if move == "as configured" and ptq is not None and ptq[0].within_budget and \
+                ptq[0].drop_pt <= trial.drop_pt:
+            chosen = ptq[1]
+            break
+        if not trial.within_budget:
+            if step is not None:
+                missed[move] = step[1]
+            continue
+        chosen = kept
+        if step is not None and step[1] - missed.get(move, 0) > 1:
+            # Step back: bisect between the most layers that missed the budget and these,
+            # keeping the fewest raised layers (the smallest model) that stays within it.
+            # At most log2 of the gap extra trials, each reported as a refine step.
+            refined_from = trial.index
+            todo, lo, hi = step[0], missed.get(move, 0), step[1]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                t, k = attempt(f"{move} (refine)", *_layer_change(cfg, move, todo, mid))
+                if not t.within_budget:
+                    lo = mid
+                    continue
+                hi = mid
+                if t.int8_bytes <= trials[chosen[0]].int8_bytes:
+                    chosen = k
+        break
     if chosen is not None:
         index, trained, trial_cfg = chosen
         t = trials[index]
         status = WITHIN
-        reason = (f"trial {index} ({t.move}: {t.change}) is the first within budget: int8 top-1 "
-                  f"{t.accuracy:.4f} vs float {float_acc:.4f} on {s.validation_split!r} "
-                  f"({t.drop_pt:.2f} <= {s.max_accuracy_drop_pt} pt, 95% [{t.drop_low_pt:+.2f}, "
+        first = (f"the smallest within budget after refining trial {refined_from}"
+                 if refined_from is not None else "the first within budget")
+        if t.move == "ptq":
+            first = (f"within budget and at least as good as QAT as configured (trial "
+                     f"{index + 1}: {trials[index + 1].drop_pt:+.2f} {metric.unit}), with no "
+                     "training: kept")
+        limit = f"{metric.budget} {metric.unit}"
+        reason = (f"trial {index} ({t.move}: {t.change}) is {first}: int8 {metric.name} "
+                  f"{t.accuracy:.4g} vs float {float_acc:.4g} on {s.validation_split!r} "
+                  f"({t.drop_pt:+.2f} <= {limit}, 95% [{t.drop_low_pt:+.2f}, "
                   f"{t.drop_high_pt:+.2f}]), {t.int8_bytes} bytes")
         plain = _no_mix(trial_cfg, cfg, ranked)
         if plain:
@@ -307,12 +407,13 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
     else:
         _, index, trained, trial_cfg = best
         status = NO_CANDIDATE
-        reason = (f"no candidate within {s.max_accuracy_drop_pt} pt after {len(trials)} trial(s) "
-                  f"(best: trial {index}, {trials[index].drop_pt:.2f} pt); raise "
-                  "SearchConfig.max_accuracy_drop_pt or max_trials, or allow more moves")
-    result = SearchResult(s.max_accuracy_drop_pt, s.target, s.validation_split, len(labels),
+        field = "max_accuracy_drop_pt" if metric.name == "accuracy" else "max_mae_increase_pct"
+        reason = (f"no candidate within {metric.budget} {metric.unit} after {len(trials)} "
+                  f"trial(s) (best: trial {index}, {trials[index].drop_pt:+.2f} {metric.unit}); "
+                  f"raise SearchConfig.{field} or max_trials, or allow more moves")
+    result = SearchResult(metric.budget, s.target, s.validation_split, len(labels),
                           float_acc, ranked, trials, index, status, reason,
-                          time.perf_counter() - t_start, resolution, warning)
+                          time.perf_counter() - t_start, resolution, warning, metric.name)
     progress(f"search: {reason}")
     return (*trained, trial_cfg, result)
 
@@ -340,12 +441,15 @@ def _edgetpu(data: bytes) -> Dict[str, object]:
 
 def markdown(result: Dict[str, object]) -> str:
     """The trials table (from ``SearchResult.report()``)."""
-    rows = ["| trial | move | change | val top-1 | drop (pt, 95% paired) | int8 bytes | "
+    mae = result.get("metric") == "mae"
+    rows = [f"| trial | move | change | val {'MAE' if mae else 'top-1'} | "
+            f"{'MAE increase (%' if mae else 'drop (pt'}, 95% paired) | int8 bytes | "
             "latency (ms) | float ops | within budget |", "|---|---|---|---|---|---|---|---|---|"]
     for t in result["trials"]:
         ci = ("" if t.get("drop_low_pt") is None else
               f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
-        rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {100 * t['accuracy']:.2f}% | "
+        value = f"{t['accuracy']:.4g}" if mae else f"{100 * t['accuracy']:.2f}%"
+        rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {value} | "
                     f"{t['drop_pt']:.2f}{ci} | {t['int8_bytes']:,} | {t['latency_ms']:.4f} | "
                     f"{t['float_ops']} | {'yes' if t['within_budget'] else 'no'} |")
     return "\n".join(rows)

@@ -41,7 +41,7 @@ def test_candidates_cheapest_first_each_from_the_configured_model():
     ranked = ["a", "b", "c", "d", "e"]
     cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, per_tensor=True,
                              int8_weight_names=("c",), search=SearchConfig())
-    got = [(m, changes) for m, _, changes in search.candidates(cfg, ranked)]
+    got = [(m, changes) for m, _, changes, _ in search.candidates(cfg, ranked)]
     assert got == [
         ("as configured", {}),
         ("int8_weights", {"int8_weight_names": ("c", "a")}),
@@ -54,7 +54,7 @@ def test_candidates_cheapest_first_each_from_the_configured_model():
         ("float_fallback", {"float_fallback_names": ("a", "b", "c", "d")}),
         ("float_fallback", {"float_fallback_names": ("a", "b", "c", "d", "e")})]
     etpu = QuantizationConfig(search=SearchConfig(target="edgetpu", moves=("more_epochs",)))
-    assert [m for m, _, _ in search.candidates(etpu, ranked)] == ["as configured", "more_epochs"]
+    assert [m for m, _, _, _ in search.candidates(etpu, ranked)] == ["as configured", "more_epochs"]
 
 
 def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digits_arrays):
@@ -141,8 +141,9 @@ def test_cpu_search_keeps_the_hard_layer_float_and_the_edge_tpu_refuses(hard_mod
     examples, base, spec, (xe, ye), float_acc = hard_model_setup
     qat_out, found = _run_qat(hard_model_setup, tmp_path, SearchConfig(max_accuracy_drop_pt=1.0))
     trials = found["trials"]
-    # Full int8 misses the budget by far; the sensitivity ranks the hard layer first.
-    assert trials[0]["move"] == "as configured" and trials[0]["drop_pt"] > 20, trials[0]
+    # PTQ and full int8 QAT miss the budget by far; the sensitivity ranks the hard layer first.
+    assert trials[0]["move"] == "ptq" and trials[0]["drop_pt"] > 20, trials[0]
+    assert trials[1]["move"] == "as configured" and trials[1]["drop_pt"] > 20, trials[1]
     assert found["sensitivity"][0]["name"] == "hidden", found["sensitivity"]
     assert found["sensitivity"][0]["drop_pt"] > 20 > found["sensitivity"][1]["drop_pt"]
     chosen = trials[found["chosen"]]
@@ -179,7 +180,7 @@ def test_no_candidate_within_budget_stops_the_export(hard_model_setup, tmp_path)
     trials are recorded with what each would cost on the device, the status says so, and
     IntegerExporter refuses to export (so nothing can be blessed or pushed)."""
     qat_out, found = _run_qat(hard_model_setup, tmp_path, SearchConfig(
-        target="edgetpu", moves=("more_epochs",), max_trials=2))
+        target="edgetpu", moves=("more_epochs",), max_trials=2, ptq=False))
     assert found["status"] == search.NO_CANDIDATE and len(found["trials"]) == 2
     assert [t["move"] for t in found["trials"]] == ["as configured", "more_epochs"]
     for t in found["trials"]:  # the analyzer's verdict on each candidate
@@ -269,3 +270,119 @@ def test_a_search_that_ends_with_every_weight_at_8_bits_says_so():
     assert "every weight layer at 8 bits (the plain int8 model, not 4-bit)" in \
         search._no_mix(every, cfg, ranked)  # pylint: disable=protected-access
     assert search._no_mix(some, cfg, ranked) is None  # pylint: disable=protected-access
+
+
+@pytest.fixture(scope="module")
+def three_hard_layers_setup(hard_model_setup, digits_dir, tmp_path_factory):
+    """A digits MLP of five hidden layers, three of them (h0, h2, h3) made impossible to quantize
+    without changing the float function: a unit that never fires (bias -1e4) feeds each of them
+    with a weight of 500, so every output unit's int8 scale rounds its real weights to 0."""
+    import tf_keras as keras
+    from quant_lib.data import load_arrays
+    examples, _, spec, _, _ = hard_model_setup
+    d, _ = digits_dir
+    xt, yt = load_arrays(os.path.join(d, "train"), spec)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(spec.image_shape, name=spec.image_key)
+    h = keras.layers.Flatten()(inputs)
+    for i in range(5):
+        h = keras.layers.Dense(48, activation="relu", name=f"h{i}")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    qat.compile_for_training(model, 1e-2)
+    model.fit(xt[:1000], yt[:1000], batch_size=64, epochs=30, verbose=0)
+    for hard in (0, 2, 3):  # unit 0 of the layer before never fires; its outgoing weights: 500
+        if hard:
+            k, b = model.get_layer(f"h{hard - 1}").get_weights()
+            b[0] = -1e4
+            model.get_layer(f"h{hard - 1}").set_weights([k, b])
+            k, b = model.get_layer(f"h{hard}").get_weights()
+            k[0, :] = 500.0
+        else:  # the first layer: a pixel that is 0 in every image
+            flat = xt.reshape(len(xt), -1)
+            k, b = model.get_layer("h0").get_weights()
+            k[int(np.where(flat.max(0) == 0)[0][0]), :] = 500.0
+        model.get_layer(f"h{hard}").set_weights([k, b])
+    art = standard_artifacts.Model()
+    art.uri = str(tmp_path_factory.mktemp("three_hard_float"))
+    model.save(path_utils.serving_model_dir(art.uri), save_format="tf", include_optimizer=False)
+    return examples, art, spec, None, None
+
+
+def test_refinement_steps_back_to_the_smallest_model_within_budget(three_hard_layers_setup,
+                                                                   tmp_path):
+    """Float fallback of the 1, 2, 4 most sensitive layers: one or two miss the budget, four are
+    within it; the search bisects back to three (exactly the hard layers), a smaller model than
+    the first within budget, and keeps it; never one outside the budget."""
+    _, found = _run_qat(three_hard_layers_setup, tmp_path, SearchConfig(
+        max_accuracy_drop_pt=3.0, moves=("float_fallback",), max_trials=7))
+    trials, ranked = found["trials"], [s["name"] for s in found["sensitivity"]]
+    assert set(ranked[:3]) == {"h0", "h2", "h3"}, found["sensitivity"]
+    moves = [(t["move"], len(t["config"].get("float_fallback_names", []))) for t in trials]
+    assert moves == [("ptq", 0), ("as configured", 0), ("float_fallback", 1),
+                     ("float_fallback", 2), ("float_fallback", 4),
+                     ("float_fallback (refine)", 3)], moves
+    assert [t["within_budget"] for t in trials] == [False, False, False, False, True, True]
+    chosen = trials[found["chosen"]]
+    assert chosen is trials[-1] and chosen["drop_pt"] <= 3.0
+    assert set(chosen["config"]["float_fallback_names"]) == {"h0", "h2", "h3"}
+    assert chosen["int8_bytes"] < trials[4]["int8_bytes"]
+    assert "the smallest within budget after refining trial 4" in found["reason"]
+
+
+@pytest.fixture(scope="module")
+def diabetes_setup(tmp_path_factory):
+    """scikit-learn's diabetes regression (train / validation / eval) and a float MLP trained
+    on it (the tabular pipeline's model and loss)."""
+    import tf_keras as keras
+    from pipelines import tabular
+    from pipelines.modules.tabular_trainer import build_model, compile_for
+    d = str(tmp_path_factory.mktemp("diabetes"))
+    tabular.ingest("diabetes", d, validation_fraction=0.25)
+    examples = make_examples_artifact(str(tmp_path_factory.mktemp("diabetes_ex")), d,
+                                      ("train", "validation", "eval"))
+    names, xt, yt, _, _, label, _ = tabular.load("diabetes")
+    xt, yt = xt[:-int(round(len(yt) * 0.25))], yt[:-int(round(len(yt) * 0.25))]
+    order = np.argsort(names)
+    keras.utils.set_random_seed(0)
+    model = build_model(sorted(names), "regression", xt.mean(0)[order], xt.var(0)[order])
+    compile_for(model, "regression", 1e-2)
+    model.fit({n: xt[:, i:i + 1] for i, n in enumerate(names)}, yt, batch_size=32, epochs=150,
+              verbose=0)
+    art = standard_artifacts.Model()
+    art.uri = str(tmp_path_factory.mktemp("diabetes_float"))
+    model.save(path_utils.serving_model_dir(art.uri), save_format="tf")
+    return examples, art, label
+
+
+def test_regression_search_keeps_ptq_when_qat_does_worse(diabetes_setup, tmp_path):
+    """The budget of a regression model is its MAE's relative increase; PTQ of the float model
+    is the first candidate, and when QAT as configured (here at a learning rate that wrecks the
+    fine-tuning) scores worse, the PTQ model is kept, recorded as such and exported."""
+    from quant_lib.config import FeatureSpec
+    examples, base, label = diabetes_setup
+    spec = FeatureSpec(label_key=label, task="regression")
+    out = standard_artifacts.Model()
+    out.uri = str(tmp_path / "qat")
+    cfg = QuantizationConfig(data=spec, epochs=2, batch_size=32, learning_rate=0.5,
+                             search=SearchConfig(max_mae_increase_pct=2.0, moves=("more_epochs",)))
+    QuantizeExecutor().Do({keys.EXAMPLES: [examples], keys.BASE_MODEL: [base]},
+                          {keys.QAT_MODEL: [out]}, {keys.CONFIG: cfg.to_json()})
+    with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
+        found = json.load(f)["search"]
+    trials = found["trials"]
+    assert found["metric"] == "mae" and [t["move"] for t in trials] == ["ptq", "as configured"]
+    assert trials[0]["within_budget"] and trials[0]["drop_pt"] <= 2.0
+    assert trials[1]["drop_pt"] > trials[0]["drop_pt"]
+    assert found["chosen"] == 0 and "at least as good as QAT as configured" in found["reason"]
+    rec = read_record(out, records.QatModel)
+    assert rec.int8_method == "ptq" and rec.search_metric == "mae" and rec.qat_seconds_per_step is None
+    # IntegerExporter converts the kept float model post-training, like any int8 model.
+    int8 = standard_artifacts.Model()
+    int8.uri = str(tmp_path / "int8")
+    ExporterExecutor().Do({keys.EXAMPLES: [examples], keys.MODEL: [out], keys.BASE_MODEL: [base]},
+                          {keys.QUANTIZED_MODEL: [int8]},
+                          {keys.CONFIG: ExportConfig(data=spec, edgetpu=False).to_json()})
+    x = read_record(int8, records.Int8Model)
+    assert x.integer_validated and x.parity_top1_agreement >= 0.95
+    assert set(tflite.weight_types(open(os.path.join(path_utils.serving_model_dir(int8.uri),
+                                                     "tflite"), "rb").read()).values()) == {"INT8"}
