@@ -350,7 +350,49 @@ def search_low_bit(args) -> Dict[str, Any]:
         for tr in case["trials"]:
             tr["test"] = dict(test[tr["index"]], drop_pt=100 * (fa - test[tr["index"]]["accuracy"]))
         out["cases"].append(case)
+    out["digits_warned"] = _digits_warned_case(args)
     return out
+
+
+def _digits_warned_case(args) -> Dict[str, Any]:
+    """The case the search must warn about: digits (sklearn) with 3-bit weights and a 1 pt budget
+    on the CLI's built-in carve-out (1/12 of the training images, ~120): one example is ~0.8 pt."""
+    import tensorflow as tf
+    from pipelines.data import builtin_spec, load_digits
+    from quant_lib import search
+    from quant_lib.config import SearchConfig
+    spec = builtin_spec("digits")
+    xt, yt, xe, ye = load_digits()
+    xt, xe = xt.reshape(-1, 8, 8, 1), xe.reshape(-1, 8, 8, 1)
+    nval = len(xt) // 12
+    xtr, ytr, xv, yv = xt[:-nval], yt[:-nval], xt[-nval:], yt[-nval:]
+    keras.utils.set_random_seed(0)
+    f0 = build_model(spec, width=16)
+    _fit(f0, xtr, ytr, 15, 3e-3, 64, "float-digits")
+    fa = float(np.mean(np.argmax(f0.predict(xe, verbose=0), -1) == ye))
+    test = {}
+
+    def train(c):
+        ds = lambda: tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(  # noqa: E731
+            len(xtr), seed=c.seed).batch(c.batch_size)
+        return qat.run_qat(lambda: search.fresh_copy(f0), ds, c)
+
+    def observe(trial, data):
+        acc = float(np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(xe), -1) == ye))
+        test[trial.index] = {"accuracy": acc, "drop_pt": 100 * (fa - acc)}
+
+    cfg = QuantizationConfig(data=spec, scheme="n_bit", weight_bits=3, epochs=2,
+                             learning_rate=3e-4, search=SearchConfig(
+                                 validation_examples=max(nval, 100), max_accuracy_drop_pt=1.0,
+                                 moves=("int8_weights",), max_trials=args.search_trials))
+    t = time.perf_counter()
+    *_, result = search.run(f0, cfg, train, ({spec.image_key: xv}, yv, xv), xtr[:200], None,
+                            [xtr[i:i + 64] for i in range(0, 256, 64)], observe=observe)
+    case = {"weight_bits": 3, "seconds": time.perf_counter() - t, "float_test_accuracy": fa,
+            "train": len(xtr), "test": len(xe), **result.report()}
+    for tr in case["trials"]:
+        tr["test"] = test[tr["index"]]
+    return case
 
 
 def _mobilenet_v2_sizes(shape, classes, rep_count):
@@ -685,16 +727,29 @@ def search_markdown(s: Dict[str, Any]) -> str:
         lines += ["", f"{c['weight_bits']}-bit weights / 8-bit activations: sensitivity of "
                   f"{len(c['sensitivity'])} layers + {len(c['trials'])} trial(s) in "
                   f"{c['seconds']:.0f} s; most sensitive (pt lost with that layer alone at "
-                  f"{c['weight_bits']} bits): {top}. {c['reason']}.", "",
-                  "| trial | change | validation top-1 (vs float) | test top-1 (vs float) | "
-                  "size (bytes) | latency (ms) | kept |", "|---|---|---|---|---|---|---|"]
-        for t in c["trials"]:
-            lines.append(f"| {t['index']} | {t['change']} | {100 * t['accuracy']:.2f}% "
-                         f"({-t['drop_pt']:+.2f}) | {100 * t['test']['accuracy']:.2f}% "
-                         f"({-t['test']['drop_pt']:+.2f}) | {t['int8_bytes']:,} | "
-                         f"{t['test']['latency_ms']:.4f} | "
-                         f"{'yes' if t['index'] == c['chosen'] else ''} |")
+                  f"{c['weight_bits']} bits): {top}. {c['reason']}.", ""] + _trial_rows(c)
+    d = s.get("digits_warned")
+    if d:
+        lines += ["", f"The warned case: sklearn's digits, {d['weight_bits']}-bit weights, budget "
+                  f"{d['budget_pt']} pt on the CLI's carve-out of {d['examples']} validation "
+                  f"images ({d['train']:,} training, {d['test']} test images; float test top-1 "
+                  f"{100 * d['float_test_accuracy']:.2f}%). Warning: {d['warning']}. "
+                  f"{d['reason']}.", ""] + _trial_rows(d)
     return "\n".join(lines) + "\n"
+
+
+def _trial_rows(c: Dict[str, Any]):
+    """A search's trials: the paired 95 % interval of each validation drop, test beside it."""
+    rows = ["| trial | move | change | validation top-1 (drop, 95% paired) | test top-1 (drop) | "
+            "size (bytes) | kept |", "|---|---|---|---|---|---|---|"]
+    for t in c["trials"]:
+        ci = ("" if t.get("drop_low_pt") is None else
+              f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
+        rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {100 * t['accuracy']:.2f}% "
+                    f"({t['drop_pt']:+.2f}{ci}) | {100 * t['test']['accuracy']:.2f}% "
+                    f"({t['test']['drop_pt']:+.2f}) | {t['int8_bytes']:,} | "
+                    f"{'yes' if t['index'] == c['chosen'] else ''} |")
+    return rows
 
 
 SECTIONS = {"fashion_mnist": fashion_mnist, "search": search_low_bit,

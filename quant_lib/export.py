@@ -91,7 +91,7 @@ def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: Export
     data = tflite.convert_int8(model, representative, cfg.inference_input_type,
                                cfg.inference_output_type, activations=cfg.activations,
                                per_channel=per_channel, float_layers=float_layers)
-    meta = model_metadata.write(data, info) if info is not None else None
+    meta = model_metadata.write_or_explain(data, info) if info is not None else None
     data = meta.model_bytes if meta is not None else data
     data = check(data) if check is not None else data
     report = tflite.validate_integer(data, cfg.inference_input_type, cfg.inference_output_type,

@@ -41,7 +41,8 @@ def build(metrics: Dict[str, Any], int8: records.Int8Model, lineage: Lineage) ->
                   "int8_bytes": int8.int8_tflite_bytes, "float_tflite_bytes": int8.float_tflite_bytes,
                   "activations": int8.activations, "inputs": int8.input_contract,
                   "labels": int8.labels, "labels_source": int8.labels_source,
-                  "metadata": {"writer": int8.metadata_writer, "limits": int8.metadata_limits}},
+                  "metadata": {"writer": int8.metadata_writer, "limits": int8.metadata_limits,
+                               "bytes": int8.metadata_bytes}},
         "data": {"examples": lineage.examples, "eval_split": metrics["eval_split"],
                  "eval_examples": metrics["eval_examples"]},
         "evaluation": {"headline_metric": headline, "slices": slices, "per_class": per_class,
@@ -78,7 +79,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
                                         f"{c['scale']:.6g}, zero point {c['zero_point']})"
                                         for c in m["inputs"] or []),
              f"- labels ({m['labels_source']}): {', '.join(m['labels'] or []) or '-'}",
-             f"- TFLite metadata: {m['metadata']['writer']}"
+             f"- TFLite metadata: {m['metadata']['writer']} ({m['metadata'].get('bytes')} bytes "
+             "of the file)"
              + "".join(f"\n  - limit: {x}" for x in m["metadata"]["limits"] or []), "",
              "## Data", "",
              f"- Examples `{d['examples'].get('uri')}` (MLMD id {d['examples'].get('id')}); "

@@ -6,6 +6,7 @@ what can be written still is."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from typing import List, Optional, Sequence, Tuple
@@ -146,6 +147,19 @@ def write(model_bytes: bytes, info: ModelInfo) -> MetadataResult:
         data = bytes(writer.populate())
     shown = metadata.MetadataDisplayer.with_model_buffer(data).get_metadata_json()
     return MetadataResult(data, kind, tuple(limits), shown, len(data) - len(model_bytes))
+
+
+def write_or_explain(model_bytes: bytes, info: ModelInfo) -> MetadataResult:
+    """``write``, or the model unchanged with the writer's error as its one limit: metadata is
+    for the app team's convenience, so a model the writers cannot describe still exports (and
+    the artifact, report and model card say why it has none)."""
+    try:
+        return write(model_bytes, info)
+    except Exception as e:  # noqa: BLE001  (the writers raise ValueError, KeyError, ...)
+        logging.warning("TFLite metadata NOT written: %s: %s", type(e).__name__, e)
+        return MetadataResult(model_bytes, "none", (
+            f"metadata not written: tflite-support's writer failed ({type(e).__name__}: {e})",),
+            "", 0)
 
 
 def _tensor_type(dtype: str):

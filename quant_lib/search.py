@@ -2,9 +2,11 @@
 smallest, most integer model within the gate's budget.
 
 Sensitivity: for each weight layer, the QAT model with only that layer quantized (ranges
-calibrated, no training) is scored on the validation split: its top-1 drop vs the float model and
-the SNR of its output against the float model's. Search: trial 0 is the model as configured; while
-a candidate misses ``SearchConfig.max_accuracy_drop_pt`` the allowed moves are tried in order
+calibrated, no training) is scored on the validation split: its drop vs the float model (top-1 in
+pt; a regression model's MAE increase in % of the float MAE) and the SNR of its output against the
+float model's. Search: for an 8-bit configuration, PTQ of the float model comes first and is kept
+when within budget and at least as good as the next trial, the model as configured; while
+a candidate misses the budget the allowed moves are tried in order
 (``config.MOVES``), the most sensitive layers first (1, 2, 4... of them); each trial is QAT,
 full-integer conversion and a TFLite score on the validation split (never the gate's split). The
 first trial within budget ends the moves; when it raised several layers, the search steps back
@@ -113,13 +115,6 @@ def fresh_copy(model):
     copy = tf_keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def top1(scores: np.ndarray, labels: np.ndarray, task) -> float:
-    scores = np.asarray(scores).reshape(len(scores), -1)
-    if task is not None:
-        scores = task.class_scores(scores)
-    return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels).reshape(-1)))
 
 
 def correct(scores: np.ndarray, labels: np.ndarray, task) -> np.ndarray:
@@ -390,15 +385,21 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
         index, trained, trial_cfg = chosen
         t = trials[index]
         status = WITHIN
-        first = (f"the smallest within budget after refining trial {refined_from}"
-                 if refined_from is not None else "the first within budget")
+        first = "the first within budget"
+        if refined_from is not None:
+            steps = len(trials) - 1 - refined_from
+            first = (f"the smallest within budget after refining trial {refined_from}"
+                     if index != refined_from else
+                     f"the first within budget (stepping back to fewer layers, {steps} refine "
+                     f"trial(s), left the budget)")
         if t.move == "ptq":
             first = (f"within budget and at least as good as QAT as configured (trial "
                      f"{index + 1}: {trials[index + 1].drop_pt:+.2f} {metric.unit}), with no "
                      "training: kept")
         limit = f"{metric.budget} {metric.unit}"
+        fmt = ".4g" if metric.name == "mae" else ".4f"
         reason = (f"trial {index} ({t.move}: {t.change}) is {first}: int8 {metric.name} "
-                  f"{t.accuracy:.4g} vs float {float_acc:.4g} on {s.validation_split!r} "
+                  f"{t.accuracy:{fmt}} vs float {float_acc:{fmt}} on {s.validation_split!r} "
                   f"({t.drop_pt:+.2f} <= {limit}, 95% [{t.drop_low_pt:+.2f}, "
                   f"{t.drop_high_pt:+.2f}]), {t.int8_bytes} bytes")
         plain = _no_mix(trial_cfg, cfg, ranked)

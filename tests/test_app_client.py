@@ -126,6 +126,9 @@ def test_task_library_classifier_gives_quant_evaluators_int8_top1(pushed, tmp_pa
     assert rec.eval_examples == len(labels)
     assert int((ours == labels).sum()) == rec.int8_correct  # QuantEvaluator's exact count
     assert abs(int((client == labels).sum()) - rec.int8_correct) <= int(tied.sum())
+    print(f"Task Library vs QuantEvaluator on {len(client)} images: {int((client == ours).sum())} "
+          f"same top-1, {int(tied.sum())} with tied int8 scores; correct: Task Library "
+          f"{int((client == labels).sum())}, QuantEvaluator {rec.int8_correct}")
 
 
 def test_metadata_round_trip_and_files_beside_the_model(pushed, tmp_path):
@@ -187,3 +190,7 @@ def test_limits_said_are_the_clients_refusals(tmp_path):
     got = _client(path, np.zeros((1, 8, 8, 1), np.uint8), tmp_path)
     assert "kTfLiteUint8/kTfLiteFloat32, got INT8" in got["error"]
     assert got["packed_labels"].split() == ["a", "b", "c"]
+    # Bytes the writers cannot read: the model goes on unchanged, the reason is its one limit.
+    junk = model_metadata.write_or_explain(b"\x00" * 64, info)
+    assert junk.writer == "none" and junk.model_bytes == b"\x00" * 64 and junk.added_bytes == 0
+    assert junk.limits[0].startswith("metadata not written: tflite-support's writer failed")
