@@ -115,3 +115,12 @@ def recorded_task(artifact: types.Artifact, outputs: int, configured):
         return None
     return tasks.recorded(rec.task, bool(rec.from_logits), outputs,
                           f"the {artifact.type_name} artifact {artifact.uri}", configured)
+
+
+def run_identity(context) -> tuple:
+    """(pipeline name, pipeline run id, execution id) of the executor's context; None for each
+    outside a run (an executor called directly). TFX's launchers pass the execution id as the
+    context's unique id, which has no public accessor."""
+    info = getattr(context, "pipeline_info", None)
+    return (getattr(info, "id", None) or None, getattr(context, "pipeline_run_id", None),
+            getattr(context, "_unique_id", None))

@@ -13,8 +13,8 @@ from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import inputs, keys
-from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
-                              set_properties, single, split_uri)
+from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
+                              serving_model_dir, set_properties, single, split_uri)
 from quant_lib import (edgetpu, evaluation, export, model_metadata, models, qat, records,
                        search, tflite)
 from quant_lib.config import DataSpec, ExportConfig
@@ -183,8 +183,8 @@ def _model_info(cfg: ExportConfig, task, labels, context) -> Optional[model_meta
     """What the packed metadata says: the pipeline's name and run as name and version."""
     if not cfg.metadata:
         return None
-    pipeline = getattr(getattr(context, "_pipeline_info", None), "id", "") or "tfx-qat"
-    run = getattr(context, "pipeline_run_id", None) or "unversioned"
+    pipeline, run, _ = run_identity(context)
+    pipeline, run = pipeline or "tfx-qat", run or "unversioned"
     norm = (0.0, 1.0 / cfg.data.image_scale) if isinstance(cfg.data, DataSpec) else None
     return model_metadata.ModelInfo(
         name=cfg.model_name or pipeline, version=run, task=task.kind, labels=labels,

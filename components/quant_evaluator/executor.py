@@ -16,11 +16,11 @@ from tfx.types import artifact_utils
 
 from components import inputs, keys
 from components.quant_evaluator.tfma_gate import GateWithTFMA
-from components.utils import (data_errors_name, read_record, recorded_task, serving_model_dir,
-                              set_properties, single, split_uri)
+from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
+                              serving_model_dir, set_properties, single, split_uri)
 from quant_lib import evaluation, gate, model_card, records, report, tasks, tflite
 from quant_lib.config import EvalConfig
-from quant_lib.data import DataError, check_framing, resolve_files
+from quant_lib.data import DataError, count_records
 from quant_lib.inputs import SAMPLE, bind_model, first_records
 
 STATS_FILE = "slice_stats.jsonl"
@@ -119,12 +119,10 @@ def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
     examples, quantized = input_dict[keys.EXAMPLES][0], single(input_dict, keys.QUANTIZED_MODEL)
     float_model = single(input_dict, keys.MODEL)
     splits = artifact_utils.decode_split_names(examples.split_names)
-    sizes = {s: check_framing(resolve_files(split_uri(input_dict[keys.EXAMPLES], s)))
-             for s in splits}
+    sizes = {s: count_records(split_uri(input_dict[keys.EXAMPLES], s)) for s in splits}
+    pipeline, run_id, execution = run_identity(context)
     lineage = model_card.Lineage(
-        pipeline=getattr(getattr(context, "_pipeline_info", None), "id", None),
-        run_id=getattr(context, "pipeline_run_id", None),
-        evaluator_execution=getattr(context, "_unique_id", None),
+        pipeline=pipeline, run_id=run_id, evaluator_execution=execution,
         examples={"uri": examples.uri, "id": examples.id, "span": examples.span,
                   "version": examples.version, "split_sizes": sizes},
         float_model={"uri": float_model.uri, "id": float_model.id},
