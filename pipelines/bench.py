@@ -35,7 +35,7 @@ import tf_keras as keras
 from pipelines import bench_experiments
 from pipelines.data import load_fashion_mnist
 from pipelines.modules.cnn_trainer import build_model
-from quant_lib import evaluation, qat, tflite
+from quant_lib import evaluation, op_profile, qat, tflite
 from quant_lib.config import DataSpec, QuantizationConfig
 
 log = logging.getLogger("bench")
@@ -441,6 +441,23 @@ ALTERNATIVE_NETS = (("MobileNetV3-Small minimalistic", "MobileNetV3Small"),
                     ("MobileNetV3-Large minimalistic", "MobileNetV3Large"))
 
 
+DEPTHWISE_FLOAT_NET = "MobileNetV3-Small"
+
+
+def _depthwise_float(m, x) -> bytes:
+    """The user's alternative where int8 depthwise kernels are slower than float: tfx-qat's int8
+    model with every DepthwiseConv2D (and the BatchNormalization after it) kept float
+    (``float_fallback_names``), QUANTIZE / DEQUANTIZE around each."""
+    names = [n for layer in m.layers if type(layer).__name__ == "DepthwiseConv2D"
+             for n in [layer.name] + [o.outbound_layer.name for o in layer._outbound_nodes  # noqa
+                                      if type(o.outbound_layer).__name__ == "BatchNormalization"]]
+    cfg = QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3), num_classes=1000),
+                             float_fallback_names=tuple(names))
+    q = qat.quantize(m, cfg)
+    qat.calibrate_ranges(q, [x[:4], x[4:]])
+    return tflite.convert_int8(q, x, float_layers=names)
+
+
 def latency_224(args) -> Dict[str, Any]:
     """The four mobile networks at 224x224x3 / 1,000 classes (``weights=None``): float TFLite,
     TFLite's own post-training full-integer quantization (PTQ) of the same float model, and
@@ -463,6 +480,8 @@ def latency_224(args) -> Dict[str, Any]:
         qat.calibrate_ranges(q, [x[:4], x[4:]])
         models = {"float": tflite.convert_float(m), "ptq_int8": tflite.convert_int8(m, x),
                   "qat_int8": tflite.convert_int8(q, x)}
+        if label == DEPTHWISE_FLOAT_NET:
+            models["qat_int8_depthwise_float"] = _depthwise_float(m, x)
         build = time.perf_counter() - t
         ms = evaluation.interleaved_ms(models, x[:4], args.latency_passes)
         row = {"build_seconds": build}
@@ -471,6 +490,9 @@ def latency_224(args) -> Dict[str, Any]:
             row[k] = {"latency_ms": ms[k], "speed_vs_float": ms["float"] / ms[k],
                       "bytes": len(data), "ops": d.ops, "delegated": d.delegated,
                       "partitions": d.partitions, "builtin": d.builtin}
+        if "minimalistic" not in label:
+            row["op_types"] = op_profile.compare(op_profile.profile(models["qat_int8"]).to_json(),
+                                                 op_profile.profile(models["float"]).to_json())
         out["nets"][label] = row
         logging.info("latency_224 %s: %s", label,
                      {k: round(v["latency_ms"], 3) for k, v in row.items() if k in models})
@@ -504,7 +526,44 @@ def latency_markdown(r: Dict[str, Any]) -> str:
                   "this runtime has no int8 hard-swish, a different network that needs its own "
                   "training and accuracy check. Its tfx-qat int8 model against the standard "
                   "network's float model: " + "; ".join(pairs) + "."]
+    lines += _op_type_lines(lat)
     return "\n".join(lines) + "\n"
+
+
+_WHY = {"slower kernel": "as many ops, more time: XNNPACK's int8 kernel is slower than its "
+                         "float one on this CPU (runtime)",
+        "more ops": "the int8 graph computes a fused float op from several (hard-swish as ADD "
+                    "+ MUL: no int8 HARD_SWISH in XNNPACK; runtime)",
+        "builtin": "no XNNPACK int8 kernel: TFLite's builtin kernels (runtime)"}
+
+
+def _op_type_lines(lat: Dict[str, Any]) -> list:
+    """Where each tfx-qat int8 model loses time to float, op type by op type (op_profile)."""
+    rows = [(name, r) for name, row in lat["nets"].items() for r in row.get("op_types", [])
+            if r["loses"]]
+    if not rows:
+        return []
+    out = ["", "Where the tfx-qat int8 models still lose to float, op type by op type "
+           "(`quant_lib.op_profile`: each op cut out and timed alone in the mode the whole "
+           "model runs it, microseconds summed per type; ops alone sum to more than the model):",
+           "", "| network | op type | int8 ops | int8 us | float ops | float us | why |",
+           "|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        out.append(f"| {name} | {r['op']} | {r.get('int8_count', 0)} | {r.get('int8_us', 0):.0f} "
+                   f"| {r.get('float_count', 0)} | {r.get('float_us', 0):.0f} | "
+                   f"{_WHY[r['loses']]} |")
+    alt = lat["nets"].get(DEPTHWISE_FLOAT_NET, {}).get("qat_int8_depthwise_float")
+    if alt:
+        q = lat["nets"][DEPTHWISE_FLOAT_NET]["qat_int8"]
+        out += ["", f"The alternative for the slower int8 depthwise kernels, measured on "
+                f"{DEPTHWISE_FLOAT_NET}: every DepthwiseConv2D kept float "
+                f"(`float_fallback_names`, QUANTIZE/DEQUANTIZE around each) runs "
+                f"{alt['latency_ms']:.2f} ms ({alt['speed_vs_float']:.2f}x float; XNNPACK "
+                f"{alt['delegated']}/{alt['ops']} ops in {alt['partitions']} partitions) against "
+                f"{q['latency_ms']:.2f} ms all-int8 — "
+                + ("not a way out on this runtime." if alt["latency_ms"] > q["latency_ms"] else
+                   "faster here, at the cost of a model that is no longer full-integer.")]
+    return out
 
 
 def _timed_process(cmd, log_path: str) -> Dict[str, Any]:

@@ -145,3 +145,27 @@ def profile(model_bytes: bytes, passes: int = 5, reps: int = 5,
     return Profile(statistics.median(whole_t), [
         OpTime(i, _op_name(model, model.subgraphs[0].operators[i]), i in taken,
                statistics.median(times[i])) for i in ops])
+
+
+def compare(int8: Dict, flt: Optional[Dict]) -> List[Dict]:
+    """Op type by op type (``Profile.to_json`` of the int8 and the float model): count, summed
+    microseconds and where each runs, slowest int8 first, and ``loses`` saying why int8 is slower
+    where it is: "builtin" (int8 runs outside XNNPACK, float inside), "slower kernel" (as many
+    ops, more time: the runtime's int8 kernel), "more ops" (the int8 graph builds what float runs
+    as fewer ops), "" where int8 is not slower."""
+    rows: Dict[str, Dict] = {}
+    for k, prof in (("int8", int8), ("float", flt or {})):
+        for r in prof.get("by_op", []):
+            row = rows.setdefault(r["op"], {"op": r["op"]})
+            row[f"{k}_count"] = row.get(f"{k}_count", 0) + r["count"]
+            row[f"{k}_us"] = round(row.get(f"{k}_us", 0.0) + r["us"], 2)
+            row.setdefault(f"{k}_runs_in", set()).add("XNNPACK" if r["xnnpack"] else "builtin")
+    for row in rows.values():
+        i_in, f_in = row.get("int8_runs_in", set()), row.get("float_runs_in", set())
+        slower = row.get("int8_us", 0.0) > row.get("float_us", 0.0) > 0
+        row["loses"] = ("builtin" if "builtin" in i_in and f_in == {"XNNPACK"} else
+                        "" if not slower else
+                        "more ops" if row["int8_count"] > row["float_count"] else "slower kernel")
+        for k in ("int8_runs_in", "float_runs_in"):
+            row[k] = "+".join(sorted(row.get(k, ())))
+    return sorted(rows.values(), key=lambda r: -r.get("int8_us", 0.0))

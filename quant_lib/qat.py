@@ -390,8 +390,9 @@ def quantize(model, cfg: Optional[QuantizationConfig] = None) -> tf_keras.Model:
 def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     """Annotates the layers the plan quantizes and applies QAT wrappers, after the graph rewrites
     QAT needs: nested models flattened, TFOpLambda ``x <op> constant`` as ScalarOp layers,
-    constant multiplies folded into the next kernels (``scale_fold``: hard-swish's 1/6) and,
-    per-tensor, BatchNormalization folded into the kernels.
+    exact folds (``scale_fold``: hard-swish's 1/6 into the next kernels, the gate's +3 into a
+    bias, zero padding into a "same" convolution) and, per-tensor, BatchNormalization folded
+    into the kernels.
 
     Returns (qat_model, decisions). Non-strict: unsupported layers stay float and are reported;
     strict: the first one raises QuantizationError naming it.
@@ -400,9 +401,11 @@ def quantize_with_report(model, cfg: Optional[QuantizationConfig] = None):
     check_keras2_model(model)
     model = rewrite_layers(flatten_nested(model))
     named = set(cfg.keep_float_names) | set(cfg.int8_weight_names) | set(cfg.float_fallback_names)
-    model, _ = scale_fold.fold_constant_multiplies(model, named | {
-        layer.name for layer in model.layers
-        if any(re.search(p, layer.name) for p in cfg.keep_float_regex)})
+    protected = named | {layer.name for layer in model.layers
+                         if any(re.search(p, layer.name) for p in cfg.keep_float_regex)}
+    for fold in (scale_fold.fold_constant_multiplies, scale_fold.fold_constant_adds,
+                 scale_fold.fold_zero_padding):
+        model, _ = fold(model, protected)
     names = {layer.name for layer in model.layers}
     for field in ("int8_weight_names", "float_fallback_names"):
         unknown = sorted(set(getattr(cfg, field)) - names)

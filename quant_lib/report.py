@@ -333,20 +333,13 @@ def _op_profile(prof: Dict[str, Dict]) -> str:
     for k in ("int8", "float"):
         if "error" in prof.get(k, {}):
             out.append(f"<p>{k}: not profiled — {html.escape(prof[k]['error'])}</p>")
-    rows: Dict[str, Dict] = {}
-    for k in ("int8", "float"):
-        for r in prof.get(k, {}).get("by_op", []):
-            row = rows.setdefault(r["op"], {})
-            c, us, where = row.get(k, (0, 0.0, set()))
-            row[k] = (c + r["count"], us + r["us"], where | {"XNNPACK" if r["xnnpack"]
-                                                             else "builtin"})
-    cells, limits = [], []
-    for op, row in sorted(rows.items(), key=lambda kv: -kv[1].get("int8", (0, 0.0))[1]):
-        i, f = row.get("int8"), row.get("float")
-        cells.append([op] + [v for m in (i, f) for v in
-                             ((m[0], m[1], "+".join(sorted(m[2]))) if m else ("", "", ""))])
-        if i and "builtin" in i[2] and (not f or f[2] == {"XNNPACK"}):
-            limits.append(op)
+    from quant_lib import op_profile  # pylint: disable=g-import-not-at-top
+    rows = op_profile.compare(prof.get("int8", {}), prof.get("float"))
+    cells = [[r["op"]] + [r.get(f"{k}_{c}", "") for k in ("int8", "float")
+                          for c in ("count", "us", "runs_in")] for r in rows]
+    limits = [r["op"] for r in rows if r["loses"] == "builtin"]
+    kernels = [f"{r['op']} ({r['int8_count']} ops: int8 {r['int8_us']:.0f} us, float "
+               f"{r['float_us']:.0f} us)" for r in rows if r["loses"] == "slower kernel"]
     whole = [f"{k}: the whole model {prof[k]['whole_us']:.1f} us, its ops alone sum to "
              f"{prof[k]['ops_sum_us']:.1f} us" for k in ("int8", "float")
              if "whole_us" in prof.get(k, {})]
@@ -354,7 +347,7 @@ def _op_profile(prof: Dict[str, Dict]) -> str:
                "hand-offs between delegate partitions and builtin kernels).</p>")
     out.append(_table(["op", "int8 ops", "int8 us", "int8 runs in", "float ops", "float us",
                        "float runs in"], cells))
-    gone = [op for op, row in rows.items() if "float" in row and "int8" not in row]
+    gone = [r["op"] for r in rows if "float_count" in r and "int8_count" not in r]
     if gone:
         out.append(f"<p>Float ops with no int8 op of their type: {html.escape(', '.join(gone))} "
                    "— the int8 graph computes them from other ops (HARD_SWISH as ADD and MUL "
@@ -366,6 +359,13 @@ def _op_profile(prof: Dict[str, Dict]) -> str:
                    "it in TFLite's builtin kernels (each hand-off splits the delegate graph). "
                    "What you can do: keep the layers that make it float "
                    "(QuantizationConfig.float_fallback_names) or use another activation.</p>")
+    if kernels:
+        out.append("<p class='bad'>Runtime limit: as many ops, more time in int8 — this "
+                   "TFLite's XNNPACK int8 kernel is slower than its float kernel on this CPU for "
+                   f"{html.escape('; '.join(kernels))}. tfx-qat cannot change a kernel; keeping "
+                   "those layers float (QuantizationConfig.float_fallback_names) adds QUANTIZE/"
+                   "DEQUANTIZE around each one (measured in make bench: slower still for "
+                   "MobileNetV3's depthwise convs).</p>")
     return "".join(out)
 
 

@@ -1,18 +1,28 @@
-"""Constant multiplies folded into the next layer's weights before QAT.
+"""Exact graph rewrites before QAT that leave int8 ops out of the TFLite model.
 
-MobileNetV3's hard-swish is ``x * (relu6(x + 3) * (1/6))`` and its hard-sigmoid gate
-``relu6(x + 3) * (1/6)``. Float TFLite fuses hard-swish into one HARD_SWISH op; int8 has no
-such op XNNPACK takes, so every ``* (1/6)`` becomes an int8 MUL of a whole activation tensor
-with its own requantization, costing about as much as the MUL it feeds (MobileNetV3-Small: 19
-of them, ~15 % of the int8 model's time). Here the constant leaves the graph: the Multiply it
+Constant multiplies: MobileNetV3's hard-swish is ``x * (relu6(x + 3) * (1/6))`` and its
+hard-sigmoid gate ``relu6(x + 3) * (1/6)``. Float TFLite fuses hard-swish into one HARD_SWISH op;
+int8 has no such op XNNPACK takes, so every ``* (1/6)`` becomes an int8 MUL of a whole activation
+tensor with its own requantization, costing about as much as the MUL it feeds (MobileNetV3-Small:
+19 of them, ~15 % of the int8 model's time). Here the constant leaves the graph: the Multiply it
 fed then produces ``6x`` its old value, and each path from there carries that factor through
 scale-commuting layers (padding, pooling, dropout, ReLU, another Multiply) to the Conv /
 DepthwiseConv / Dense it reaches: into the BatchNormalization after a bias-free one (statistics
-and epsilon), else into its kernel. The model computes the same
-function; QAT then learns the ranges of the rescaled tensors. A site whose factor would reach
-anything else (an Add, a BatchNormalization, a model output, a shared layer) is left alone.
+and epsilon), else into its kernel. A site whose factor would reach anything else (an Add, a
+BatchNormalization, a model output, a shared layer) is left alone.
+
+Constant adds (``fold_constant_adds``): the gate's ``+ 3`` right after the squeeze-excite conv
+goes into that conv's bias (or the BatchNormalization's beta after it); the conv then ends in the
+ReLU6 the converter fuses into it, one int8 ADD fewer per gate.
+
+Zero padding (``fold_zero_padding``): Keras' MobileNets and EfficientNet pad before each
+stride-2 convolution (``ZeroPadding2D(correct_pad(...))`` then ``padding="valid"``); on even
+inputs that is exactly TensorFlow's ``"same"`` padding, which the convolution does inside its
+kernel instead of a PAD op over the whole tensor (int8 pads with the zero point either way).
+
+Each model computes the same function as before; QAT then learns the ranges of its tensors.
 """
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +64,7 @@ class _Graph:
         for n in self.nodes:
             for t in n.flat_input_ids:
                 self.consumers.setdefault(t, []).append(n)
+        self.producer = {t: n for n in self.nodes for t in n.flat_output_ids}
         self.outputs = {str(id(x)) for x in model.outputs}
         self.calls: Dict[int, int] = {}
         for n in self.nodes:
@@ -125,29 +136,131 @@ def fold_constant_multiplies(model, protected: Iterable[str] = ()):
                 kernels[name] = kernels.get(name, 1.0) * k
     if not drop:
         return model, []
+    dropped = [n.layer.name for n in graph.nodes if id(n) in drop]
+    return _rebuild(model, drop, {name: (lambda k: lambda layer, args, kwargs: _rescaled(
+        layer, k, args, kwargs))(k) for name, k in kernels.items()}), dropped
+
+
+def fold_constant_adds(model, protected: Iterable[str] = ()):
+    """(the model with each ``ScalarOp`` add/subtract of a constant that alone reads a biased
+    Conv/DepthwiseConv/Dense, or a centered BatchNormalization, folded into that bias or beta,
+    the names of the ScalarOps removed)."""
+    graph, protected = _Graph(model), set(protected)
+    drop, shift = set(), {}
+    for n in graph.nodes:
+        layer = n.layer
+        if (not isinstance(layer, layer_configs.ScalarOp) or layer.op not in ("add", "subtract")
+                or layer.name in protected or not graph.single_use(n)):
+            continue
+        prev = graph.producer.get(n.flat_input_ids[0])
+        if prev is None or prev.layer.name in protected or prev.layer.name in shift:
+            continue
+        kind, config = type(prev.layer).__name__, prev.layer.get_config()
+        if not (kind in _KERNEL_LAYERS and config.get("use_bias")
+                or kind == "BatchNormalization" and config.get("center")
+                and list(prev.layer.axis) in ([-1], [len(prev.output_shapes) - 1])):
+            continue
+        (t,) = prev.flat_output_ids
+        if not graph.single_use(prev) or t in graph.outputs or len(graph.consumers[t]) != 1:
+            continue
+        drop.add(id(n))
+        shift[prev.layer.name] = layer.value if layer.op == "add" else -layer.value
+    if not drop:
+        return model, []
+    dropped = [n.layer.name for n in graph.nodes if id(n) in drop]
+    return _rebuild(model, drop, {name: (lambda c: lambda layer, args, kwargs: _shifted(
+        layer, c, args, kwargs))(c) for name, c in shift.items()}), dropped
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """(before, after) TensorFlow's "same" padding adds along one spatial axis."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pads_like_same(pad_node, conv) -> bool:
+    c = conv.get_config()
+    if (type(conv).__name__ not in ("Conv2D", "DepthwiseConv2D") or c.get("padding") != "valid"
+            or tuple(c.get("dilation_rate", (1, 1))) != (1, 1)
+            or c.get("data_format") == "channels_first"):
+        return False
+    shape = tuple(tf.nest.flatten(pad_node.input_tensors)[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return False
+    (top, bottom), (left, right) = pad_node.layer.padding
+    (kh, kw), (sh, sw) = c["kernel_size"], c["strides"]
+    return ((top, bottom) == _same_padding(shape[1], kh, sh)
+            and (left, right) == _same_padding(shape[2], kw, sw))
+
+
+def fold_zero_padding(model, protected: Iterable[str] = ()):
+    """(the model with each ZeroPadding2D whose only reader is a "valid" convolution it pads
+    exactly as "same" would, folded into that convolution, the names of the paddings removed)."""
+    graph, protected = _Graph(model), set(protected)
+    drop, convs = set(), set()
+    for n in graph.nodes:
+        if type(n.layer).__name__ != "ZeroPadding2D" or n.layer.name in protected:
+            continue
+        (t,) = n.flat_output_ids
+        users = graph.consumers.get(t, [])
+        if (not graph.single_use(n) or t in graph.outputs or len(users) != 1
+                or users[0].layer.name in protected or not graph.single_use(users[0])
+                or not _pads_like_same(n, users[0].layer)):
+            continue
+        drop.add(id(n))
+        convs.add(users[0].layer.name)
+    if not drop:
+        return model, []
+    dropped = [n.layer.name for n in graph.nodes if id(n) in drop]
+    return _rebuild(model, drop, {name: _same_padded for name in convs}), dropped
+
+
+def _rebuild(model, drop: Set[int], replace: Dict[str, Callable]):
+    """The model called node by node on new inputs: a node in ``drop`` passes its input on, a
+    layer named in ``replace`` is swapped for ``replace[name](layer, args, kwargs)``."""
     inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
               for t in model.inputs]
     tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
-    dropped = []
     for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
         for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
             if node.is_input:
                 continue
             if id(node) in drop:
                 tensors[node.flat_output_ids[0]] = tensors[node.flat_input_ids[0]]
-                dropped.append(node.layer.name)
                 continue
             args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
             layer = node.layer
-            if layer.name in kernels:
-                layer = _rescaled(layer, kernels[layer.name], args, kwargs)
+            if layer.name in replace:
+                layer = replace[layer.name](layer, args, kwargs)
             outs = layer(*args, **kwargs)
             for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
                 tensors[i] = y
     outs = [tensors[str(id(x))] for x in model.outputs]
     nested = getattr(model, "_nested_inputs", None)
     structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
-    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name), dropped
+    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name)
+
+
+def _copy(layer, config, weights, args, kwargs):
+    new = type(layer).from_config(config)
+    new.build(tf.nest.flatten((args, kwargs))[0].shape)
+    new.set_weights(weights)
+    return new
+
+
+def _same_padded(layer, args, kwargs):
+    return _copy(layer, {**layer.get_config(), "padding": "same"}, layer.get_weights(), args,
+                 kwargs)
+
+
+def _shifted(layer, c: float, args, kwargs):
+    """A copy of ``layer`` whose output is ``c`` larger: its bias, or a BatchNormalization's
+    beta (index 1 when it also scales, else 0)."""
+    weights = layer.get_weights()
+    i = (1 if layer.get_config().get("scale", True) else 0) if type(
+        layer).__name__ == "BatchNormalization" else 1
+    weights[i] = (weights[i] + np.float32(c)).astype(weights[i].dtype)
+    return _copy(layer, layer.get_config(), weights, args, kwargs)
 
 
 def _rescaled(layer, factor: float, args, kwargs):
@@ -163,7 +276,4 @@ def _rescaled(layer, factor: float, args, kwargs):
         weights[-1] = weights[-1] * k * k
     else:
         weights[0] = (weights[0] / k).astype(weights[0].dtype)
-    new = type(layer).from_config(config)
-    new.build(tf.nest.flatten((args, kwargs))[0].shape)
-    new.set_weights(weights)
-    return new
+    return _copy(layer, config, weights, args, kwargs)

@@ -104,7 +104,7 @@ def convert_int8(model, representative_inputs, input_type: str = "int8",
     conv._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
     if float_layers:
         return _convert_with_float_islands(conv, float_layers, input_type, output_type,
-                                           not per_channel)
+                                           not per_channel, _fused_pairs(model, float_layers))
     try:
         return conv.convert()
     except Exception as e:  # ConverterError is no RuntimeError  # pylint: disable=broad-except
@@ -160,8 +160,22 @@ def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
     return found
 
 
+def _fused_pairs(model, names: Sequence[str]) -> Dict[str, str]:
+    """{layer: partner} for each listed BatchNormalization read from a listed layer alone: the
+    converter fuses the two into one float op, named after either."""
+    pairs = {}
+    for layer in model.layers:
+        inbound = {getattr(n.inbound_layers, "name", None)  # a float layer is shared with the
+                   for n in layer._inbound_nodes}  # float model  # pylint: disable=protected-access
+        if (type(layer).__name__ == "BatchNormalization" and layer.name in names
+                and len(inbound) == 1 and next(iter(inbound)) in names):
+            (prev,) = inbound
+            pairs[layer.name], pairs[prev] = prev, layer.name
+    return pairs
+
+
 def _convert_with_float_islands(conv, float_layers, input_type, output_type,
-                                per_tensor: bool) -> bytes:
+                                per_tensor: bool, fused: Dict[str, str]) -> bytes:
     from tensorflow.lite.python import convert as _convert  # pylint: disable=g-import-not-at-top
     conv.experimental_mlir_quantizer = True
     conv._experimental_calibrate_only = True  # pylint: disable=protected-access
@@ -171,7 +185,8 @@ def _convert_with_float_islands(conv, float_layers, input_type, output_type,
     ops = {op["index"]: op for op in interp._get_ops_details()}  # pylint: disable=protected-access
     island = island_ops(interp, float_layers)
     nodes = [names[o] for i in island for o in ops[i]["outputs"] if o >= 0]
-    missing = sorted(set(float_layers) - set(island.values()))
+    found = set(island.values())
+    missing = sorted(n for n in set(float_layers) - found if fused.get(n) not in found)
     if missing:
         raise ExportValidationError(f"float_fallback layers {missing} produce no op in the "
                                     "converted model (nothing to keep float); list weight or "

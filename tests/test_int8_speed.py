@@ -170,6 +170,8 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
     page = report._op_profile(metrics["op_profile"])  # pylint: disable=protected-access
     assert 'id="op-profile"' in page and "<td class=\"l\">MUL</td><td class=\"\">16</td>" in page
     assert "no int8 kernel for SOFTMAX" in page and "no int8 op of their type: HARD_SWISH" in page
+    assert {r["op"]: r["loses"] for r in op_profile.compare(prof["int8"], prof["float"])}[
+        "SOFTMAX"] == "builtin"
     summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
                "eval_examples": 8, "float_tflite_bytes": len(fl), "int8_tflite_bytes": len(int8),
                "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite",
@@ -260,3 +262,74 @@ def test_a_factor_reaching_a_bias_free_conv_goes_into_its_batchnorm():
     for training in (False, True):
         np.testing.assert_allclose(folded(x, training=training).numpy(),
                                    model(x, training=training).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_stride_two_padding_and_the_gates_plus_three_fold_into_the_convs():
+    """The explicit padding before the stride-2 depthwise conv becomes its own "same" padding,
+    the gate's +3 the squeeze-excite conv's bias: the int8 model has no PAD and one ADD fewer,
+    and the model computes what it did."""
+    from quant_lib import scale_fold
+    model = _hard_swish_block()
+    x = np.random.default_rng(0).normal(0, 2, (32, 8, 8, 4)).astype(np.float32)
+    rewritten = qat.rewrite_layers(model)
+    padded, pads = scale_fold.fold_zero_padding(rewritten)
+    folded, adds = scale_fold.fold_constant_adds(padded)
+    assert len(pads) == 1 and padded.get_layer("dw").padding == "same"
+    assert len(adds) == 1  # hs1's and hs2's +3 read a tensor their Multiply reads too
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())
+    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4),
+                                                             num_classes=3)))
+    qat.calibrate_ranges(q, [x[:16], x[16:]])
+    ops = tflite.validate_integer(tflite.convert_int8(q, x)).op_counts
+    assert "PAD" not in ops and ops["ADD"] == 3, ops  # hs1, hs2 and the residual Add
+
+    keras.utils.set_random_seed(0)  # padding "same" would not add, an even/odd mismatch: kept
+    inp = keras.Input((8, 8, 4))
+    y = keras.layers.DepthwiseConv2D(3, strides=2)(keras.layers.ZeroPadding2D(1)(inp))
+    other = keras.Model(inp, keras.layers.Flatten()(y))
+    assert scale_fold.fold_zero_padding(other) == (other, [])
+
+
+def test_the_comparison_says_why_int8_loses_op_type_by_op_type():
+    """Profiles as op_profile writes them: the verdict per op type and the report's runtime
+    limit naming the int8 kernel that is slower than float's with the same op count."""
+    from quant_lib import op_profile, report
+    row = lambda op, n, us, x=True: {"op": op, "count": n, "us": us, "xnnpack": x}  # noqa: E731
+    int8 = {"whole_us": 90.0, "ops_sum_us": 99.0, "by_op": [
+        row("DEPTHWISE_CONV_2D", 11, 58.0), row("CONV_2D", 43, 20.0), row("MUL", 29, 15.0),
+        row("SOFTMAX", 1, 0.3, False)]}
+    flt = {"whole_us": 99.0, "ops_sum_us": 120.0, "by_op": [
+        row("DEPTHWISE_CONV_2D", 11, 40.0), row("CONV_2D", 43, 60.0), row("MUL", 19, 10.0),
+        row("HARD_SWISH", 19, 9.0), row("SOFTMAX", 1, 0.2)]}
+    rows = {r["op"]: r for r in op_profile.compare(int8, flt)}
+    assert {k: r["loses"] for k, r in rows.items()} == {
+        "DEPTHWISE_CONV_2D": "slower kernel", "CONV_2D": "", "MUL": "more ops",
+        "SOFTMAX": "builtin", "HARD_SWISH": ""}
+    assert [r["op"] for r in op_profile.compare(int8, flt)][0] == "DEPTHWISE_CONV_2D"
+    page = report._op_profile({"int8": int8, "float": flt})  # pylint: disable=protected-access
+    assert "slower than its float kernel on this CPU for DEPTHWISE_CONV_2D (11 ops: int8 58 us, "\
+        "float 40 us)" in page
+
+
+def test_a_depthwise_conv_and_its_batchnorm_stay_float_together():
+    """TFMOT refuses a quantized BatchNormalization after a float conv, so both are listed; the
+    converter fuses the BN into the conv's float op, which counts for both names."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 4))
+    x = L.Conv2D(8, 1, activation="relu")(inp)
+    x = L.BatchNormalization(name="bn")(L.DepthwiseConv2D(3, padding="same", use_bias=False,
+                                                          name="dw")(x))
+    model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(8, 1)(x))))
+    x = np.random.default_rng(0).random((16, 8, 8, 4), dtype=np.float32)
+    cfg = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3),
+                             float_fallback_names=("dw", "bn"))
+    q = qat.quantize(model, cfg)
+    qat.calibrate_ranges(q, [x[:8], x[8:]])
+    data = tflite.convert_int8(q, x, float_layers=("dw", "bn"))
+    ops = tflite.validate_integer(data, float_layers=("dw", "bn")).op_counts
+    assert ops["DEQUANTIZE"] == 1 and ops["QUANTIZE"] == 1 and ops["DEPTHWISE_CONV_2D"] == 1, ops
+    with pytest.raises(tflite.ExportValidationError, match="produce no op"):
+        tflite.convert_int8(q, x, float_layers=("dw", "bn", "no_such_layer"))
