@@ -499,10 +499,43 @@ def latency_224(args) -> Dict[str, Any]:
     return out
 
 
+def latency_folds(args) -> Dict[str, Any]:
+    """What the padding and +3 folds buy, on the machine at hand: each of the four networks'
+    tfx-qat int8 model with and without ``scale_fold.fold_zero_padding`` /
+    ``fold_constant_adds`` (the 1/6 fold stays in both), interleaved with its float model."""
+    from quant_lib import scale_fold
+    out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {}}
+    for label, ctor in LATENCY_NETS:
+        keras.utils.set_random_seed(0)
+        m = getattr(keras.applications, ctor)(input_shape=(224, 224, 3), weights=None,
+                                               classes=1000)
+        x = np.random.default_rng(0).random((8, 224, 224, 3), dtype=np.float32) * 255
+        cfg = QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3), num_classes=1000))
+        models = {"float": tflite.convert_float(m)}
+        for key, off in (("qat_int8", False), ("qat_int8_without", True)):
+            saved = scale_fold.fold_zero_padding, scale_fold.fold_constant_adds
+            if off:
+                scale_fold.fold_zero_padding = scale_fold.fold_constant_adds = \
+                    lambda model, protected=(): (model, [])
+            try:
+                q = qat.quantize(m, cfg)
+            finally:
+                scale_fold.fold_zero_padding, scale_fold.fold_constant_adds = saved
+            qat.calibrate_ranges(q, [x[:4], x[4:]])
+            models[key] = tflite.convert_int8(q, x)
+        ms = evaluation.interleaved_ms(models, x[:4], args.latency_passes)
+        out["nets"][label] = {k: {"latency_ms": ms[k], "speed_vs_float": ms["float"] / ms[k],
+                                  **tflite.validate_integer(b).op_counts} if k != "float" else
+                              {"latency_ms": ms[k]} for k, b in models.items()}
+        logging.info("latency_folds %s: %s", label, {k: round(v, 3) for k, v in ms.items()})
+    return out
+
+
 def latency_markdown(r: Dict[str, Any]) -> str:
     lat = r["latency_224"]
     rerun = r.get("rerun", {}).get("latency_224")
-    lines = [f"Measured {rerun['date'] if rerun else r['date']} on {r['machine']} with `make bench` "
+    machine = (rerun or {}).get("machine", r["machine"])
+    lines = [f"Measured {rerun['date'] if rerun else r['date']} on {machine} with `make bench` "
              f"(section `latency_224`): 224x224x3 / 1,000 classes, `weights=None`; TFLite "
              f"interpreter, default XNNPACK delegate, 1 thread, batch 1, median of "
              f"{lat['passes']} interleaved passes of {lat['examples_per_pass']} images. "
@@ -526,8 +559,27 @@ def latency_markdown(r: Dict[str, Any]) -> str:
                   "this runtime has no int8 hard-swish, a different network that needs its own "
                   "training and accuracy check. Its tfx-qat int8 model against the standard "
                   "network's float model: " + "; ".join(pairs) + "."]
-    lines += _op_type_lines(lat)
+    lines += _op_type_lines(lat) + _fold_lines(r)
     return "\n".join(lines) + "\n"
+
+
+def _fold_lines(r: Dict[str, Any]) -> list:
+    folds = r.get("latency_folds")
+    if not folds:
+        return []
+    when = r.get("rerun", {}).get("latency_folds", {})
+    out = ["", f"What folding the padding and the gate's +3 buys (section `latency_folds`, "
+           f"{when.get('date', r['date'])} on {when.get('machine', r['machine'])}, median of "
+           f"{folds['passes']} interleaved passes): tfx-qat int8 with and without those two folds "
+           "(hard-swish's 1/6 is folded in both).", "",
+           "| network | int8 ms without (speed) | int8 ms with (speed) | PAD ops without / with "
+           "| ADD ops without / with |", "|---|---|---|---|---|"]
+    for name, n in folds["nets"].items():
+        a, b = n["qat_int8_without"], n["qat_int8"]
+        out.append(f"| {name} | {a['latency_ms']:.2f} ({a['speed_vs_float']:.2f}x) | "
+                   f"{b['latency_ms']:.2f} ({b['speed_vs_float']:.2f}x) | {a.get('PAD', 0)} / "
+                   f"{b.get('PAD', 0)} | {a.get('ADD', 0)} / {b.get('ADD', 0)} |")
+    return out
 
 
 _WHY = {"slower kernel": "as many ops, more time: XNNPACK's int8 kernel is slower than its "
@@ -564,6 +616,13 @@ def _op_type_lines(lat: Dict[str, Any]) -> list:
                 + ("not a way out on this runtime." if alt["latency_ms"] > q["latency_ms"] else
                    "faster here, at the cost of a model that is no longer full-integer.")]
     return out
+
+
+def _on_other(r: Dict[str, Any], rerun: Dict[str, Any]) -> str:
+    """" on <machine>" when a re-run section was measured on another machine than the run."""
+    m = rerun.get("machine")
+    return f" on {m} (ratios are comparable within a section, not across machines)" \
+        if m and m != r["machine"] else ""
 
 
 def _timed_process(cmd, log_path: str) -> Dict[str, Any]:
@@ -659,8 +718,9 @@ def to_markdown(r: Dict[str, Any]) -> str:
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
              f"({r['wall_minutes']:.1f} min). Latency: TFLite interpreter, XNNPACK delegate "
              "(default), 1 thread, batch 1, median of 5 passes." + "".join(
-                 f" Section `{k}` re-run alone on {v['date']} ({v['minutes']:.1f} min, "
-                 f"`BENCH_ARGS=\"--update {k}\"`)." for k, v in r.get("rerun", {}).items()), "",
+                 f" Section `{k}` re-run alone on {v['date']}{_on_other(r, v)} "
+                 f"({v['minutes']:.1f} min, `BENCH_ARGS=\"--update {k}\"`)."
+                 for k, v in r.get("rerun", {}).items()), "",
              "| Fashion-MNIST model | top-1 | vs float (pt) | size (bytes) | size ratio | "
              "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
@@ -814,7 +874,8 @@ def _trial_rows(c: Dict[str, Any]):
 SECTIONS = {"fashion_mnist": fashion_mnist, "search": search_low_bit,
             "mobilenet_v3_style": mobilenet_v3_style, "mobilenet_v2": mobilenet_v2,
             "bare_tfmot_4bit": bare_tfmot_4bit, "overhead": pipeline_overhead,
-            "latency_224": latency_224, "experiments_store": bench_experiments.experiments_store,
+            "latency_224": latency_224, "latency_folds": latency_folds,
+            "experiments_store": bench_experiments.experiments_store,
             "experiments_example": bench_experiments.experiments_example}
 
 
@@ -848,7 +909,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", type=lambda t: t.split(","),
                    help="development: run these sections only (comma-separated: "
                         "fashion_mnist, search, mobilenet_v3_style, mobilenet_v2, bare_tfmot_4bit, "
-                        "overhead, latency_224, experiments_store, experiments_example), into "
+                        "overhead, latency_224, latency_folds, experiments_store, "
+                        "experiments_example), into "
                         "bench_only.json")
     p.add_argument("--update", type=lambda t: t.split(","),
                    help="re-run these sections of <out>/bench.json in place (comma-separated); "
@@ -875,7 +937,8 @@ def main(argv=None) -> int:
             t = time.time()
             r[name] = SECTIONS[name](args)
             r.setdefault("rerun", {})[name] = {"date": time.strftime("%Y-%m-%d"),
-                                               "minutes": (time.time() - t) / 60}
+                                               "minutes": (time.time() - t) / 60,
+                                               "machine": _cpu()}
         return _write(r, args)
     if not args.skip_pipeline:  # first: the processes it times start on an idle machine
         r["overhead"] = pipeline_overhead(args)
@@ -885,6 +948,7 @@ def main(argv=None) -> int:
     r["mobilenet_v2"] = mobilenet_v2(args)
     r["bare_tfmot_4bit"] = bare_tfmot_4bit(args)
     r["latency_224"] = latency_224(args)
+    r["latency_folds"] = latency_folds(args)
     r["experiments_store"] = bench_experiments.experiments_store(args)
     r["experiments_example"] = bench_experiments.experiments_example(args)
     r["wall_minutes"] = (time.time() - t0) / 60
