@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     from quant_lib.config import DataSpec
     from quant_lib.data import load_arrays
-    from quant_lib.inputs import ImageAdapter, bind_model
+    from quant_lib.inputs import ImageAdapter, bind_model, tflite_inputs
 
     root = os.path.abspath(args.output_root)
     with open(os.path.join(root, "summary.json")) as f:
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     with open(os.path.join(root, "data", "dataspec.json")) as f:
         spec = DataSpec.from_json(f.read())
     with open(int8_path, "rb") as f:
-        model_inputs = tflite.signature_inputs(f.read())
+        model_inputs = tflite_inputs(f.read())
     bound = bind_model(ImageAdapter(spec), model_inputs, eval_uri, spec.num_classes)
     scoring = evaluation.ScoringInputs(functools.partial(ImageAdapter, spec), bound.mapping,
                                        tuple(model_inputs), spec.num_classes)

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from quant_lib import data as image_data
 from quant_lib import statistics as split_statistics
-from quant_lib import tasks
+from quant_lib import tasks, tflite
 from quant_lib.config import DataSpec
 from quant_lib.data import DataError, resolve_files
 
@@ -67,6 +67,13 @@ def keras_inputs(model) -> List[ModelInput]:
     for name, t in zip(model.input_names, model.inputs):
         out.append(ModelInput(name, tuple(t.shape[1:]), t.dtype.name))
     return out
+
+
+def tflite_inputs(model_bytes: bytes) -> List[ModelInput]:
+    """A TFLite model's inputs by signature name, as the float values fed before quantization
+    (for binding features)."""
+    return [ModelInput(c["name"], tuple(c["shape"][1:]), "float32")
+            for c in tflite.input_contract(model_bytes)]
 
 
 def _message(e) -> str:

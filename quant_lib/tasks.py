@@ -199,13 +199,6 @@ def keras_head(model) -> Optional[str]:
     return getattr(act, "__name__", None) if act is not None else None
 
 
-def tflite_head(model_bytes: bytes) -> Optional[str]:
-    """The op that produces a TFLite model's first output: 'softmax', 'sigmoid' or None."""
-    from quant_lib import tflite
-    op = tflite.output_producer(model_bytes)
-    return {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid"}.get(op or "", None)
-
-
 def resolve(configured: Optional[str], outputs: int, head: Optional[str],
             loss: Optional[Dict[str, Any]] = None, field: str = "FeatureSpec.task") -> Task:
     """The task of a model with ``outputs`` output units and last activation ``head``.

@@ -445,6 +445,12 @@ def weight_types(model_bytes: bytes) -> Dict[str, str]:
     return out
 
 
+def head(model_bytes: bytes) -> Optional[str]:
+    """The activation that produces the model's first output, as ``tasks.resolve`` takes it:
+    'softmax', 'sigmoid' or None."""
+    return {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid"}.get(output_producer(model_bytes) or "")
+
+
 def output_producer(model_bytes: bytes) -> Optional[str]:
     """The op computing the model's first output ('SOFTMAX', 'LOGISTIC', 'FULLY_CONNECTED'...),
     looking through the (de)quantize and reshape ops the converter adds at the end."""
@@ -714,13 +720,3 @@ def input_contract(model_bytes: bytes) -> List[Dict]:
              "shape": [int(v) for v in d["shape_signature"]],
              "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
             for k, d in sorted(c._in.items())]  # pylint: disable=protected-access
-
-
-def signature_inputs(model_bytes: bytes):
-    """The TFLite model's inputs as quant_lib.inputs.ModelInput (for binding features)."""
-    from quant_lib.inputs import ModelInput
-    out = []
-    for c in input_contract(model_bytes):
-        dtype = "float32"  # the model's inputs before (our) quantization
-        out.append(ModelInput(c["name"], tuple(c["shape"][1:]), dtype))
-    return out

@@ -1,4 +1,6 @@
 """Pure quant_lib tests: input quantization, Keras-vs-TFLite parity, validation, blessing rules."""
+import os
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -194,3 +196,46 @@ def test_slice_stats_merge_equals_one_pass():
     assert d["top_k_accuracy"]["int8"] == np.mean((top2 == y[:, None]).any(1))
     assert np.trace(np.asarray(d["confusion_matrix"]["int8"])) == whole.correct["int8"]
     assert metrics.SliceStats.from_counts(whole.to_counts()).to_dict() == d
+
+
+def _imports(path):
+    """Top-level package names and quant_lib modules a file imports, lazily or not."""
+    import ast
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            out |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
+            out.add(n.module)
+            if n.module == "quant_lib":
+                out |= {f"quant_lib.{a.name}" for a in n.names}
+    return out
+
+
+def test_the_three_floors_import_downward_only_and_quant_lib_has_no_import_cycle():
+    import glob
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    floors = {"quant_lib": ("tfx", "components", "pipelines"), "components": ("pipelines",)}
+    graph = {}
+    for floor, above in floors.items():
+        for path in glob.glob(os.path.join(here, floor, "**", "*.py"), recursive=True):
+            names = _imports(path)
+            bad = sorted(n for n in names if n.split(".")[0] in above)
+            assert not bad, f"{os.path.relpath(path, here)} imports {bad}"
+            if floor == "quant_lib":
+                mod = os.path.splitext(os.path.basename(path))[0]
+                graph[mod] = {n.split(".")[1] for n in names
+                              if n.startswith("quant_lib.")} - {mod}
+
+    def reach(start):
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
+        return seen
+    cycles = sorted(m for m in graph if m in reach(m))
+    assert not cycles, f"quant_lib modules on an import cycle: {cycles}"

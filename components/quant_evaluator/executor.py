@@ -21,7 +21,7 @@ from components.utils import (data_errors_name, read_record, recorded_task, run_
 from quant_lib import evaluation, gate, model_card, records, report, tasks, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import DataError, count_records
-from quant_lib.inputs import SAMPLE, bind_model, first_records
+from quant_lib.inputs import SAMPLE, bind_model, first_records, tflite_inputs
 
 STATS_FILE = "slice_stats.jsonl"
 POINTS_FILE = "points.json"
@@ -67,13 +67,13 @@ def _task(cfg: EvalConfig, quantized: types.Artifact, float_dir: str,
     width = int(tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]["shape"][-1])
     configured = getattr(cfg.data, "task", None)
     return recorded_task(quantized, width, configured) or tasks.resolve(
-        configured, width, tasks.tflite_head(int8_bytes), tasks.saved_training_loss(float_dir))
+        configured, width, tflite.head(int8_bytes), tasks.saved_training_loss(float_dir))
 
 
 def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str, int8_bytes: bytes,
                     task: tasks.Task) -> evaluation.ScoringInputs:
     """The eval features bound to the int8 model's inputs (by signature name), checked here."""
-    model_inputs = tflite.signature_inputs(int8_bytes)
+    model_inputs = tflite_inputs(int8_bytes)
     factory = inputs.adapter_factory(cfg.data, input_dict, eval_uri)
     bound = bind_model(factory(), model_inputs, eval_uri, task.outputs, task)
     return evaluation.ScoringInputs(factory, bound.mapping, tuple(model_inputs), task.outputs,
