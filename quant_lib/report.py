@@ -333,7 +333,7 @@ def _op_profile(prof: Dict[str, Dict]) -> str:
     for k in ("int8", "float"):
         if "error" in prof.get(k, {}):
             out.append(f"<p>{k}: not profiled — {html.escape(prof[k]['error'])}</p>")
-    from quant_lib import op_profile  # pylint: disable=g-import-not-at-top
+    from quant_lib import op_profile  # pylint: disable=g-import-not-at-top  (loads TensorFlow)
     rows = op_profile.compare(prof.get("int8", {}), prof.get("float"))
     cells = [[r["op"]] + [r.get(f"{k}_{c}", "") for k in ("int8", "float")
                           for c in ("count", "us", "runs_in")] for r in rows]

@@ -22,6 +22,7 @@ kernel instead of a PAD op over the whole tensor (int8 pads with the zero point 
 
 Each model computes the same function as before; QAT then learns the ranges of its tensors.
 """
+import functools
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
@@ -137,8 +138,8 @@ def fold_constant_multiplies(model, protected: Iterable[str] = ()):
     if not drop:
         return model, []
     dropped = [n.layer.name for n in graph.nodes if id(n) in drop]
-    return _rebuild(model, drop, {name: (lambda k: lambda layer, args, kwargs: _rescaled(
-        layer, k, args, kwargs))(k) for name, k in kernels.items()}), dropped
+    return _rebuild(model, drop, {name: functools.partial(_rescaled, factor=k)
+                                  for name, k in kernels.items()}), dropped
 
 
 def fold_constant_adds(model, protected: Iterable[str] = ()):
@@ -168,8 +169,8 @@ def fold_constant_adds(model, protected: Iterable[str] = ()):
     if not drop:
         return model, []
     dropped = [n.layer.name for n in graph.nodes if id(n) in drop]
-    return _rebuild(model, drop, {name: (lambda c: lambda layer, args, kwargs: _shifted(
-        layer, c, args, kwargs))(c) for name, c in shift.items()}), dropped
+    return _rebuild(model, drop, {name: functools.partial(_shifted, shift=c)
+                                  for name, c in shift.items()}), dropped
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
@@ -253,17 +254,17 @@ def _same_padded(layer, args, kwargs):
                  kwargs)
 
 
-def _shifted(layer, c: float, args, kwargs):
+def _shifted(layer, args, kwargs, shift: float):
     """A copy of ``layer`` whose output is ``c`` larger: its bias, or a BatchNormalization's
     beta (index 1 when it also scales, else 0)."""
     weights = layer.get_weights()
     i = (1 if layer.get_config().get("scale", True) else 0) if type(
         layer).__name__ == "BatchNormalization" else 1
-    weights[i] = (weights[i] + np.float32(c)).astype(weights[i].dtype)
+    weights[i] = (weights[i] + np.float32(shift)).astype(weights[i].dtype)
     return _copy(layer, layer.get_config(), weights, args, kwargs)
 
 
-def _rescaled(layer, factor: float, args, kwargs):
+def _rescaled(layer, args, kwargs, factor: float):
     """A copy of ``layer`` for an input ``factor`` x larger: a kernel divided by it, or a
     BatchNormalization whose mean, variance and epsilon take it (same output, batch statistics
     included)."""

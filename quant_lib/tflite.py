@@ -165,8 +165,9 @@ def _fused_pairs(model, names: Sequence[str]) -> Dict[str, str]:
     converter fuses the two into one float op, named after either."""
     pairs = {}
     for layer in model.layers:
-        inbound = {getattr(n.inbound_layers, "name", None)  # a float layer is shared with the
-                   for n in layer._inbound_nodes}  # float model  # pylint: disable=protected-access
+        # A float layer is shared with the float model: one inbound node per model.
+        inbound = {getattr(n.inbound_layers, "name", None)
+                   for n in layer._inbound_nodes}  # pylint: disable=protected-access
         if (type(layer).__name__ == "BatchNormalization" and layer.name in names
                 and len(inbound) == 1 and next(iter(inbound)) in names):
             (prev,) = inbound
