@@ -27,7 +27,7 @@ SUPPORTED_OPS = frozenset({
     "HARD_SWISH",
 })
 # Highest op version compiler 16 is known to accept, where a public report pins it: compiler
-# 16.0.384591198 fails on "builtin opcode 'QUANTIZE' version '3'" (../shared/edgetpu_logs/05).
+# 16.0.384591198 fails on "builtin opcode 'QUANTIZE' version '3'" (tests/fixtures/edgetpu_logs/05).
 # Ops absent here are not version-checked (reported as such).
 MAX_OP_VERSION: Dict[str, int] = {"QUANTIZE": 2}
 INTEGER_ACTIVATION_TYPES = frozenset({"INT8", "UINT8"})

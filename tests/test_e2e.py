@@ -9,6 +9,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from components.verified_pusher.publish import complete_versions
 from pipelines import cli
 from quant_lib import tflite
 from quant_lib.config import DataSpec
@@ -90,7 +91,7 @@ def test_impossible_threshold_pushes_nothing(runs):
         slices = json.load(f)["slices"]
     assert sum(v["examples"] for k, v in slices.items() if k.startswith("label=")) == \
         slices["overall"]["examples"]
-    pushed_versions = os.listdir(os.path.join(root, "serving"))
+    pushed_versions = complete_versions(os.path.join(root, "serving"))
     assert len(pushed_versions) == 1  # only the first (blessed) run's push
     assert first["pushed_path"].startswith(os.path.join(str(root), "serving", pushed_versions[0]))
 
@@ -101,7 +102,7 @@ def test_refresh_that_regresses_against_the_pushed_model_is_not_pushed(runs):
     assert first["artifacts"]["int8_model"] in third["baseline_check"]  # the deployed model
     assert third["blessed"] is False and third["pushed_path"] is None
     assert first["int8_accuracy"] - third["int8_accuracy"] > 0.005
-    assert len(os.listdir(os.path.join(root, "serving"))) == 1
+    assert len(complete_versions(os.path.join(root, "serving"))) == 1
 
 
 def test_lineage_of_the_pushed_model_comes_from_mlmd(runs, capsys):

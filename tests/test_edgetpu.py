@@ -1,4 +1,4 @@
-"""Edge TPU: compiler-output parser on the real outputs in ../shared/edgetpu_logs/, the static
+"""Edge TPU: compiler-output parser on the real outputs in tests/fixtures/edgetpu_logs/, the static
 analyzer on real converted models, and the compiler runner's failure modes."""
 import os
 import stat
@@ -9,17 +9,12 @@ import tf_keras as keras
 
 from quant_lib import edgetpu, edgetpu_log, qat, tflite
 
-LOGS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "edgetpu_logs")
+LOGS = os.path.join(os.path.dirname(__file__), "fixtures", "edgetpu_logs")  # SOURCES.md there
 MiB, KiB = 1024 ** 2, 1024
 
 
 def _log(name):
-    path = os.path.join(LOGS, name)
-    if not os.path.exists(path):
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} missing: CI provides ../shared/edgetpu_logs beside the checkout")
-        pytest.skip(f"{path} not present (../shared/edgetpu_logs is provided beside the checkout)")
-    with open(path, encoding="utf-8") as f:
+    with open(os.path.join(LOGS, name), encoding="utf-8") as f:
         return edgetpu_log.parse(f.read())
 
 
@@ -107,11 +102,7 @@ def test_cocompiled_models_each_get_a_block():
     assert lane.on_chip_remaining_bytes == det.on_chip_remaining_bytes == round(2.98 * MiB)
 
 
-def test_every_shared_log_parses_without_error():
-    if not os.path.isdir(LOGS):
-        if os.environ.get("CI"):
-            pytest.fail("../shared/edgetpu_logs missing beside the checkout")
-        pytest.skip("../shared/edgetpu_logs not present")
+def test_every_fixture_log_parses_without_error():
     names = sorted(n for n in os.listdir(LOGS) if n[:2].isdigit())
     assert len(names) >= 8
     for n in names:

@@ -15,6 +15,7 @@ from tfx.utils import proto_utils
 from components import keys
 from components.utils import read_record, set_properties
 from quant_lib import records
+from components.verified_pusher import publish
 from components.verified_pusher.executor import Executor, PushRefusedError
 from quant_lib import tflite
 
@@ -69,12 +70,14 @@ def test_pushes_only_blessed_and_verified_bytes(tmp_path, int8_bytes, blessed, s
             Executor().Do(inputs, outputs, _props(serving))
     else:
         Executor().Do(inputs, outputs, _props(serving))
-    versions = os.listdir(serving) if os.path.isdir(serving) else []
+    versions = publish.complete_versions(str(serving))
     assert read_record(pushed, records.Pushed).pushed == int(should_push)
     if not should_push:
         assert versions == []
         return
-    assert len(versions) == 1 and not versions[0].startswith(".")
+    assert len(versions) == 1
+    assert sorted(os.listdir(serving)) == sorted(versions + [publish.LATEST_FILE])  # no leftovers
+    assert publish.read_marker(str(serving / publish.LATEST_FILE)).version == versions[0]
     with open(os.path.join(serving, versions[0], keys.TFLITE_FILE), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == digest  # pushed bytes == evaluated bytes
     assert read_record(pushed, records.Pushed).pushed_sha256 == digest
@@ -106,5 +109,102 @@ def test_two_pushes_in_the_same_second_get_distinct_versions(tmp_path, int8_byte
     for i in range(2):
         inputs, outputs, _ = _setup(tmp_path / str(i), int8_bytes, 1, digest)
         Executor().Do(inputs, outputs, _props(serving))
-    assert len(os.listdir(serving)) == 2
+    assert len(publish.complete_versions(str(serving))) == 2
     assert not fileio.glob(str(serving / ".*"))
+
+
+# --- Object stores and concurrency ------------------------------------------------------------
+# objstore://<path> (tests/objstore_fs.py) is a filesystem whose rename is copy-then-delete and
+# whose directories are prefixes, as on gs:// and s3://.
+OBJSTORE_PUSH = """
+import hashlib, os, sys
+sys.path[:0] = [{root!r}, os.path.join({root!r}, "tests")]
+import objstore_fs  # noqa: F401  (registers objstore://)
+from test_push_safety import _props, _setup
+from components.verified_pusher.executor import Executor
+import pathlib
+data = open({model!r}, "rb").read()
+inputs, outputs, _ = _setup(pathlib.Path({tmp!r}), data, 1, hashlib.sha256(data).hexdigest())
+Executor().Do(inputs, outputs, _props({base!r}))
+"""
+
+
+def _push(tmp, model_bytes, base):
+    inputs, outputs, pushed = _setup(tmp, model_bytes, 1, hashlib.sha256(model_bytes).hexdigest())
+    Executor().Do(inputs, outputs, _props(base))
+    return read_record(pushed, records.Pushed)
+
+
+def test_object_store_push_killed_mid_copy_is_never_referenced(tmp_path, int8_bytes, monkeypatch):
+    """A job SIGKILLed while writing the model into its version leaves a version without a
+    marker: LATEST.json never names it, the next push completes its own version, and a push after
+    the leftover is stale removes it."""
+    import subprocess
+    import sys
+    import objstore_fs as objstore  # noqa: F401
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(int8_bytes)
+    base = f"{objstore.SCHEME}{tmp_path}/serving"
+    code = OBJSTORE_PUSH.format(root=root, model=str(model), tmp=str(tmp_path / "killed"),
+                                base=base)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "OBJSTORE_KILL_AFTER_HALF": keys.TFLITE_FILE},
+                          timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed mid-copy, not a clean failure
+    serving = tmp_path / "serving"
+    partial = [n for n in os.listdir(serving) if n.isdigit()]
+    assert len(partial) == 1  # the dead push's version, half a model and no marker
+    half = (serving / partial[0] / keys.TFLITE_FILE).read_bytes()
+    assert 0 < len(half) < len(int8_bytes)
+    assert publish.complete_versions(base) == []
+    assert not (serving / publish.LATEST_FILE).exists()
+
+    rec = _push(tmp_path / "next", int8_bytes, base)  # the next push is not blocked by it
+    assert publish.complete_versions(base) == [rec.pushed_version] != partial
+    latest = publish.read_marker(f"{base}/{publish.LATEST_FILE}")
+    assert latest.version == rec.pushed_version
+    assert latest.sha256 == hashlib.sha256(int8_bytes).hexdigest() == rec.pushed_sha256
+    pushed = (serving / latest.version / keys.TFLITE_FILE).read_bytes()
+    assert hashlib.sha256(pushed).hexdigest() == latest.sha256
+    assert (serving / partial[0]).exists()  # young: could be a push in progress, kept
+
+    monkeypatch.setattr(publish, "STALE_SECONDS", -1)
+    rec3 = _push(tmp_path / "third", int8_bytes, base)
+    assert not (serving / partial[0]).exists()  # stale leftover removed
+    assert publish.complete_versions(base) == [rec.pushed_version, rec3.pushed_version]
+
+
+@pytest.mark.parametrize("where", ["local", "objstore"])
+def test_eight_concurrent_pushes_make_eight_complete_versions(tmp_path, int8_bytes, where):
+    """Eight pushes of one blessed model into one base, released together (a backfill): eight
+    distinct complete versions, no shared staging, nothing left behind, LATEST the newest."""
+    import threading
+    import objstore_fs as objstore
+    base = str(tmp_path / "serving") if where == "local" else f"{objstore.SCHEME}{tmp_path}/serving"
+    barrier, results, errors = threading.Barrier(8), [], []
+
+    def push(i):
+        barrier.wait()
+        try:
+            results.append(_push(tmp_path / f"p{i}", int8_bytes, base))
+        except Exception as e:  # noqa: BLE001  (collected, asserted below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    versions = sorted(r.pushed_version for r in results)
+    assert len(set(versions)) == 8 and publish.complete_versions(base) == versions
+    digest = hashlib.sha256(int8_bytes).hexdigest()
+    for v in versions:
+        marker = publish.read_marker(f"{base}/{v}/{publish.MARKER_FILE}")
+        assert marker.version == v and marker.sha256 == digest
+        assert marker.files[keys.TFLITE_FILE] == digest
+    assert sorted(os.listdir(tmp_path / "serving")) == sorted(versions + [publish.LATEST_FILE])
+    assert all(sorted(os.listdir(tmp_path / "serving" / v)) ==
+               sorted([keys.TFLITE_FILE, publish.MARKER_FILE]) for v in versions)  # no claims
+    assert publish.read_marker(f"{base}/{publish.LATEST_FILE}").version == versions[-1]

@@ -3,13 +3,11 @@
 The stock Pusher pushes when the blessing is missing ("without validation") and copies straight into
 the serving directory, so a crash mid-copy leaves a half-written version a model server may load.
 Here: no blessing input -> error; blessing without ``blessed=1`` -> not pushed; the model's bytes
-must hash to the sha256 QuantEvaluator recorded for the bytes it evaluated (before and after the
-copy); the copy lands in a hidden temporary directory and is renamed into place only when verified.
+must hash to the sha256 QuantEvaluator recorded for the bytes it evaluated (before and after each
+copy); ``publish`` makes the version appear complete or not at all, on local disks and object stores.
 """
-import hashlib
 import logging
 import os
-import time
 from typing import Any, Dict, List
 
 from tfx import types
@@ -21,6 +19,7 @@ from tfx.utils import io_utils, proto_utils
 
 from components import keys
 from components.utils import read_record, set_properties, single
+from components.verified_pusher import publish
 from quant_lib import model_card, records
 
 log = logging.getLogger(__name__)
@@ -28,14 +27,6 @@ log = logging.getLogger(__name__)
 
 class PushRefusedError(RuntimeError):
     """The model was not pushed, for a reason a person must act on."""
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with fileio.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Executor(pusher_executor.Executor):
@@ -61,7 +52,7 @@ class Executor(pusher_executor.Executor):
             raise PushRefusedError(f"blessing {blessing.uri} has no evaluated int8 sha256: it was "
                                    "not written by QuantEvaluator; re-run QuantEvaluator")
         model_dir = self.GetModelPath(input_dict)
-        actual = sha256_file(os.path.join(model_dir, keys.TFLITE_FILE))
+        actual = publish.sha256_file(os.path.join(model_dir, keys.TFLITE_FILE))
         if actual != expected:
             raise PushRefusedError(
                 f"model {model.uri} (sha256 {actual}) is not the model QuantEvaluator blessed "
@@ -73,37 +64,29 @@ class Executor(pusher_executor.Executor):
         base = dest.filesystem.base_directory
         card = [os.path.join(blessing.uri, name) for name in (model_card.JSON_FILE,
                                                               model_card.MD_FILE)]
-        serving_path, version = self._push(model_dir, base, expected,
-                                           [p for p in card if fileio.exists(p)])
-        io_utils.copy_dir(model_dir, pushed.uri)  # archive copy, as the stock Pusher keeps
+        try:
+            publish.prepare(base)
+            self._stage(model_dir, [p for p in card if fileio.exists(p)], pushed.uri, expected)
+            serving_path, version = publish.publish(pushed.uri, base, keys.TFLITE_FILE, expected)
+        except publish.PushError as e:
+            if fileio.exists(pushed.uri):  # the PushedModel holds nothing it did not push
+                fileio.rmtree(pushed.uri)
+                fileio.makedirs(pushed.uri)
+            raise PushRefusedError(f"push to push_destination.filesystem.base_directory {base!r} "
+                                   f"failed: {e}") from e
         self._MarkPushed(pushed, pushed_destination=serving_path, pushed_version=version)
         set_properties(pushed, records.Pushed(pushed_sha256=expected))
-        log.info("pushed verified int8 model (sha256 %s) to %s", expected, serving_path)
+        log.info("pushed verified int8 model (sha256 %s) to %s; %s names it", expected,
+                 serving_path, os.path.join(base, publish.LATEST_FILE))
 
-    def _push(self, model_dir: str, base: str, sha: str, beside: List[str]):
-        """Copies the model directory (model, labels.txt) and the ``beside`` files (the model
-        card) as one version."""
-        version = int(time.time())
-        try:
-            fileio.makedirs(base)
-            while fileio.exists(os.path.join(base, str(version))):
-                version += 1
-            final = os.path.join(base, str(version))
-            local = "://" not in base
-            # Local: copy to a hidden directory, verify, rename (atomic). Object stores have no
-            # atomic directory rename: copy in place, verify, delete on mismatch.
-            target = os.path.join(base, f".{version}.incomplete") if local else final
-            io_utils.copy_dir(model_dir, target)
-            for path in beside:
-                fileio.copy(path, os.path.join(target, os.path.basename(path)))
-        except Exception as e:  # OSError locally, tf.errors.OpError on other filesystems
-            raise PushRefusedError(
-                f"push_destination.filesystem.base_directory {base!r} is not writable ({e}); fix "
-                "its permissions or point the Pusher at a directory this job can write") from e
-        copied = sha256_file(os.path.join(target, keys.TFLITE_FILE))
+    @staticmethod
+    def _stage(model_dir: str, beside: List[str], staging: str, sha: str) -> None:
+        """The PushedModel artifact's own directory (outside the push base, unique to this
+        execution) receives the model directory and the model card, and is read back; it is then
+        the source of the published version and stays as the archive copy, as TFX's Pusher's."""
+        io_utils.copy_dir(model_dir, staging)
+        for path in beside:
+            fileio.copy(path, os.path.join(staging, os.path.basename(path)), overwrite=True)
+        copied = publish.sha256_file(os.path.join(staging, keys.TFLITE_FILE))
         if copied != sha:
-            fileio.rmtree(target)
-            raise PushRefusedError(f"copy at {target} hashes to {copied}, not {sha}; push removed")
-        if local:
-            fileio.rename(target, final)
-        return final, str(version)
+            raise publish.PushError(f"the staged copy {staging} hashes to {copied}, not {sha}")
