@@ -11,7 +11,13 @@ import quant_lib  # noqa: F401
 from quant_lib.config import (MOVES, ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
                                SearchConfig, Threshold)
 
-VALIDATION_FRACTION = 1 / 12  # of the training images, when --search-budget-pt asks for a split
+VALIDATION_FRACTION = 1 / 12
+# Exit codes of the pipeline commands (README "Not blessed?"): 0 ran (blessed, or not blessed
+# without --fail-if-not-blessed), 1 a component failed, 2 bad input before the run, 3 ran and the
+# int8 model was NOT blessed (with --fail-if-not-blessed).
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 1, 2, 3
+FAIL_IF_NOT_BLESSED_HELP = (f"exit with {EXIT_NOT_BLESSED} when the pipeline ran but the int8 model "
+                            "was NOT blessed (not pushed); default: exit 0, see summary.json")  # of the training images, when --search-budget-pt asks for a split
 
 
 def _shape(text: str):
@@ -94,6 +100,7 @@ def _pipeline_flags() -> argparse.ArgumentParser:
                    help="a tfma.EvalConfig (text proto .pbtxt or JSON) that decides the blessing "
                         "(float = baseline, int8 = candidate) instead of the accuracy flags above")
     r.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    r.add_argument("--fail-if-not-blessed", action="store_true", help=FAIL_IF_NOT_BLESSED_HELP)
     r.add_argument("--beam-arg", action="append", default=None,
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory); e.g. "
                         "--beam-arg=--runner=DataflowRunner (see README, Distributed Beam)")
@@ -106,6 +113,7 @@ def _example_parser(sub, name: str, help_text: str, root: str, qat_epochs: int, 
     p.add_argument("--output-root", default=os.path.join("runs", root))
     p.add_argument("--qat-epochs", type=int, default=qat_epochs)
     p.add_argument("--no-cache", action="store_true", help="disable TFX caching")
+    p.add_argument("--fail-if-not-blessed", action="store_true", help=FAIL_IF_NOT_BLESSED_HELP)
     p.add_argument("--eval-config", metavar="FILE",
                    help=f"tfma.EvalConfig (.pbtxt or JSON); default: {gate}")
     return p
@@ -143,11 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
     pg = sub.add_parser("penguin", help="TFX's own penguin example (Transform + the tfx-shipped "
                         "penguin_utils_keras.py module, unmodified) with tfx-qat added")
-    pg.add_argument("--data", default=os.path.join("..", "shared", "data", "penguin",
-                                                   "penguins_processed.csv"),
-                    help="the penguin CSV (TFX's penguins_processed.csv)")
+    pg.add_argument("--data", help="a penguin CSV in the layout of TFX's penguins_processed.csv "
+                    "(default: made from the installed palmerpenguins package, as TFX made it)")
     pg.add_argument("--output-root", default=os.path.join("runs", "penguin"))
     pg.add_argument("--qat-epochs", type=int, default=10)
+    pg.add_argument("--fail-if-not-blessed", action="store_true", help=FAIL_IF_NOT_BLESSED_HELP)
     pg.add_argument("--eval-config", metavar="FILE",
                     help="tfma.EvalConfig (.pbtxt or JSON); default: the one of TFX's penguin "
                          "example (SparseCategoricalAccuracy >= 0.6, no drop vs float)")
@@ -174,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "split carved from train: at most B pt top-1 drop (binary) or B %% MAE "
                     "increase (regression) vs the float model")
     tb.add_argument("--float-epochs", type=int, default=30)
+    tb.add_argument("--fail-if-not-blessed", action="store_true", help=FAIL_IF_NOT_BLESSED_HELP)
     tb.add_argument("--qat-epochs", type=int, default=20)
     ln = sub.add_parser("lineage", help="for each pushed int8 model, print where it came from "
                         "(read from MLMD)")
@@ -310,18 +319,24 @@ def cmd_run(args) -> int:
     except (IngestionError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _run_and_print(lambda: run_local(settings))
+    return _run_and_print(lambda: run_local(settings), args)
 
 
-def _run_and_print(run) -> int:
-    """Runs a pipeline (``run()`` returns its summary); a failed component is one line, exit 1."""
+def _run_and_print(run, args) -> int:
+    """Runs a pipeline (``run()`` returns its summary); a failed component is one line, exit 1;
+    NOT blessed is exit 3 with ``--fail-if-not-blessed``."""
     from pipelines.runner import PipelineFailed, print_summary
     try:
         summary = run()
     except PipelineFailed as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print_summary(summary)
+    if getattr(args, "fail_if_not_blessed", False) and not summary.get("blessed"):
+        print(f"NOT blessed (exit {EXIT_NOT_BLESSED}, --fail-if-not-blessed): "
+              f"{'; '.join(summary.get('blessing_reasons') or ['no blessing recorded'])}",
+              file=sys.stderr)
+        return EXIT_NOT_BLESSED
     return 0
 
 
@@ -360,18 +375,26 @@ def cmd_tabular(args) -> int:
         spec_task=args.task, eval_config=eval_config, float_epochs=args.float_epochs,
         qat_epochs=args.qat_epochs, search=search)
     return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")))
+                                               os.path.join(root, "metadata.sqlite")), args)
 
 
 def cmd_penguin(args) -> int:
     import shutil
-    from pipelines.penguin import create_pipeline
-    if not os.path.isfile(args.data):
-        print(f"error: --data {args.data}: no such file (TFX's penguins_processed.csv)",
+    from pipelines.penguin import PROCESSED_CSV, create_pipeline, write_processed_csv
+    if args.data and not os.path.isfile(args.data):
+        print(f"error: --data {args.data}: no such file (a CSV laid out as TFX's "
+              "penguins_processed.csv; leave --data out to make it from palmerpenguins)",
               file=sys.stderr)
         return 2
+
+    def write_data(d):
+        target = os.path.join(d, PROCESSED_CSV)
+        if args.data:
+            shutil.copy(args.data, target)
+        else:
+            write_processed_csv(target)
     return _run_example(
-        args, lambda d: shutil.copy(args.data, os.path.join(d, "penguins_processed.csv")),
+        args, write_data,
         lambda root, d, gate: create_pipeline(*_paths(root, d), qat_epochs=args.qat_epochs,
                                               eval_config=gate))
 
@@ -391,7 +414,7 @@ def _run_example(args, write_data, create) -> int:
     write_data(data_root)
     pipeline = create(root, data_root, eval_config)
     return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")))
+                                               os.path.join(root, "metadata.sqlite")), args)
 
 
 def _paths(root: str, data_root: str):

@@ -10,6 +10,7 @@ model only when it is blessed.
 """
 from __future__ import annotations
 
+import csv
 import os
 from typing import List, Optional
 
@@ -25,6 +26,32 @@ def penguin_module_file() -> str:
     """``penguin_utils_keras.py`` as installed with tfx (used unmodified)."""
     import tfx.examples.penguin as penguin
     return os.path.join(os.path.dirname(penguin.__file__), "penguin_utils_keras.py")
+
+
+PROCESSED_CSV = "penguins_processed.csv"
+MEASUREMENTS = (("culmen_length_mm", "bill_length_mm"), ("culmen_depth_mm", "bill_depth_mm"),
+                ("flipper_length_mm", "flipper_length_mm"), ("body_mass_g", "body_mass_g"))
+SPECIES = ("Adelie", "Chinstrap", "Gentoo")
+
+
+def write_processed_csv(path: str) -> int:
+    """TFX's ``penguins_processed.csv``, made from the pinned ``palmerpenguins`` package the way
+    TFX made its file: rows with any missing value dropped, the four measurements min-max scaled
+    to [0, 1] (TFX's column names), species as 0/1/2. Gives 333 rows, each equal to one of TFX's
+    334: TFX's source spelled one Gentoo's unknown sex '.', not NA, and kept it. Returns the rows."""
+    import palmerpenguins
+    src = os.path.join(os.path.dirname(palmerpenguins.__file__), "data", "penguins.csv")
+    with open(src, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if "NA" not in r.values()]
+    columns = {ours: [float(r[theirs]) for r in rows] for ours, theirs in MEASUREMENTS}
+    scaled = {c: [(v - min(vs)) / (max(vs) - min(vs)) for v in vs] for c, vs in columns.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["species"] + list(columns))
+        for i, r in enumerate(rows):
+            writer.writerow([SPECIES.index(r["species"])] + [scaled[c][i] for c in columns])
+    return len(rows)
 
 
 def penguin_eval_config(accuracy_threshold: float = 0.6) -> tfma.EvalConfig:

@@ -21,10 +21,10 @@ NODES = {"ImportExampleGen", "StatisticsGen", "SchemaGen", "Trainer", "QuantizeT
          "IntegerExporter", "QuantEvaluator", "Pusher"}
 
 
-def _run(root, *extra):
+def _run(root, *extra, exit_code=0):
     assert cli.main(["run", "--dataset", "digits", "--output-root", str(root), "--float-epochs",
                      "10", "--qat-epochs", "2", "--max-accuracy-drop-pt", str(MAX_DROP),
-                     *extra]) == 0
+                     *extra]) == exit_code
     with open(os.path.join(root, "summary.json")) as f:
         return json.load(f)
 
@@ -41,9 +41,10 @@ def _latest_run_executions(root):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    first = _run(root)
+    first = _run(root, "--fail-if-not-blessed")  # blessed: exit 0 all the same
     first_states = _latest_run_executions(root)
-    second = _run(root, "--min-int8-accuracy", "1.0", "--slice-by", "label")
+    second = _run(root, "--min-int8-accuracy", "1.0", "--slice-by", "label",
+                  "--fail-if-not-blessed", exit_code=cli.EXIT_NOT_BLESSED)
     second_states = _latest_run_executions(root)
     # A refresh whose model is worse (1 float epoch) than the deployed (first) one.
     third = _run(root, "--float-epochs", "1", "--max-regression-pt", "0.5")

@@ -3,7 +3,6 @@ SchemaGen, Transform, Trainer with the installed ``penguin_utils_keras.py``, unm
 QuantizeTrainer -> IntegerExporter -> QuantEvaluator -> VerifiedPusher on LocalDagRunner."""
 import glob
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,24 +12,20 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from pipelines.penguin import create_pipeline, penguin_module_file
+from pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_module_file,
+                               write_processed_csv)
 from pipelines.summary import build_summary
 
 pytestmark = pytest.mark.slow
-PENGUIN_CSV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "penguin",
-                           "penguins_processed.csv")
 NODES = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer", "QuantizeTrainer",
          "IntegerExporter", "QuantEvaluator", "VerifiedPusher"}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if not os.path.isfile(PENGUIN_CSV):
-        pytest.skip(f"{PENGUIN_CSV} not present (../shared/data/penguin)")
     root = str(tmp_path_factory.mktemp("penguin"))
     data = os.path.join(root, "data")
-    os.makedirs(data)
-    shutil.copy(PENGUIN_CSV, data)
+    assert write_processed_csv(os.path.join(data, PROCESSED_CSV)) == 333
     tf.keras.utils.set_random_seed(0)
     mlmd = os.path.join(root, "metadata.sqlite")
     LocalDagRunner().run(create_pipeline(os.path.join(root, "pipeline_root"), data,
@@ -175,3 +170,19 @@ def test_quantize_trainer_on_transformed_examples_still_serves_raw_examples(run,
         "serving_default"]
     scores = serve(examples=tf.constant(unlabelled))["outputs"].numpy()
     assert float(np.mean(np.argmax(scores, -1) == labels)) > 0.9
+
+
+def test_penguin_csv_is_made_as_tfx_made_its_file(tmp_path):
+    """palmerpenguins' 344 rows less the 11 with a missing value; TFX's columns; every
+    measurement min-max scaled (0 and 1 both reached); the three species as 0/1/2."""
+    import csv
+    path = tmp_path / PROCESSED_CSV
+    assert write_processed_csv(str(path)) == 333
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["species", "culmen_length_mm", "culmen_depth_mm", "flipper_length_mm",
+                       "body_mass_g"]
+    values = np.array(rows[1:], dtype=float)
+    assert values.shape == (333, 5)
+    assert np.bincount(values[:, 0].astype(int)).tolist() == [146, 68, 119]
+    assert (values[:, 1:].min(axis=0) == 0).all() and (values[:, 1:].max(axis=0) == 1).all()
