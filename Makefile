@@ -14,21 +14,17 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
+.PHONY: image venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
 
 venv: $(STAMP) sysdeps
 
-# tflite-support's native modules link libusb-1.0 (Debian: libusb-1.0-0), installed when missing.
+# Debian packages the wheels need (libusb-1.0-0 for tflite-support), installed when missing; the
+# same script installs the container image (Dockerfile).
 sysdeps:
-	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
-	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo ">> installing Debian package libusb-1.0-0 (tflite-support needs it)"; \
-	    apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libusb-1.0-0 >/dev/null; }; \
-	  else echo "ERROR: libusb-1.0 is missing: install it (Debian/Ubuntu: apt-get install libusb-1.0-0)" >&2; exit 1; fi; \
-	fi
+	@scripts/install.sh system
 
 # Idempotent: the venv is rebuilt only when setup.py or constraints.txt change.
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt scripts/install.sh
 	@set -e; \
 	if [ ! -x $(PY) ]; then \
 	  py=""; \
@@ -44,10 +40,15 @@ $(STAMP): setup.py constraints.txt
 	  "$$py" -m venv $(VENV); \
 	fi; \
 	echo ">> installing tfx-qat and its pinned dependencies into $(VENV) (first time: a few minutes)"; \
-	$(PY) -m pip install -q --upgrade 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'; \
-	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]'; \
+	scripts/install.sh python $(PY) dev -e; \
 	touch $(STAMP); \
 	echo ">> $(VENV) ready"
+
+# The container image every Kubeflow / Vertex step runs in (Dockerfile; docker or podman).
+IMAGE ?= tfx-qat:0.1.0
+image:
+	@engine=$$(command -v docker || command -v podman) || { echo "ERROR: make image needs docker or podman" >&2; exit 1; }; \
+	$$engine build -t $(IMAGE) . && echo ">> built $(IMAGE); push it to your registry and pass it to compile-kfp --image"
 
 # Fashion-MNIST from the Debian package when possible (root + apt); else the CLI falls back to the
 # Keras downloader (needs network).

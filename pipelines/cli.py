@@ -457,11 +457,12 @@ def cmd_compile_kfp(args) -> int:
                               "--image-shape H,W,C describing your TFRecords")
         root = args.output_root if "://" in args.output_root else os.path.abspath(args.output_root)
         settings = _settings(args, args.name, root, args.data_root, spec)
+        out_dir, out_file = os.path.split(os.path.abspath(args.output))
+        job = compile_kfp_v2(settings, image=args.image, output_dir=out_dir,
+                             output_filename=out_file)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir, out_file = os.path.split(os.path.abspath(args.output))
-    job = compile_kfp_v2(settings, image=args.image, output_dir=out_dir, output_filename=out_file)
     tasks = sorted(job["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"KFP v2 pipeline spec written to {args.output} ({len(tasks)} tasks: {', '.join(tasks)})")
     print(f"pipeline root: {settings.pipeline_root}; image: {args.image}")

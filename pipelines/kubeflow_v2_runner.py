@@ -1,42 +1,110 @@
-"""Kubeflow Pipelines v2 / Vertex AI: compiles the same pipeline definition to a KFP v2 pipeline spec.
+"""Kubeflow Pipelines v2 / Vertex AI: compiles any TFX pipeline that uses tfx-qat's components to a
+KFP v2 PipelineJob spec (JSON).
 
-TFX's KubeflowV2DagRunner only needs ``kfp-pipeline-spec`` (the ``kfp`` extra) to compile. Every step
-then runs in ``image`` (an image with this package installed, e.g. built from the repository's
-setup.py on top of ``gcr.io/tfx-oss-public/tfx:1.16.0``), so the Trainer uses the installed module
-(``run_fn``) rather than a local module file, and data/pipeline root must be paths every step can read
-(``gs://...``). Submit the JSON with Vertex AI (``google.cloud.aiplatform.PipelineJob(template_path=...)``,
+``compile_pipeline(pipeline, image, path)`` takes the user's own ``tfx.dsl.Pipeline`` object, as
+built for LocalDagRunner (Transform, module files, tfx-qat's four components). TFX's
+KubeflowV2DagRunner only needs ``kfp-pipeline-spec`` (the ``kfp`` extra) to compile. Every step then
+runs TFX's container entrypoint (``kubeflow_v2_run_executor``) in ``image`` (the repository's
+Dockerfile, ``make image``), so what a local run reads from this machine must be where the
+containers can read it: the pipeline root, the data root and the push destination on ``gs://``
+(or another filesystem every step mounts), module files on ``gs://`` or packaged by TFX at compile
+time into a wheel under the pipeline root. ``check_reachable`` says which path is not, before
+compiling. Submit the JSON with Vertex AI (``google.cloud.aiplatform.PipelineJob(template_path=...)``,
 installed with TFX) or the KFP v2 UI.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
+
+from tfx.components.util import udf_utils
+from tfx.orchestration.pipeline import Pipeline
 
 from pipelines.pipeline import PipelineSettings, create_pipeline
+from quant_lib.config import ConfigError
 
 KFP_SPEC_FILE = "pipeline.json"
+# Exec properties that name paths a step reads or writes at run time.
+PATH_PROPERTIES = ("input_base", "module_file")
+
+
+def _local(path: str) -> bool:
+    return bool(path) and "://" not in path
+
+
+def check_reachable(pipeline: Pipeline) -> List[str]:
+    """What a container could not read or write: local paths in the pipeline root and the
+    components' data roots, module files and push destinations (one line each, naming them)."""
+    problems = []
+    if _local(pipeline.pipeline_info.pipeline_root):
+        problems.append(f"pipeline_root {pipeline.pipeline_info.pipeline_root!r}: every step "
+                        "writes its artifacts there; use gs://... (or a path every pod mounts)")
+    for component in pipeline.components:
+        props = component.exec_properties
+        for key in PATH_PROPERTIES:
+            value = props.get(key)
+            if not isinstance(value, str) or not _local(value):
+                continue
+            if key == "module_file" and udf_utils.should_package_user_modules():
+                continue  # TFX packages it at compile time into a wheel under the pipeline root
+            problems.append(f"{component.id}.{key} {value!r} is a local path the container cannot "
+                            "read; copy it to gs://... and pass that")
+        base = _push_base(props.get("push_destination"))
+        if base is not None:
+            if _local(base):
+                problems.append(f"{component.id}.push_destination.filesystem.base_directory "
+                                f"{base!r} is local to this machine; push to gs://... (what your "
+                                "serving or app update service reads)")
+    return problems
+
+
+def _push_base(dest) -> Optional[str]:
+    """A Pusher's push_destination (proto or its JSON) -> the filesystem base directory."""
+    if dest is None:
+        return None
+    if isinstance(dest, str):
+        from tfx.proto import pusher_pb2
+        from tfx.utils import proto_utils
+        dest = proto_utils.json_to_proto(dest, pusher_pb2.PushDestination())
+    return dest.filesystem.base_directory if dest.HasField("filesystem") else None
+
+
+def compile_pipeline(pipeline: Pipeline, image: str, output_path: str,
+                     display_name: Optional[str] = None,
+                     allow_local_paths: bool = False) -> Dict[str, Any]:
+    """Compiles ``pipeline`` (any TFX pipeline object) for KFP v2 / Vertex into ``output_path``;
+    returns the PipelineJob as a dict. ConfigError, before compiling, when a path is local to this
+    machine (``allow_local_paths``: for a run where every step shares this filesystem)."""
+    try:
+        from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner
+    except ImportError as e:  # kfp.pipeline_spec missing
+        raise ConfigError(
+            f"compiling for Kubeflow V2 needs the kfp extra ({e}); install it with "
+            "`pip install -c constraints.txt -e '.[kfp]'`") from e
+    if not image:
+        raise ConfigError("image is required: the container image every KFP step runs in "
+                          "(the repository's Dockerfile: make image)")
+    problems = [] if allow_local_paths else check_reachable(pipeline)
+    if problems:
+        raise ConfigError("the pipeline reads or writes paths the KFP containers cannot reach:\n  "
+                          + "\n  ".join(problems))
+    output_dir, output_filename = os.path.split(output_path)
+    if "://" not in output_dir:
+        output_dir = os.path.abspath(output_dir or ".")
+        os.makedirs(output_dir, exist_ok=True)
+    config = kfp_runner.KubeflowV2DagRunnerConfig(default_image=image, display_name=display_name)
+    runner = kfp_runner.KubeflowV2DagRunner(config=config, output_dir=output_dir,
+                                            output_filename=output_filename)
+    return runner.run(pipeline, write_out=True)
 
 
 def compile_kfp_v2(settings: PipelineSettings, image: str, output_dir: str,
                    output_filename: str = KFP_SPEC_FILE,
                    display_name: Optional[str] = None) -> Dict[str, Any]:
-    """Writes ``output_dir/output_filename`` and returns the compiled PipelineJob as a dict."""
-    try:
-        from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner
-    except ImportError as e:  # kfp.pipeline_spec missing
-        raise RuntimeError(
-            f"compiling for Kubeflow V2 needs the kfp extra ({e}); install it with "
-            "`pip install -c constraints.txt -e '.[kfp]'`") from e
-    if not image:
-        raise ValueError("image is required: the container image every KFP step runs in "
-                         "(one with tfx-qat installed)")
-    config = kfp_runner.KubeflowV2DagRunnerConfig(default_image=image, display_name=display_name)
-    runner = kfp_runner.KubeflowV2DagRunner(config=config, output_dir=output_dir,
-                                            output_filename=output_filename)
-    if "://" not in output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    return runner.run(create_pipeline(settings, for_container=True), write_out=True)
+    """The built-in image pipeline (``pipelines.cli compile-kfp``), compiled as any other."""
+    return compile_pipeline(create_pipeline(settings, for_container=True), image,
+                            os.path.join(output_dir, output_filename), display_name)
 
 
 def load_spec(path: str) -> Dict[str, Any]:

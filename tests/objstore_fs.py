@@ -81,6 +81,10 @@ class ObjectStoreFilesystem(filesystem.Filesystem):
     @staticmethod
     def rename(src, dst, overwrite=False):
         """Copy-then-delete, file by file, as gsutil/gfile do on object stores."""
+        if os.path.isfile(local(src)):
+            ObjectStoreFilesystem.copy(src, dst)
+            os.remove(local(src))
+            return
         for dirpath, _, names in os.walk(local(src)):
             for n in names:
                 s = os.path.join(dirpath, n)
