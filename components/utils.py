@@ -91,13 +91,23 @@ def set_properties(artifact: types.Artifact, record) -> None:
 
 
 def mlmd_properties(node) -> Dict[str, Any]:
-    """An MLMD Artifact/Execution proto's properties and custom properties as plain values."""
+    """An MLMD Artifact/Execution proto's properties and custom properties as plain values.
+    Kubeflow V2 hands artifacts from task to task as JSON metadata, which TFX's entrypoint turns
+    back into struct values (``{"__value__": v}``, numbers as floats): those are unwrapped here."""
+    from google.protobuf import json_format
     out = {}
     for props in (node.properties, node.custom_properties):
         for k, v in props.items():
             kind = v.WhichOneof("value")
-            out[k] = None if kind is None else getattr(v, kind)
+            value = None if kind is None else getattr(v, kind)
+            if kind == "struct_value":
+                value = json_format.MessageToDict(value)
+                value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
+            out[k] = value
     return out
+
+
+STRUCT_SINGLE_VALUE_KEY = "__value__"  # how TFX's Artifact wraps a non-dict JSON value
 
 
 def read_record(artifact, record_type):

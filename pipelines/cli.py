@@ -5,19 +5,28 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import quant_lib  # noqa: F401
 from quant_lib.config import (MOVES, ConfigError, EvalConfig, ExportConfig, QuantizationConfig,
                                SearchConfig, Threshold)
 
-VALIDATION_FRACTION = 1 / 12
+VALIDATION_FRACTION = 1 / 12  # of the training images, when --search-budget-pt asks for a split
 # Exit codes of the pipeline commands (README "Not blessed?"): 0 ran (blessed, or not blessed
 # without --fail-if-not-blessed), 1 a component failed, 2 bad input before the run, 3 ran and the
 # int8 model was NOT blessed (with --fail-if-not-blessed).
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 1, 2, 3
+
+
+class Built(NamedTuple):
+    """A pipeline a command line defines, and where its run writes (summary.json, MLMD)."""
+    pipeline: Any
+    output_root: str
+    metadata_path: str
+
+
 FAIL_IF_NOT_BLESSED_HELP = (f"exit with {EXIT_NOT_BLESSED} when the pipeline ran but the int8 model "
-                            "was NOT blessed (not pushed); default: exit 0, see summary.json")  # of the training images, when --search-budget-pt asks for a split
+                            "was NOT blessed (not pushed); default: exit 0, see summary.json")
 
 
 def _shape(text: str):
@@ -149,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataSpec of a built-in dataset; else give --num-classes (+ --image-shape)")
     k.add_argument("--name", default="tfx-qat", help="pipeline name")
     k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
+    k.add_argument("--allow-local-paths", action="store_true",
+                   help="accept local --output-root/--data-root: only where every step mounts "
+                   "this filesystem at the same path (default: refused before compiling)")
     pg = sub.add_parser("penguin", help="TFX's own penguin example (Transform + the tfx-shipped "
                         "penguin_utils_keras.py module, unmodified) with tfx-qat added")
     pg.add_argument("--data", help="a penguin CSV in the layout of TFX's penguins_processed.csv "
@@ -252,10 +264,12 @@ def _prepare_data(args, data_root: str):
                                           args.image_shape, args.num_classes)
     if args.tfrecords:
         if not args.num_classes:
-            raise SystemExit("--tfrecords needs --num-classes N (and --image-shape H,W,C unless "
+            raise ConfigError("--tfrecords needs --num-classes N (and --image-shape H,W,C unless "
                              "images are square and single-channel)")
         return data.use_tfrecords(args.tfrecords, args.image_shape, args.num_classes,
                                   args.image_key, args.label_key, args.image_scale)
+    if getattr(args, "reuse_data", False) and data.ingested_spec(data_root) is not None:
+        return data_root, data.ingested_spec(data_root)  # a DAG file, parsed again and again
     if args.dataset == "digits":
         return data_root, data.ingest_digits(data_root)
     return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit)
@@ -306,20 +320,14 @@ def _builtin_labels(args):
     return BUILTIN_LABELS.get(getattr(args, "dataset", None), ()) if builtin else ()
 
 
-def cmd_run(args) -> int:
-    from pipelines.runner import run_local
+def build_run(args) -> Built:
     name = "csv" if args.csv else "tfrecords" if args.tfrecords else args.dataset
     root = os.path.abspath(args.output_root or os.path.join("runs", name))
-    from pipelines.data import IngestionError
-    from quant_lib.data import DataError
-    try:
-        data_root, spec = _prepare_data(args, os.path.join(
-            root, "data" if args.search_budget_pt is None else "data_with_validation"))
-        settings = _settings(args, f"tfx-qat-{name.replace('_', '-')}", root, data_root, spec)
-    except (IngestionError, DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return _run_and_print(lambda: run_local(settings), args)
+    data_root, spec = _prepare_data(args, os.path.join(
+        root, "data" if args.search_budget_pt is None else "data_with_validation"))
+    settings = _settings(args, f"tfx-qat-{name.replace('_', '-')}", root, data_root, spec)
+    from pipelines.pipeline import create_pipeline
+    return Built(create_pipeline(settings), root, settings.metadata_path)
 
 
 def _run_and_print(run, args) -> int:
@@ -354,14 +362,9 @@ def _eval_config_file(path: Optional[str]):
             raise ConfigError(f"--eval-config {path}: {e}") from e
 
 
-def cmd_tabular(args) -> int:
+def build_tabular(args) -> Built:
     from pipelines import tabular
-    from pipelines.runner import run_pipeline
-    try:
-        eval_config = _eval_config_file(args.eval_config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    eval_config = _eval_config_file(args.eval_config)
     root = os.path.abspath(args.output_root or os.path.join("runs", args.dataset))
     search = None if args.search_budget is None else SearchConfig(
         max_accuracy_drop_pt=args.search_budget, max_mae_increase_pct=args.search_budget,
@@ -374,18 +377,15 @@ def cmd_tabular(args) -> int:
         os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"), label, task,
         spec_task=args.task, eval_config=eval_config, float_epochs=args.float_epochs,
         qat_epochs=args.qat_epochs, search=search)
-    return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")), args)
+    return Built(pipeline, root, os.path.join(root, "metadata.sqlite"))
 
 
-def cmd_penguin(args) -> int:
+def build_penguin(args) -> Built:
     import shutil
     from pipelines.penguin import PROCESSED_CSV, create_pipeline, write_processed_csv
     if args.data and not os.path.isfile(args.data):
-        print(f"error: --data {args.data}: no such file (a CSV laid out as TFX's "
-              "penguins_processed.csv; leave --data out to make it from palmerpenguins)",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"--data {args.data}: no such file (a CSV laid out as TFX's "
+                          "penguins_processed.csv; leave --data out to make it from palmerpenguins)")
 
     def write_data(d):
         target = os.path.join(d, PROCESSED_CSV)
@@ -393,28 +393,23 @@ def cmd_penguin(args) -> int:
             shutil.copy(args.data, target)
         else:
             write_processed_csv(target)
-    return _run_example(
+    return _build_example(
         args, write_data,
         lambda root, d, gate: create_pipeline(*_paths(root, d), qat_epochs=args.qat_epochs,
                                               eval_config=gate))
 
 
-def _run_example(args, write_data, create) -> int:
-    """An example pipeline under ``args.output_root``: ``write_data(data_root)`` lays its data,
-    ``create(root, data_root, eval_config)`` defines it (``--eval-config`` parsed first)."""
-    from pipelines.runner import run_pipeline
-    try:
-        eval_config = _eval_config_file(args.eval_config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _build_example(args, write_data, create) -> Built:
+    """An example pipeline under ``args.output_root``: ``write_data(data_root)`` lays its data
+    (once, for a DAG file), ``create(root, data_root, eval_config)`` defines it."""
+    eval_config = _eval_config_file(args.eval_config)
     root = os.path.abspath(args.output_root)
     data_root = os.path.join(root, "data")
-    os.makedirs(data_root, exist_ok=True)
-    write_data(data_root)
-    pipeline = create(root, data_root, eval_config)
-    return _run_and_print(lambda: run_pipeline(pipeline, root,
-                                               os.path.join(root, "metadata.sqlite")), args)
+    if not (getattr(args, "reuse_data", False) and os.path.isdir(data_root)
+            and os.listdir(data_root)):
+        os.makedirs(data_root, exist_ok=True)
+        write_data(data_root)
+    return Built(create(root, data_root, eval_config), root, os.path.join(root, "metadata.sqlite"))
 
 
 def _paths(root: str, data_root: str):
@@ -422,19 +417,19 @@ def _paths(root: str, data_root: str):
             os.path.join(root, "metadata.sqlite"))
 
 
-def cmd_wide_deep(args) -> int:
+def build_wide_deep(args) -> Built:
     from pipelines import wide_deep
-    return _run_example(
+    return _build_example(
         args, lambda d: wide_deep.write_csv(os.path.join(d, "penguins.csv")),
         lambda root, d, gate: wide_deep.create_pipeline(
             *_paths(root, d), qat_epochs=args.qat_epochs, gate=gate,
             enable_cache=not args.no_cache))
 
 
-def cmd_taxi(args) -> int:
+def build_taxi(args) -> Built:
     import shutil
     from pipelines import taxi
-    return _run_example(
+    return _build_example(
         args, lambda d: shutil.copy(taxi.data_csv(), os.path.join(d, "data.csv")),
         lambda root, d, gate: taxi.create_pipeline(
             *_paths(root, d), train_steps=args.train_steps, qat_epochs=args.qat_epochs,
@@ -459,7 +454,7 @@ def cmd_compile_kfp(args) -> int:
         settings = _settings(args, args.name, root, args.data_root, spec)
         out_dir, out_file = os.path.split(os.path.abspath(args.output))
         job = compile_kfp_v2(settings, image=args.image, output_dir=out_dir,
-                             output_filename=out_file)
+                             output_filename=out_file, allow_local_paths=args.allow_local_paths)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -497,15 +492,50 @@ def cmd_experiments(args) -> int:
         return 2
 
 
+BUILDERS = {"run": build_run, "penguin": build_penguin, "tabular": build_tabular,
+            "wide-deep": build_wide_deep, "taxi": build_taxi}
+
+
+def build_pipeline(argv, reuse_data: bool = False) -> Built:
+    """The pipeline a ``run``/``penguin``/``tabular``/``wide-deep``/``taxi`` command line defines,
+    not run: for orchestrators that run it themselves (the Airflow DAG). ``reuse_data``: keep data
+    already laid under the output root (a DAG file is parsed every few seconds). Bad arguments or
+    input raise ConfigError (IngestionError/DataError for data) before anything runs."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as e:  # argparse printed the reason to stderr
+        raise ConfigError(f"{' '.join(argv)!r} is not a valid tfx-qat command line "
+                          f"(see stderr; python -m pipelines.cli --help)") from e
+    if args.command not in BUILDERS:
+        raise ConfigError(f"{args.command!r} does not define a pipeline: use one of "
+                          f"{sorted(BUILDERS)}")
+    args.reuse_data = reuse_data
+    return BUILDERS[args.command](args)
+
+
+def cmd_pipeline(args) -> int:
+    """Builds the command's pipeline (bad input: exit 2) and runs it with LocalDagRunner."""
+    from pipelines.data import IngestionError
+    from pipelines.runner import run_pipeline
+    from quant_lib.data import DataError
+    try:
+        built = BUILDERS[args.command](args)
+    except (IngestionError, DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return _run_and_print(lambda: run_pipeline(built.pipeline, built.output_root,
+                                               built.metadata_path), args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    pipelines_run = ("run", "penguin", "tabular", "wide-deep", "taxi")
-    logging.basicConfig(level=logging.INFO if args.command in pipelines_run else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.command in BUILDERS else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
-    return {"run": cmd_run, "compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
-            "experiments": cmd_experiments,
-            "penguin": cmd_penguin, "tabular": cmd_tabular, "wide-deep": cmd_wide_deep, "taxi": cmd_taxi,
-            "edgetpu-analyze": cmd_edgetpu_analyze,
+    if args.command in BUILDERS:
+        return cmd_pipeline(args)
+    return {"compile-kfp": cmd_compile_kfp, "lineage": cmd_lineage,
+            "experiments": cmd_experiments, "edgetpu-analyze": cmd_edgetpu_analyze,
             "edgetpu-log": cmd_edgetpu_log}[args.command](args)
 
 

@@ -100,11 +100,12 @@ def compile_pipeline(pipeline: Pipeline, image: str, output_path: str,
 
 
 def compile_kfp_v2(settings: PipelineSettings, image: str, output_dir: str,
-                   output_filename: str = KFP_SPEC_FILE,
-                   display_name: Optional[str] = None) -> Dict[str, Any]:
+                   output_filename: str = KFP_SPEC_FILE, display_name: Optional[str] = None,
+                   allow_local_paths: bool = False) -> Dict[str, Any]:
     """The built-in image pipeline (``pipelines.cli compile-kfp``), compiled as any other."""
     return compile_pipeline(create_pipeline(settings, for_container=True), image,
-                            os.path.join(output_dir, output_filename), display_name)
+                            os.path.join(output_dir, output_filename), display_name,
+                            allow_local_paths)
 
 
 def load_spec(path: str) -> Dict[str, Any]:

@@ -44,6 +44,8 @@ class Record:
                 v = bool(int(v))
             elif kind is float:
                 v = float(v)
+            elif kind is int:  # KFP's artifact metadata carries every number as a float
+                v = int(v)
             values[name] = v
         return cls(**values)
 

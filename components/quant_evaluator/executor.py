@@ -128,6 +128,7 @@ def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
         float_model={"uri": float_model.uri, "id": float_model.id},
         int8_model={"uri": quantized.uri, "id": quantized.id})
     card = model_card.build(metrics, read_record(quantized, records.Int8Model), lineage)
+    fileio.makedirs(blessing.uri)  # KFP creates no output directories (object stores have none)
     with fileio.open(os.path.join(blessing.uri, model_card.JSON_FILE), "w") as f:
         f.write(json.dumps(card, indent=2))
     with fileio.open(os.path.join(blessing.uri, model_card.MD_FILE), "w") as f:
