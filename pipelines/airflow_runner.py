@@ -1,4 +1,13 @@
-"""Airflow 2: the same pipeline definition as the local run, as an Airflow DAG (AirflowDagRunner).
+"""Airflow 2: any tfx-qat pipeline as an Airflow DAG (TFX's AirflowDagRunner).
+
+A team's DAG file names its pipeline one of two ways (``pipelines/airflow_dags/tfx_qat_dag.py``
+reads them from the environment; a DAG file of its own can call these functions directly):
+
+- ``dag_from_factory("my_team.pipeline:create_pipeline")``: their own pipeline definition, a
+  function returning a ``tfx.dsl.Pipeline`` (their Transform, module file, gate, push target);
+- ``dag_from_command_line(["run", "--csv", ..., "--eval-config", "gate.pbtxt"])``: anything
+  ``python -m pipelines.cli`` runs locally (``run``/``penguin``/``tabular``/``wide-deep``/``taxi``
+  with every flag, the gate and an EvalConfig file included), scheduled by Airflow instead.
 
 Airflow's own pins (werkzeug < 3, SQLAlchemy 1.4, ...) conflict with TFX 1.16's, so it lives in a
 second venv layered over the main one (``make airflow-venv``; see README "Airflow").
@@ -6,37 +15,51 @@ second venv layered over the main one (``make airflow-venv``; see README "Airflo
 from __future__ import annotations
 
 import datetime
-import os
-from typing import List, Optional
+import importlib
+from typing import Any, Dict, Optional, Sequence
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from quant_lib.config import ConfigError
+
+START_DATE = datetime.datetime(2026, 1, 1)
 
 
-def build_dag(dataset: str = "fashion_mnist", output_root: Optional[str] = None,
-              float_epochs: int = 5, qat_epochs: int = 1,
-              beam_args: Optional[List[str]] = None,
-              start_date: datetime.datetime = datetime.datetime(2026, 1, 1)):
-    """Ingests the dataset if missing and returns the Airflow DAG (dag_id ``tfx-qat-<dataset>``)."""
+def dag_for(pipeline, dag_config: Optional[Dict[str, Any]] = None):
+    """The Airflow DAG (dag_id = the pipeline's name) running ``pipeline``'s components as tasks.
+    ``dag_config``: Airflow DAG arguments (default: no schedule, no catch-up)."""
     from tfx.orchestration.airflow.airflow_dag_runner import (AirflowDagRunner,
                                                               AirflowPipelineConfig)
+    config = {"schedule": None, "start_date": START_DATE, "catchup": False}
+    config.update(dag_config or {})
+    return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config=config)).run(pipeline)
 
-    from pipelines import data
-    from pipelines.pipeline import DEFAULT_BEAM_ARGS, PipelineSettings, create_pipeline
-    from quant_lib.config import QuantizationConfig
 
-    if dataset not in data.BUILTIN_SPECS:
-        raise ValueError(f"TFX_QAT_DATASET={dataset!r}: use one of {sorted(data.BUILTIN_SPECS)}")
-    root = os.path.abspath(output_root or os.path.join(REPO_ROOT, "runs", f"airflow_{dataset}"))
-    data_root = os.path.join(root, "data")
-    spec = data.ingested_spec(data_root)  # DAG files are parsed often: ingest once
-    if spec is None:
-        ingest = data.ingest_digits if dataset == "digits" else data.ingest_fashion_mnist
-        spec = ingest(data_root)
-    settings = PipelineSettings(
-        name=f"tfx-qat-{dataset.replace('_', '-')}-airflow", output_root=root,
-        data_root=data_root, data=spec, float_epochs=float_epochs,
-        qat=QuantizationConfig(data=spec, epochs=qat_epochs),
-        beam_pipeline_args=beam_args or list(DEFAULT_BEAM_ARGS))
-    config = AirflowPipelineConfig(airflow_dag_config={
-        "schedule": None, "start_date": start_date, "catchup": False})
-    return AirflowDagRunner(config).run(create_pipeline(settings))
+def load_factory(target: str):
+    """``"package.module:function"`` -> the function; ConfigError naming what is missing."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"pipeline factory {target!r}: write it as package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"pipeline factory {target!r}: cannot import {module_name} ({e}); put "
+                          "its package on the Airflow workers' PYTHONPATH") from e
+    if not callable(getattr(module, attr, None)):
+        raise ConfigError(f"pipeline factory {target!r}: {module_name} has no function {attr}")
+    return getattr(module, attr)
+
+
+def dag_from_factory(target: str, dag_config: Optional[Dict[str, Any]] = None, **kwargs):
+    """The DAG of the pipeline ``target`` (``module:function``) returns, called with ``kwargs``."""
+    from tfx.orchestration import pipeline as tfx_pipeline
+    pipeline = load_factory(target)(**kwargs)
+    if not isinstance(pipeline, tfx_pipeline.Pipeline):
+        raise ConfigError(f"pipeline factory {target!r} returned {type(pipeline).__name__}, "
+                          "not a tfx.dsl.Pipeline")
+    return dag_for(pipeline, dag_config)
+
+
+def dag_from_command_line(argv: Sequence[str], dag_config: Optional[Dict[str, Any]] = None):
+    """The DAG of the pipeline a ``pipelines.cli`` command line defines (data laid once under
+    its output root: DAG files are parsed again and again)."""
+    from pipelines import cli
+    return dag_for(cli.build_pipeline(list(argv), reuse_data=True).pipeline, dag_config)

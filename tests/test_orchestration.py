@@ -117,3 +117,30 @@ def test_eval_config_file_reaches_the_evaluator_and_conflicts_are_refused(tmp_pa
     bad.write_text("metrics_specs { nonsense: 1 }")
     assert cli.main(base + ["--eval-config", str(bad)]) == 2
     assert f"--eval-config {bad}: eval_config: not a tfma.EvalConfig" in capsys.readouterr().err
+
+
+def test_build_pipeline_gives_other_orchestrators_the_cli_pipeline(tmp_path, capsys):
+    """What the Airflow DAG schedules: the pipeline a CLI command line defines, not run; bad
+    settings are refused before anything is built, naming the flag or command."""
+    from quant_lib.config import ConfigError
+    built = cli.build_pipeline(["run", "--dataset", "digits", "--output-root", str(tmp_path),
+                                "--max-accuracy-drop-pt", "1.5", "--qat-epochs", "3"])
+    ids = [c.id for c in built.pipeline.components]
+    assert ids[-4:] == ["QuantizeTrainer", "IntegerExporter", "QuantEvaluator", "Pusher"]
+    by_id = {c.id: c for c in built.pipeline.components}
+    assert json.loads(by_id["QuantEvaluator"].exec_properties["config"])[
+        "max_accuracy_drop_pt"] == 1.5
+    assert built.output_root == str(tmp_path)
+    assert built.metadata_path == str(tmp_path / "metadata.sqlite")
+    laid = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    assert laid
+    cli.build_pipeline(["run", "--dataset", "digits", "--output-root", str(tmp_path)],
+                       reuse_data=True)  # a DAG file parsed again: data laid once
+    assert {p: p.stat().st_mtime_ns for p in laid} == laid
+    with pytest.raises(ConfigError, match="max_accuracy_drop_pt"):
+        cli.build_pipeline(["run", "--dataset", "digits", "--output-root", str(tmp_path),
+                            "--max-accuracy-drop-pt", "-1"])
+    with pytest.raises(ConfigError, match="'lineage' does not define a pipeline"):
+        cli.build_pipeline(["lineage", str(tmp_path)])
+    with pytest.raises(ConfigError, match="not a valid tfx-qat command line"):
+        cli.build_pipeline(["run", "--no-such-flag"])

@@ -1,24 +1,29 @@
-"""Airflow 2 DAG for the tfx-qat pipeline (same definition as ``make run``; TFX's AirflowDagRunner).
+"""Airflow 2 DAG for a tfx-qat pipeline, configured from the environment so that one file serves
+every deployment (point Airflow's ``dags_folder`` here, or copy this file). The DAG's id is the
+pipeline's name; a bad setting fails the DAG import with a message naming it.
 
-Point Airflow's ``dags_folder`` at this directory (``make airflow-test`` does, on a local SQLite
-Airflow). Settings come from the environment so one file serves every deployment:
-
-- ``TFX_QAT_DATASET``: ``fashion_mnist`` (default) or ``digits``; ingested once into
-  ``<root>/data`` if missing (IDX from the Debian package, or sklearn's bundled digits).
-- ``TFX_QAT_ROOT``: output root (pipeline root, SQLite MLMD, pushes); default ``runs/airflow_<dataset>``.
-- ``TFX_QAT_FLOAT_EPOCHS`` / ``TFX_QAT_QAT_EPOCHS``: training length.
-- ``TFX_QAT_BEAM_ARGS``: space-separated Beam args (default: DirectRunner in memory).
+- ``TFX_QAT_PIPELINE=package.module:function``: your own pipeline definition (a function returning
+  a ``tfx.dsl.Pipeline``); ``TFX_QAT_PIPELINE_KWARGS``: a JSON object of its keyword arguments.
+- else ``TFX_QAT_ARGS``: a ``python -m pipelines.cli`` command line that defines a pipeline, every
+  flag included (``run --csv train.csv --max-accuracy-drop-pt 1 --eval-config gate.pbtxt
+  --output-root /shared/tfx-qat``; ``taxi``/``penguin``/``tabular``/``wide-deep`` as well). Default:
+  ``run --dataset fashion_mnist --output-root runs/airflow_fashion_mnist`` under the repository.
+- ``TFX_QAT_SCHEDULE``: the DAG's schedule (cron or preset such as ``@daily``; default none).
 """
-import datetime
+import json
 import os
+import shlex
 
-from pipelines.airflow_runner import build_dag
+from pipelines.airflow_runner import dag_from_command_line, dag_from_factory
 
-DAG = build_dag(
-    dataset=os.environ.get("TFX_QAT_DATASET", "fashion_mnist"),
-    output_root=os.environ.get("TFX_QAT_ROOT"),
-    float_epochs=int(os.environ.get("TFX_QAT_FLOAT_EPOCHS", "5")),
-    qat_epochs=int(os.environ.get("TFX_QAT_QAT_EPOCHS", "1")),
-    beam_args=os.environ.get("TFX_QAT_BEAM_ARGS", "").split() or None,
-    start_date=datetime.datetime(2026, 1, 1),
-)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_ARGS = ["run", "--dataset", "fashion_mnist", "--output-root",
+                os.path.join(REPO, "runs", "airflow_fashion_mnist")]
+
+_config = {"schedule": os.environ.get("TFX_QAT_SCHEDULE") or None}
+if os.environ.get("TFX_QAT_PIPELINE"):
+    DAG = dag_from_factory(os.environ["TFX_QAT_PIPELINE"], _config,
+                           **json.loads(os.environ.get("TFX_QAT_PIPELINE_KWARGS") or "{}"))
+else:
+    DAG = dag_from_command_line(shlex.split(os.environ.get("TFX_QAT_ARGS", "")) or DEFAULT_ARGS,
+                                _config)
