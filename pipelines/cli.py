@@ -105,6 +105,7 @@ def _pipeline_flags() -> argparse.ArgumentParser:
     r.add_argument("--min-int8-speedup", type=float, metavar="RATIO",
                    help="bless only if the int8 model runs at least RATIO times the float "
                         "reference's speed on this machine (e.g. 1.0)")
+    _guard_flags(r)
     r.add_argument("--eval-config", metavar="FILE",
                    help="a tfma.EvalConfig (text proto .pbtxt or JSON) that decides the blessing "
                         "(float = baseline, int8 = candidate) instead of the accuracy flags above")
@@ -114,6 +115,18 @@ def _pipeline_flags() -> argparse.ArgumentParser:
                    help="Beam pipeline arg, repeatable (default: DirectRunner in memory); e.g. "
                         "--beam-arg=--runner=DataflowRunner (see README, Distributed Beam)")
     return r
+
+
+def _guard_flags(r: argparse.ArgumentParser) -> None:
+    """EvalConfig.max_class_drop_pt / class_drop_rule: tfx-qat's paired-evidence class guard."""
+    r.add_argument("--max-class-drop-pt", type=float, default=2.0, metavar="PT",
+                   help="the class guard: block when paired evidence shows a class or slice "
+                        "losing more than PT points (default 2.0; README 'QuantEvaluator')")
+    r.add_argument("--class-drop-rule", choices=("harm", "strict"), default="harm",
+                   help="harm: block on evidence of a drop beyond the tolerance (default); "
+                        "strict: bless only on evidence that every drop is within it")
+    r.add_argument("--no-class-guard", action="store_true",
+                   help="turn the class guard off (the gate alone decides)")
 
 
 def _example_parser(sub, name: str, help_text: str, root: str, qat_epochs: int, gate: str):
@@ -126,6 +139,25 @@ def _example_parser(sub, name: str, help_text: str, root: str, qat_epochs: int, 
     p.add_argument("--eval-config", metavar="FILE",
                    help=f"tfma.EvalConfig (.pbtxt or JSON); default: {gate}")
     return p
+
+
+def _kfp_parser(sub, common) -> None:
+    """compile-kfp: the built-in pipeline as a Kubeflow Pipelines v2 / Vertex AI spec."""
+    k = sub.add_parser("compile-kfp", parents=[common],
+                       help="compile the pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON)")
+    k.add_argument("--image", required=True,
+                   help="container image with tfx-qat installed that every step runs in")
+    k.add_argument("--output-root", required=True,
+                   help="pipeline root + push destination parent, e.g. gs://bucket/tfx-qat")
+    k.add_argument("--data-root", required=True,
+                   help="tf.Example TFRecords in <data-root>/train/* and <data-root>/eval/*")
+    k.add_argument("--dataset", choices=("fashion_mnist", "digits"),
+                   help="DataSpec of a built-in dataset; else give --num-classes (+ --image-shape)")
+    k.add_argument("--name", default="tfx-qat", help="pipeline name")
+    k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
+    k.add_argument("--allow-local-paths", action="store_true",
+                   help="accept local --output-root/--data-root: only where every step mounts "
+                   "this filesystem at the same path (default: refused before compiling)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,21 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-root", help="where data, artifacts, MLMD, pushes and summary.json go "
                    "(default: runs/<dataset>)")
     r.add_argument("--limit", type=int, help="use only the first N Fashion-MNIST training images")
-    k = sub.add_parser("compile-kfp", parents=[common],
-                       help="compile the pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON)")
-    k.add_argument("--image", required=True,
-                   help="container image with tfx-qat installed that every step runs in")
-    k.add_argument("--output-root", required=True,
-                   help="pipeline root + push destination parent, e.g. gs://bucket/tfx-qat")
-    k.add_argument("--data-root", required=True,
-                   help="tf.Example TFRecords in <data-root>/train/* and <data-root>/eval/*")
-    k.add_argument("--dataset", choices=("fashion_mnist", "digits"),
-                   help="DataSpec of a built-in dataset; else give --num-classes (+ --image-shape)")
-    k.add_argument("--name", default="tfx-qat", help="pipeline name")
-    k.add_argument("--output", default="pipeline.json", help="where to write the spec JSON")
-    k.add_argument("--allow-local-paths", action="store_true",
-                   help="accept local --output-root/--data-root: only where every step mounts "
-                   "this filesystem at the same path (default: refused before compiling)")
+    _kfp_parser(sub, common)
     pg = sub.add_parser("penguin", help="TFX's own penguin example (Transform + the tfx-shipped "
                         "penguin_utils_keras.py module, unmodified) with tfx-qat added")
     pg.add_argument("--data", help="a penguin CSV in the layout of TFX's penguins_processed.csv "
@@ -302,6 +320,8 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
             max_regression_vs_baseline_pt=args.max_regression_pt,
             min_int8_speedup=args.min_int8_speedup,
+            max_class_drop_pt=None if args.no_class_guard else args.max_class_drop_pt,
+            class_drop_rule=args.class_drop_rule,
             tfma_metrics=tuple(args.tfma_metric),
             thresholds=tuple(Threshold(slice=((f, "*"),), max_drop_pt=args.max_slice_drop_pt)
                              for f in args.slice_by

@@ -29,7 +29,8 @@ _STATES = metadata_store_pb2.Execution.State
 OURS = ("QuantizeTrainer", "IntegerExporter", "QuantEvaluator")
 # What the terminal table shows (all columns: --csv, --json, the DataFrame).
 TABLE = ("run_id", "time", "status", "scheme", "bits", "per_tensor", "epochs", "learning_rate",
-         "search_chosen_trial", "metric", "float", "int8", "delta", "worst_slice", "int8_bytes",
+         "search_chosen_trial", "metric", "float", "int8", "delta", "worst_slice",
+         "drops_beyond_noise", "int8_bytes",
          "int8_latency_ms", "float_latency_ms", "edgetpu_ops_on_tpu", "blessed", "pushed")
 
 
@@ -131,7 +132,7 @@ def _row(ctx, pipeline, ex, io, atypes) -> Dict[str, Any]:
     base = _artifact(io, qt, "in", keys.BASE_MODEL)
     e_props = mlmd_properties(examples) if examples else {}
     head = b.headline
-    worst = _worst_slice(evaluation.uri) if evaluation else (None, None)
+    worst = _worst_slice(evaluation.uri) if evaluation else (None, None, {}, [])
     when = (qe or qt or failed or next(iter(ex.values()))).create_time_since_epoch
     status = ("FAILED in " + next(c for c, e in ex.items() if e is failed) if failed else
               "blessed" if b.blessed else "NOT blessed" if blessing else "incomplete")
@@ -160,32 +161,38 @@ def _row(ctx, pipeline, ex, io, atypes) -> Dict[str, Any]:
         "pushed_to": p.pushed_destination if p.pushed else None,
         "report": os.path.join(evaluation.uri, keys.REPORT_FILE) if evaluation else None,
         "slice_deltas": worst[2] if evaluation else {},
+        "drops_beyond_noise": worst[3] if evaluation else [],
     }
 
 
 def _worst_slice(uri: str):
-    """(slice, int8 - float of its headline, all slices' deltas) from QuantEvaluator's
-    metrics.json: configured slices, else classes; higher MAE counts as worse."""
+    """(slice, int8 - float of its headline, all slices' deltas, the classes and slices whose
+    paired 95 % interval lies below zero) from QuantEvaluator's metrics.json: configured slices,
+    else classes; higher MAE counts as worse."""
     path = os.path.join(uri, keys.METRICS_FILE)
     if not fileio.exists(path):
-        return None, None, {}
+        return None, None, {}, []
     with fileio.open(path) as f:
         m = json.loads(f.read())
-    deltas = {}
+    deltas, beyond = {}, []
     for name, s in m.get("slices", {}).items():
         if name == "overall":
             for c, v in (s.get("per_class_accuracy") or {}).items():
                 deltas[f"class {c}"] = v["int8"] - v["float"]
+                if v.get("paired", {}).get("interval_pt", [0, 0])[1] < 0:
+                    beyond.append(f"class {c}")
         elif "accuracy" in s:
             deltas[name] = s["accuracy"]["int8"] - s["accuracy"]["float"]
+            if s.get("paired", {}).get("interval_pt", [0, 0])[1] < 0:
+                beyond.append(name)
         elif "mae" in s:
             deltas[name] = -(s["mae"]["int8"] - s["mae"]["float"])
     configured = {k: v for k, v in deltas.items() if not k.startswith("class ")}
     pool = configured or deltas
     if not pool:
-        return None, None, deltas
+        return None, None, deltas, beyond
     name = min(pool, key=pool.get)
-    return name, pool[name], deltas
+    return name, pool[name], deltas, beyond
 
 
 def frame(root: Optional[str] = None, mlmd_config: Optional[str] = None):

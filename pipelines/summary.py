@@ -127,6 +127,8 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "baseline_check": b.baseline_check,
         "blessing_reasons": b.blessing_reasons or [],
         "eval_examples": b.eval_examples,
+        "int8_top1_ties": ev.int8_top1_ties,
+        "per_class": _per_class(evaluation),
         "int8_latency_ms": b.int8_latency_ms,
         "float_latency_ms": b.float_latency_ms,
         "int8_xnnpack": b.int8_xnnpack,
@@ -150,6 +152,38 @@ def report_line(s: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+def _per_class(evaluation) -> Dict[str, Dict[str, Any]]:
+    """class -> support, float, int8, delta_pt, paired 95 % interval (pt), from metrics.json."""
+    path = evaluation and os.path.join(evaluation.uri, keys.METRICS_FILE)
+    if not path or not fileio.exists(path):
+        return {}
+    with fileio.open(path) as f:
+        overall = json.loads(f.read()).get("slices", {}).get("overall", {})
+    return {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
+                "delta_pt": 100 * (v["int8"] - v["float"]),
+                "interval_pt": v.get("paired", {}).get("interval_pt")}
+            for c, v in (overall.get("per_class_accuracy") or {}).items()}
+
+
+def _per_class_lines(per_class: Dict[str, Dict[str, Any]]) -> list:
+    """Each class's int8-minus-float with its paired interval; drops beyond noise marked."""
+    cells = []
+    for c, v in per_class.items():
+        lo, hi = v["interval_pt"] or (float("nan"), float("nan"))
+        cells.append(f"{c}: {v['delta_pt']:+.1f} [{lo:+.1f},{hi:+.1f}]" + ("*" if hi < 0 else ""))
+    rows = ["  ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
+    return ([f"  per class      : int8 - float pt [paired 95 % interval]; * drop beyond noise"]
+            + [f"                   {r}" for r in rows])
+
+
+def _latency_text(s: Dict[str, Any]) -> str:
+    if not (s.get("int8_latency_ms") and s.get("float_latency_ms")):
+        return "n/a"
+    return (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
+            f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
+            f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
+
+
 def format_summary(s: Dict[str, Any]) -> str:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -162,11 +196,7 @@ def format_summary(s: Dict[str, Any]) -> str:
         r = s["float_tflite_bytes"] / s["int8_tflite_bytes"]
         ratio = f"{r:.2f}x smaller" if r >= 1 else f"{1 / r:.2f}x larger (quantization parameters)"
     delta = "n/a" if s["delta_pt"] is None else f"{s['delta_pt']:+.2f}"
-    latency = "n/a"
-    if s.get("int8_latency_ms") and s.get("float_latency_ms"):
-        latency = (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
-                   f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
-                   f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
+    latency = _latency_text(s)
     if s.get("task") == "regression":
         headline = [f"  float MAE      : {s['float_mae']:.4f}   ({s.get('eval_examples')} eval "
                     "examples)", f"  int8 MAE       : {s['int8_mae']:.4f}"]
@@ -184,6 +214,8 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
+    if s.get("per_class") and len(s["per_class"]) <= 40:
+        lines[len(headline) + 2:len(headline) + 2] = _per_class_lines(s["per_class"])
     if s.get("int8_xnnpack"):
         lines.insert(-1, f"  XNNPACK        : int8 {s['int8_xnnpack'].replace('XNNPACK ', '')}"
                      + (f"; float {s['float_xnnpack'].replace('XNNPACK ', '')}"

@@ -108,6 +108,13 @@ class DataSpec(_JsonConfig):
         h, w, c = self.image_shape
         return h * w * c
 
+    @property
+    def raw_pixel_range(self) -> Optional[Tuple[float, float]]:
+        """The float range 8-bit pixels (``image_dtype`` uint8) give the model, (0, 255 *
+        image_scale): pinned as the int8 model's input range, so a raw pixel byte *is* its
+        input (scale image_scale; zero point 0 for uint8 I/O, -128 for int8). None otherwise."""
+        return (0.0, 255.0 * self.image_scale) if self.image_dtype == "uint8" else None
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec(_JsonConfig):
@@ -475,6 +482,11 @@ class EvalConfig(_JsonConfig):
     reference's speed (``invoke()`` per example, 1 thread, interleaved passes on this machine;
     e.g. 1.0: never push an int8 model slower than float). Like the baseline check it works
     with an ``eval_config`` too.
+    ``max_class_drop_pt``: tfx-qat's own guard beside any gate (None: off): no class (and no
+    configured slice) may lose more than this many points of accuracy, judged on paired evidence
+    (``quant_lib.paired``): ``class_drop_rule`` "harm" blocks where the data show a drop beyond
+    it (Holm-corrected: a model without such harm is blocked with probability at most
+    ``class_drop_alpha``), "strict" blesses only where every interval shows the drop within it.
     """
 
     data: InputSpec = DataSpec()
@@ -488,9 +500,22 @@ class EvalConfig(_JsonConfig):
     max_regression_vs_baseline_pt: Optional[float] = None
     tfma_metrics: Tuple[str, ...] = ()
     min_int8_speedup: Optional[float] = None
+    max_class_drop_pt: Optional[float] = 2.0
+    class_drop_rule: str = "harm"
+    class_drop_alpha: float = 0.05
 
     def __post_init__(self):
         n = "EvalConfig"
+        _require(self.max_class_drop_pt is None or (
+            isinstance(self.max_class_drop_pt, (int, float)) and
+            0 <= self.max_class_drop_pt <= 100), n, "max_class_drop_pt",
+            f"must be None (guard off) or in [0, 100] points, got {self.max_class_drop_pt!r}")
+        _require(self.class_drop_rule in ("harm", "strict"), n, "class_drop_rule",
+                 f"must be 'harm' (block on evidence of harm) or 'strict' (bless only on "
+                 f"evidence of no harm), got {self.class_drop_rule!r}")
+        _require(isinstance(self.class_drop_alpha, float) and 0 < self.class_drop_alpha < 0.5,
+                 n, "class_drop_alpha", f"must be in (0, 0.5), e.g. 0.05, got "
+                 f"{self.class_drop_alpha!r}")
         _require(self.min_int8_speedup is None or (
             isinstance(self.min_int8_speedup, (int, float)) and self.min_int8_speedup > 0), n,
             "min_int8_speedup", "must be None (no speed check) or a ratio > 0, e.g. 1.0 (int8 at "

@@ -314,6 +314,32 @@ def speed_failures(min_speedup: Optional[float], latency) -> List[str]:
     return []
 
 
+def guarded_comparisons(stats: Dict[SliceKey, object], labels: Sequence[str] = ()) -> Dict:
+    """What the class guard judges: each class on the whole split, and each configured slice;
+    name -> quant_lib.paired.PairedAccuracy (classifiers only; empty otherwise)."""
+    from quant_lib.metrics import slice_name
+    overall = stats.get(OVERALL)
+    if not isinstance(overall, SliceStats):
+        return {}
+    out = {}
+    for k, p in overall.paired_per_class().items():
+        name = labels[k] if k < len(labels) else None
+        out[f"class {k}" + (f" ({name})" if name and name != str(k) else "")] = p
+    for key, s in sorted(stats.items()):
+        if key != OVERALL:
+            out[slice_name(key)] = s.paired()
+    return out
+
+
+def class_guard_failures(cfg, stats: Dict[SliceKey, object], labels: Sequence[str] = ()):
+    """EvalConfig.max_class_drop_pt's reasons to block (quant_lib.paired.guard)."""
+    from quant_lib import paired
+    if cfg.max_class_drop_pt is None:
+        return []
+    return paired.guard(guarded_comparisons(stats, labels), cfg.max_class_drop_pt,
+                        cfg.class_drop_rule, cfg.class_drop_alpha)
+
+
 def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[str]) -> Dict:
     """The new int8 model vs the latest blessed (deployed) one, both scored in the same Beam job:
     accuracy may fall at most ``limit_pt`` percentage points below the deployed model's."""
@@ -375,7 +401,8 @@ class EvaluationResult:
             rec = dataclasses.replace(
                 rec, accuracy_delta_pt=(o.value("accuracy", "float") -
                                         o.value("accuracy", "int8")) * 100,
-                float_correct=o.correct["float"], int8_correct=o.correct["int8"])
+                float_correct=o.correct["float"], int8_correct=o.correct["int8"],
+                int8_top1_ties=o.ties["int8"])
         return rec
 
     def to_json(self) -> Dict[str, object]:

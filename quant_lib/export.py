@@ -102,5 +102,34 @@ def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: Export
             f"per-tensor conversion asked (the QAT model is per-tensor) but the converter wrote "
             f"per-channel scales for {len(per_axis)} weight tensor(s), e.g. {sorted(per_axis)[:3]}: "
             "their weights were not fake-quantized in QAT, so the int8 model is not the trained one")
-    return ExportResult(data, report, {}, tflite.input_contract(data), cfg.activations, meta)
+    contract = tflite.input_contract(data)
+    rule = raw_pixel_rule(contract, cfg.data)
+    if rule:
+        contract[0]["client_feeds"] = rule
+    return ExportResult(data, report, {}, contract, cfg.activations, meta)
+
+
+def raw_pixel_rule(contract: List[Dict], spec) -> Optional[str]:
+    """For 8-bit pixels into an integer input: proves that a raw pixel byte p, scaled by
+    ``image_scale`` and quantized as QuantEvaluator does, is exactly the model's input (p for
+    uint8, p - 128 for int8) — what the Task Library and an Android bitmap feed — and returns
+    that rule for the model card. None for other models; ExportValidationError when it fails."""
+    pixel_range = getattr(spec, "raw_pixel_range", None)
+    if pixel_range is None or len(contract) != 1 or contract[0]["dtype"] not in ("uint8", "int8"):
+        return None
+    c = contract[0]
+    offset = 0 if c["dtype"] == "uint8" else -128
+    p = np.arange(256, dtype=np.float32)
+    fed = tflite.quantize_input(p * np.float32(spec.image_scale), c["scale"], c["zero_point"],
+                                np.dtype(c["dtype"]))
+    wrong = int(np.sum(fed.astype(np.int64) != np.arange(256) + offset))
+    if wrong:
+        raise ExportValidationError(
+            f"input {c['name']!r}: scale {c['scale']:.8g}, zero point {c['zero_point']}: a raw "
+            f"pixel byte is not the model's input for {wrong} of 256 values (DataSpec.image_dtype="
+            f"'uint8', image_scale={spec.image_scale:.8g} want scale {spec.image_scale:.8g}, zero "
+            f"point {offset}): the QAT model's input range is not [0, {pixel_range[1]:.6g}] "
+            "(quant_lib.qat.pin_input_range); re-export, or set DataSpec.image_scale to the "
+            "scale the data was stored with")
+    return "the raw pixel byte" if offset == 0 else "the raw pixel byte minus 128"
 

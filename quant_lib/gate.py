@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
@@ -240,11 +240,18 @@ def _typed_field(metric: str, slice_key: SliceKey, t: config_pb2.MetricThreshold
     return "EvalConfig.thresholds"
 
 
+ACCURACY_METRICS = ("sparse_categorical_accuracy", "binary_accuracy", "accuracy",
+                    "categorical_accuracy")
+
+
 def verdict(output_path: str, extra_failures: Iterable[str] = (),
-            typed: bool = False) -> GateResult:
+            typed: bool = False, paired: Optional[Dict[SliceKey, Any]] = None) -> GateResult:
     """Reads TFMA's validation result and metrics at ``output_path``; ``extra_failures`` (e.g. the
     regression check against the deployed model) also block the blessing. ``typed``: the config
-    came from ``from_typed``, and each failure names the field it came from."""
+    came from ``from_typed``, and each failure names the field it came from. ``paired``: slice ->
+    quant_lib.paired.PairedAccuracy, so an accuracy threshold that blocks says whether its change
+    is within the paired interval (noise) or beyond it."""
+    from quant_lib.paired import noise_words
     validation = tfma.load_validation_result(output_path)
     values = load_values(output_path)
     headline = {}
@@ -263,9 +270,11 @@ def verdict(output_path: str, extra_failures: Iterable[str] = (),
                    "threshold": _describe_threshold(f.metric_threshold)}
             failures.append(row)
             origin = f" ({_typed_field(row['metric'], s, f.metric_threshold)})" if typed else ""
+            noise = noise_words((paired or {}).get(s)) if row["metric"] in ACCURACY_METRICS \
+                else ""
             reasons.append(
                 f"{row['metric']} on {row['slice']}: float (baseline) {_fmt(row['float'])}, int8 "
-                f"(candidate) {_fmt(row['int8'])} fails {row['threshold']}{origin}")
+                f"(candidate) {_fmt(row['int8'])} fails {row['threshold']}{origin}{noise}")
     for missing in validation.missing_slices:
         failures.append({"metric": None, "slice": str(missing).strip(), "threshold": "missing"})
         reasons.append(f"a threshold's slice has no examples in the eval split: "

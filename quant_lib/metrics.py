@@ -6,6 +6,8 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from quant_lib.paired import PairedAccuracy, PairedError
+
 
 def correct(scores: np.ndarray, labels: np.ndarray) -> int:
     """Number of examples whose top-1 class equals the label."""
@@ -44,6 +46,9 @@ class SliceStats:
         self.models = tuple(models)
         self.correct = {m: 0 for m in self.models}
         self.topk = {m: 0 for m in self.models}
+        self.ties = {m: 0 for m in self.models}  # outputs whose top score two classes share
+        # Per true class: [float right & int8 wrong, int8 right & float wrong] (paired evidence).
+        self.discordant = np.zeros((num_classes, 2), np.int64)
         self.confusion = {m: np.zeros((num_classes, num_classes), np.int64) for m in self.models}
 
     def add(self, labels: np.ndarray, scores: Dict[str, np.ndarray]) -> "SliceStats":
@@ -51,12 +56,17 @@ class SliceStats:
         self.n += len(labels)
         top1 = {}
         for m in self.models:
-            top1[m] = np.argmax(scores[m], axis=-1)
+            top1[m] = np.argmax(scores[m], axis=-1)  # ties: the first index, as TFLite's
+            top = np.max(scores[m], axis=-1, keepdims=True)
+            self.ties[m] += int(np.sum(np.sum(scores[m] == top, axis=-1) > 1))
             self.correct[m] += int(np.sum(top1[m] == labels))
             topk = np.argsort(-scores[m], axis=-1)[:, :self.k]
             self.topk[m] += int(np.sum(np.any(topk == labels[:, None], axis=1)))
             np.add.at(self.confusion[m], (labels, top1[m]), 1)
         self.agree += int(np.sum(top1["float"] == top1["int8"]))
+        f_ok, i_ok = top1["float"] == labels, top1["int8"] == labels
+        np.add.at(self.discordant, (labels[f_ok & ~i_ok], 0), 1)
+        np.add.at(self.discordant, (labels[i_ok & ~f_ok], 1), 1)
         return self
 
     def merge(self, other: "SliceStats") -> "SliceStats":
@@ -65,22 +75,37 @@ class SliceStats:
         for m in self.models:
             self.correct[m] += other.correct[m]
             self.topk[m] += other.topk[m]
+            self.ties[m] += other.ties[m]
             self.confusion[m] += other.confusion[m]
+        self.discordant += other.discordant
         return self
 
     def to_counts(self) -> Dict:
         return {"kind": "classification", "models": list(self.models),
                 "num_classes": self.num_classes, "k": self.k, "n": self.n, "agree": self.agree,
-                "correct": self.correct, "topk": self.topk,
+                "correct": self.correct, "topk": self.topk, "ties": self.ties,
+                "discordant": self.discordant.tolist(),
                 "confusion": {m: self.confusion[m].tolist() for m in self.models}}
 
     @classmethod
     def from_counts(cls, c: Dict) -> "SliceStats":
         s = cls(c["num_classes"], c["k"], c.get("models", MODELS))
         s.n, s.agree = c["n"], c["agree"]
-        s.correct, s.topk = dict(c["correct"]), dict(c["topk"])
+        s.correct, s.topk, s.ties = dict(c["correct"]), dict(c["topk"]), dict(c["ties"])
         s.confusion = {m: np.asarray(c["confusion"][m], np.int64) for m in s.models}
+        s.discordant = np.asarray(c["discordant"], np.int64).reshape(s.num_classes, 2)
         return s
+
+    def paired(self) -> PairedAccuracy:
+        """int8-vs-float accuracy on this slice as paired counts."""
+        b, c = self.discordant.sum(axis=0)
+        return PairedAccuracy(self.n, int(b), int(c))
+
+    def paired_per_class(self) -> Dict[int, PairedAccuracy]:
+        support = self.confusion["float"].sum(axis=1)
+        return {k: PairedAccuracy(int(support[k]), int(self.discordant[k, 0]),
+                                  int(self.discordant[k, 1]))
+                for k in range(self.num_classes) if support[k]}
 
     headline = "accuracy"  # the metric summaries and the deployed-model check use
 
@@ -101,12 +126,17 @@ class SliceStats:
                 per_class[str(c)] = {m: float(self.confusion[m][c, c] / support)
                                      for m in self.models}
                 per_class[str(c)]["support"] = support
+        paired = {str(k): p.to_dict() for k, p in self.paired_per_class().items()}
+        for k, p in paired.items():
+            per_class[k]["paired"] = p
         return {
             "examples": self.n, "top_k": self.k,
             "accuracy": {m: self.correct[m] / self.n for m in self.models},
             "correct": dict(self.correct),
+            "top1_ties": dict(self.ties),
             "top_k_accuracy": {m: self.topk[m] / self.n for m in self.models},
             "agreement": self.agree / self.n,
+            "paired": self.paired().to_dict(),
             "per_class_accuracy": per_class,
             "confusion_matrix": {m: self.confusion[m].tolist() for m in self.models},
         }
@@ -123,6 +153,7 @@ class RegressionStats:
         self.abs_err = {m: 0.0 for m in self.models}
         self.sq_err = {m: 0.0 for m in self.models}
         self.diff_abs, self.diff_max = 0.0, 0.0
+        self.err_diff, self.err_diff_sq = 0.0, 0.0  # per-example |err int8| - |err float|
 
     def add(self, labels: np.ndarray, preds: Dict[str, np.ndarray]) -> "RegressionStats":
         y = np.asarray(labels, np.float64).reshape(len(labels), -1)
@@ -131,6 +162,11 @@ class RegressionStats:
             err = np.asarray(preds[m], np.float64).reshape(y.shape) - y
             self.abs_err[m] += float(np.abs(err).mean(axis=1).sum())
             self.sq_err[m] += float((err ** 2).mean(axis=1).sum())
+        per_example = {m: np.abs(np.asarray(preds[m], np.float64).reshape(y.shape) - y)
+                       .mean(axis=1) for m in ("float", "int8")}
+        d_err = per_example["int8"] - per_example["float"]
+        self.err_diff += float(d_err.sum())
+        self.err_diff_sq += float((d_err ** 2).sum())
         d = np.abs(np.asarray(preds["float"], np.float64) - np.asarray(preds["int8"], np.float64))
         self.diff_abs += float(d.reshape(len(y), -1).mean(axis=1).sum())
         self.diff_max = max(self.diff_max, float(d.max()) if d.size else 0.0)
@@ -143,19 +179,26 @@ class RegressionStats:
             self.sq_err[m] += other.sq_err[m]
         self.diff_abs += other.diff_abs
         self.diff_max = max(self.diff_max, other.diff_max)
+        self.err_diff += other.err_diff
+        self.err_diff_sq += other.err_diff_sq
         return self
 
     def to_counts(self) -> Dict:
         return {"kind": "regression", "models": list(self.models), "n": self.n,
                 "abs_err": self.abs_err, "sq_err": self.sq_err, "diff_abs": self.diff_abs,
-                "diff_max": self.diff_max}
+                "diff_max": self.diff_max, "err_diff": self.err_diff,
+                "err_diff_sq": self.err_diff_sq}
 
     @classmethod
     def from_counts(cls, c: Dict) -> "RegressionStats":
         s = cls(c["models"])
         s.n, s.diff_abs, s.diff_max = c["n"], c["diff_abs"], c["diff_max"]
         s.abs_err, s.sq_err = dict(c["abs_err"]), dict(c["sq_err"])
+        s.err_diff, s.err_diff_sq = c["err_diff"], c["err_diff_sq"]
         return s
+
+    def paired(self) -> PairedError:
+        return PairedError(self.n, self.err_diff, self.err_diff_sq)
 
     def value(self, metric: str, model: str) -> float:
         if self.n == 0:
@@ -171,4 +214,5 @@ class RegressionStats:
                 "mae": {m: self.value("mae", m) for m in self.models},
                 "rmse": {m: self.value("rmse", m) for m in self.models},
                 "mean_abs_float_int8_difference": self.diff_abs / self.n,
-                "max_abs_float_int8_difference": self.diff_max}
+                "max_abs_float_int8_difference": self.diff_max,
+                "paired": self.paired().to_dict()}

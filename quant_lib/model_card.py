@@ -76,7 +76,9 @@ def to_markdown(card: Dict[str, Any]) -> str:
              f"- task: {m['task']}; int8 file `tflite` ({m['int8_bytes']} bytes, sha256 "
              f"`{m['sha256']}`), float TFLite reference {m['float_tflite_bytes'] or '-'} bytes",
              f"- inputs: " + "; ".join(f"`{c['name']}` {c['dtype']} {c['shape']} (scale "
-                                        f"{c['scale']:.6g}, zero point {c['zero_point']})"
+                                        f"{c['scale']:.6g}, zero point {c['zero_point']}"
+                                        + (f"; feed {c['client_feeds']}" if c.get("client_feeds")
+                                           else "") + ")"
                                         for c in m["inputs"] or []),
              f"- labels ({m['labels_source']}): {', '.join(m['labels'] or []) or '-'}",
              f"- TFLite metadata: {m['metadata']['writer']} ({m['metadata'].get('bytes')} bytes "
@@ -92,9 +94,12 @@ def to_markdown(card: Dict[str, Any]) -> str:
     for name, s in e["slices"].items():
         lines.append(f"| {name} | {s['examples']} | {_num(s['float'], h)} | {_num(s['int8'], h)} |")
     if e["per_class"]:
-        lines += ["", "Per class (overall slice):", "", "| class | examples | float | int8 |",
-                  "|---|---|---|---|"]
-        lines += [f"| {c} | {v['support']} | {_num(v['float'], h)} | {_num(v['int8'], h)} |"
+        lines += ["", "Per class (overall slice), with the paired 95 % interval of int8 minus "
+                  "float (from the examples the two disagree on):", "",
+                  "| class | examples | float | int8 | int8 - float (pt) | paired 95 % interval |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c} | {v['support']} | {_num(v['float'], h)} | {_num(v['int8'], h)} | "
+                  f"{100 * (v['int8'] - v['float']):+.2f} | {_interval(v.get('paired'))} |"
                   for c, v in e["per_class"].items()]
     lat = card["latency_ms"]
     lines += ["", "## The gate", "", f"**{'BLESSED' if b['blessed'] else 'NOT BLESSED'}**", ""]
@@ -115,3 +120,9 @@ def to_markdown(card: Dict[str, Any]) -> str:
               f"(`{ln['int8_model'].get('uri')}`)", ""]
     return "\n".join(lines)
 
+
+def _interval(p) -> str:
+    if not p:
+        return "-"
+    lo, hi = p["interval_pt"]
+    return f"[{lo:+.2f}, {hi:+.2f}] pt" + (" **drop beyond noise**" if hi < 0 else "")

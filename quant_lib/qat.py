@@ -722,6 +722,23 @@ _SAVE_HINT = ("QAT needs a Keras 2 model: build it with `import tf_keras as kera
               "model.save(serving_model_dir, save_format='tf')")
 
 
+def pin_input_range(model, lo: float, hi: float) -> List[str]:
+    """Sets each model input's quantization range (its TFMOT QuantizeLayer, what the converter
+    reads) to [lo, hi] instead of what training's moving averages saw: for 8-bit pixels
+    ``DataSpec.raw_pixel_range`` makes the input scale the data's own, so a raw pixel byte is the
+    integer input, exactly (calibration gave 1/256 for 0..255 data: one pixel in ten differed).
+    Returns the layers pinned (none when no input is quantized, e.g. kept float)."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+    pinned = []
+    for layer in model.layers:
+        qvars = getattr(layer, "quantizer_vars", None)
+        if isinstance(layer, quantize_layer.QuantizeLayer) and qvars and "min_var" in qvars:
+            qvars["min_var"].assign(lo)
+            qvars["max_var"].assign(hi)
+            pinned.append(layer.name)
+    return pinned
+
+
 def load_model(path: str):
     """Loads a float or QAT Keras SavedModel (QAT wrappers need TFMOT's quantize_scope).
 

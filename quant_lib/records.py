@@ -119,7 +119,8 @@ class Int8Model(Task):
     activations: Optional[str] = None
     input_dtype: Optional[str] = None
     op_counts: Optional[Dict[str, int]] = None
-    input_contract: Optional[List[dict]] = None  # [{name, dtype, shape, scale, zero_point}]
+    input_contract: Optional[List[dict]] = None  # [{name, dtype, shape, scale, zero_point,
+    #                                               client_feeds (8-bit pixels)}]
     parity_top1_agreement: Optional[float] = None
     parity_max_abs_error: Optional[float] = None
     parity_rule: Optional[str] = None
@@ -152,6 +153,7 @@ class Evaluation(Record):
     int8_accuracy: Optional[float] = None
     float_correct: Optional[int] = None      # exact: MLMD keeps ~6 significant digits
     int8_correct: Optional[int] = None
+    int8_top1_ties: Optional[int] = None     # outputs whose top int8 score two classes share
     accuracy_delta_pt: Optional[float] = None
     float_mae: Optional[float] = None        # regression
     int8_mae: Optional[float] = None

@@ -62,10 +62,23 @@ def _per_class(pc) -> str:
     ax.set_xlabel("class")
     ax.set_ylabel("int8 - float (pt)")
     ax.set_title("Per-class accuracy delta")
-    return '<h2 id="per-class">Per-class accuracy</h2>' + _png(fig) + _table(
-        ["class", "support", "float", "int8", "delta (pt)"],
-        [[c, pc[c]["support"], pc[c]["float"], pc[c]["int8"], f"{d:+.2f}"]
-         for c, d in zip(classes, deltas)])
+    return ('<h2 id="per-class">Per-class accuracy</h2>' + _png(fig) +
+            "<p>Paired 95 % interval: from the examples float and int8 disagree on, in that "
+            "class (one example = 100 / support pt). An interval wholly below zero is a drop "
+            "beyond noise; the guard (EvalConfig.max_class_drop_pt) blocks where it shows "
+            "one beyond its tolerance.</p>" + _table(
+                ["class", "support", "float", "int8", "delta (pt)", "paired 95 % interval (pt)",
+                 "float-only / int8-only right", "drop beyond noise"],
+                [[c, pc[c]["support"], pc[c]["float"], pc[c]["int8"], f"{d:+.2f}",
+                  *_paired_cells(pc[c].get("paired"))] for c, d in zip(classes, deltas)]))
+
+
+def _paired_cells(p) -> List[str]:
+    if not p:
+        return ["-", "-", "-"]
+    lo, hi = p["interval_pt"]
+    return [f"[{lo:+.2f}, {hi:+.2f}]", f"{p['float_only']} / {p['int8_only']}",
+            "yes" if hi < 0 else ""]
 
 
 def _confusion(cm: Dict[str, List[List[int]]]) -> str:

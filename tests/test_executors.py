@@ -203,7 +203,7 @@ def test_integer_exporter_uint8_io(digits_examples, qat_model_artifact, tmp_path
     assert read_record(out, records.Int8Model).parity_top1_agreement >= 0.95
 
 
-def _evaluate(examples, float_model, int8_model, tmp_path, cfg, beam_args=None):
+def _evaluate(examples, float_model, int8_model, tmp_path, cfg, beam_args=None, eval_config=None):
     from tfx.dsl.components.base import base_beam_executor
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
     evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
@@ -211,7 +211,8 @@ def _evaluate(examples, float_model, int8_model, tmp_path, cfg, beam_args=None):
         beam_pipeline_args=beam_args or ["--direct_running_mode=in_memory"])
     EvaluatorExecutor(ctx).Do(
         {keys.EXAMPLES: [examples], keys.MODEL: [float_model], keys.QUANTIZED_MODEL: [int8_model]},
-        {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]}, {keys.CONFIG: cfg.to_json()})
+        {keys.BLESSING: [blessing], keys.EVALUATION: [evaluation]},
+        {keys.CONFIG: cfg.to_json(), **({keys.EVAL_CONFIG: eval_config} if eval_config else {})})
     return blessing, evaluation
 
 
@@ -518,3 +519,64 @@ def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
     assert "min_int8_speedup" not in " ".join(
         " ".join(read_record(blessing, records.Blessing).blessing_reasons))
     assert read_record(blessing, records.Blessing).blessed == 1
+
+
+def _with_class_bias_lowered(int8_model, klass, root):
+    """A copy of the int8 Model artifact whose file has class ``klass``'s output bias lowered
+    far enough that int8 never predicts it: harm to one class, built into the bytes."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    out = _artifact(standard_artifacts.Model, root)
+    src = os.path.join(int8_model.uri, "Format-Serving", "tflite")
+    model = flatbuffer_utils.read_model(src)
+    graph = model.subgraphs[0]
+    fully_connected = [op for op in graph.operators if max(
+        model.operatorCodes[op.opcodeIndex].builtinCode,
+        model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == 9]
+    bias = model.buffers[graph.tensors[fully_connected[-1].inputs[2]].buffer]
+    values = np.frombuffer(np.asarray(bias.data, np.uint8).tobytes(), np.int32).copy()
+    values[klass] -= 2 ** 24
+    bias.data = np.frombuffer(values.tobytes(), np.uint8)
+    os.makedirs(os.path.join(out.uri, "Format-Serving"))
+    flatbuffer_utils.write_model(model, os.path.join(out.uri, "Format-Serving", "tflite"))
+    set_properties(out, read_record(int8_model, records.Int8Model))
+    return out
+
+
+def test_class_guard_blocks_a_harmed_class_the_overall_gate_lets_through(
+        digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
+    """EvalConfig.max_class_drop_pt (on by default): one class harmed in the int8 file is blocked
+    on paired evidence though the overall drop is within a loose max_accuracy_drop_pt; with the
+    guard off the same model is blessed; the unharmed model is not blocked by the guard."""
+    examples, _ = digits_examples
+    harmed = _with_class_bias_lowered(int8_model_artifact, 3, tmp_path / "harmed")
+    loose = dict(data=SPEC, max_accuracy_drop_pt=15.0)
+    blessing, evaluation = _evaluate(examples, float_model_artifact, harmed, tmp_path / "a",
+                                     EvalConfig(**loose))
+    rec = read_record(blessing, records.Blessing)
+    assert rec.blessed == 0 and rec.accuracy_delta_pt <= 15.0
+    [reason] = rec.blessing_reasons
+    assert reason.startswith("class 3: int8 -") and "EvalConfig.max_class_drop_pt" in reason
+    assert "Holm-corrected over 10 comparisons" in reason
+    with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
+        per_class = json.load(f)["slices"]["overall"]["per_class_accuracy"]
+    assert per_class["3"]["int8"] == 0.0 and per_class["3"]["paired"]["interval_pt"][1] < -2
+    assert per_class["3"]["paired"]["float_only"] == round(per_class["3"]["float"] *
+                                                           per_class["3"]["support"])
+    off, _ = _evaluate(examples, float_model_artifact, harmed, tmp_path / "b",
+                       EvalConfig(**loose, max_class_drop_pt=None))
+    assert read_record(off, records.Blessing).blessed == 1
+    clean, evaluation = _evaluate(examples, float_model_artifact, int8_model_artifact,
+                                  tmp_path / "c", EvalConfig(**loose))
+    assert read_record(clean, records.Blessing).blessed == 1
+    with open(os.path.join(blessing.uri, "model_card.md")) as f:
+        assert "**drop beyond noise**" in f.read()
+    # A zero-tolerance TFMA gate (TFX's examples' "no drop at all") says whether what blocked
+    # is beyond the paired interval.
+    zero = ('metrics_specs { metrics { class_name: "SparseCategoricalAccuracy" threshold { '
+            'change_threshold { direction: HIGHER_IS_BETTER absolute { value: -1e-10 } } } } } '
+            'slicing_specs {}')
+    tfma_gate, _ = _evaluate(examples, float_model_artifact, harmed, tmp_path / "d",
+                             EvalConfig(data=SPEC, max_class_drop_pt=None), eval_config=zero)
+    [reason] = read_record(tfma_gate, records.Blessing).blessing_reasons
+    assert "sparse_categorical_accuracy on overall" in reason
+    assert "paired 95 % interval" in reason and reason.endswith("pt: beyond noise)"), reason

@@ -215,6 +215,10 @@ class Executor(base_executor.BaseExecutor):
         _refuse_failed_search(single(input_dict, keys.MODEL))
         float_layers = _float_islands(single(input_dict, keys.MODEL), cfg)
         model, task = _model_to_convert(input_dict, cfg)
+        if cfg.activations != "int16x8" and getattr(cfg.data, "raw_pixel_range", None):
+            pinned = qat.pin_input_range(model, *cfg.data.raw_pixel_range)
+            logging.info("IntegerExporter: input range of %s pinned to [0, %g]: 8-bit pixels are "
+                         "the int8 model's raw input", pinned, cfg.data.raw_pixel_range[1])
         labels, labels_source = _labels(cfg, input_dict, task)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
         rep_dir = split_uri(examples, cfg.representative_split)

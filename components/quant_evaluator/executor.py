@@ -164,10 +164,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
         latency, profile = self._latency(quantized, int8_bytes, eval_uri, bound)
+        labels = read_record(quantized, records.Int8Model).labels or ()
         verdict = gate.verdict(
             out.uri, ([check["reason"]] if check["status"] == "failed" else [])
-            + evaluation.speed_failures(cfg.min_int8_speedup, latency),
-            typed=not exec_properties.get(keys.EVAL_CONFIG))
+            + evaluation.speed_failures(cfg.min_int8_speedup, latency)
+            + evaluation.class_guard_failures(cfg, stats, labels),
+            typed=not exec_properties.get(keys.EVAL_CONFIG),
+            paired={k: s.paired() for k, s in stats.items()
+                    if isinstance(s, evaluation.SliceStats)})
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg), latency, points, profile)
