@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: image venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-scale readme data clean
+.PHONY: image venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-guard bench-scale readme data clean
 
 venv: $(STAMP) sysdeps
 
@@ -93,21 +93,26 @@ test: venv data
 
 # Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.
 bench: venv data
-	$(PY) -m pipelines.bench --out runs/bench $(BENCH_ARGS)
-	cp runs/bench/bench.json pipelines/bench_results.json
-	cp runs/bench/bench.md pipelines/bench_results.md
+	$(PY) -m benchmarks.bench --out runs/bench $(BENCH_ARGS)
+	cp runs/bench/bench.json benchmarks/results/bench_results.json
+	cp runs/bench/bench.md benchmarks/results/bench_results.md
+
+# The class guard's block rates (no harm, at the tolerance, one class harmed) simulated on a finished
+# run's per-class evidence (make run's Fashion-MNIST; seconds).
+bench-guard: venv
+	$(PY) -m benchmarks.bench_guard --run-root $(RUN_ROOT)
 
 # QuantEvaluator / QuantizeTrainer time and peak memory at 10k, 100k, 1M examples (~20 min; needs a
 # finished Fashion-MNIST run: make bench's, else make run's).
 bench-scale: venv
-	$(PY) -m pipelines.bench_scale --out runs/bench_scale $(BENCH_SCALE_ARGS)
-	cp runs/bench_scale/scale.json pipelines/bench_scale_results.json
-	cp runs/bench_scale/scale.md pipelines/bench_scale_results.md
-	cp runs/bench_scale/scale.png pipelines/bench_scale.png
+	$(PY) -m benchmarks.bench_scale --out runs/bench_scale $(BENCH_SCALE_ARGS)
+	cp runs/bench_scale/scale.json benchmarks/results/bench_scale_results.json
+	cp runs/bench_scale/scale.md benchmarks/results/bench_scale_results.md
+	cp runs/bench_scale/scale.png benchmarks/results/bench_scale.png
 
-# Re-render the README's results blocks from pipelines/bench*_results.json (a test checks them).
+# Re-render the README's results blocks from benchmarks/results/bench*_results.json (a test checks them).
 readme: venv
-	$(PY) -m pipelines.readme
+	$(PY) -m benchmarks.readme
 
 test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests

@@ -216,7 +216,7 @@ def _pick(rows, key: str) -> Dict[str, Any]:
                                                            for i, r in enumerate(rows, 1)))
 
 
-def _cell(v) -> str:
+def cell_text(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -230,7 +230,7 @@ def _cell(v) -> str:
 
 def table(rows: List[Dict[str, Any]], columns=TABLE) -> str:
     """A plain-text table, one line per run, numbered for --diff."""
-    cells = [["#"] + list(columns)] + [[str(i)] + [_cell(r.get(c)) for c in columns]
+    cells = [["#"] + list(columns)] + [[str(i)] + [cell_text(r.get(c)) for c in columns]
                                       for i, r in enumerate(rows, 1)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
@@ -265,15 +265,15 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
     metric float and int8 over time, int8 size and latency against the drop with the Pareto
     front marked, and per-slice deltas across runs."""
     import html as h
-    from quant_lib.report import _CSS, _plt, _png  # pylint: disable=protected-access
-    plt = _plt()
+    from quant_lib.report import CSS, figure_png, pyplot
+    plt = pyplot()
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{h.escape(title)}</h1>",
+           f"<style>{CSS}</style></head><body><h1>{h.escape(title)}</h1>",
            f"<p>{len(rows)} run(s), oldest first.</p>"]
     head = "".join(f"<th class='l'>{h.escape(c)}</th>" for c in ("#",) + TABLE)
     body = ""
     for i, r in enumerate(rows, 1):
-        cells = [_cell(r.get(c)) for c in TABLE]
+        cells = [cell_text(r.get(c)) for c in TABLE]
         if r.get("report"):
             cells[0] = f"<a href='file://{h.escape(r['report'])}'>{h.escape(cells[0])}</a>"
         else:
@@ -295,7 +295,7 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
         ax.set_xlabel("run # (time order)")
         ax.set_ylabel(metric)
         ax.legend()
-        out.append(f'<h2 id="over-time">{h.escape(metric)} over runs</h2>' + _png(fig))
+        out.append(f'<h2 id="over-time">{h.escape(metric)} over runs</h2>' + figure_png(fig))
         front = set(pareto(rows))
         for key, unit in (("int8_bytes", "int8 TFLite bytes"), ("int8_latency_ms",
                                                                  "int8 latency (ms)")):
@@ -313,12 +313,12 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
                           + (" (pt)" if metric == "accuracy" else " (int8 - float)"))
             out.append(f'<h2 id="{key}">{h.escape(unit)} vs drop'
                        + (" (red: Pareto front)" if key == "int8_bytes" else "") + "</h2>"
-                       + _png(fig))
+                       + figure_png(fig))
     slices = sorted({s for r in rows for s in (r.get("slice_deltas") or {})})
     if slices:
         def delta(r, s):
             d = r.get("slice_deltas") or {}
-            return _cell(100 * d[s]) if s in d else "-"
+            return cell_text(100 * d[s]) if s in d else "-"
         cells = "".join(f"<tr><td class='l'>{h.escape(s)}</td>" + "".join(
             f"<td>{delta(r, s)}</td>" for r in rows) + "</tr>" for s in slices)
         out.append('<h2 id="slices">Per-slice int8 - float (pt, MAE: -) by run</h2><table><tr>'
@@ -336,7 +336,7 @@ def main_args(args) -> int:
         changed = diff(rows, *args.diff)
         print(f"{len(changed)} field(s) differ between {args.diff[0]} and {args.diff[1]}:")
         for k, (va, vb) in changed.items():
-            print(f"  {k:22s} {_cell(va):>24s} -> {_cell(vb)}")
+            print(f"  {k:22s} {cell_text(va):>24s} -> {cell_text(vb)}")
         return 0
     if args.html:
         with open(args.html, "w") as f:

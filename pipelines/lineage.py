@@ -76,7 +76,7 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
     store = metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(metadata_path))
     g = _Graph(store)
-    records = []
+    out = []
     for pushed in store.get_artifacts_by_type("PushedModel"):
         p = read_record(pushed, rec_types.Pushed)
         if not p.pushed:
@@ -84,81 +84,93 @@ def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
         push_exec = g.producer(pushed.id)
         push_in = g.inputs(push_exec.id)
         int8 = push_in["model"][0]
-        blessing = push_in["model_blessing"][0]
         rec: Dict[str, Any] = {
             "pushed": {**_artifact(pushed), "destination": p.pushed_destination,
                        "version": p.pushed_version, "sha256": p.pushed_sha256,
                        "execution_id": push_exec.id},
-        }
-        b = read_record(blessing, rec_types.Blessing)
-        eval_exec = g.producer(blessing.id)
-        head = b.headline
-        acc = head["metric"] == "accuracy"
-        rec["evaluation"] = {
-            "component": g.component(eval_exec), "execution_id": eval_exec.id,
-            "blessing": _artifact(blessing), "blessed": bool(b.blessed),
-            "task": b.task or "multiclass",
-            "float_mae": b.float_mae, "int8_mae": b.int8_mae,
-            "float_accuracy": head["float"] if acc else None,
-            "int8_accuracy": head["int8"] if acc else None,
-            "delta_pt": -100.0 * head["delta"] if acc else None,
-            "eval_examples": b.eval_examples,
-            "reasons": b.blessing_reasons or [],
-            "baseline_check": b.baseline_check,
-            "evaluated_int8_sha256": b.int8_sha256,
-            "evaluated_model_id": b.current_model_id,
-            "config": _config(eval_exec),
+            "evaluation": _evaluation_view(g, push_in["model_blessing"][0]),
         }
         export_exec = g.producer(int8.id)
-        e = read_record(int8, rec_types.Int8Model)
-        rec["export"] = {
-            "component": g.component(export_exec), "execution_id": export_exec.id,
-            "int8_model": _artifact(int8),
-            "validated": bool(e.integer_validated),
-            "int8_tflite_bytes": e.int8_tflite_bytes,
-            "float_tflite_bytes": e.float_tflite_bytes,
-            "parity_top1_agreement": e.parity_top1_agreement,
-            "parity_max_abs_error": e.parity_max_abs_error,
-            "op_counts": e.op_counts,
-            "edgetpu": {"compiler_status": e.edgetpu_compiler_status,
-                        "predicted_ops_on_tpu": e.edgetpu_predicted_ops_on_tpu,
-                        "predicted_ops_on_cpu": e.edgetpu_predicted_ops_on_cpu,
-                        "ops_on_tpu": e.edgetpu_ops_on_tpu, "ops_on_cpu": e.edgetpu_ops_on_cpu},
-            "config": _config(export_exec),
-        }
-        export_in = g.inputs(export_exec.id)
-        qat = export_in[keys.MODEL][0]
+        rec["export"] = _export_view(g, int8, export_exec)
+        qat = g.inputs(export_exec.id)[keys.MODEL][0]
         qat_exec = g.producer(qat.id)
-        q = read_record(qat, rec_types.QatModel)
-        rec["qat"] = {
-            "component": g.component(qat_exec), "execution_id": qat_exec.id,
-            "qat_model": _artifact(qat),
-            "int8_method": q.int8_method or "qat",
-            "quantized_layers": q.quantized_layers,
-            "folded_layers": q.folded_layers,
-            "float_layers": q.float_layers,
-            "seconds_per_step": q.qat_seconds_per_step,
-            "config": _config(qat_exec),
-            "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
-            "search": _search(q),
-        }
-        float_models = g.inputs(qat_exec.id).get(keys.BASE_MODEL) or []
-        if float_models:
-            fm = float_models[0]
-            trainer_exec = g.producer(fm.id)
-            tp = mlmd_properties(trainer_exec)
-            rec["float_baseline"] = {
-                "component": g.component(trainer_exec), "execution_id": trainer_exec.id,
-                "float_model": _artifact(fm),
-                "custom_config": json.loads(tp["custom_config"]) if tp.get("custom_config")
-                else None,
-                "examples": [_artifact(x) for x in g.inputs(trainer_exec.id).get("examples", [])],
-            }
-        else:
-            rec["float_baseline"] = {"note": "QuantizeTrainer trained its own float model "
-                                             "(no base_model input); stored in its artifact"}
-        records.append(rec)
-    return records
+        rec["qat"] = _qat_view(g, qat, qat_exec)
+        rec["float_baseline"] = _float_view(g, qat_exec)
+        out.append(rec)
+    return out
+
+
+def _evaluation_view(g: "_Graph", blessing) -> Dict[str, Any]:
+    b = read_record(blessing, rec_types.Blessing)
+    eval_exec = g.producer(blessing.id)
+    head = b.headline
+    acc = head["metric"] == "accuracy"
+    return {
+        "component": g.component(eval_exec), "execution_id": eval_exec.id,
+        "blessing": _artifact(blessing), "blessed": bool(b.blessed),
+        "task": b.task or "multiclass",
+        "float_mae": b.float_mae, "int8_mae": b.int8_mae,
+        "float_accuracy": head["float"] if acc else None,
+        "int8_accuracy": head["int8"] if acc else None,
+        "delta_pt": -100.0 * head["delta"] if acc else None,
+        "eval_examples": b.eval_examples,
+        "reasons": b.blessing_reasons or [],
+        "baseline_check": b.baseline_check,
+        "evaluated_int8_sha256": b.int8_sha256,
+        "evaluated_model_id": b.current_model_id,
+        "config": _config(eval_exec),
+    }
+
+
+def _export_view(g: "_Graph", int8, export_exec) -> Dict[str, Any]:
+    e = read_record(int8, rec_types.Int8Model)
+    return {
+        "component": g.component(export_exec), "execution_id": export_exec.id,
+        "int8_model": _artifact(int8),
+        "validated": bool(e.integer_validated),
+        "int8_tflite_bytes": e.int8_tflite_bytes,
+        "float_tflite_bytes": e.float_tflite_bytes,
+        "parity_top1_agreement": e.parity_top1_agreement,
+        "parity_max_abs_error": e.parity_max_abs_error,
+        "op_counts": e.op_counts,
+        "edgetpu": {"compiler_status": e.edgetpu_compiler_status,
+                    "predicted_ops_on_tpu": e.edgetpu_predicted_ops_on_tpu,
+                    "predicted_ops_on_cpu": e.edgetpu_predicted_ops_on_cpu,
+                    "ops_on_tpu": e.edgetpu_ops_on_tpu, "ops_on_cpu": e.edgetpu_ops_on_cpu},
+        "config": _config(export_exec),
+    }
+
+
+def _qat_view(g: "_Graph", qat, qat_exec) -> Dict[str, Any]:
+    q = read_record(qat, rec_types.QatModel)
+    return {
+        "component": g.component(qat_exec), "execution_id": qat_exec.id,
+        "qat_model": _artifact(qat),
+        "int8_method": q.int8_method or "qat",
+        "quantized_layers": q.quantized_layers,
+        "folded_layers": q.folded_layers,
+        "float_layers": q.float_layers,
+        "seconds_per_step": q.qat_seconds_per_step,
+        "config": _config(qat_exec),
+        "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
+        "search": _search(q),
+    }
+
+
+def _float_view(g: "_Graph", qat_exec) -> Dict[str, Any]:
+    float_models = g.inputs(qat_exec.id).get(keys.BASE_MODEL) or []
+    if not float_models:
+        return {"note": "QuantizeTrainer trained its own float model (no base_model input); "
+                        "stored in its artifact"}
+    fm = float_models[0]
+    trainer_exec = g.producer(fm.id)
+    tp = mlmd_properties(trainer_exec)
+    return {
+        "component": g.component(trainer_exec), "execution_id": trainer_exec.id,
+        "float_model": _artifact(fm),
+        "custom_config": json.loads(tp["custom_config"]) if tp.get("custom_config") else None,
+        "examples": [_artifact(x) for x in g.inputs(trainer_exec.id).get("examples", [])],
+    }
 
 
 def _search(q) -> Optional[Dict[str, Any]]:

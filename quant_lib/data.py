@@ -36,7 +36,7 @@ def resolve_files(patterns: Union[str, Sequence[str]]) -> List[str]:
     return files
 
 
-def _compression(files: Sequence[str]) -> str:
+def compression_of(files: Sequence[str]) -> str:
     gz = {f.endswith(".gz") for f in files}
     if len(gz) > 1:
         raise DataError(f"mixed gzip and plain TFRecord files in {files[:3]}...: keep one format")
@@ -57,7 +57,7 @@ def image_requirement(spec: DataSpec) -> str:
     return f"each example needs {image} and an int64 feature {spec.label_key!r}"
 
 
-def _parse_fn(spec: DataSpec):
+def parse_fn(spec: DataSpec):
     feature_spec = _feature_spec(spec)
 
     def parse(serialized):
@@ -74,7 +74,7 @@ def _parse_fn(spec: DataSpec):
     return parse
 
 
-def _tf_message(e) -> str:
+def tf_message(e) -> str:
     """The first line of a TensorFlow error, without its ``{{function_node ...}}`` prefix."""
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message.splitlines()[0])
 
@@ -96,12 +96,12 @@ def make_dataset(patterns: Union[str, Sequence[str]], spec: DataSpec, batch_size
                  shuffle_buffer: int = 10000) -> tf.data.Dataset:
     """A batched (image, label) dataset for training or evaluation."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    ds = tf.data.TFRecordDataset(files, compression_type=compression_of(files))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return ds.batch(batch_size).map(_parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)\
+    return ds.batch(batch_size).map(parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)\
         .prefetch(tf.data.AUTOTUNE)
 
 
@@ -115,7 +115,7 @@ def count_records(patterns: Union[str, Sequence[str]]) -> int:
     """Records in the files (TensorFlow's reader, in C++: a split's size for a model card
     without a Python pass over it)."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    ds = tf.data.TFRecordDataset(files, compression_type=compression_of(files))
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
 
@@ -155,12 +155,12 @@ def _batches(patterns: Union[str, Sequence[str]], spec: DataSpec, limit: Optiona
              batch_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Validated (images, labels) batches; every data problem becomes a DataError."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files))
+    ds = tf.data.TFRecordDataset(files, compression_type=compression_of(files))
     if limit is None:  # whole split: check the framing too (a limited read stops early anyway)
         check_framing(files)
     else:
         ds = ds.take(limit)
-    ds = ds.batch(batch_size).map(_parse_fn(spec))
+    ds = ds.batch(batch_size).map(parse_fn(spec))
     seen = 0
     try:
         for x, y in ds:
@@ -175,7 +175,7 @@ def _batches(patterns: Union[str, Sequence[str]], spec: DataSpec, limit: Optiona
             f"tf.Examples in {files[0]} do not match DataSpec(image_key={spec.image_key!r}, "
             f"label_key={spec.label_key!r}, image_shape={spec.image_shape}, "
             f"image_dtype={spec.image_dtype!r}): "
-            f"{_tf_message(e)} — {image_requirement(spec)}; fix the data or the DataSpec") from e
+            f"{tf_message(e)} — {image_requirement(spec)}; fix the data or the DataSpec") from e
     if not seen:
         raise DataError(f"no examples in {files[:3]}: the split is empty")
 
@@ -198,7 +198,7 @@ def sniff_image_feature(patterns: Union[str, Sequence[str]], image_key: str) -> 
     """(dtype, length, max value) of ``image_key`` in the first records: lets the CLI accept a
     user's TFRecords with float, int64 or raw uint8-bytes pixels without extra flags."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files[:1], compression_type=_compression(files[:1])).take(32)
+    ds = tf.data.TFRecordDataset(files[:1], compression_type=compression_of(files[:1])).take(32)
     dtype, length, vmax = None, None, 0.0
     for raw in ds:
         ex = tf.train.Example.FromString(raw.numpy())

@@ -80,7 +80,7 @@ def _message(e) -> str:
     """A TensorFlow error's first line without its function-node prefix and op suffix."""
     if not hasattr(e, "message"):
         return str(e)
-    return re.sub(r"\s*\[Op:\w+\]( name:.*)?$", "", image_data._tf_message(e))
+    return re.sub(r"\s*\[Op:\w+\]( name:.*)?$", "", image_data.tf_message(e))
 
 
 def _dense(t):
@@ -208,7 +208,7 @@ class BoundInputs:
                 repeat: bool = False, shuffle_buffer: int = 10000) -> tf.data.Dataset:
         """A batched (inputs, labels) dataset for Keras ``fit``."""
         files = resolve_files(patterns)
-        ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+        ds = tf.data.TFRecordDataset(files, compression_type=image_data.compression_of(files))
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
@@ -225,7 +225,7 @@ class BoundInputs:
                 batch_size: int = 1024) -> Iterator[Tuple[Features, np.ndarray]]:
         """Validated numpy batches: every data problem becomes a DataError naming the files."""
         files = resolve_files(patterns)
-        ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+        ds = tf.data.TFRecordDataset(files, compression_type=image_data.compression_of(files))
         if limit is None:
             image_data.check_framing(files)
         else:
@@ -306,7 +306,7 @@ class ImageAdapter(InputAdapter):
 
     def __init__(self, spec: DataSpec):
         self.spec, self.label_key, self.num_classes = spec, spec.label_key, spec.num_classes
-        self._parse = image_data._parse_fn(spec)
+        self._parse = image_data.parse_fn(spec)
 
     def parse(self, serialized):
         x, y = self._parse(serialized)
@@ -402,7 +402,7 @@ class FeatureAdapter(InputAdapter):
 def first_records(patterns, n: int) -> List[bytes]:
     """Up to ``n`` serialized records from the first file(s) of ``patterns``."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files, compression_type=image_data._compression(files))
+    ds = tf.data.TFRecordDataset(files, compression_type=image_data.compression_of(files))
     try:
         out = [r.numpy() for r in ds.take(n)]
     except tf.errors.DataLossError as e:
@@ -418,7 +418,7 @@ def feature_spec_from_records(patterns, limit: int = 16) -> Dict[str, tf.io.Fixe
     """A FixedLenFeature spec read off the first records (kind and length of each feature), for
     Examples with neither a schema nor a Transform graph."""
     files = resolve_files(patterns)
-    ds = tf.data.TFRecordDataset(files[:1], compression_type=image_data._compression(files))
+    ds = tf.data.TFRecordDataset(files[:1], compression_type=image_data.compression_of(files))
     spec: Dict[str, tf.io.FixedLenFeature] = {}
     for raw in ds.take(limit):
         ex = tf.train.Example.FromString(raw.numpy())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from quant_lib import layer_configs, records, scale_fold
+from quant_lib import graph, layer_configs, records, scale_fold
 from quant_lib.config import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
     it is folded into it (per-tensor: into its weights before QAT, ``fold_batch_norms``); any other
     is quantized on its own (MUL + ADD), never folded after training."""
     decisions = []
-    foldable = {bn.layer.name: prev.layer.name for bn, prev in _bn_folds(model).items()}
+    foldable = {bn.layer.name: prev.layer.name for bn, prev in bn_folds(model).items()}
     for layer in model.layers:
         cls = type(layer).__name__
         if cls in _STRUCTURAL:
@@ -219,11 +220,10 @@ def plan_layers(model, cfg: QuantizationConfig, registry) -> List[LayerDecision]
     return decisions
 
 
-def _bn_folds(model) -> dict:
+def bn_folds(model) -> dict:
     """{BatchNormalization node: node it folds into}: a plain last-axis BN whose only input is
     the output of a linear Conv2D/DepthwiseConv2D/Dense that nothing else consumes."""
-    nodes = [n for depth in model._nodes_by_depth.values()  # pylint: disable=protected-access
-             for n in depth if not n.is_input]
+    nodes = graph.nodes(model)
     producer = {i: n for n in nodes for i in n.flat_output_ids}
     uses = [i for n in nodes for i in n.flat_input_ids] + [str(id(x)) for x in model.outputs]
     folds = {}
@@ -256,7 +256,7 @@ def _folded_weights(layer, bn):
 
 
 def fold_batch_norms(model, names=None):
-    """Folds each foldable BatchNormalization (``_bn_folds``) into the preceding layer's weights.
+    """Folds each foldable BatchNormalization (``bn_folds``) into the preceding layer's weights.
 
     Why: with one weight scale per tensor, TFMOT quantizes the conv kernel alone while the BN
     stays a separate op; the TFLite converter then folds BN's per-channel factors into the already
@@ -264,33 +264,22 @@ def fold_batch_norms(model, names=None):
     (digits CNN: Keras-vs-TFLite agreement 0.37). Folded first, QAT trains exactly the kernel the
     converter writes. The BN statistics are frozen from here on (as in folded QAT generally).
     ``names`` limits it to those BN layers. Returns (model, {bn name: layer it folded into})."""
-    folds = {bn: prev for bn, prev in _bn_folds(model).items()
+    folds = {bn: prev for bn, prev in bn_folds(model).items()
              if names is None or bn.layer.name in names}
     if not folds:
         return model, {}
-    folded_into = {id(prev): bn_node for bn_node, prev in folds.items()}
-    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
-              for t in model.inputs]
-    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
-        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
-            if node.is_input or node in folds:
-                continue  # a folded BN's output was set with its conv's
-            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
-            layer, bn_node = node.layer, folded_into.get(id(node))
-            if bn_node is not None:
-                config = dict(layer.get_config(), use_bias=True)
-                new = type(layer).from_config(config)
-                out = new(*args, **kwargs)
-                new.set_weights(_folded_weights(layer, bn_node.layer))
-                tensors[node.flat_output_ids[0]] = tensors[bn_node.flat_output_ids[0]] = out
-                continue
-            outs = layer(*args, **kwargs)
-            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
-                tensors[i] = y
-    outs = [tensors[str(id(x))] for x in model.outputs]
-    folded = tf_keras.Model(inputs, outs if len(outs) > 1 else outs[0], name=model.name)
-    return folded, {bn.layer.name: prev.layer.name for bn, prev in folds.items()}
+
+    def folded(bn_node, node, args, kwargs, _inputs):
+        layer = node.layer
+        new = type(layer).from_config(dict(layer.get_config(), use_bias=True))
+        out = new(*args, **kwargs)
+        new.set_weights(_folded_weights(layer, bn_node.layer))
+        return out
+
+    replace = {id(prev): functools.partial(folded, bn_node) for bn_node, prev in folds.items()}
+    # The folded BN passes on its conv's output, which now includes it.
+    model = graph.rebuild(model, replace, drop={id(bn_node) for bn_node in folds})
+    return model, {bn.layer.name: prev.layer.name for bn, prev in folds.items()}
 
 
 def _scalar_operand(node):
@@ -310,39 +299,21 @@ def rewrite_layers(model):
     each TFOpLambda ``x <op> constant`` with a ScalarOp layer (Keras builds hard-sigmoid and
     hard-swish from such ops) and the layers of ``layer_configs.replacement`` (CategoryEncoding,
     adapted Normalization). The model keeps its input structure (a dict stays a dict)."""
-    nodes = [n for depth in model._nodes_by_depth.values()  # pylint: disable=protected-access
-             for n in depth if not n.is_input]
+    nodes = graph.nodes(model)
     swaps = {}
     for n in nodes:
         value = _scalar_operand(n)
         if value is not None:
-            swaps[id(n)] = layer_configs.ScalarOp(layer_configs.SCALAR_OPS[n.layer.symbol], value,
-                                                  name=n.layer.name)
+            op = layer_configs.ScalarOp(layer_configs.SCALAR_OPS[n.layer.symbol], value,
+                                        name=n.layer.name)
+            swaps[id(n)] = lambda node, args, kwargs, inputs, op=op: op(inputs[0])
         elif len(n.layer._inbound_nodes) == 1:  # pylint: disable=protected-access
             new = layer_configs.replacement(n.layer)
             if new is not None:
-                swaps[id(n)] = new[0]
+                swaps[id(n)] = lambda node, args, kwargs, inputs, new=new[0]: new(*args, **kwargs)
     if not swaps:
         return model
-    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
-              for t in model.inputs]
-    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
-        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
-            if node.is_input:
-                continue
-            new = swaps.get(id(node))
-            if isinstance(new, layer_configs.ScalarOp):
-                outs = new(tensors[node.flat_input_ids[0]])
-            else:
-                args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
-                outs = (new or node.layer)(*args, **kwargs)
-            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
-                tensors[i] = y
-    outs = [tensors[str(id(x))] for x in model.outputs]
-    nested = getattr(model, "_nested_inputs", None)
-    structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
-    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name)
+    return graph.rebuild(model, swaps)
 
 
 def flatten_nested(model):
@@ -351,35 +322,10 @@ def flatten_nested(model):
     carry over. TFMOT itself rejects nested models (TFMOT issue #957)."""
     if not any(isinstance(layer, tf_keras.Model) for layer in model.layers):
         return model
-    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
-              for t in model.inputs]
-    outputs = _replay(model, inputs)
-    return tf_keras.Model(inputs, outputs, name=model.name)
-
-
-def _replay(model, inputs):
-    """Re-runs a graph model's nodes on ``inputs``, recursing into nested graph models."""
-    if not getattr(model, "_is_graph_network", False):
-        raise QuantizationError(
-            f"nested model {model.name!r} ({type(model).__name__}) is subclassed; only "
-            "Functional/Sequential sub-models can be flattened for QAT")
-    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
-        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
-            if node.is_input:
-                continue
-            if any(i not in tensors for i in node.flat_input_ids):
-                continue
-            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
-            layer = node.layer
-            if isinstance(layer, tf_keras.Model):
-                outs = _replay(layer, tf.nest.flatten(args))
-            else:
-                outs = layer(*args, **kwargs)
-            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
-                tensors[i] = y
-    outs = [tensors[str(id(x))] for x in model.outputs]
-    return outs if len(outs) > 1 else outs[0]
+    try:
+        return graph.rebuild(model, flatten=True)
+    except graph.NotAGraph as e:
+        raise QuantizationError(str(e)) from e
 
 
 def quantize(model, cfg: Optional[QuantizationConfig] = None) -> tf_keras.Model:

@@ -18,13 +18,13 @@ SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export"
 BINARY_SECTIONS = ("curves",)  # besides the classification ones
 REGRESSION_SECTIONS = ("headline", "blessing", "errors", "layers", "export", "size-latency",
                        "op-profile")
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.ok{color:#070}.bad{color:#b00}
 h2{border-bottom:1px solid #ddd;margin-top:1.6em}img{max-width:100%}"""
 
 
-def _png(fig) -> str:
+def figure_png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -55,14 +55,14 @@ def _fmt(v) -> str:
 def _per_class(pc) -> str:
     classes = sorted(pc, key=lambda c: int(c) if str(c).isdigit() else str(c))
     deltas = [100 * (pc[c]["int8"] - pc[c]["float"]) for c in classes]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar([str(c) for c in classes], deltas, color=["#2a7" if d >= 0 else "#c33" for d in deltas])
     ax.axhline(0, color="#444", lw=.8)
     ax.set_xlabel("class")
     ax.set_ylabel("int8 - float (pt)")
     ax.set_title("Per-class accuracy delta")
-    return ('<h2 id="per-class">Per-class accuracy</h2>' + _png(fig) +
+    return ('<h2 id="per-class">Per-class accuracy</h2>' + figure_png(fig) +
             "<p>Paired 95 % interval: from the examples float and int8 disagree on, in that "
             "class (one example = 100 / support pt). An interval wholly below zero is a drop "
             "beyond noise; the guard (EvalConfig.max_class_drop_pt) blocks where it shows "
@@ -96,7 +96,7 @@ def _confusion(cm: Dict[str, List[List[int]]]) -> str:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _bars(labels, values, title, unit, colors=None):
@@ -110,10 +110,10 @@ def _bars(labels, values, title, unit, colors=None):
     for b, v in zip(bars, values):
         ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                     va="bottom")
-    return _png(fig)
+    return figure_png(fig)
 
 
-def _plt():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -123,7 +123,7 @@ def _plt():
 def _curves(points) -> str:
     """ROC and precision-recall curves of both models from the sampled (label, float, int8)."""
     import numpy as np
-    plt = _plt()
+    plt = pyplot()
     p = np.asarray(points, np.float64)
     y = p[:, 0] > 0.5
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
@@ -140,13 +140,13 @@ def _curves(points) -> str:
     pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
     roc.legend()
     pr.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _errors(points) -> str:
     """Error histograms and predicted-vs-true of both models from the sampled points."""
     import numpy as np
-    plt = _plt()
+    plt = pyplot()
     p = np.asarray(points, np.float64)
     fig, (hist, scatter) = plt.subplots(1, 2, figsize=(10, 4))
     errs = {"float": p[:, 1] - p[:, 0], "int8": p[:, 2] - p[:, 0]}
@@ -161,7 +161,7 @@ def _errors(points) -> str:
     scatter.plot([lo, hi], [lo, hi], color="#bbb", lw=.8)
     scatter.set(title="Predicted vs true", xlabel="true", ylabel="predicted")
     scatter.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _headline_rows(metrics, overall) -> List[List[Any]]:
@@ -185,7 +185,7 @@ def _search(found: Dict[str, Any]) -> str:
     e = html.escape
     sens = found["sensitivity"]
     head, unit = ("MAE", "% of float MAE") if found.get("metric") == "mae" else ("top-1", "pt")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, max(2.0, 0.3 * len(sens) + 1)))
     names = [s["name"] for s in sens][::-1]
     drops = [s["drop_pt"] for s in sens][::-1]
@@ -206,7 +206,7 @@ def _search(found: Dict[str, Any]) -> str:
            + (f" This split resolves drops of about {found['resolution_pt']:.2f} pt (95 %, "
               "paired)." if found.get("resolution_pt") else "") + "</p>"
            + (f'<p class="bad">WARNING: {e(found["warning"])}</p>' if found.get("warning")
-              else ""), _png(fig),
+              else ""), figure_png(fig),
            _table(["layer", "class", f"{head} alone", f"drop ({unit})", "output SNR (dB)"],
                   [[s["name"], s["cls"], s["accuracy"], f"{s['drop_pt']:+.2f}",
                     s["output_snr_db"]] for s in sens], left=2)]
@@ -235,30 +235,38 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     error histograms and predicted-vs-true for regression."""
     e = html.escape
     export = export or {}
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+           f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
+           _headline(metrics, export), _decision(metrics), _task_sections(metrics),
+           _layers(export.get("qat_report") or {}), _export_checks(export),
+           _size_latency(metrics, export), "</body></html>"]
+    return "\n".join(out)
+
+
+def _headline(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
+    e = html.escape
     overall = metrics["slices"]["overall"]
-    task = metrics.get("task", "multiclass")
     fb, ib = export.get("float_tflite_bytes"), export.get("int8_tflite_bytes")
     fl, il = metrics.get("float_latency_ms"), metrics.get("int8_latency_ms")
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>"]
-
     verdict = ('<b class="ok">BLESSED</b>' if metrics["blessed"] else
                '<b class="bad">NOT BLESSED</b>')
-    out.append(f'<h2 id="headline">Headline</h2><p>{verdict} on {metrics["eval_examples"]:,} '
-               f'{e(metrics["eval_split"])} examples; {e(task)} model '
-               f'({e(str(metrics.get("task_source")))}).</p>')
-    out.append(_table(["", "float", "int8", "int8 vs float"], _headline_rows(metrics, overall) + [
-        ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
-        ["latency per example (ms, TFLite, 1 thread, batch 1)", fl, il,
-         f"int8 {fl / il:.2f}x float speed" if fl and il else ""],
-        ["how XNNPACK takes the model", metrics.get("float_xnnpack"),
-         metrics.get("int8_xnnpack"), "int8 is SLOWER than float" if fl and il and il > fl
-         else ""],
-    ]))
+    return (f'<h2 id="headline">Headline</h2><p>{verdict} on {metrics["eval_examples"]:,} '
+            f'{e(metrics["eval_split"])} examples; {e(metrics.get("task", "multiclass"))} model '
+            f'({e(str(metrics.get("task_source")))}).</p>' +
+            _table(["", "float", "int8", "int8 vs float"], _headline_rows(metrics, overall) + [
+                ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
+                ["latency per example (ms, TFLite, 1 thread, batch 1)", fl, il,
+                 f"int8 {fl / il:.2f}x float speed" if fl and il else ""],
+                ["how XNNPACK takes the model", metrics.get("float_xnnpack"),
+                 metrics.get("int8_xnnpack"), "int8 is SLOWER than float"
+                 if fl and il and il > fl else ""]]))
 
-    out.append('<h2 id="blessing">Blessing decision (TFMA thresholds; float = baseline, '
-               'int8 = candidate)</h2><ul>' +
-               "".join(f"<li>{e(r)}</li>" for r in metrics["reasons"]) + "</ul>")
+
+def _decision(metrics: Dict[str, Any]) -> str:
+    e = html.escape
+    out = ['<h2 id="blessing">Blessing decision (TFMA thresholds; float = baseline, '
+           'int8 = candidate)</h2><ul>' +
+           "".join(f"<li>{e(r)}</li>" for r in metrics["reasons"]) + "</ul>"]
     failures = metrics.get("threshold_failures") or []
     if failures:
         out.append(_table(list(failures[0].keys()), [list(c.values()) for c in failures],
@@ -269,9 +277,16 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
     out.append(f"<p>Baseline (deployed model) check: {e(str(base.get('status')))} — "
                f"{e(str(base.get('reason')))}</p><p>Evaluated int8 sha256: "
                f"<code>{e(metrics['int8_sha256'])}</code></p>")
+    return "\n".join(out)
 
+
+def _task_sections(metrics: Dict[str, Any]) -> str:
+    """Curves for binary, error plots for regression, confusion + per class otherwise."""
+    overall = metrics["slices"]["overall"]
+    task = metrics.get("task", "multiclass")
     points = metrics.get("points") or []
     sample = f"<p>From a uniform sample of {len(points):,} eval examples.</p>"
+    out = []
     if task == "binary" and points:
         out.append('<h2 id="curves">ROC and precision-recall</h2>' + sample + _curves(points))
     if task == "regression":
@@ -281,9 +296,12 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
         out.append('<h2 id="confusion">Confusion matrices</h2>' +
                    _confusion(overall["confusion_matrix"]))
         out.append(_per_class(overall["per_class_accuracy"]))
+    return "\n".join(out)
 
-    qat = export.get("qat_report") or {}
-    out.append('<h2 id="layers">Per-layer quantization (QuantizeTrainer)</h2>')
+
+def _layers(qat: Dict[str, Any]) -> str:
+    e = html.escape
+    out = ['<h2 id="layers">Per-layer quantization (QuantizeTrainer)</h2>']
     if qat.get("layers"):
         counts = qat.get("counts", {})
         tr = qat.get("training", {})
@@ -300,39 +318,46 @@ def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
                    "QuantizeTrainer).</p>")
     if qat.get("search"):
         out.append(_search(qat["search"]))
+    return "\n".join(out)
 
-    out.append('<h2 id="export">Export validation and Edge TPU</h2>')
-    if export:
-        parity = export.get("parity") or {}
-        out.append(_table(["check", "result"], [
-            ["input / output dtype", f"{export.get('input_dtype')} / {export.get('output_dtype')}"],
-            ["float ops (listed float_fallback layers)", export.get("float_island_ops") or 0],
-            ["ops", json.dumps(export.get("op_counts"))],
-            [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
-             f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],
-            ["max |score error|", parity.get("max_abs_error")],
-        ], left=2))
-        edge = export.get("edgetpu") or {}
-        pred, comp = edge.get("prediction") or {}, edge.get("compile") or {}
-        if pred:
-            out.append(f"<p>Edge TPU: predicted {pred['predicted_on_tpu']}/{pred['total_ops']} ops "
-                       f"on the TPU (first unmapped: {e(str(pred.get('first_unmapped')))}); "
-                       f"compiler: {e(str(comp.get('status')))} — {e(str(comp.get('message')))}</p>")
-            out.append(_table(["#", "op", "version", "on TPU", "why not"],
-                              [[o["index"], o["op"], o["version"],
-                                "yes" if o["predicted_on_tpu"] else "no", "; ".join(o["reasons"])]
-                               for o in pred.get("ops", [])], left=0))
-    else:
-        out.append("<p>No export report found.</p>")
 
-    out.append('<h2 id="size-latency">Size and latency</h2>')
+def _export_checks(export: Dict[str, Any]) -> str:
+    e = html.escape
+    out = ['<h2 id="export">Export validation and Edge TPU</h2>']
+    if not export:
+        return out[0] + "\n<p>No export report found.</p>"
+    parity = export.get("parity") or {}
+    out.append(_table(["check", "result"], [
+        ["input / output dtype", f"{export.get('input_dtype')} / {export.get('output_dtype')}"],
+        ["float ops (listed float_fallback layers)", export.get("float_island_ops") or 0],
+        ["ops", json.dumps(export.get("op_counts"))],
+        [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
+         f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],
+        ["max |score error|", parity.get("max_abs_error")],
+    ], left=2))
+    edge = export.get("edgetpu") or {}
+    pred, comp = edge.get("prediction") or {}, edge.get("compile") or {}
+    if pred:
+        out.append(f"<p>Edge TPU: predicted {pred['predicted_on_tpu']}/{pred['total_ops']} ops "
+                   f"on the TPU (first unmapped: {e(str(pred.get('first_unmapped')))}); "
+                   f"compiler: {e(str(comp.get('status')))} — {e(str(comp.get('message')))}</p>")
+        out.append(_table(["#", "op", "version", "on TPU", "why not"],
+                          [[o["index"], o["op"], o["version"],
+                            "yes" if o["predicted_on_tpu"] else "no", "; ".join(o["reasons"])]
+                           for o in pred.get("ops", [])], left=0))
+    return "\n".join(out)
+
+
+def _size_latency(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
+    fb, ib = export.get("float_tflite_bytes"), export.get("int8_tflite_bytes")
+    fl, il = metrics.get("float_latency_ms"), metrics.get("int8_latency_ms")
+    out = ['<h2 id="size-latency">Size and latency</h2>']
     if fb and ib:
         out.append(_bars(["float", "int8"], [fb / 1024, ib / 1024], "TFLite size", "KiB"))
     if fl and il:
         out.append(_bars(["float", "int8"], [fl, il], "Latency per example (1 thread, batch 1)",
                          "ms"))
     out.append(_op_profile(metrics.get("op_profile") or {}))
-    out.append("</body></html>")
     return "\n".join(out)
 
 

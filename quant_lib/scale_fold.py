@@ -27,9 +27,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
 
-from quant_lib import layer_configs
+from quant_lib import graph, layer_configs
 
 # Layers f with f(k * x) == k * f(x) for k > 0, one input, one output.
 _COMMUTING = ("ZeroPadding1D", "ZeroPadding2D", "Dropout", "SpatialDropout1D",
@@ -59,8 +58,7 @@ def _factor(layer) -> Optional[float]:
 
 class _Graph:
     def __init__(self, model):
-        self.nodes = [n for d in model._nodes_by_depth.values()  # pylint: disable=protected-access
-                      for n in d if not n.is_input]
+        self.nodes = graph.nodes(model)
         self.consumers: Dict[str, List] = {}
         for n in self.nodes:
             for t in n.flat_input_ids:
@@ -217,29 +215,12 @@ def fold_zero_padding(model, protected: Iterable[str] = ()):
 
 
 def _rebuild(model, drop: Set[int], replace: Dict[str, Callable]):
-    """The model called node by node on new inputs: a node in ``drop`` passes its input on, a
-    layer named in ``replace`` is swapped for ``replace[name](layer, args, kwargs)``."""
-    inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
-              for t in model.inputs]
-    tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
-        for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
-            if node.is_input:
-                continue
-            if id(node) in drop:
-                tensors[node.flat_output_ids[0]] = tensors[node.flat_input_ids[0]]
-                continue
-            args, kwargs = node.map_arguments({k: [v] for k, v in tensors.items()})
-            layer = node.layer
-            if layer.name in replace:
-                layer = replace[layer.name](layer, args, kwargs)
-            outs = layer(*args, **kwargs)
-            for i, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
-                tensors[i] = y
-    outs = [tensors[str(id(x))] for x in model.outputs]
-    nested = getattr(model, "_nested_inputs", None)
-    structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
-    return tf_keras.Model(structured, outs if len(outs) > 1 else outs[0], name=model.name)
+    """``graph.rebuild``: a node in ``drop`` passes its input on, a layer named in ``replace`` is
+    swapped for ``replace[name](layer, args, kwargs)``."""
+    def swap(node, args, kwargs, _inputs):
+        return replace[node.layer.name](node.layer, args, kwargs)(*args, **kwargs)
+    return graph.rebuild(model, {id(n): swap for n in graph.nodes(model)
+                                 if n.layer.name in replace}, drop)
 
 
 def _copy(layer, config, weights, args, kwargs):

@@ -214,7 +214,7 @@ def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibrati
     float_out = np.asarray(model.predict(keras_x, batch_size=256, verbose=0))
     float_v = metric.per_example(float_out, labels)
     _, decisions = qat.quantize_with_report(fresh_copy(model), _plain(cfg))
-    folds = {prev.layer.name: bn.layer.name for bn, prev in qat._bn_folds(model).items()}  # pylint: disable=protected-access
+    folds = {prev.layer.name: bn.layer.name for bn, prev in qat.bn_folds(model).items()}
     quantized = [d.name for d in decisions if d.decision in (qat.QUANTIZE, qat.FOLD)]
     out = []
     layers = weight_layers(decisions)
@@ -290,76 +290,119 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
     metric = Metric.of(task, s)
     float_v = metric.per_example(model.predict(keras_x, batch_size=256, verbose=0), labels)
     float_acc = float(np.mean(float_v))
-    warning = resolution = None
-    if metric.name == "accuracy":
-        resolution = resolution_pt(len(labels), float_acc)
-        progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
-                 f"examples (resolves drops of about {resolution:.2f} pt); budget "
-                 f"{s.max_accuracy_drop_pt} pt; target {s.target}")
+    resolution, warning = _resolution_warning(s, metric, labels, float_acc, progress)
+    ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress, metric)
+    trials = _Trials(cfg, train, metric, (features, labels, float_v), representative, progress,
+                     observe)
+    chosen, refined_from = _walk(model, cfg, ranked, trials)
+    if chosen is not None:
+        index, trained, trial_cfg = chosen
+        status = WITHIN
+        reason = _within_reason(trials.done, index, refined_from, metric, float_acc,
+                                s.validation_split)
+        plain = _no_mix(trial_cfg, cfg, ranked)
+        if plain:
+            reason = f"{plain}; {reason}"
     else:
+        _, index, trained, trial_cfg = trials.best
+        status = NO_CANDIDATE
+        field = "max_accuracy_drop_pt" if metric.name == "accuracy" else "max_mae_increase_pct"
+        reason = (f"no candidate within {metric.budget} {metric.unit} after {len(trials.done)} "
+                  f"trial(s) (best: trial {index}, {trials.done[index].drop_pt:+.2f} "
+                  f"{metric.unit}); raise SearchConfig.{field} or max_trials, or allow more moves")
+    result = SearchResult(metric.budget, s.target, s.validation_split, len(labels),
+                          float_acc, ranked, trials.done, index, status, reason,
+                          time.perf_counter() - t_start, resolution, warning, metric.name)
+    progress(f"search: {reason}")
+    return (*trained, trial_cfg, result)
+
+
+def _resolution_warning(s, metric, labels, float_acc, progress):
+    """What the validation split resolves, and the warning (or, strict, the error) when the
+    budget is finer than that."""
+    if metric.name != "accuracy":
         progress(f"search: float MAE {float_acc:.4g} on {len(labels)} {s.validation_split!r} "
                  f"examples; budget +{s.max_mae_increase_pct} % MAE; target {s.target}")
-    if resolution is not None and s.max_accuracy_drop_pt < resolution:
-        warning = (f"the budget of {s.max_accuracy_drop_pt} pt is below what {len(labels)} "
-                   f"{s.validation_split!r} examples resolve (~{resolution:.2f} pt at float top-1 "
-                   f"{float_acc:.4f}; one example is {100 / len(labels):.2f} pt): trials that "
-                   f"differ by less are within noise. The budget needs about "
-                   f"{examples_needed(s.max_accuracy_drop_pt, float_acc):,} validation examples")
-        if s.strict:
-            raise SearchError(f"SearchConfig.strict=True: {warning}; give the search a larger "
-                              "validation split or raise SearchConfig.max_accuracy_drop_pt")
-        log.warning("search: %s", warning)
-        progress(f"search: WARNING {warning}")
-    ranked = sensitivity(model, cfg, keras_x, labels, task, calibration, progress, metric)
-    trials: List[Trial] = []
-    best = None  # (drop, index, trained, trial cfg)
-    chosen = None
-    missed: Dict[str, int] = {}  # per-layer move -> most layers raised in a trial over budget
+        return None, None
+    resolution = resolution_pt(len(labels), float_acc)
+    progress(f"search: float top-1 {float_acc:.4f} on {len(labels)} {s.validation_split!r} "
+             f"examples (resolves drops of about {resolution:.2f} pt); budget "
+             f"{s.max_accuracy_drop_pt} pt; target {s.target}")
+    if s.max_accuracy_drop_pt >= resolution:
+        return resolution, None
+    warning = (f"the budget of {s.max_accuracy_drop_pt} pt is below what {len(labels)} "
+               f"{s.validation_split!r} examples resolve (~{resolution:.2f} pt at float top-1 "
+               f"{float_acc:.4f}; one example is {100 / len(labels):.2f} pt): trials that "
+               f"differ by less are within noise. The budget needs about "
+               f"{examples_needed(s.max_accuracy_drop_pt, float_acc):,} validation examples")
+    if s.strict:
+        raise SearchError(f"SearchConfig.strict=True: {warning}; give the search a larger "
+                          "validation split or raise SearchConfig.max_accuracy_drop_pt")
+    log.warning("search: %s", warning)
+    progress(f"search: WARNING {warning}")
+    return resolution, warning
 
-    def attempt(move, change, changes, trained=None):
-        nonlocal best
+
+class _Trials:
+    """Runs and records trials: train (unless given), convert, validate, score on validation."""
+
+    def __init__(self, cfg, train, metric, validation, representative, progress, observe):
+        self.cfg, self.train, self.metric = cfg, train, metric
+        self.features, self.labels, self.float_v = validation
+        self.representative = representative
+        self.progress, self.observe = progress, observe
+        self.done: List[Trial] = []
+        self.best = None  # (drop, index, trained, trial cfg)
+
+    def attempt(self, move, change, changes, trained=None):
         t0 = time.perf_counter()
-        trial_cfg = dataclasses.replace(cfg, **changes)
-        trained = trained or train(trial_cfg)
-        data = tflite.convert_int8(trained[0], representative, per_channel=not trial_cfg.per_tensor,
+        trial_cfg = dataclasses.replace(self.cfg, **changes)
+        trained = trained or self.train(trial_cfg)
+        data = tflite.convert_int8(trained[0], self.representative,
+                                   per_channel=not trial_cfg.per_tensor,
                                    float_layers=trial_cfg.float_fallback_names)
         report = tflite.validate_integer(data, float_layers=trial_cfg.float_fallback_names)
-        trial_v = metric.per_example(tflite.TFLiteClassifier(data).predict(features), labels)
+        trial_v = self.metric.per_example(tflite.TFLiteClassifier(data).predict(self.features),
+                                          self.labels)
         acc = float(np.mean(trial_v))
-        drop, low, high = metric.drop(float_v, trial_v)
-        one = {k: v[:20] for k, v in features.items()}
-        trial = Trial(len(trials), move, change, acc, drop, len(data), latency_ms(data, one),
-                      report.float_ops, drop <= metric.budget,
+        drop, low, high = self.metric.drop(self.float_v, trial_v)
+        one = {k: v[:20] for k, v in self.features.items()}
+        trial = Trial(len(self.done), move, change, acc, drop, len(data), latency_ms(data, one),
+                      report.float_ops, drop <= self.metric.budget,
                       time.perf_counter() - t0, {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in changes.items()},
-                      _edgetpu(data) if s.target == "edgetpu" else None, low, high)
-        trials.append(trial)
-        if observe is not None:
-            observe(trial, data)
-        progress(f"search trial {trial.index} ({move}: {change}): int8 {metric.name} {acc:.4g} "
-                 f"(drop {drop:+.2f} {metric.unit}, 95% [{low:+.2f}, {high:+.2f}]), {len(data)} "
-                 f"bytes, "
-                 f"{trial.seconds:.0f}s"
-                 + (" -> within budget" if trial.within_budget else ""))
-        if best is None or drop < best[0]:
-            best = (drop, trial.index, trained, trial_cfg)
+                      _edgetpu(data) if self.cfg.search.target == "edgetpu" else None, low, high)
+        self.done.append(trial)
+        if self.observe is not None:
+            self.observe(trial, data)
+        self.progress(f"search trial {trial.index} ({move}: {change}): int8 {self.metric.name} "
+                      f"{acc:.4g} (drop {drop:+.2f} {self.metric.unit}, 95% [{low:+.2f}, "
+                      f"{high:+.2f}]), {len(data)} bytes, {trial.seconds:.0f}s"
+                      + (" -> within budget" if trial.within_budget else ""))
+        if self.best is None or drop < self.best[0]:
+            self.best = (drop, trial.index, trained, trial_cfg)
         return trial, (trial.index, trained, trial_cfg)
 
-    refined_from = ptq = None
+
+def _walk(model, cfg, ranked, trials: "_Trials"):
+    """PTQ first (8-bit plans), then the candidate moves in order until one is within budget;
+    a per-layer move within budget is refined by bisection towards fewer raised layers.
+    Returns (the chosen (index, trained, cfg) or None, the trial refined from or None)."""
+    refined_from = ptq = chosen = None
+    missed: Dict[str, int] = {}  # per-layer move -> most layers raised in a trial over budget
     eight_bit = cfg.scheme == "default_8bit" or (cfg.weight_bits, cfg.activation_bits) == (8, 8)
-    if s.ptq and eight_bit and not cfg.float_fallback_names:
+    if cfg.search.ptq and eight_bit and not cfg.float_fallback_names:
         # No training: the float model converted with the same calibration data. Same size as
         # the 8-bit QAT model, so it competes on the metric alone.
-        ptq = attempt("ptq", "post-training quantization of the float model (no QAT)", {},
-                      (fresh_copy(model), [], {"method": "ptq"}))
+        ptq = trials.attempt("ptq", "post-training quantization of the float model (no QAT)",
+                             {}, (fresh_copy(model), [], {"method": "ptq"}))
     for move, change, changes, step in candidates(cfg, [r.name for r in ranked]):
-        if len(trials) == s.max_trials:
+        if len(trials.done) == cfg.search.max_trials:
             break
-        trial, kept = attempt(move, change, changes)
+        trial, kept = trials.attempt(move, change, changes)
         if move == "as configured" and ptq is not None and ptq[0].within_budget and \
                 ptq[0].drop_pt <= trial.drop_pt:
-            chosen = ptq[1]
-            break
+            return ptq[1], None
         if not trial.within_budget:
             if step is not None:
                 missed[move] = step[1]
@@ -373,50 +416,35 @@ def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tu
             todo, lo, hi = step[0], missed.get(move, 0), step[1]
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                t, k = attempt(f"{move} (refine)", *_layer_change(cfg, move, todo, mid))
+                t, k = trials.attempt(f"{move} (refine)", *_layer_change(cfg, move, todo, mid))
                 if not t.within_budget:
                     lo = mid
                     continue
                 hi = mid
-                if t.int8_bytes <= trials[chosen[0]].int8_bytes:
+                if t.int8_bytes <= trials.done[chosen[0]].int8_bytes:
                     chosen = k
         break
-    if chosen is not None:
-        index, trained, trial_cfg = chosen
-        t = trials[index]
-        status = WITHIN
-        first = "the first within budget"
-        if refined_from is not None:
-            steps = len(trials) - 1 - refined_from
-            first = (f"the smallest within budget after refining trial {refined_from}"
-                     if index != refined_from else
-                     f"the first within budget (stepping back to fewer layers, {steps} refine "
-                     f"trial(s), left the budget)")
-        if t.move == "ptq":
-            first = (f"within budget and at least as good as QAT as configured (trial "
-                     f"{index + 1}: {trials[index + 1].drop_pt:+.2f} {metric.unit}), with no "
-                     "training: kept")
-        limit = f"{metric.budget} {metric.unit}"
-        fmt = ".4g" if metric.name == "mae" else ".4f"
-        reason = (f"trial {index} ({t.move}: {t.change}) is {first}: int8 {metric.name} "
-                  f"{t.accuracy:{fmt}} vs float {float_acc:{fmt}} on {s.validation_split!r} "
-                  f"({t.drop_pt:+.2f} <= {limit}, 95% [{t.drop_low_pt:+.2f}, "
-                  f"{t.drop_high_pt:+.2f}]), {t.int8_bytes} bytes")
-        plain = _no_mix(trial_cfg, cfg, ranked)
-        if plain:
-            reason = f"{plain}; {reason}"
-    else:
-        _, index, trained, trial_cfg = best
-        status = NO_CANDIDATE
-        field = "max_accuracy_drop_pt" if metric.name == "accuracy" else "max_mae_increase_pct"
-        reason = (f"no candidate within {metric.budget} {metric.unit} after {len(trials)} "
-                  f"trial(s) (best: trial {index}, {trials[index].drop_pt:+.2f} {metric.unit}); "
-                  f"raise SearchConfig.{field} or max_trials, or allow more moves")
-    result = SearchResult(metric.budget, s.target, s.validation_split, len(labels),
-                          float_acc, ranked, trials, index, status, reason,
-                          time.perf_counter() - t_start, resolution, warning, metric.name)
-    progress(f"search: {reason}")
-    return (*trained, trial_cfg, result)
+    return chosen, refined_from
+
+
+def _within_reason(trials: List[Trial], index, refined_from, metric, float_acc, split) -> str:
+    t = trials[index]
+    first = "the first within budget"
+    if refined_from is not None:
+        steps = len(trials) - 1 - refined_from
+        first = (f"the smallest within budget after refining trial {refined_from}"
+                 if index != refined_from else
+                 f"the first within budget (stepping back to fewer layers, {steps} refine "
+                 f"trial(s), left the budget)")
+    if t.move == "ptq":
+        first = (f"within budget and at least as good as QAT as configured (trial "
+                 f"{index + 1}: {trials[index + 1].drop_pt:+.2f} {metric.unit}), with no "
+                 "training: kept")
+    fmt = ".4g" if metric.name == "mae" else ".4f"
+    return (f"trial {index} ({t.move}: {t.change}) is {first}: int8 {metric.name} "
+            f"{t.accuracy:{fmt}} vs float {float_acc:{fmt}} on {split!r} "
+            f"({t.drop_pt:+.2f} <= {metric.budget} {metric.unit}, 95% [{t.drop_low_pt:+.2f}, "
+            f"{t.drop_high_pt:+.2f}]), {t.int8_bytes} bytes")
 
 
 def _no_mix(trial_cfg: QuantizationConfig, cfg: QuantizationConfig, ranked) -> Optional[str]:

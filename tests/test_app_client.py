@@ -32,7 +32,7 @@ import json, sys
 sys.modules["tensorflow"] = None  # an app's process: no TensorFlow
 import numpy as np
 from tflite_support import metadata
-from tflite_support.task import vision
+from tflite_support.task import core, processor, vision
 model, images = sys.argv[1], np.load(sys.argv[2])
 shown = metadata.MetadataDisplayer.with_model_file(model)
 out = {"metadata": json.loads(shown.get_metadata_json()),
@@ -48,6 +48,12 @@ else:
            .categories[0] for img in images]
     out["index"] = [c.index for c in top]
     out["name"] = [c.category_name for c in top]
+    # An app that shows one class asks for one: max_results=1.
+    one = vision.ImageClassifier.create_from_options(vision.ImageClassifierOptions(
+        base_options=core.BaseOptions(file_name=model),
+        classification_options=processor.ClassificationOptions(max_results=1)))
+    out["index_top1"] = [one.classify(vision.TensorImage.create_from_array(img))
+                         .classifications[0].categories[0].index for img in images]
 print("CLIENT" + json.dumps(out))
 """
 
@@ -132,19 +138,24 @@ def test_task_library_classifier_gives_quant_evaluators_int8_top1(pushed, tmp_pa
     ours, client = np.argmax(scores, axis=1), np.array(got["index"])
     top = scores == scores.max(axis=1, keepdims=True)
     tied = top.sum(axis=1) > 1
-    # Identical top-1 wherever the int8 scores have one maximum. Where two classes share the top
-    # quantized score the Task Library's sort picks either (seen here: [1, 2] -> 2, [2, 8] -> 2),
-    # argmax (the interpreter's, the evaluator's) the lower id; QuantEvaluator counts such ties.
+    # Asked for the top class (max_results=1), the Task Library keeps the first maximum, as argmax
+    # (the interpreter's, the evaluator's) does: the same top-1 on every image, ties included.
+    one = np.array(got["index_top1"])
+    assert (one == ours).all(), np.flatnonzero(one != ours)
+    # Asked for the full ranking, its sort (std::partial_sort, not stable) orders tied classes
+    # either way; identical top-1 wherever the int8 scores have one maximum.
     assert (client[~tied] == ours[~tied]).all(), np.flatnonzero(client[~tied] != ours[~tied])
     assert top[np.arange(len(client)), client].all()
     assert got["name"] == [NAMES[i] for i in client]
     rec, _ = _blessing(root)
     assert rec.eval_examples == len(labels) and rec.int8_top1_ties == int(tied.sum())
     assert int((ours == labels).sum()) == rec.int8_correct  # the interpreter on raw bytes
+    assert int((one == labels).sum()) == rec.int8_correct  # the Task Library, exactly
     assert abs(int((client == labels).sum()) - rec.int8_correct) <= rec.int8_top1_ties
-    print(f"Task Library vs QuantEvaluator on {len(client)} images: {int((client == ours).sum())} "
-          f"same top-1, {int(tied.sum())} with tied int8 scores; correct: Task Library "
-          f"{int((client == labels).sum())}, QuantEvaluator {rec.int8_correct}")
+    print(f"correct of {len(client)}: QuantEvaluator {rec.int8_correct}, interpreter on raw "
+          f"bytes {int((ours == labels).sum())}, Task Library top-1 {int((one == labels).sum())}"
+          f" (full ranking {int((client == labels).sum())}); tied int8 top scores "
+          f"{int(tied.sum())}")
 
 
 def test_metadata_round_trip_and_files_beside_the_model(pushed, tmp_path):

@@ -154,7 +154,7 @@ def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(tmp_
 def test_bench_evaluator_runs_on_the_pipeline_outputs(runs):
     """`make bench`'s evaluator-vs-raw-loop step on a real run's artifacts: every way of scoring
     sees the whole eval split (speed is the benchmark's business, not this test's)."""
-    from pipelines import bench_evaluator
+    from benchmarks import bench_evaluator
     root, _, _, _, _, third = runs
     assert bench_evaluator.main(["--output-root", str(root), "--repeats", "1"]) == 0
     with open(os.path.join(root, "bench_evaluator.json")) as f:

@@ -9,7 +9,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import keys
-from components.utils import read_record, set_properties
+from components.utils import read_record
 from quant_lib import records
 from components.integer_exporter.executor import Executor as ExporterExecutor
 from components.quant_evaluator.executor import Executor as EvaluatorExecutor
@@ -17,6 +17,7 @@ from components.quantize_trainer.executor import Executor as QuantizeExecutor
 from quant_lib import metrics, qat, tflite
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig, Threshold
 from conftest import render_in_chromium
+import int8_edit
 
 SPEC = DataSpec(image_shape=(8, 8, 1), num_classes=10)
 
@@ -522,24 +523,10 @@ def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
 
 
 def _with_class_bias_lowered(int8_model, klass, root):
-    """A copy of the int8 Model artifact whose file has class ``klass``'s output bias lowered
-    far enough that int8 never predicts it: harm to one class, built into the bytes."""
-    from tensorflow.lite.tools import flatbuffer_utils
-    out = _artifact(standard_artifacts.Model, root)
-    src = os.path.join(int8_model.uri, "Format-Serving", "tflite")
-    model = flatbuffer_utils.read_model(src)
-    graph = model.subgraphs[0]
-    fully_connected = [op for op in graph.operators if max(
-        model.operatorCodes[op.opcodeIndex].builtinCode,
-        model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == 9]
-    bias = model.buffers[graph.tensors[fully_connected[-1].inputs[2]].buffer]
-    values = np.frombuffer(np.asarray(bias.data, np.uint8).tobytes(), np.int32).copy()
-    values[klass] -= 2 ** 24
-    bias.data = np.frombuffer(values.tobytes(), np.uint8)
-    os.makedirs(os.path.join(out.uri, "Format-Serving"))
-    flatbuffer_utils.write_model(model, os.path.join(out.uri, "Format-Serving", "tflite"))
-    set_properties(out, read_record(int8_model, records.Int8Model))
-    return out
+    """The int8 model with class ``klass``'s output bias lowered far enough that int8 never
+    predicts it: harm to one class, built into the bytes."""
+    harmed = int8_edit.lower_class_bias(int8_edit.model_bytes(int8_model), klass, 2 ** 24)
+    return int8_edit.int8_model_artifact(int8_model, harmed, root)
 
 
 def test_class_guard_blocks_a_harmed_class_the_overall_gate_lets_through(

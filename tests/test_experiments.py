@@ -173,7 +173,7 @@ def test_every_artifact_property_is_one_its_record_names(store_runs):
 def test_a_store_of_many_runs_is_read_in_batches(tmp_path):
     """The `make bench` store (records written as the executors write them), small: every run
     listed with its values, in a fixed number of MLMD calls plus two per run."""
-    from pipelines.bench_experiments import build_store
+    from benchmarks.bench_experiments import build_store
     build_store(str(tmp_path / "m.sqlite"), 40)
     store = experiments.connect(str(tmp_path / "m.sqlite"))
     calls = []

@@ -9,9 +9,16 @@ import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.components.base import base_beam_executor
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.types import artifact_utils, standard_artifacts
 
+import int8_edit
+from components import keys
+from components.quant_evaluator.executor import Executor
+from components.utils import read_record
+from quant_lib import records
 from pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_module_file,
                                write_processed_csv)
 from pipelines.summary import build_summary
@@ -45,9 +52,9 @@ def _eval_records(root):
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
-def _labels_and_unlabelled(records):
+def _labels_and_unlabelled(serialized):
     labels, unlabelled = [], []
-    for r in records:
+    for r in serialized:
         ex = tf.train.Example.FromString(r)
         labels.append(ex.features.feature["species"].int64_list.value[0])
         del ex.features.feature["species"]
@@ -92,19 +99,20 @@ def test_the_model_was_rebuilt_and_exported_faithfully(run):
     assert s["float_tflite_bytes"] > 0 and s["float_latency_ms"] > 0 and s["int8_latency_ms"] > 0
 
 
-def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(run):
-    """Independent of the evaluator: Transform graph via TFT, inputs quantized by hand and set
-    by signature name on a plain interpreter."""
+def _transformed_eval(root):
+    """The eval split's labels and Transform's features for them (via TFT)."""
     import tensorflow_transform as tft
-    root, _, s = run
-    records = _eval_records(root)
-    labels, _ = _labels_and_unlabelled(records)
+    serialized = _eval_records(root)
+    labels, _ = _labels_and_unlabelled(serialized)
     tft_out = tft.TFTransformOutput(glob.glob(os.path.join(
         root, "pipeline_root", "Transform", "transform_graph", "*"))[0])
-    raw = tf.io.parse_example(tf.constant(records), tft_out.raw_feature_spec())
-    feats = tft_out.transform_features_layer()(raw)
-    interp = tf.lite.Interpreter(model_path=os.path.join(
-        s["artifacts"]["int8_model"], "Format-Serving", "tflite"))  # pushed when blessed
+    raw = tf.io.parse_example(tf.constant(serialized), tft_out.raw_feature_spec())
+    return labels, {k: v.numpy() for k, v in tft_out.transform_features_layer()(raw).items()}
+
+
+def _int8_correct(labels, feats, model_path=None, model_content=None):
+    """Correct top-1 of an int8 file, inputs quantized by hand and set by signature name."""
+    interp = tf.lite.Interpreter(model_path=model_path, model_content=model_content)
     interp.allocate_tensors()  # else the signature runner skips XNNPACK (TFLite's default path)
     runner = interp.get_signature_runner("serving_default")
     details = runner.get_input_details()
@@ -115,12 +123,86 @@ def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(r
         inputs = {}
         for name, d in details.items():
             scale, zp = d["quantization"]
-            v = float(feats[name].numpy()[i]) / scale
+            v = float(feats[name][i]) / scale
             q = np.sign(v) * np.floor(abs(v) + 0.5) + zp
             inputs[name] = np.clip(q, -128, 127).astype(np.int8).reshape(d["shape"])
         out = next(iter(runner(**inputs).values()))
         correct += int(np.argmax(out) == labels[i])
+    return correct
+
+
+def test_raw_tflite_loop_feeding_inputs_by_name_reproduces_the_pushed_accuracy(run):
+    """Independent of the evaluator: Transform graph via TFT, inputs quantized by hand and set
+    by signature name on a plain interpreter."""
+    root, _, s = run
+    labels, feats = _transformed_eval(root)
+    correct = _int8_correct(labels, feats, model_path=os.path.join(
+        s["artifacts"]["int8_model"], "Format-Serving", "tflite"))  # pushed when blessed
     assert correct / len(labels) == s["int8_accuracy"]
+
+
+def _executor_inputs(mlmd, node):
+    """What ``node``'s executor was handed in the run: input artifacts and exec properties."""
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(mlmd))
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    [execution] = [e for e in store.get_executions() if types[e.type_id] == node]
+    events = [e for e in store.get_events_by_execution_ids([execution.id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    found = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    atypes = {t.id: t for t in store.get_artifact_types_by_id(
+        list({a.type_id for a in found.values()}))}
+    inputs = {}
+    for e in events:
+        a = found[e.artifact_id]
+        inputs.setdefault(e.path.steps[0].key, []).append(
+            artifact_utils.deserialize_artifact(atypes[a.type_id], a))
+    props = {k: v.string_value for k, v in execution.custom_properties.items()
+             if v.HasField("string_value")}
+    return inputs, props
+
+
+def _one_example_worse(labels, feats, int8_bytes, float_correct):
+    """The int8 file with one class's output bias lowered just enough that int8 gets exactly
+    one example fewer right than float (found by bisection on the amount, class by class)."""
+    for klass in range(3):
+        lo, hi = 0, 2 ** 24
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            edited = int8_edit.lower_class_bias(int8_bytes, klass, mid)
+            if _int8_correct(labels, feats, model_content=edited) < float_correct:
+                hi = mid
+            else:
+                lo = mid
+        edited = int8_edit.lower_class_bias(int8_bytes, klass, hi)
+        if _int8_correct(labels, feats, model_content=edited) == float_correct - 1:
+            return edited
+    raise AssertionError("no bias edit makes int8 exactly one example worse than float")
+
+
+def test_verbatim_gate_blocks_a_one_example_drop_and_says_it_is_within_noise(run, tmp_path):
+    """TFX's penguin gate ("no drop at all") on an int8 file one example worse than float: still
+    not blessed (the team's gate decides), and the reason says the drop is within the paired
+    95 % interval, so the team can tell noise from harm."""
+    root, mlmd, s = run
+    inputs, props = _executor_inputs(mlmd, "QuantEvaluator")
+    labels, feats = _transformed_eval(root)
+    [int8] = inputs[keys.QUANTIZED_MODEL]
+    float_correct = round(s["float_accuracy"] * len(labels))
+    worse = _one_example_worse(labels, feats, int8_edit.model_bytes(int8), float_correct)
+    inputs[keys.QUANTIZED_MODEL] = [int8_edit.int8_model_artifact(int8, worse, tmp_path / "m")]
+    outputs = {}
+    for key, cls in ((keys.BLESSING, standard_artifacts.ModelBlessing),
+                     (keys.EVALUATION, standard_artifacts.ModelEvaluation)):
+        outputs[key] = [cls()]
+        outputs[key][0].uri = str(tmp_path / key)
+        os.makedirs(outputs[key][0].uri)
+    Executor(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_running_mode=in_memory"])).Do(inputs, outputs, props)
+    rec = read_record(outputs[keys.BLESSING][0], records.Blessing)
+    assert rec.blessed == 0 and rec.int8_correct == float_correct - 1, rec
+    [reason] = [r for r in rec.blessing_reasons if r.startswith("sparse_categorical_accuracy")]
+    assert "paired 95 % interval" in reason and reason.endswith("pt: within noise)"), reason
+    print(reason)
 
 
 def test_qat_savedmodel_serves_raw_tf_examples(run):

@@ -365,3 +365,38 @@ def test_models_rebuildable_from_config_are_saved_without_traces_others_with(tmp
     assert not isinstance(loaded.layers[1], _Doubler)  # revived from its trace, not the class
     np.testing.assert_allclose(loaded.predict(x, verbose=0), custom.predict(x, verbose=0),
                                atol=1e-6)
+
+
+def test_every_graph_rebuild_keeps_a_dict_input_model_a_dict_input_model():
+    """quant_lib.graph.rebuild is the one rebuild: flattening a nested model, the layer rewrites
+    (x * constant -> ScalarOp), BN folding and the scale folds (zero padding into a "same"
+    convolution) each keep a dict-input model's inputs a dict, and its outputs."""
+    from quant_lib import graph, scale_fold
+    keras.utils.set_random_seed(0)
+    img, tab = keras.Input((8, 8, 1), name="img"), keras.Input((4,), name="tab")
+    x = L.ZeroPadding2D(1)(img)
+    x = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="conv")(x))
+    x = L.Flatten()(L.ReLU()(x))
+    head = keras.Sequential([keras.Input((4,)), L.Dense(4, name="inner")], name="sub")
+    t = head(tab) * 0.5
+    model = keras.Model({"img": img, "tab": tab}, L.Dense(3)(L.Concatenate()([x, t])))
+    rng = np.random.RandomState(0)
+    data = {"img": rng.rand(16, 8, 8, 1).astype(np.float32),
+            "tab": rng.rand(16, 4).astype(np.float32)}
+    bn = model.get_layer("bn")
+    bn.set_weights([w + rng.rand(*w.shape).astype(np.float32) for w in bn.get_weights()])
+    want = model.predict(data, verbose=0)
+    flat = qat.flatten_nested(model)
+    steps = {"flatten_nested": flat, "rewrite_layers": qat.rewrite_layers(flat),
+             "fold_batch_norms": qat.fold_batch_norms(flat)[0],
+             "fold_zero_padding": scale_fold.fold_zero_padding(flat)[0],
+             "rebuild": graph.rebuild(model)}
+    assert "sub" not in [layer.name for layer in flat.layers]
+    assert not any(type(layer).__name__ == "TFOpLambda" for layer in steps["rewrite_layers"].layers)
+    assert "bn" not in [layer.name for layer in steps["fold_batch_norms"].layers]
+    assert not any(type(layer).__name__ == "ZeroPadding2D"
+                   for layer in steps["fold_zero_padding"].layers)
+    for name, m in steps.items():
+        assert isinstance(m.input, dict) and sorted(m.input) == ["img", "tab"], name
+        np.testing.assert_allclose(m.predict(data, verbose=0), want, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)

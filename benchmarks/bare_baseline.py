@@ -5,7 +5,7 @@ loading included), beside ``make run``'s pipeline on the same data and epochs: f
 QAT (TFMOT's ``quantize_model`` as is), full-integer export, and both models scored on the
 test set (float Keras, int8 TFLite). No TFX, no checks, no artifacts, no report.
 
-    python -m pipelines.bare_baseline --out bare.json [--float-epochs 5 --qat-epochs 1]
+    python -m benchmarks.bare_baseline --out bare.json [--float-epochs 5 --qat-epochs 1]
 """
 import argparse
 import json

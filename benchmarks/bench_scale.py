@@ -13,7 +13,7 @@ process timed whole (wall time, peak resident memory from ``os.wait4``):
   - for the record, the serial driver pass over the train split that QuantizeTrainer ran before
     it read StatisticsGen's statistics.
 Writes ``<out>/scale.{json,md,png}``; ``make bench-scale`` copies them to
-``pipelines/bench_scale_results.{json,md}`` and ``pipelines/bench_scale.png``.
+``benchmarks/results/bench_scale_results.{json,md}`` and ``benchmarks/results/bench_scale.png``.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def child(args) -> int:
 
 
 def run(args) -> Dict[str, Any]:
-    from pipelines.bench import _cpu, _timed_process
+    from benchmarks.bench import cpu_name, timed_process
     rows: List[Dict[str, Any]] = []
     t0 = time.time()
     for n in args.sizes:
@@ -172,7 +172,7 @@ def run(args) -> Dict[str, Any]:
                 shutil.copytree(os.path.join(stats_dir, "statistics"),
                                 os.path.join(work, "statistics"))
             print(f">> {component} on {n:,} examples ...", flush=True)
-            r = _timed_process([sys.executable, "-m", "pipelines.bench_scale", "--child",
+            r = timed_process([sys.executable, "-m", "benchmarks.bench_scale", "--child",
                                 component, "--run-root", args.run_root, "--examples", ex_dir,
                                 "--work", work], os.path.join(work, "log.txt"))
             r.update({"component": component, "examples": n,
@@ -185,7 +185,7 @@ def run(args) -> Dict[str, Any]:
             if component == "evaluator" or not args.keep:
                 shutil.rmtree(os.path.join(work, "qat_model"), ignore_errors=True)
         shutil.rmtree(ex_dir, ignore_errors=True)
-    return {"date": time.strftime("%Y-%m-%d"), "machine": _cpu(), "command": "make bench-scale",
+    return {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(), "command": "make bench-scale",
             "sizes": args.sizes, "rows": rows, "wall_minutes": (time.time() - t0) / 60,
             "image_dtype": _spec(args.run_root).image_dtype}
 

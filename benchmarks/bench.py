@@ -32,7 +32,7 @@ import quant_lib  # noqa: F401
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from pipelines import bench_experiments
+from benchmarks import bench_experiments
 from pipelines.data import load_fashion_mnist
 from pipelines.modules.cnn_trainer import build_model
 from quant_lib import evaluation, op_profile, qat, tflite
@@ -43,7 +43,7 @@ SPEC = DataSpec(image_shape=(28, 28, 1), num_classes=10)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
@@ -625,7 +625,7 @@ def _on_other(r: Dict[str, Any], rerun: Dict[str, Any]) -> str:
         if m and m != r["machine"] else ""
 
 
-def _timed_process(cmd, log_path: str) -> Dict[str, Any]:
+def timed_process(cmd, log_path: str) -> Dict[str, Any]:
     """Wall time and peak resident memory of one child process (os.wait4's rusage)."""
     t = time.perf_counter()
     with open(log_path, "w") as logf:
@@ -650,7 +650,7 @@ def _component_seconds(mlmd_path: str) -> Dict[str, float]:
 
 def pipeline_overhead(args) -> Dict[str, Any]:
     """``pipelines.cli run`` (what ``make run`` runs, fresh root, no cache) vs the bare script
-    (pipelines/bare_baseline.py), each a separate process timed as a whole, same data and epochs,
+    (benchmarks/bare_baseline.py), each a separate process timed as a whole, same data and epochs,
     alternated for ``--overhead-rounds`` rounds; each side's fastest round is the headline (the
     run least disturbed by the machine: one run of either varied by 20 s here). Then the
     evaluator's throughput on the last pipeline run's artifacts."""
@@ -659,7 +659,7 @@ def pipeline_overhead(args) -> Dict[str, Any]:
     bares, pipes = [], []
     for i in range(args.overhead_rounds):
         log.info("overhead round %d/%d: bare script, then pipeline", i + 1, args.overhead_rounds)
-        bare = _timed_process([sys.executable, "-m", "pipelines.bare_baseline", "--out",
+        bare = timed_process([sys.executable, "-m", "benchmarks.bare_baseline", "--out",
                                os.path.join(args.out, "bare.json"), "--qat-lr", str(args.qat_lr)]
                               + epochs, os.path.join(args.out, "bare.log"))
         with open(os.path.join(args.out, "bare.json")) as f:
@@ -667,7 +667,7 @@ def pipeline_overhead(args) -> Dict[str, Any]:
         bares.append(bare)
         shutil.rmtree(root, ignore_errors=True)  # a first run: fresh MLMD, artifacts and data
         os.makedirs(root)
-        pipe = _timed_process([sys.executable, "-m", "pipelines.cli", "run", "--dataset",
+        pipe = timed_process([sys.executable, "-m", "pipelines.cli", "run", "--dataset",
                                "fashion_mnist", "--output-root", root, "--no-cache",
                                "--qat-learning-rate", str(args.qat_lr)] + epochs,
                               os.path.join(root, "bench_stdout.log"))
@@ -678,7 +678,7 @@ def pipeline_overhead(args) -> Dict[str, Any]:
                      "int8_accuracy": summary["int8_accuracy"], "summary": summary})
         pipes.append(pipe)
     thr = os.path.join(root, "bench_evaluator.json")
-    subprocess.run([sys.executable, "-m", "pipelines.bench_evaluator", "--output-root", root],
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_evaluator", "--output-root", root],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(thr) as f:
         evaluator = json.load(f)
@@ -804,7 +804,7 @@ def overhead_markdown(o: Dict[str, Any]) -> list:
     p, b = o["pipeline"], o["bare"]
     comp = ", ".join(f"{k} {v:.0f}" for k, v in p["components"].items())
     phases = ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in b["phases_seconds"].items())
-    return [f"Pipeline vs bare script (`pipelines/bare_baseline.py`: plain TFMOT `quantize_model`, "
+    return [f"Pipeline vs bare script (`benchmarks/bare_baseline.py`: plain TFMOT `quantize_model`, "
             f"TFLite converter, no checks or artifacts): pipeline {p['seconds']:.0f} s in all, of "
             f"which the components (MLMD execution times, s): {comp}; the rest is process start, "
             f"imports, data ingestion and the run summary. Bare script {b['seconds']:.0f} s: "
@@ -921,7 +921,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    r: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": _cpu(),
+    r: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
                          "command": "make bench", "protocol": __doc__.split("\n\n")[1]}
     if args.only:  # development: the named sections alone, in bench_only.json
         for name in args.only:
@@ -938,7 +938,7 @@ def main(argv=None) -> int:
             r[name] = SECTIONS[name](args)
             r.setdefault("rerun", {})[name] = {"date": time.strftime("%Y-%m-%d"),
                                                "minutes": (time.time() - t) / 60,
-                                               "machine": _cpu()}
+                                               "machine": cpu_name()}
         return _write(r, args)
     if not args.skip_pipeline:  # first: the processes it times start on an idle machine
         r["overhead"] = pipeline_overhead(args)

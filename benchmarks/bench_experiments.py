@@ -166,7 +166,7 @@ def example_markdown(r: Dict[str, Any]) -> str:
     e = r["experiments_example"]
     date = r.get("rerun", {}).get("experiments_example", {}).get("date", r["date"])
     cmds = "\n".join(f"{c.rstrip()} --output-root runs/exp" for c in e["commands"])
-    cell = experiments._cell  # pylint: disable=protected-access
+    cell = experiments.cell_text
 
     def short(v):  # the bench's output root, as the commands above name it
         return re.sub(r"\S*/experiments_example", "runs/exp", cell(v))

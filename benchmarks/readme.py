@@ -1,9 +1,9 @@
 """The README's measured numbers, rendered from the results files the commands write.
 
 Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in README.md is generated
-from a results file (``make bench`` -> pipelines/bench_results.json, ``make bench-scale`` ->
-pipelines/bench_scale_results.json); ``tests/test_readme.py`` fails when a block differs from what
-its file renders. After a bench: ``make readme`` (``python -m pipelines.readme``) rewrites them.
+from a results file (``make bench`` -> benchmarks/results/bench_results.json, ``make bench-scale`` ->
+benchmarks/results/bench_scale_results.json); ``tests/test_readme.py`` fails when a block differs from what
+its file renders. After a bench: ``make readme`` (``python -m benchmarks.readme``) rewrites them.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
-BENCH = "pipelines/bench_results.json"
-SCALE = "pipelines/bench_scale_results.json"
+BENCH = "benchmarks/results/bench_results.json"
+SCALE = "benchmarks/results/bench_scale_results.json"
+GUARD = "benchmarks/results/bench_guard_results.json"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -48,34 +49,40 @@ def mobilenet_v2(r: Dict[str, Any]) -> str:
 
 
 def _bench_table(r: Dict[str, Any]) -> str:
-    from pipelines.bench import to_markdown
+    from benchmarks.bench import to_markdown
     return to_markdown(r)
 
 
 def _latency_table(r: Dict[str, Any]) -> str:
-    from pipelines.bench import latency_markdown
+    from benchmarks.bench import latency_markdown
     return latency_markdown(r)
 
 
 def _experiments_store(r: Dict[str, Any]) -> str:
-    from pipelines.bench_experiments import markdown
+    from benchmarks.bench_experiments import markdown
     return markdown(r)
 
 
 def _experiments_example(r: Dict[str, Any]) -> str:
-    from pipelines.bench_experiments import example_markdown
+    from benchmarks.bench_experiments import example_markdown
     return example_markdown(r)
 
 
 def _scale_table(r: Dict[str, Any]) -> str:
-    from pipelines.bench_scale import to_markdown
-    return to_markdown(r) + "\n![time and peak memory vs examples](pipelines/bench_scale.png)\n"
+    from benchmarks.bench_scale import to_markdown
+    return to_markdown(r) + "\n![time and peak memory vs examples](benchmarks/results/bench_scale.png)\n"
+
+
+def _guard_table(r: Dict[str, Any]) -> str:
+    from benchmarks.bench_guard import to_markdown
+    return to_markdown(r)
 
 
 RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "run-summary": (BENCH, run_summary),
     "mobilenet-v2": (BENCH, mobilenet_v2),
     "bench": (BENCH, _bench_table),
+    "guard": (GUARD, _guard_table),
     "latency-224": (BENCH, _latency_table),
     "experiments-store": (BENCH, _experiments_store),
     "experiments-example": (BENCH, _experiments_example),

@@ -1,6 +1,6 @@
 """Evaluator throughput vs a raw loop over the same split (a benchmark, not a test).
 
-    .venv/bin/python -m pipelines.bench_evaluator --output-root runs/fashion_mnist
+    .venv/bin/python -m benchmarks.bench_evaluator --output-root runs/fashion_mnist
 
 Uses the artifacts of the latest run under the output root (read from MLMD): the eval split, the
 float Keras model and the int8 TFLite model. Times, in one process:
