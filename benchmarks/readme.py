@@ -1,9 +1,9 @@
 """The README's measured numbers, rendered from the results files the commands write.
 
-Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in README.md is generated
-from a results file (``make bench`` -> benchmarks/results/bench_results.json, ``make bench-scale`` ->
-benchmarks/results/bench_scale_results.json); ``tests/test_readme.py`` fails when a block differs from what
-its file renders. After a bench: ``make readme`` (``python -m benchmarks.readme``) rewrites them.
+Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in README.md and docs/*.md
+is generated from a results file in benchmarks/results/ (``make bench``, ``make bench-scale``,
+``make bench-guard``); ``tests/test_readme.py`` fails when a block differs from what its file
+renders. After a bench: ``make readme`` (``python -m benchmarks.readme``) rewrites them.
 """
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from typing import Any, Callable, Dict, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+DOCS = os.path.join(REPO, "docs")
+
+
+def documents() -> list:
+    """README.md and docs/*.md: every file whose results blocks are rendered and checked."""
+    return [README] + sorted(os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith(".md"))
 BENCH = "benchmarks/results/bench_results.json"
 SCALE = "benchmarks/results/bench_scale_results.json"
 GUARD = "benchmarks/results/bench_guard_results.json"
@@ -48,6 +54,20 @@ def mobilenet_v2(r: Dict[str, Any]) -> str:
             f"({std['size_ratio']:.2f}x). (`make bench`, {r['date']}.)\n")
 
 
+def bench_summary(r: Dict[str, Any]) -> str:
+    """The README's short table: Fashion-MNIST float vs PTQ and QAT int8 (docs/benchmarks.md)."""
+    fm = r["fashion_mnist"]["models"]
+    rows = [("float", "float TFLite (fair reference)"), ("ptq_int8", "PTQ int8"),
+            ("qat_int8", "QAT int8 (tfx-qat)")]
+    out = ["| Fashion-MNIST, full splits | top-1 | size (bytes) | latency (ms) |",
+           "|---|---|---|---|"]
+    out += [f"| {label} | {100 * fm[k]['accuracy']:.2f}% | {fm[k]['bytes']:,} | "
+            f"{fm[k]['latency_ms']:.4f} |" for k, label in rows]
+    return ("\n".join(out) + f"\n\n`make bench`, {r['date']}, {r['machine']}; latency: TFLite "
+            "interpreter (TF 2.16), XNNPACK, 1 thread, batch 1. All sections: "
+            "[docs/benchmarks.md](docs/benchmarks.md).\n")
+
+
 def _bench_table(r: Dict[str, Any]) -> str:
     from benchmarks.bench import to_markdown
     return to_markdown(r)
@@ -70,7 +90,8 @@ def _experiments_example(r: Dict[str, Any]) -> str:
 
 def _scale_table(r: Dict[str, Any]) -> str:
     from benchmarks.bench_scale import to_markdown
-    return to_markdown(r) + "\n![time and peak memory vs examples](benchmarks/results/bench_scale.png)\n"
+    return (to_markdown(r) +
+            "\n![time and peak memory vs examples](../benchmarks/results/bench_scale.png)\n")
 
 
 def _guard_table(r: Dict[str, Any]) -> str:
@@ -80,6 +101,7 @@ def _guard_table(r: Dict[str, Any]) -> str:
 
 RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "run-summary": (BENCH, run_summary),
+    "bench-summary": (BENCH, bench_summary),
     "mobilenet-v2": (BENCH, mobilenet_v2),
     "bench": (BENCH, _bench_table),
     "guard": (GUARD, _guard_table),
@@ -106,17 +128,22 @@ def render(text: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    p.add_argument("--check", action="store_true", help="exit 1 if a document is not up to date")
     args = p.parse_args(argv)
-    with open(README) as f:
-        text = f.read()
-    new = render(text)
+    stale = []
+    for path in documents():
+        with open(path) as f:
+            text = f.read()
+        new = render(text)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                with open(path, "w") as f:
+                    f.write(new)
     if args.check:
-        print("README.md is up to date" if new == text else "README.md differs from its results")
-        return int(new != text)
-    with open(README, "w") as f:
-        f.write(new)
-    print(f"rendered {len(BLOCK.findall(text))} results blocks into {README}")
+        print("\n".join(f"{p} differs from its results" for p in stale) or "up to date")
+        return int(bool(stale))
+    print(f"rendered results blocks into {len(documents())} documents ({len(stale)} changed)")
     return 0
 
 

@@ -1,5 +1,7 @@
-"""The README's measured numbers are rendered from the results files commands write
-(benchmarks/readme.py): a block that differs from its file fails here."""
+"""The README's (and docs/'s) measured numbers are rendered from the results files commands write
+(benchmarks/readme.py): a block that differs from its file fails here. The README stays a
+newcomer's page: short, with a table of contents, and every command it shows is one the CLI or
+the Makefile accepts."""
 import json
 import os
 import re
@@ -8,20 +10,58 @@ from benchmarks import readme
 from benchmarks.bench import to_markdown
 
 
-def _readme():
-    with open(readme.README) as f:
+def _read(path):
+    with open(path) as f:
         return f.read()
 
 
+def _readme():
+    return _read(readme.README)
+
+
+def _all_docs():
+    return "".join(_read(p) for p in readme.documents())
+
+
 def test_every_results_block_matches_what_its_file_renders():
+    names = []
+    for path in readme.documents():
+        text = _read(path)
+        names += [m.group("name") for m in readme.BLOCK.finditer(text)]
+        assert readme.render(text) == text, f"{path} differs from its results: run `make readme`"
+    assert sorted(names) == sorted(readme.RENDERERS), names  # each block once, none missing
+
+
+def test_readme_is_short_with_contents_and_its_links_exist():
     text = _readme()
-    names = [m.group("name") for m in readme.BLOCK.finditer(text)]
-    assert sorted(set(names)) == sorted(readme.RENDERERS), names
-    assert readme.render(text) == text, "README.md differs from its results: run `make readme`"
+    assert len(text.splitlines()) <= 500 and "**Contents:**" in text
+    for anchor in re.findall(r"\]\(#([\w-]+)\)", text):
+        heads = [re.sub(r"[^\w\s-]", "", h).strip().lower().replace(" ", "-")
+                 for h in re.findall(r"^## (.+)$", text, re.M)]
+        assert anchor in heads, anchor
+    for target in re.findall(r"\]\((docs/[\w.]+)", text):
+        assert os.path.exists(os.path.join(readme.REPO, target)), target
+
+
+def test_every_command_the_readme_shows_is_accepted():
+    """Each `python -m pipelines.cli ...` line parses with the CLI's own parser; each `make X`
+    names a Makefile target."""
+    from pipelines import cli
+    text = _readme()
+    commands = re.findall(r"python -m pipelines\.cli ([^\n`]+)", text)
+    assert len(commands) >= 4, commands
+    for line in commands:
+        argv = [a for a in line.split() if not a.startswith("[")]
+        if argv[-1] == "--help" or argv == ["run"]:
+            continue
+        cli.build_parser().parse_args(argv)  # argparse exits (SystemExit) on a refused command
+    targets = set(re.findall(r"^([\w-]+):", _read(os.path.join(readme.REPO, "Makefile")), re.M))
+    used = set(re.findall(r"`?make ([a-z][\w-]*)", text))
+    assert used and used <= targets, used - targets
 
 
 def test_a_number_edited_by_hand_is_caught():
-    text = _readme()
+    text = _all_docs()
     block = next(m for m in readme.BLOCK.finditer(text) if m.group("name") == "bench")
     body = block.group("body")
     digit = re.search(r"\| (\d)", body)  # first number in a table cell
@@ -44,7 +84,7 @@ def test_guard_block_is_its_results_file_and_the_guard_is_the_products():
     from quant_lib import paired
     with open(bench_guard.RESULTS) as f:
         r = json.load(f)
-    assert bench_guard.to_markdown(r) in _readme()
+    assert bench_guard.to_markdown(r) in _all_docs()
     comps = {f"class {c['class']}": paired.PairedAccuracy(c["n"], c["float_only"], c["int8_only"])
              for c in r["classes"]}
     assert paired.guard(comps, r["guard"]["max_class_drop_pt"], r["guard"]["rule"],
