@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     # TFLite metadata writers (IntegerExporter) and the Task Library client in the tests; its
     # native modules need the Debian package libusb-1.0-0 (the Makefile installs it).
     "tflite-support==0.4.4",
+    # LiteRT, the runtime apps ship (TF Lite's successor): latencies and the int8 speed gate are
+    # measured on it, TF's own interpreter beside it. Coexists with TF 2.16 in one process.
+    "ai-edge-litert==2.3.0",
 ]
 
 EXTRAS = {

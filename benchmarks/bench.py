@@ -35,7 +35,7 @@ import tf_keras as keras
 from benchmarks import bench_experiments
 from pipelines.data import load_fashion_mnist
 from pipelines.modules.cnn_trainer import build_model
-from quant_lib import evaluation, op_profile, qat, tflite
+from quant_lib import evaluation, op_profile, qat, runtime, tflite
 from quant_lib.config import DataSpec, QuantizationConfig
 
 log = logging.getLogger("bench")
@@ -483,11 +483,14 @@ def latency_224(args) -> Dict[str, Any]:
         if label == DEPTHWISE_FLOAT_NET:
             models["qat_int8_depthwise_float"] = _depthwise_float(m, x)
         build = time.perf_counter() - t
-        ms = evaluation.interleaved_ms(models, x[:4], args.latency_passes)
-        row = {"build_seconds": build}
+        ms, _ = evaluation.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
+        lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
+        row = {"build_seconds": build, "runtime": runtime.name(lt), "tf_runtime": runtime.name(tf_)}
         for k, data in models.items():
-            d = tflite.delegation(data)
-            row[k] = {"latency_ms": ms[k], "speed_vs_float": ms["float"] / ms[k],
+            d = tflite.delegation(data, lt)
+            row[k] = {"latency_ms": ms[k, lt], "speed_vs_float": ms["float", lt] / ms[k, lt],
+                      "tf_latency_ms": ms[k, tf_],
+                      "tf_speed_vs_float": ms["float", tf_] / ms[k, tf_],
                       "bytes": len(data), "ops": d.ops, "delegated": d.delegated,
                       "partitions": d.partitions, "builtin": d.builtin}
         if "minimalistic" not in label:
@@ -504,7 +507,8 @@ def latency_folds(args) -> Dict[str, Any]:
     tfx-qat int8 model with and without ``scale_fold.fold_zero_padding`` /
     ``fold_constant_adds`` (the 1/6 fold stays in both), interleaved with its float model."""
     from quant_lib import scale_fold
-    out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {}}
+    out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {},
+                           "runtime": runtime.name(runtime.DEPLOYMENT)}
     for label, ctor in LATENCY_NETS:
         keras.utils.set_random_seed(0)
         m = getattr(keras.applications, ctor)(input_shape=(224, 224, 3), weights=None,
@@ -535,19 +539,28 @@ def latency_markdown(r: Dict[str, Any]) -> str:
     lat = r["latency_224"]
     rerun = r.get("rerun", {}).get("latency_224")
     machine = (rerun or {}).get("machine", r["machine"])
+    first = next(iter(lat["nets"].values()))
+    lt, tf_ = first.get("runtime", "TF Lite"), first.get("tf_runtime")
     lines = [f"Measured {rerun['date'] if rerun else r['date']} on {machine} with `make bench` "
-             f"(section `latency_224`): 224x224x3 / 1,000 classes, `weights=None`; TFLite "
-             f"interpreter, default XNNPACK delegate, 1 thread, batch 1, median of "
-             f"{lat['passes']} interleaved passes of {lat['examples_per_pass']} images. "
-             "Speed is float time / int8 time; XNNPACK is ops delegated / ops, partitions.", "",
-             "| network | float ms | PTQ int8 ms (speed) | tfx-qat int8 ms (speed) | XNNPACK float "
-             "| XNNPACK PTQ | XNNPACK tfx-qat |", "|---|---|---|---|---|---|---|"]
+             f"(section `latency_224`): 224x224x3 / 1,000 classes, `weights=None`; default "
+             f"XNNPACK delegate, 1 thread, batch 1, median of {lat['passes']} interleaved passes "
+             f"of {lat['examples_per_pass']} images, every model on "
+             + (f"**{lt}** (the runtime apps ship; the speed gate's) and on {tf_} in each pass. "
+                if tf_ else f"{lt}. ")
+             + "Speed is float time / int8 time; XNNPACK (on the first runtime) is ops delegated "
+             "/ ops, partitions.", "",
+             f"| network | float ms | PTQ int8 ms (speed) | tfx-qat int8 ms (speed) | "
+             + (f"{tf_}: float ms | tfx-qat int8 ms (speed) | " if tf_ else "")
+             + "XNNPACK float | XNNPACK PTQ | XNNPACK tfx-qat |",
+             "|---|---|---|---|" + ("---|---|" if tf_ else "") + "---|---|---|"]
     for name, row in lat["nets"].items():
         f, p, q = row["float"], row["ptq_int8"], row["qat_int8"]
         x = lambda m: f"{m['delegated']}/{m['ops']}, {m['partitions']}"  # noqa: E731
+        second = (f"{f['tf_latency_ms']:.2f} | {q['tf_latency_ms']:.2f} "
+                  f"({q['tf_speed_vs_float']:.2f}x) | " if tf_ else "")
         lines.append(f"| {name} | {f['latency_ms']:.2f} | {p['latency_ms']:.2f} "
                      f"({p['speed_vs_float']:.2f}x) | {q['latency_ms']:.2f} "
-                     f"({q['speed_vs_float']:.2f}x) | {x(f)} | {x(p)} | {x(q)} |")
+                     f"({q['speed_vs_float']:.2f}x) | {second}{x(f)} | {x(p)} | {x(q)} |")
     pairs = []
     for alt in (n for n in lat["nets"] if "minimalistic" in n):
         std = alt.replace(" minimalistic", "")
@@ -570,7 +583,8 @@ def _fold_lines(r: Dict[str, Any]) -> list:
     when = r.get("rerun", {}).get("latency_folds", {})
     out = ["", f"What folding the padding and the gate's +3 buys (section `latency_folds`, "
            f"{when.get('date', r['date'])} on {when.get('machine', r['machine'])}, median of "
-           f"{folds['passes']} interleaved passes): tfx-qat int8 with and without those two folds "
+           f"{folds['passes']} interleaved passes on {folds.get('runtime', 'TF Lite')}): tfx-qat "
+           "int8 with and without those two folds "
            "(hard-swish's 1/6 is folded in both).", "",
            "| network | int8 ms without (speed) | int8 ms with (speed) | PAD ops without / with "
            "| ADD ops without / with |", "|---|---|---|---|---|"]
@@ -716,7 +730,8 @@ def to_markdown(r: Dict[str, Any]) -> str:
     lm = lg["models"]
     pk = r["fashion_mnist"]["per_tensor_keras_accuracy"]
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
-             f"({r['wall_minutes']:.1f} min). Latency: TFLite interpreter, XNNPACK delegate "
+             f"({r['wall_minutes']:.1f} min). Latency: "
+             f"{r.get('latency_runtime', 'TF Lite (TensorFlow 2.16)')}, XNNPACK delegate "
              "(default), 1 thread, batch 1, median of 5 passes." + "".join(
                  f" Section `{k}` re-run alone on {v['date']}{_on_other(r, v)} "
                  f"({v['minutes']:.1f} min, `BENCH_ARGS=\"--update {k}\"`)."
@@ -922,7 +937,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     r: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
-                         "command": "make bench", "protocol": __doc__.split("\n\n")[1]}
+                         "command": "make bench", "protocol": __doc__.split("\n\n")[1],
+                         "latency_runtime": runtime.name(runtime.DEPLOYMENT)}
     if args.only:  # development: the named sections alone, in bench_only.json
         for name in args.only:
             r[name] = SECTIONS[name](args)

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.summary import latest_run_outputs
+    from pipelines import store
     from quant_lib import evaluation, metrics, qat, tflite
     import functools
 
@@ -40,11 +40,9 @@ def main(argv=None) -> int:
     root = os.path.abspath(args.output_root)
     with open(os.path.join(root, "summary.json")) as f:
         summary = json.load(f)
-    arts = latest_run_outputs(os.path.join(root, "metadata.sqlite"), "")  # the latest run
-    examples = arts["Examples"][0]
-    eval_uri = os.path.join(examples.uri, "Split-eval")
-    trainer_model = next(a for a in arts["Model"]  # <pipeline_root>/Trainer/model/<id>
-                         if a.uri.rstrip("/").split("/")[-3] == "Trainer")
+    run = store.Reader(store.connect(root)).latest_run()
+    eval_uri = os.path.join(run.step("QuantizeTrainer").input("examples").uri, "Split-eval")
+    trainer_model = run.output(["Trainer"], "model")
     float_dir = os.path.join(trainer_model.uri, "Format-Serving")
     int8_path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
     with open(os.path.join(root, "data", "dataspec.json")) as f:

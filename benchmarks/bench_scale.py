@@ -39,26 +39,21 @@ def _artifacts(run_root: str) -> Dict[str, Any]:
     from tfx.types import artifact_utils
 
     from components import keys
-    from components.utils import read_record
-    from quant_lib import records
-    from pipelines.summary import latest_run_outputs
+    from pipelines import store as mlmd_store
     path = os.path.join(run_root, "metadata.sqlite")
     if not os.path.exists(path):
         raise SystemExit(f"error: no pipeline run at {run_root} (no metadata.sqlite): run "
                          "`make bench` or `make run` first, or pass --run-root")
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
     types = {t.name: t for t in store.get_artifact_types()}
-    arts = latest_run_outputs(path, "")
+    run = mlmd_store.Reader(store).latest_run()
 
     def tfx(type_name, a):
         return artifact_utils.deserialize_artifact(types[type_name], a)
 
-    models = arts["Model"]
-    return {"examples": tfx("Examples", arts["Examples"][0]),
-            "float": tfx("Model", next(a for a in models
-                                       if a.uri.rstrip("/").split("/")[-3] == "Trainer")),
-            "int8": tfx("Model", next(a for a in models if read_record(
-                a, records.Int8Model).int8_tflite_bytes is not None))}
+    return {"examples": tfx("Examples", run.step("QuantizeTrainer").input(keys.EXAMPLES)),
+            "float": tfx("Model", run.output(["Trainer"], "model")),
+            "int8": tfx("Model", run.output(["IntegerExporter"], keys.QUANTIZED_MODEL))}
 
 
 def _write_examples(run_root: str, n: int, out: str) -> None:

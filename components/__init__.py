@@ -1,9 +1,17 @@
-"""tfx-qat TFX components: QuantizeTrainer, IntegerExporter, QuantEvaluator."""
+"""tfx-qat TFX components: QuantizeTrainer, IntegerExporter, QuantEvaluator, VerifiedPusher.
+
+Loaded on first use (PEP 562), so ``components.keys`` is importable without TFX: the commands
+that only read MLMD (``experiments``, ``lineage``) start without TensorFlow."""
+import importlib
+
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-from components.integer_exporter.component import IntegerExporter  # noqa: E402
-from components.quant_evaluator.component import QuantEvaluator  # noqa: E402
-from components.quantize_trainer.component import QuantizeTrainer  # noqa: E402
-from components.verified_pusher.component import VerifiedPusher  # noqa: E402
+_WHERE = {"QuantizeTrainer": "quantize_trainer", "IntegerExporter": "integer_exporter",
+          "QuantEvaluator": "quant_evaluator", "VerifiedPusher": "verified_pusher"}
+__all__ = list(_WHERE)
 
-__all__ = ["QuantizeTrainer", "IntegerExporter", "QuantEvaluator", "VerifiedPusher"]
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'components' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"components.{_WHERE[name]}.component"), name)

@@ -1,7 +1,7 @@
 """Small helpers shared by the executors (artifact resolution with actionable errors)."""
 import contextlib
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.dsl.io import fileio
@@ -9,6 +9,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import keys
+from quant_lib import records
 from quant_lib.data import DataError
 from quant_lib.inputs import InputMismatchError
 
@@ -90,36 +91,14 @@ def set_properties(artifact: types.Artifact, record) -> None:
             artifact.set_string_custom_property(k, json.dumps(v, sort_keys=True))
 
 
-def mlmd_properties(node) -> Dict[str, Any]:
-    """An MLMD Artifact/Execution proto's properties and custom properties as plain values.
-    Kubeflow V2 hands artifacts from task to task as JSON metadata, which TFX's entrypoint turns
-    back into struct values (``{"__value__": v}``, numbers as floats): those are unwrapped here."""
-    from google.protobuf import json_format
-    out = {}
-    for props in (node.properties, node.custom_properties):
-        for k, v in props.items():
-            kind = v.WhichOneof("value")
-            value = None if kind is None else getattr(v, kind)
-            if kind == "struct_value":
-                value = json_format.MessageToDict(value)
-                value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
-            out[k] = value
-    return out
-
-
-STRUCT_SINGLE_VALUE_KEY = "__value__"  # how TFX's Artifact wraps a non-dict JSON value
-
-
-def read_record(artifact, record_type):
-    """The ``quant_lib.records`` record of a TFX artifact (or an MLMD Artifact proto)."""
-    node = getattr(artifact, "mlmd_artifact", artifact)
-    return record_type.from_properties(mlmd_properties(node))
+mlmd_properties = records.node_properties
+read_record = records.of_node  # the quant_lib.records record of a TFX artifact or MLMD proto
 
 
 def recorded_task(artifact: types.Artifact, outputs: int, configured):
     """The task QuantizeTrainer / IntegerExporter recorded on a model artifact; None when the
     model did not come from them."""
-    from quant_lib import records, tasks
+    from quant_lib import tasks
     rec = read_record(artifact, records.Task)
     if rec.task is None:
         return None

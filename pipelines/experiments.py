@@ -4,143 +4,58 @@ A row joins, for one ``pipeline_run`` context, QuantizeTrainer (the QAT configur
 model and the Examples it trained from), IntegerExporter (int8 size, Edge TPU ops), QuantEvaluator
 (float and int8 headline metric, worst slice, latency, blessed) and the Pusher (where it went);
 a run that failed has its failed component and the error TFX (or tfx-qat's runner) recorded.
-Every artifact property is read through its ``quant_lib.records`` record. MLMD is queried in
-batches (types, contexts, executions, events, artifacts: a handful of calls plus one per run
-for its executions), so a shared store with many runs lists in seconds.
+Read through ``pipelines.store`` (batched; neither TensorFlow nor TFX is imported), every
+artifact property through its ``quant_lib.records`` record.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional
-
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.io import fileio
+from typing import Any, Dict, List, Optional
 
 from components import keys
-from components.utils import mlmd_properties, read_record
+from pipelines import store
 from quant_lib import records
 
-_OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-_IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_STATES = metadata_store_pb2.Execution.State
 OURS = ("QuantizeTrainer", "IntegerExporter", "QuantEvaluator")
 # What the terminal table shows (all columns: --csv, --json, the DataFrame).
 TABLE = ("run_id", "time", "status", "scheme", "bits", "per_tensor", "epochs", "learning_rate",
          "search_chosen_trial", "metric", "float", "int8", "delta", "worst_slice",
          "drops_beyond_noise", "int8_bytes",
          "int8_latency_ms", "float_latency_ms", "edgetpu_ops_on_tpu", "blessed", "pushed")
+connect = store.connect
 
 
-def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
-    """A MetadataStore: ``root`` is a pipeline output root holding metadata.sqlite or the SQLite
-    file; ``mlmd_config`` a text-format ``ConnectionConfig`` (SQLite, MySQL) or
-    ``MetadataStoreClientConfig`` (gRPC, e.g. Kubeflow's metadata-grpc-service)."""
-    from google.protobuf import text_format
-    if mlmd_config:
-        with open(mlmd_config) as f:
-            text = f.read()
-        for proto in (metadata_store_pb2.ConnectionConfig,
-                      metadata_store_pb2.MetadataStoreClientConfig):
-            try:
-                return metadata_store.MetadataStore(text_format.Parse(text, proto()))
-            except text_format.ParseError:
-                continue
-        raise ValueError(f"--mlmd-config {mlmd_config}: neither a ConnectionConfig (sqlite/mysql) "
-                         "nor a MetadataStoreClientConfig (host, port) in text format")
-    path = os.path.join(root, "metadata.sqlite") if root and os.path.isdir(root) else root
-    if not path or not os.path.isfile(path):
-        raise ValueError(f"no MLMD database at {path}: pass the pipeline output root (the folder "
-                         "holding metadata.sqlite), the SQLite file, or --mlmd-config")
-    cfg = metadata_store_pb2.ConnectionConfig()
-    cfg.sqlite.filename_uri = path
-    cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(cfg)
-
-
-def _chunks(ids: List[int], n: int = 500) -> Iterable[List[int]]:
-    for i in range(0, len(ids), n):
-        yield ids[i:i + n]
-
-
-def _component(type_name: str) -> str:
-    return type_name.rsplit(".", 1)[-1]
-
-
-def _error(execution) -> Optional[str]:
-    raw = mlmd_properties(execution).get("__execution_result__")
-    if not raw:
-        return None
-    try:
-        return json.loads(raw).get("resultMessage") or raw
-    except ValueError:
-        return raw
-
-
-def runs(store) -> List[Dict[str, Any]]:
+def runs(mlmd) -> List[Dict[str, Any]]:
     """One row per pipeline run with a tfx-qat execution, oldest first."""
-    etypes = {t.id: _component(t.name) for t in store.get_execution_types()}
-    atypes = {t.id: t.name for t in store.get_artifact_types()}
-    pipelines = {c.id: c.name for c in store.get_contexts_by_type("pipeline")}
-    run_ctx = store.get_contexts_by_type("pipeline_run")
-    by_run = {c.id: store.get_executions_by_context(c.id) for c in run_ctx}
-    ids = [e.id for ex in by_run.values() for e in ex if etypes[e.type_id] in OURS + (
-        "Trainer", "Pusher", "VerifiedPusher")]
-    events = [ev for chunk in _chunks(ids) for ev in store.get_events_by_execution_ids(chunk)]
-    art_ids = sorted({ev.artifact_id for ev in events})
-    arts = {a.id: a for chunk in _chunks(art_ids) for a in store.get_artifacts_by_id(chunk)}
-    io: Dict[int, Dict[str, Dict[str, list]]] = {}
-    for ev in events:
-        side = "out" if ev.type in _OUT else "in" if ev.type in _IN else None
-        key = next((s.key for s in ev.path.steps if s.HasField("key")), None)
-        if side:
-            io.setdefault(ev.execution_id, {"in": {}, "out": {}})[side].setdefault(
-                key, []).append(arts[ev.artifact_id])
-    rows = []
-    for ctx in run_ctx:
-        ex = {etypes[e.type_id]: e for e in sorted(by_run[ctx.id], key=lambda e: e.id)}
-        if not any(c in ex for c in OURS):
-            continue
-        parent = [pipelines[p.id] for p in store.get_parent_contexts_by_context(ctx.id)
-                  if p.id in pipelines] if pipelines else []
-        rows.append(_row(ctx, parent[0] if parent else None, ex, io, atypes))
+    found = store.Reader(mlmd).runs(components=OURS + ("Trainer",) + store.PUSHERS)
+    rows = [_row(r) for r in found if any(c in r.steps for c in OURS)]
     return sorted(rows, key=lambda r: (r["time"], r["run_id"]))
 
 
-def _artifact(io, execution, side: str, key: str):
-    found = io.get(execution.id, {}).get(side, {}).get(key) if execution else None
-    return found[0] if found else None
-
-
-def _row(ctx, pipeline, ex, io, atypes) -> Dict[str, Any]:
-    qt, ie, qe = (ex.get(c) for c in OURS)
-    push = ex.get("VerifiedPusher") or ex.get("Pusher")
-    failed = next((e for e in ex.values() if e.last_known_state == _STATES.FAILED), None)
-    cfg = json.loads(mlmd_properties(qt).get(keys.CONFIG) or "{}") if qt else {}
-    qat_model = _artifact(io, qt, "out", keys.QAT_MODEL)
-    q = read_record(qat_model, records.QatModel) if qat_model else records.QatModel()
-    int8 = _artifact(io, ie, "out", keys.QUANTIZED_MODEL)
-    x = read_record(int8, records.Int8Model) if int8 else records.Int8Model()
-    blessing = _artifact(io, qe, "out", keys.BLESSING)
-    b = read_record(blessing, records.Blessing) if blessing else records.Blessing()
-    evaluation = _artifact(io, qe, "out", keys.EVALUATION)
-    pushed = _artifact(io, push, "out", "pushed_model")
-    p = read_record(pushed, records.Pushed) if pushed else records.Pushed()
-    examples = _artifact(io, qt, "in", keys.EXAMPLES)
-    base = _artifact(io, qt, "in", keys.BASE_MODEL)
-    e_props = mlmd_properties(examples) if examples else {}
+def _row(run: store.Run) -> Dict[str, Any]:
+    qt, qe = run.step("QuantizeTrainer"), run.step("QuantEvaluator")
+    failed = run.failed
+    cfg = (qt.json_property(keys.CONFIG) or {}) if qt else {}
+    q = store.record(run.output(["QuantizeTrainer"], keys.QAT_MODEL), records.QatModel)
+    x = store.record(run.output(["IntegerExporter"], keys.QUANTIZED_MODEL), records.Int8Model)
+    blessing = run.output(["QuantEvaluator"], keys.BLESSING)
+    b = store.record(blessing, records.Blessing)
+    evaluation = run.output(["QuantEvaluator"], keys.EVALUATION)
+    p = store.record(run.output(store.PUSHERS, "pushed_model"), records.Pushed)
+    examples, base = (qt.input(keys.EXAMPLES), qt.input(keys.BASE_MODEL)) if qt else (None, None)
+    e_props = records.node_properties(examples) if examples else {}
     head = b.headline
     worst = _worst_slice(evaluation.uri) if evaluation else (None, None, {}, [])
-    when = (qe or qt or failed or next(iter(ex.values()))).create_time_since_epoch
-    status = ("FAILED in " + next(c for c, e in ex.items() if e is failed) if failed else
+    when = (qe or qt or failed or next(iter(run.steps.values()))).execution.create_time_since_epoch
+    status = ("FAILED in " + failed.component if failed else
               "blessed" if b.blessed else "NOT blessed" if blessing else "incomplete")
     return {
-        "run_id": ctx.name, "pipeline": pipeline,
+        "run_id": run.context.name, "pipeline": run.pipeline,
         "time": datetime.datetime.fromtimestamp(when / 1000, datetime.timezone.utc)
         .strftime("%Y-%m-%d %H:%M:%S"),
-        "status": status, "error": (_error(failed) or "not recorded (see the orchestrator's "
+        "status": status, "error": (failed.error or "not recorded (see the orchestrator's "
                                     "log)") if failed else None,
         "examples": examples.uri if examples else None, "examples_id": examples and examples.id,
         "examples_span": e_props.get("span"), "examples_version": e_props.get("version"),
@@ -155,6 +70,8 @@ def _row(ctx, pipeline, ex, io, atypes) -> Dict[str, Any]:
         "delta": head["delta"], "worst_slice": worst[0], "worst_slice_delta": worst[1],
         "int8_bytes": x.int8_tflite_bytes, "float_bytes": x.float_tflite_bytes,
         "int8_latency_ms": b.int8_latency_ms, "float_latency_ms": b.float_latency_ms,
+        "latency_runtime": b.latency_runtime, "tf_int8_latency_ms": b.tf_int8_latency_ms,
+        "tf_float_latency_ms": b.tf_float_latency_ms,
         "edgetpu_ops_on_tpu": x.edgetpu_ops_on_tpu if x.edgetpu_ops_on_tpu is not None
         else x.edgetpu_predicted_ops_on_tpu,
         "blessed": b.blessed, "pushed": bool(p.pushed),
@@ -169,11 +86,9 @@ def _worst_slice(uri: str):
     """(slice, int8 - float of its headline, all slices' deltas, the classes and slices whose
     paired 95 % interval lies below zero) from QuantEvaluator's metrics.json: configured slices,
     else classes; higher MAE counts as worse."""
-    path = os.path.join(uri, keys.METRICS_FILE)
-    if not fileio.exists(path):
+    m = store.read_json(uri, keys.METRICS_FILE)
+    if m is None:
         return None, None, {}, []
-    with fileio.open(path) as f:
-        m = json.loads(f.read())
     deltas, beyond = {}, []
     for name, s in m.get("slices", {}).items():
         if name == "overall":

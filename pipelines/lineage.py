@@ -5,109 +5,50 @@ float Model <- Trainer) and (ModelBlessing <- QuantEvaluator).
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Dict, List, Optional
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.io import fileio
-from tfx.orchestration import metadata
-
 from components import keys
-from components.utils import mlmd_properties, read_record
+from pipelines import store
 from quant_lib import records as rec_types
 
-_IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
-
-def _key(event) -> Optional[str]:
-    return next((s.key for s in event.path.steps if s.HasField("key")), None)
-
-
-class _Graph:
-    def __init__(self, store):
-        self.store = store
-        self.exec_types = {t.id: t.name for t in store.get_execution_types()}
-
-    def producer(self, artifact_id: int):
-        """The execution that actually ran to produce the artifact (not a cache hit of it)."""
-        events = [e for e in self.store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUT]
-        execs = self.store.get_executions_by_id([e.execution_id for e in events])
-        done = [x for x in execs if x.last_known_state == metadata_store_pb2.Execution.COMPLETE]
-        return min(done or execs, key=lambda x: x.id) if (done or execs) else None
-
-    def _by_key(self, execution_id: int, kinds) -> Dict[str, list]:
-        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-                  if e.type in kinds]
-        arts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
-        out: Dict[str, list] = {}
-        for e in events:
-            out.setdefault(_key(e), []).append(arts[e.artifact_id])
-        return out
-
-    def inputs(self, execution_id: int) -> Dict[str, list]:
-        return self._by_key(execution_id, _IN)
-
-    def component(self, execution) -> str:
-        return self.exec_types[execution.type_id].rsplit(".", 1)[-1]
-
-
-def _config(execution) -> Optional[dict]:
-    raw = mlmd_properties(execution).get(keys.CONFIG)
-    return json.loads(raw) if raw else None
-
-
-def _read_json(uri: str, name: str) -> Optional[dict]:
-    path = os.path.join(uri, name)
-    if not fileio.exists(path):
-        return None
-    with fileio.open(path) as f:
-        return json.loads(f.read())
-
-
-def _artifact(a) -> Dict[str, Any]:
-    return {"id": a.id, "uri": a.uri, "state": metadata_store_pb2.Artifact.State.Name(a.state)}
+def _config(step: store.Step) -> Optional[dict]:
+    return step.json_property(keys.CONFIG)
 
 
 def pushed_model_lineage(metadata_path: str) -> List[Dict[str, Any]]:
     """One record per pushed model (oldest first): push, blessing, export, QAT and float origin."""
-    store = metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(metadata_path))
-    g = _Graph(store)
+    g = store.Reader(store.connect(metadata_path))
     out = []
-    for pushed in store.get_artifacts_by_type("PushedModel"):
-        p = read_record(pushed, rec_types.Pushed)
+    for pushed in g.artifacts("PushedModel"):
+        p = store.record(pushed, rec_types.Pushed)
         if not p.pushed:
             continue
-        push_exec = g.producer(pushed.id)
-        push_in = g.inputs(push_exec.id)
-        int8 = push_in["model"][0]
-        rec: Dict[str, Any] = {
-            "pushed": {**_artifact(pushed), "destination": p.pushed_destination,
+        push = g.producer(pushed.id)
+        int8 = push.input("model")
+        export = g.producer(int8.id)
+        qat = export.input(keys.MODEL)
+        qat_step = g.producer(qat.id)
+        out.append({
+            "pushed": {**store.artifact_view(pushed), "destination": p.pushed_destination,
                        "version": p.pushed_version, "sha256": p.pushed_sha256,
-                       "execution_id": push_exec.id},
-            "evaluation": _evaluation_view(g, push_in["model_blessing"][0]),
-        }
-        export_exec = g.producer(int8.id)
-        rec["export"] = _export_view(g, int8, export_exec)
-        qat = g.inputs(export_exec.id)[keys.MODEL][0]
-        qat_exec = g.producer(qat.id)
-        rec["qat"] = _qat_view(g, qat, qat_exec)
-        rec["float_baseline"] = _float_view(g, qat_exec)
-        out.append(rec)
+                       "execution_id": push.execution.id},
+            "evaluation": _evaluation_view(g, push.input("model_blessing")),
+            "export": _export_view(int8, export),
+            "qat": _qat_view(qat, qat_step),
+            "float_baseline": _float_view(g, qat_step),
+        })
     return out
 
 
-def _evaluation_view(g: "_Graph", blessing) -> Dict[str, Any]:
-    b = read_record(blessing, rec_types.Blessing)
-    eval_exec = g.producer(blessing.id)
+def _evaluation_view(g: store.Reader, blessing) -> Dict[str, Any]:
+    b = store.record(blessing, rec_types.Blessing)
+    step = g.producer(blessing.id)
     head = b.headline
     acc = head["metric"] == "accuracy"
     return {
-        "component": g.component(eval_exec), "execution_id": eval_exec.id,
-        "blessing": _artifact(blessing), "blessed": bool(b.blessed),
+        "component": step.component, "execution_id": step.execution.id,
+        "blessing": store.artifact_view(blessing), "blessed": bool(b.blessed),
         "task": b.task or "multiclass",
         "float_mae": b.float_mae, "int8_mae": b.int8_mae,
         "float_accuracy": head["float"] if acc else None,
@@ -118,15 +59,15 @@ def _evaluation_view(g: "_Graph", blessing) -> Dict[str, Any]:
         "baseline_check": b.baseline_check,
         "evaluated_int8_sha256": b.int8_sha256,
         "evaluated_model_id": b.current_model_id,
-        "config": _config(eval_exec),
+        "config": _config(step),
     }
 
 
-def _export_view(g: "_Graph", int8, export_exec) -> Dict[str, Any]:
-    e = read_record(int8, rec_types.Int8Model)
+def _export_view(int8, step: store.Step) -> Dict[str, Any]:
+    e = store.record(int8, rec_types.Int8Model)
     return {
-        "component": g.component(export_exec), "execution_id": export_exec.id,
-        "int8_model": _artifact(int8),
+        "component": step.component, "execution_id": step.execution.id,
+        "int8_model": store.artifact_view(int8),
         "validated": bool(e.integer_validated),
         "int8_tflite_bytes": e.int8_tflite_bytes,
         "float_tflite_bytes": e.float_tflite_bytes,
@@ -137,39 +78,37 @@ def _export_view(g: "_Graph", int8, export_exec) -> Dict[str, Any]:
                     "predicted_ops_on_tpu": e.edgetpu_predicted_ops_on_tpu,
                     "predicted_ops_on_cpu": e.edgetpu_predicted_ops_on_cpu,
                     "ops_on_tpu": e.edgetpu_ops_on_tpu, "ops_on_cpu": e.edgetpu_ops_on_cpu},
-        "config": _config(export_exec),
+        "config": _config(step),
     }
 
 
-def _qat_view(g: "_Graph", qat, qat_exec) -> Dict[str, Any]:
-    q = read_record(qat, rec_types.QatModel)
+def _qat_view(qat, step: store.Step) -> Dict[str, Any]:
+    q = store.record(qat, rec_types.QatModel)
     return {
-        "component": g.component(qat_exec), "execution_id": qat_exec.id,
-        "qat_model": _artifact(qat),
+        "component": step.component, "execution_id": step.execution.id,
+        "qat_model": store.artifact_view(qat),
         "int8_method": q.int8_method or "qat",
         "quantized_layers": q.quantized_layers,
         "folded_layers": q.folded_layers,
         "float_layers": q.float_layers,
         "seconds_per_step": q.qat_seconds_per_step,
-        "config": _config(qat_exec),
-        "report": _read_json(qat.uri, keys.QAT_REPORT_FILE),
+        "config": _config(step),
+        "report": store.read_json(qat.uri, keys.QAT_REPORT_FILE),
         "search": _search(q),
     }
 
 
-def _float_view(g: "_Graph", qat_exec) -> Dict[str, Any]:
-    float_models = g.inputs(qat_exec.id).get(keys.BASE_MODEL) or []
-    if not float_models:
+def _float_view(g: store.Reader, qat_step: store.Step) -> Dict[str, Any]:
+    fm = qat_step.input(keys.BASE_MODEL)
+    if fm is None:
         return {"note": "QuantizeTrainer trained its own float model (no base_model input); "
                         "stored in its artifact"}
-    fm = float_models[0]
-    trainer_exec = g.producer(fm.id)
-    tp = mlmd_properties(trainer_exec)
+    trainer = g.producer(fm.id)
     return {
-        "component": g.component(trainer_exec), "execution_id": trainer_exec.id,
-        "float_model": _artifact(fm),
-        "custom_config": json.loads(tp["custom_config"]) if tp.get("custom_config") else None,
-        "examples": [_artifact(x) for x in g.inputs(trainer_exec.id).get("examples", [])],
+        "component": trainer.component, "execution_id": trainer.execution.id,
+        "float_model": store.artifact_view(fm),
+        "custom_config": trainer.json_property("custom_config"),
+        "examples": [store.artifact_view(x) for x in trainer.inputs.get("examples", [])],
     }
 
 

@@ -1,82 +1,43 @@
 """The run summary, read from MLMD (not from guessed paths) for the latest run of a pipeline."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, Optional
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.io import fileio
-from tfx.orchestration import metadata
-
 from components import keys
-from components.utils import read_record
+from pipelines import store
 from quant_lib import records
 from quant_lib.qat import TRAINING_STATS_FILE
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
-_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
 
-def latest_run_outputs(metadata_path: str, pipeline_name: str) -> Dict[str, list]:
-    """Output artifacts of every execution in the pipeline's latest run, keyed by artifact type."""
-    store = metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(metadata_path))
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if any(p.name == pipeline_name
-                   for p in store.get_parent_contexts_by_context(c.id))] or \
-        store.get_contexts_by_type("pipeline_run")
-    if not runs:
-        raise RuntimeError(f"no pipeline run recorded in {metadata_path}")
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
-    execs = store.get_executions_by_context(run.id)
-    events = store.get_events_by_execution_ids([e.id for e in execs])
-    ids = sorted({e.artifact_id for e in events if e.type in _OUTPUT_EVENTS})
-    types = {t.id: t.name for t in store.get_artifact_types()}
-    out: Dict[str, list] = {}
-    for a in store.get_artifacts_by_id(ids):
-        out.setdefault(types[a.type_id], []).append(a)
-    return out
-
-
-def _float_training_stats(model_runs) -> Dict[str, Any]:
-    """Float-training facts the Trainer module wrote to its ModelRun artifact, if any."""
-    for run in model_runs:
-        path = os.path.join(run.uri, TRAINING_STATS_FILE)
-        if fileio.exists(path):
-            with fileio.open(path) as f:
-                return json.loads(f.read())
-    return {}
-
-
-def _records(arts: Dict[str, list]) -> Dict[str, Any]:
-    """The run's tfx-qat artifacts with their records (None where the run has none)."""
-    def first(kind, record, pick=lambda r: True):
-        for a in reversed(arts.get(kind, [])):
-            rec = read_record(a, record)
-            if pick(rec):
-                return a, rec
-        return None, record()
+def _outputs(run: store.Run) -> Dict[str, Any]:
+    """The run's tfx-qat artifacts by component and output key (None where the run has none)."""
     return {
-        "blessing": first("ModelBlessing", records.Blessing),
-        "evaluation": first("ModelEvaluation", records.Evaluation),
-        "int8": first("Model", records.Int8Model, lambda r: r.int8_tflite_bytes is not None),
-        "qat": first("Model", records.QatModel, lambda r: r.qat_scheme is not None),
-        "pushed": first("PushedModel", records.Pushed),
+        "blessing": run.output(["QuantEvaluator"], keys.BLESSING),
+        "evaluation": run.output(["QuantEvaluator"], keys.EVALUATION),
+        "int8": run.output(["IntegerExporter"], keys.QUANTIZED_MODEL),
+        "qat": run.output(["QuantizeTrainer"], keys.QAT_MODEL),
+        "pushed": run.output(store.PUSHERS, "pushed_model"),
+        "model_run": run.output(["Trainer"], "model_run"),
     }
 
 
 def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
-    arts = latest_run_outputs(metadata_path, pipeline_name)
-    r = _records(arts)
-    blessing, b = r["blessing"]
-    exported, x = r["int8"]
-    qat_model, q = r["qat"]
-    pushed, p = r["pushed"]
-    evaluation, ev = r["evaluation"]
-    float_stats = _float_training_stats(arts.get("ModelRun", []))
+    """The pipeline's latest run as one dict (summary.json; the lines format_summary prints)."""
+    run = store.Reader(store.connect(metadata_path)).latest_run(pipeline_name)
+    arts = _outputs(run)
+    blessing, exported, qat_model, pushed, evaluation = (
+        arts[k] for k in ("blessing", "int8", "qat", "pushed", "evaluation"))
+    b = store.record(blessing, records.Blessing)
+    x = store.record(exported, records.Int8Model)
+    q = store.record(qat_model, records.QatModel)
+    p = store.record(pushed, records.Pushed)
+    ev = store.record(evaluation, records.Evaluation)
+    float_stats = store.read_json(arts["model_run"] and arts["model_run"].uri,
+                                  TRAINING_STATS_FILE) or {}
     pushed_path: Optional[str] = None
     if pushed is not None and p.pushed:
         pushed_path = os.path.join(p.pushed_destination, keys.TFLITE_FILE)
@@ -122,8 +83,7 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "app": exported and {
             "metadata": x.metadata_writer, "metadata_limits": x.metadata_limits or [],
             "labels_source": x.labels_source,
-            "pushed_files": sorted(os.path.basename(f) for f in fileio.listdir(
-                p.pushed_destination)) if pushed_path else []},
+            "pushed_files": sorted(store.listdir(p.pushed_destination)) if pushed_path else []},
         "baseline_check": b.baseline_check,
         "blessing_reasons": b.blessing_reasons or [],
         "eval_examples": b.eval_examples,
@@ -131,9 +91,14 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "per_class": _per_class(evaluation),
         "int8_latency_ms": b.int8_latency_ms,
         "float_latency_ms": b.float_latency_ms,
+        "latency_runtime": b.latency_runtime,
+        "tf_int8_latency_ms": b.tf_int8_latency_ms,
+        "tf_float_latency_ms": b.tf_float_latency_ms,
+        "tf_runtime": b.tf_runtime,
+        "int8_runtimes_max_abs_diff": b.int8_runtimes_max_abs_diff,
         "int8_xnnpack": b.int8_xnnpack,
         "float_xnnpack": b.float_xnnpack,
-        "report": report if report and fileio.exists(report) else None,
+        "report": report if report and store.exists(report) else None,
         "report_status": ev.report_status,
         "artifacts": {
             "blessing": blessing and blessing.uri,
@@ -154,11 +119,8 @@ def report_line(s: Dict[str, Any]) -> Optional[str]:
 
 def _per_class(evaluation) -> Dict[str, Dict[str, Any]]:
     """class -> support, float, int8, delta_pt, paired 95 % interval (pt), from metrics.json."""
-    path = evaluation and os.path.join(evaluation.uri, keys.METRICS_FILE)
-    if not path or not fileio.exists(path):
-        return {}
-    with fileio.open(path) as f:
-        overall = json.loads(f.read()).get("slices", {}).get("overall", {})
+    metrics = store.read_json(evaluation and evaluation.uri, keys.METRICS_FILE)
+    overall = (metrics or {}).get("slices", {}).get("overall", {})
     return {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
                 "delta_pt": 100 * (v["int8"] - v["float"]),
                 "interval_pt": v.get("paired", {}).get("interval_pt")}
@@ -177,11 +139,20 @@ def _per_class_lines(per_class: Dict[str, Dict[str, Any]]) -> list:
 
 
 def _latency_text(s: Dict[str, Any]) -> str:
+    """Both runtimes' figures, the deployment runtime's (LiteRT: the speed gate's) first."""
     if not (s.get("int8_latency_ms") and s.get("float_latency_ms")):
         return "n/a"
-    return (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
-            f"example (TFLite, 1 thread, batch 1, XNNPACK; int8 "
-            f"{s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
+    text = (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
+            f"example on {s.get('latency_runtime') or 'TFLite'} (1 thread, batch 1, XNNPACK; "
+            f"int8 {s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
+    if s.get("tf_int8_latency_ms") and s.get("tf_float_latency_ms"):
+        text += (f"\n                   {s['tf_runtime']}: int8 {s['tf_int8_latency_ms']:.4g} ms "
+                 f"vs float {s['tf_float_latency_ms']:.4g} ms "
+                 f"({s['tf_float_latency_ms'] / s['tf_int8_latency_ms']:.2f}x)")
+    if s.get("int8_runtimes_max_abs_diff"):
+        text += (f"\n                   int8 scores differ between the runtimes by up to "
+                 f"{s['int8_runtimes_max_abs_diff']:.4g}")
+    return text
 
 
 def format_summary(s: Dict[str, Any]) -> str:

@@ -248,25 +248,32 @@ def decode(lines: Iterable[str]) -> Dict[SliceKey, SliceStats]:
 
 
 def latency_ms(model_bytes: bytes, images, repeats: int = 3) -> Optional[float]:
-    """Median per-example latency of a TFLite model: ``invoke()`` alone, one thread, batch 1,
-    default (XNNPACK) delegate; the median over ``repeats`` passes of the per-pass mean."""
+    """Median per-example latency of a TFLite model on the deployment runtime (LiteRT):
+    ``invoke()`` alone, one thread, batch 1, default (XNNPACK) delegate; the median over
+    ``repeats`` passes of the per-pass mean."""
     return interleaved_ms({"model": model_bytes}, images, repeats)["model"]
 
 
 def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
                     repeats: int = 5) -> Dict[str, object]:
-    """Per-example latency of the int8 model and its float reference (``invoke()`` alone, 1
-    thread, batch 1, default XNNPACK delegate): the median over ``repeats`` interleaved passes
-    (int8, float, int8, ...) of each pass's mean, so both see the same machine state; with how
-    XNNPACK takes each model (``tflite.delegation``: an op it leaves to the builtin kernels is
-    why an int8 model can be slower than float)."""
-    from quant_lib import records, tflite
+    """Per-example latency of the int8 model and its float reference on LiteRT (the figures the
+    speed gate uses) and on TF's interpreter (``tf_*``), ``invoke()`` alone, 1 thread, batch 1,
+    default XNNPACK delegate: the median over ``repeats`` passes, each pass running every model
+    on every runtime in turn, so all see the same machine state; with how XNNPACK takes each
+    model (``tflite.delegation``: an op it leaves to the builtin kernels is why an int8 model can
+    be slower than float) and how far the two runtimes' int8 outputs differ on these inputs."""
+    from quant_lib import records, runtime, tflite
     models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
-    ms = interleaved_ms(models, inputs, repeats)
+    ms, runners = timed_ms(models, inputs, repeats, runtime.RUNTIMES)
+    lt, tf = runtime.DEPLOYMENT, runtime.SECOND
+    diff = np.abs(runners["int8", lt].predict(inputs) - runners["int8", tf].predict(inputs))
     return records.Evaluation(
-        int8_latency_ms=ms["int8"], int8_xnnpack=tflite.delegation(int8_bytes).describe(),
-        float_latency_ms=ms.get("float"),
-        float_xnnpack=tflite.delegation(float_bytes).describe() if float_bytes else None)
+        latency_runtime=runtime.name(lt), tf_runtime=runtime.name(tf),
+        int8_latency_ms=ms["int8", lt], float_latency_ms=ms.get(("float", lt)),
+        tf_int8_latency_ms=ms["int8", tf], tf_float_latency_ms=ms.get(("float", tf)),
+        int8_runtimes_max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        int8_xnnpack=tflite.delegation(int8_bytes, lt).describe(),
+        float_xnnpack=tflite.delegation(float_bytes, lt).describe() if float_bytes else None)
 
 
 def op_profiles(int8_bytes: bytes, float_bytes: Optional[bytes]) -> Dict[str, Dict]:
@@ -285,16 +292,25 @@ def op_profiles(int8_bytes: bytes, float_bytes: Optional[bytes]) -> Dict[str, Di
 
 def interleaved_ms(models: Dict[str, bytes], inputs, passes: int) -> Dict[str, float]:
     """Median over ``passes`` interleaved passes of each model's mean ``invoke()`` time per
-    example (ms; 1 thread, batch 1, default XNNPACK delegate), after one warm-up pass."""
+    example on the deployment runtime (ms; 1 thread, batch 1, default XNNPACK delegate)."""
+    from quant_lib import runtime
+    ms, _ = timed_ms(models, inputs, passes, (runtime.DEPLOYMENT,))
+    return {k: v for (k, _), v in ms.items()}
+
+
+def timed_ms(models: Dict[str, bytes], inputs, passes: int, runtimes: Sequence[str]):
+    """({(model, runtime): median over ``passes`` of the pass's mean ``invoke()`` ms per example},
+    the runners): each pass runs every model on every runtime in turn, after one warm-up pass."""
     from quant_lib import tflite
-    runners = {k: tflite.TFLiteClassifier(b, num_threads=1) for k, b in models.items()}
+    runners = {(k, rt): tflite.TFLiteClassifier(b, num_threads=1, rt=rt)
+               for k, b in models.items() for rt in runtimes}
     for r in runners.values():
         r.invoke_seconds(inputs)
-    times: Dict[str, List[float]] = {k: [] for k in models}
+    times: Dict[tuple, List[float]] = {k: [] for k in runners}
     for _ in range(passes):
         for k, r in runners.items():
             times[k].append(1000 * statistics.mean(r.invoke_seconds(inputs)))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, runners
 
 
 def speed_failures(min_speedup: Optional[float], latency) -> List[str]:
@@ -308,8 +324,8 @@ def speed_failures(min_speedup: Optional[float], latency) -> List[str]:
                 "reference to compare with: IntegerExporter writes one from a Keras float model "
                 "(base_model=, or the copy QuantizeTrainer keeps of a rebuilt one)"]
     if f / i < min_speedup:
-        return [f"int8 speed {f / i:.2f}x float ({i:.4g} vs {f:.4g} ms per example, invoke() "
-                f"alone, 1 thread) is below EvalConfig.min_int8_speedup={min_speedup:g}; int8: "
+        return [f"int8 speed {f / i:.2f}x float on {latency.latency_runtime} ({i:.4g} vs {f:.4g} "
+                f"ms per example, invoke() alone, 1 thread) is below EvalConfig.min_int8_speedup={min_speedup:g}; int8: "
                 f"{latency.int8_xnnpack}; float: {latency.float_xnnpack}"]
     return []
 

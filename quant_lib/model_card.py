@@ -52,9 +52,13 @@ def build(metrics: Dict[str, Any], int8: records.Int8Model, lineage: Lineage) ->
                      "baseline": metrics["baseline"]},
         "latency_ms": {"int8": metrics.get("int8_latency_ms"),
                        "float": metrics.get("float_latency_ms"),
+                       "runtime": metrics.get("latency_runtime"),
+                       "tf_int8": metrics.get("tf_int8_latency_ms"),
+                       "tf_float": metrics.get("tf_float_latency_ms"),
+                       "tf_runtime": metrics.get("tf_runtime"),
                        "int8_xnnpack": metrics.get("int8_xnnpack"),
                        "float_xnnpack": metrics.get("float_xnnpack"),
-                       "protocol": "TFLite invoke(), 1 thread, batch 1, XNNPACK, interleaved passes"},
+                       "protocol": "invoke(), 1 thread, batch 1, XNNPACK, interleaved passes"},
         "edgetpu": {k: v for k, v in int8.to_properties().items() if k.startswith("edgetpu_")},
         "lineage": {"pipeline": lineage.pipeline, "run_id": lineage.run_id,
                     "evaluator_execution": lineage.evaluator_execution,
@@ -107,8 +111,10 @@ def to_markdown(card: Dict[str, Any]) -> str:
     lines += ["", "The tfma.EvalConfig that decided:", "", "```json",
               json.dumps(e["eval_config"], indent=1, sort_keys=True), "```", "",
               "## Latency", "",
-              f"int8 {lat['int8']} ms, float {lat['float']} ms per example ({lat['protocol']}); "
-              f"int8: {lat['int8_xnnpack']}; float: {lat['float_xnnpack']}", "",
+              f"On {lat['runtime']}: int8 {lat['int8']} ms, float {lat['float']} ms per example "
+              f"({lat['protocol']}); int8: {lat['int8_xnnpack']}; float: {lat['float_xnnpack']}",
+              "", f"On {lat['tf_runtime']}: int8 {lat['tf_int8']} ms, float {lat['tf_float']} ms.",
+              "",
               "## Edge TPU", ""]
     lines += [f"- {k}: {v}" for k, v in card["edgetpu"].items()] or ["- not analyzed"]
     ln = card["lineage"]

@@ -1,7 +1,8 @@
 """Where a TFLite model's time goes, op by op.
 
-TFLite's Python interpreter has no profiler, so each op is cut out into a one-op model (same
-tensors, quantization and constant buffers) and timed there, in the mode the whole model runs
+Measured on the deployment runtime (LiteRT, ``quant_lib.runtime``). Its Python interpreter has
+no profiler, so each op is cut out into a one-op model (same tensors, quantization and constant
+buffers) and timed there, in the mode the whole model runs
 it: through the XNNPACK delegate when the full model's plan delegates it, else in TFLite's
 builtin kernels. The per-op times add up to less than the whole model's (no hand-offs between
 delegate partitions and builtin kernels, warm caches), which is why both are reported.
@@ -13,9 +14,10 @@ import time
 from typing import Dict, List, Optional
 
 import numpy as np
-import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
+
+from quant_lib import runtime
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
@@ -89,7 +91,7 @@ def _constant(model, tensor: int) -> bool:
     return buf.data is not None and len(buf.data) > 0 or bool(getattr(buf, "size", 0))
 
 
-def _feed(interp: tf.lite.Interpreter) -> None:
+def _feed(interp) -> None:
     """Values inside each input's range (zeros for integer ids: every GATHER index is valid)."""
     rng = np.random.default_rng(0)
     for d in interp.get_input_details():
@@ -104,18 +106,16 @@ def _feed(interp: tf.lite.Interpreter) -> None:
         interp.set_tensor(d["index"], x)
 
 
-def _runner(model_bytes: bytes, xnnpack: bool) -> tf.lite.Interpreter:
-    resolver = (tf.lite.experimental.OpResolverType.AUTO if xnnpack else
-                tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp = tf.lite.Interpreter(model_content=model_bytes, num_threads=1,
-                                 experimental_op_resolver_type=resolver)
+def _runner(model_bytes: bytes, xnnpack: bool):
+    """A deployment-runtime (LiteRT) interpreter, fed and invoked once."""
+    interp = runtime.interpreter(model_bytes, runtime.DEPLOYMENT, 1, xnnpack)
     interp.allocate_tensors()
     _feed(interp)
     interp.invoke()
     return interp
 
 
-def _invoke_us(interp: tf.lite.Interpreter, reps: int) -> float:
+def _invoke_us(interp, reps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(reps):
         interp.invoke()

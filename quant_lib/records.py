@@ -2,11 +2,12 @@
 per artifact, the only place a property's name is spelled. Writers build the record (a
 misspelled field is a TypeError where it is written), readers get it back with
 ``from_properties`` (typed: JSON lists decoded, 0/1 as bool); ``unknown`` lists properties no
-record names, which the tests of a real store require to be TFX's own. MLMD itself stays in
-``components`` (quant_lib does not import it); these are plain values."""
+record names, which the tests of a real store require to be TFX's own. ``of_node`` reads a
+record off an MLMD Artifact/Execution proto (duck-typed: quant_lib does not import MLMD)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from typing import Any, Dict, List, Mapping, Optional
@@ -31,13 +32,11 @@ class Record:
 
     @classmethod
     def from_properties(cls, props: Mapping[str, Any]):
-        hints = typing.get_type_hints(cls)
         values = {}
-        for name in cls.names():
+        for name, kind in _kinds(cls):
             v = props.get(name)
             if v is None:
                 continue
-            kind = _kind(hints[name])
             if kind in (list, dict) and isinstance(v, str):
                 v = json.loads(v) if v else kind()
             elif kind is bool:
@@ -58,6 +57,41 @@ class Record:
         """This record with ``other``'s recorded (non-None) fields on top."""
         return dataclasses.replace(self, **{k: v for k, v in dataclasses.asdict(other).items()
                                             if v is not None and k in self.names()})
+
+
+STRUCT_SINGLE_VALUE_KEY = "__value__"  # how TFX's Artifact wraps a non-dict JSON value
+
+
+def node_properties(node) -> Dict[str, Any]:
+    """An MLMD Artifact/Execution proto's properties and custom properties as plain values.
+    Kubeflow V2 hands artifacts from task to task as JSON metadata, which TFX's entrypoint turns
+    back into struct values (``{"__value__": v}``, numbers as floats): those are unwrapped here."""
+    from google.protobuf import json_format
+    out = {}
+    for props in (node.properties, node.custom_properties):
+        for k, v in props.items():
+            kind = v.WhichOneof("value")
+            value = None if kind is None else getattr(v, kind)
+            if kind == "struct_value":
+                value = json_format.MessageToDict(value)
+                value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
+            out[k] = value
+    return out
+
+
+def of_node(node, record_type):
+    """``record_type`` read off an MLMD proto, or a TFX artifact (its ``mlmd_artifact``); the
+    empty record for None (a run without that artifact)."""
+    if node is None:
+        return record_type()
+    return record_type.from_properties(node_properties(getattr(node, "mlmd_artifact", node)))
+
+
+@functools.lru_cache(maxsize=None)
+def _kinds(cls) -> tuple:
+    """(field name, value type) of a record class, resolved once (type hints are slow)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((name, _kind(hints[name])) for name in cls.names())
 
 
 def _kind(hint) -> type:
@@ -158,8 +192,13 @@ class Evaluation(Record):
     float_mae: Optional[float] = None        # regression
     int8_mae: Optional[float] = None
     validation_failures: Optional[int] = None
-    int8_latency_ms: Optional[float] = None  # TFLite invoke(), 1 thread, batch 1, XNNPACK
+    int8_latency_ms: Optional[float] = None  # invoke() on latency_runtime, 1 thread, batch 1
     float_latency_ms: Optional[float] = None
+    latency_runtime: Optional[str] = None    # "LiteRT 2.3.0": these two and the speed gate's
+    tf_int8_latency_ms: Optional[float] = None  # the same on TF's tf.lite.Interpreter
+    tf_float_latency_ms: Optional[float] = None
+    tf_runtime: Optional[str] = None         # "TF Lite (TensorFlow 2.16.2)"
+    int8_runtimes_max_abs_diff: Optional[float] = None  # |LiteRT - TF| int8 scores; 0: identical
     int8_xnnpack: Optional[str] = None       # ops delegated, partitions, builtin rest
     float_xnnpack: Optional[str] = None
     report_status: Optional[str] = None      # written | failed: <error>

@@ -255,11 +255,21 @@ def _headline(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
             f'({e(str(metrics.get("task_source")))}).</p>' +
             _table(["", "float", "int8", "int8 vs float"], _headline_rows(metrics, overall) + [
                 ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
-                ["latency per example (ms, TFLite, 1 thread, batch 1)", fl, il,
-                 f"int8 {fl / il:.2f}x float speed" if fl and il else ""],
+                *_latency_rows(metrics),
                 ["how XNNPACK takes the model", metrics.get("float_xnnpack"),
                  metrics.get("int8_xnnpack"), "int8 is SLOWER than float"
                  if fl and il and il > fl else ""]]))
+
+
+def _latency_rows(metrics: Dict[str, Any]) -> List[list]:
+    """Latency per example on the deployment runtime (LiteRT) and on TF's interpreter."""
+    rows = []
+    for prefix, rt in (("", "latency_runtime"), ("tf_", "tf_runtime")):
+        fl, il = metrics.get(f"{prefix}float_latency_ms"), metrics.get(f"{prefix}int8_latency_ms")
+        if il is not None:
+            rows.append([f"latency per example (ms, {metrics.get(rt) or 'TFLite'}, 1 thread, "
+                         "batch 1)", fl, il, f"int8 {fl / il:.2f}x float speed" if fl else ""])
+    return rows
 
 
 def _decision(metrics: Dict[str, Any]) -> str:
@@ -355,8 +365,8 @@ def _size_latency(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
     if fb and ib:
         out.append(_bars(["float", "int8"], [fb / 1024, ib / 1024], "TFLite size", "KiB"))
     if fl and il:
-        out.append(_bars(["float", "int8"], [fl, il], "Latency per example (1 thread, batch 1)",
-                         "ms"))
+        out.append(_bars(["float", "int8"], [fl, il], "Latency per example on "
+                         f"{metrics.get('latency_runtime') or 'TFLite'} (1 thread, batch 1)", "ms"))
     out.append(_op_profile(metrics.get("op_profile") or {}))
     return "\n".join(out)
 
@@ -365,7 +375,7 @@ def _op_profile(prof: Dict[str, Dict]) -> str:
     """Time per op type, int8 beside float: each op timed alone in the mode the whole model runs
     it (XNNPACK delegate or TFLite's builtin kernels); an op type int8 leaves to the builtin
     kernels while float gets it into XNNPACK is a runtime limit, named as such."""
-    out = ['<h2 id="op-profile">Where the time goes (per op, TFLite, 1 thread)</h2>']
+    out = ['<h2 id="op-profile">Where the time goes (per op, deployment runtime, 1 thread)</h2>']
     if not prof:
         return out[0] + "<p>No per-op profile in these metrics.</p>"
     for k in ("int8", "float"):

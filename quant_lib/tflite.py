@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from quant_lib import runtime
 import tensorflow as tf
 
 _TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}
@@ -289,10 +290,10 @@ def _check_structure(model) -> None:
                 bad(f"signature tensor index {io.tensorIndex} is outside the subgraph")
 
 
-def _interpreter(model_bytes: bytes, num_threads: int = 1) -> tf.lite.Interpreter:
+def _interpreter(model_bytes: bytes, num_threads: int = 1, rt: str = runtime.SECOND):
     read_flatbuffer(model_bytes)
     try:
-        interp = tf.lite.Interpreter(model_content=model_bytes, num_threads=num_threads)
+        interp = runtime.interpreter(model_bytes, rt, num_threads)
     except (ValueError, RuntimeError) as e:
         raise ModelFormatError(f"not a loadable TFLite model: {e}") from e
     try:  # names the interpreter hands to Python (tensors, signatures) must be text
@@ -530,8 +531,8 @@ class TFLiteClassifier:
     Inputs go in by name through the ``serving_default`` signature (a dict name -> array; a bare
     array feeds a single-input model), quantized with each input's own scale and zero point."""
 
-    def __init__(self, model_bytes: bytes, num_threads: int = 1):
-        self._interp = _interpreter(model_bytes, num_threads)
+    def __init__(self, model_bytes: bytes, num_threads: int = 1, rt: str = runtime.SECOND):
+        self._interp = _interpreter(model_bytes, num_threads, rt)
         try:
             self._bind()
         except (UnicodeDecodeError, KeyError, IndexError, StopIteration) as e:
@@ -676,9 +677,9 @@ class Delegation:
                 + (f"; builtin kernels: {kept}" if kept else ""))
 
 
-def delegation(model_bytes: bytes) -> Delegation:
-    """The default interpreter's execution plan (1 thread), read off its DELEGATE nodes."""
-    taken, originals, partitions = _plan(model_bytes)
+def delegation(model_bytes: bytes, rt: str = runtime.DEPLOYMENT) -> Delegation:
+    """The runtime's default execution plan (1 thread), read off its DELEGATE nodes."""
+    taken, originals, partitions = _plan(model_bytes, rt)
     builtin: Dict[str, int] = {}
     for n in originals:
         if n["index"] not in taken:
@@ -691,10 +692,10 @@ def delegated_ops(model_bytes: bytes) -> set:
     return _plan(model_bytes)[0]
 
 
-def _plan(model_bytes: bytes):
+def _plan(model_bytes: bytes, rt: str = runtime.DEPLOYMENT):
     """(ops XNNPACK took, the original nodes, partitions): each partition is what lies between a
     DELEGATE node's input and output tensors."""
-    interp = _interpreter(model_bytes)
+    interp = _interpreter(model_bytes, 1, rt)
     interp.allocate_tensors()
     nodes = interp._get_ops_details()  # pylint: disable=protected-access
     delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]

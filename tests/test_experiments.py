@@ -4,6 +4,8 @@ NOT BLESSED, one failing in IntegerExporter, and a refresh on new data. Also: ev
 every artifact is one its record names (``quant_lib.records``), so writer and reader agree."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,6 +170,22 @@ def test_every_artifact_property_is_one_its_record_names(store_runs):
     with pytest.raises(TypeError):
         records.Blessing(blesed=True)  # pylint: disable=unexpected-keyword-arg
     assert np.isfinite(summaries["default"]["int8_latency_ms"])
+
+
+def test_mlmd_commands_start_without_tensorflow_or_tfx(store_runs):
+    """`experiments` and `lineage` read SQLite: a process running both (on a store with pushed
+    models, so lineage walks every producer) never imports TensorFlow, TFX, Beam or TFMA."""
+    root, _, _ = store_runs
+    code = ("import sys; from pipelines import cli; "
+            f"assert cli.main(['experiments', {str(root)!r}]) == 0; "
+            f"assert cli.main(['lineage', {str(root)!r}]) == 0; "
+            "heavy = [m for m in ('tensorflow', 'tfx', 'apache_beam', "
+            "'tensorflow_model_analysis', 'tf_keras') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pushed model" in done.stdout and "blessed" in done.stdout
 
 
 def test_a_store_of_many_runs_is_read_in_batches(tmp_path):

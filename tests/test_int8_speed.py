@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.summary import format_summary
-from quant_lib import evaluation, qat, records, tflite
+from quant_lib import evaluation, qat, records, runtime, tflite
 from quant_lib.config import DataSpec, QuantizationConfig
 
 CFG = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
@@ -63,17 +63,20 @@ def test_a_swish_conv_output_gets_its_own_range_and_xnnpack_takes_the_graph():
 
 def test_float_reference_has_static_shapes_so_xnnpack_can_take_it():
     """A Keras Reshape to (1, 1, C) after pooling (EfficientNet's SE) traced with a dynamic batch
-    leaves SHAPE/PACK ops whose dynamic tensors make XNNPACK refuse the whole float graph."""
+    leaves SHAPE/PACK ops whose dynamic tensors make TF 2.16's XNNPACK refuse the whole float
+    graph (LiteRT's takes the rest around them); traced at batch 1, both take all of it."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 4))
     s = keras.layers.Reshape((1, 1, 4))(keras.layers.GlobalAveragePooling2D()(inp))
     out = keras.layers.Flatten()(keras.layers.Multiply()([inp, s]))
     model = keras.Model(inp, keras.layers.Dense(3)(out))
     dynamic = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    assert tflite.delegation(dynamic).partitions == 0
+    assert tflite.delegation(dynamic, "tf").partitions == 0
+    assert {"SHAPE", "PACK"} <= set(tflite.delegation(dynamic, "litert").builtin)
     fixed = tflite.convert_float(model)
-    d = tflite.delegation(fixed)
-    assert d.partitions >= 1 and not d.builtin, d.describe()
+    for rt in runtime.RUNTIMES:
+        d = tflite.delegation(fixed, rt)
+        assert d.partitions >= 1 and not d.builtin, (rt, d.describe())
     x = np.random.default_rng(0).random((5, 8, 8, 4), dtype=np.float32)
     np.testing.assert_allclose(tflite.TFLiteClassifier(fixed).predict(x), model(x).numpy(),
                                atol=1e-5)
@@ -101,13 +104,24 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
     _, int8 = _int8(model, x)
     lat = evaluation.compare_latency(int8, tflite.convert_float(model), x[:8], repeats=3)
     assert lat.int8_latency_ms > 0 and lat.float_latency_ms > 0
+    assert lat.tf_int8_latency_ms > 0 and lat.tf_float_latency_ms > 0
     assert lat.int8_xnnpack.startswith("XNNPACK ") and lat.float_xnnpack
+    # The gate's figures are LiteRT's, named with its installed version; TF's interpreter beside.
+    from importlib import metadata
+    assert lat.latency_runtime == f"LiteRT {metadata.version('ai-edge-litert')}"
+    assert lat.tf_runtime == f"TF Lite (TensorFlow {metadata.version('tensorflow')})"
+    _, runners = evaluation.timed_ms({"int8": int8}, x[:2], 1, runtime.RUNTIMES)
+    assert type(runners["int8", "litert"]._interp).__module__.startswith("ai_edge_litert")
+    assert type(runners["int8", "tf"]._interp).__module__.startswith("tensorflow")
+    assert lat.int8_runtimes_max_abs_diff == float(np.abs(
+        runners["int8", "litert"].predict(x[:8]) - runners["int8", "tf"].predict(x[:8])).max())
     summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
                "eval_examples": 8, "float_tflite_bytes": len(int8) * 3,
                "int8_tflite_bytes": len(int8), "blessed": True, "blessing_reasons": [],
                "pushed_path": "/serving/1/tflite", **lat.to_properties()}
     text = format_summary(summary)
     assert f"XNNPACK        : int8 {lat.int8_xnnpack[8:]}" in text
+    assert f"on {lat.latency_runtime} (1 thread" in text and f"{lat.tf_runtime}: int8" in text
     slower = lat.int8_latency_ms > lat.float_latency_ms
     assert ("SLOWER than float" in text) == slower
     flipped = dict(summary, int8_latency_ms=2 * lat.float_latency_ms)
@@ -120,12 +134,16 @@ def test_min_int8_speedup_config_checks():
     from quant_lib.config import ConfigError, EvalConfig
     with pytest.raises(ConfigError, match=r"EvalConfig.min_int8_speedup: must be None .* > 0"):
         EvalConfig(min_int8_speedup=0)
+    # The gate decides on the deployment runtime's figures (LiteRT), not TF's: here TF's
+    # interpreter would give int8 2x the float speed, LiteRT 0.5x.
     latency = records.Evaluation(float_latency_ms=1.0, int8_latency_ms=2.0,
+                                 latency_runtime="LiteRT 2.3.0", tf_float_latency_ms=1.0,
+                                 tf_int8_latency_ms=0.5,
                                  int8_xnnpack="XNNPACK 1/2", float_xnnpack="XNNPACK 2/2")
     assert evaluation.speed_failures(None, latency) == []
     assert evaluation.speed_failures(0.4, latency) == []
     (reason,) = evaluation.speed_failures(1.0, latency)
-    assert reason.startswith("int8 speed 0.50x float") and "XNNPACK 1/2" in reason
+    assert reason.startswith("int8 speed 0.50x float on LiteRT 2.3.0") and "XNNPACK 1/2" in reason
     (reason,) = evaluation.speed_failures(1.0, dataclasses.replace(latency, float_latency_ms=None))
     assert "no float TFLite reference" in reason
 

@@ -1,0 +1,216 @@
+"""The one reader of the metadata store (MLMD): pipeline runs, each run's executions by component,
+each execution's artifacts by input/output key, the execution that produced an artifact.
+
+The run summary, lineage and experiments are views on it; properties are read through their
+``quant_lib.records`` record. MLMD is queried in batches (types, contexts, executions, events,
+artifacts), so a shared store with a thousand runs lists in seconds. It imports neither
+TensorFlow nor TFX: commands that only read MLMD start in about a second. Files inside artifacts
+on a remote filesystem (gs://, s3://) are read through TFX's fileio, imported only for them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from quant_lib import records
+
+_OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+COMPLETE = metadata_store_pb2.Execution.COMPLETE
+FAILED = metadata_store_pb2.Execution.FAILED
+PUSHERS = ("VerifiedPusher", "Pusher")
+
+
+def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
+    """A read-only MetadataStore: ``root`` is a pipeline output root holding metadata.sqlite or
+    the SQLite file; ``mlmd_config`` a text-format ``ConnectionConfig`` (SQLite, MySQL) or
+    ``MetadataStoreClientConfig`` (gRPC, e.g. Kubeflow's metadata-grpc-service)."""
+    from google.protobuf import text_format
+    if mlmd_config:
+        with open(mlmd_config) as f:
+            text = f.read()
+        for proto in (metadata_store_pb2.ConnectionConfig,
+                      metadata_store_pb2.MetadataStoreClientConfig):
+            try:
+                return metadata_store.MetadataStore(text_format.Parse(text, proto()))
+            except text_format.ParseError:
+                continue
+        raise ValueError(f"--mlmd-config {mlmd_config}: neither a ConnectionConfig (sqlite/mysql) "
+                         "nor a MetadataStoreClientConfig (host, port) in text format")
+    path = os.path.join(root, "metadata.sqlite") if root and os.path.isdir(root) else root
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"no MLMD database at {path}: pass the pipeline output root (the folder "
+                         "holding metadata.sqlite), the SQLite file, or --mlmd-config")
+    cfg = metadata_store_pb2.ConnectionConfig()
+    cfg.sqlite.filename_uri = path
+    cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(cfg)
+
+
+@dataclasses.dataclass
+class Step:
+    """One execution of a component with its artifacts by key (MLMD protos)."""
+    execution: Any
+    component: str  # the component class name: QuantEvaluator, Trainer, Pusher...
+    inputs: Dict[str, list]
+    outputs: Dict[str, list]
+
+    def input(self, key: str):
+        return (self.inputs.get(key) or [None])[0]
+
+    def output(self, key: str):
+        return (self.outputs.get(key) or [None])[0]
+
+    @property
+    def properties(self) -> Dict[str, Any]:
+        return records.node_properties(self.execution)
+
+    def json_property(self, name: str) -> Optional[dict]:
+        raw = self.properties.get(name)
+        return json.loads(raw) if raw else None
+
+    @property
+    def error(self) -> Optional[str]:
+        """The error TFX (or tfx-qat's runner) recorded on a failed execution."""
+        raw = self.properties.get("__execution_result__")
+        if not raw:
+            return None
+        try:
+            return json.loads(raw).get("resultMessage") or raw
+        except ValueError:
+            return raw
+
+
+@dataclasses.dataclass
+class Run:
+    """One ``pipeline_run`` context: its executions, the latest per component."""
+    context: Any
+    pipeline: Optional[str]
+    steps: Dict[str, Step]
+
+    def step(self, *components: str) -> Optional[Step]:
+        return next((self.steps[c] for c in components if c in self.steps), None)
+
+    def output(self, components: Sequence[str], key: str):
+        s = self.step(*components)
+        return s.output(key) if s else None
+
+    @property
+    def failed(self) -> Optional[Step]:
+        return next((s for s in self.steps.values()
+                     if s.execution.last_known_state == FAILED), None)
+
+
+def _chunks(ids: List[int], n: int = 500) -> Iterable[List[int]]:
+    for i in range(0, len(ids), n):
+        yield ids[i:i + n]
+
+
+def _key(event) -> Optional[str]:
+    return next((s.key for s in event.path.steps if s.HasField("key")), None)
+
+
+class Reader:
+    """Batched reads of one MetadataStore."""
+
+    def __init__(self, store):
+        self.store = store
+        self.components = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+
+    def steps(self, executions) -> List[Step]:
+        """The executions with their input and output artifacts by key (a few batched calls)."""
+        ids = [e.id for e in executions]
+        events = [ev for c in _chunks(ids) for ev in self.store.get_events_by_execution_ids(c)]
+        art_ids = sorted({ev.artifact_id for ev in events})
+        arts = {a.id: a for c in _chunks(art_ids) for a in self.store.get_artifacts_by_id(c)}
+        io: Dict[int, tuple] = {i: ({}, {}) for i in ids}
+        for ev in events:
+            side = 1 if ev.type in _OUT else 0 if ev.type in _IN else None
+            if side is not None:
+                io[ev.execution_id][side].setdefault(_key(ev), []).append(arts[ev.artifact_id])
+        return [Step(e, self.components[e.type_id], *io[e.id]) for e in executions]
+
+    def runs(self, components: Optional[Sequence[str]] = None,
+             pipeline: Optional[str] = None) -> List[Run]:
+        """Every pipeline run (of ``pipeline``, if named), oldest first; with ``components``,
+        only their executions are read and runs without any of them are left out."""
+        names = {c.id: c.name for c in self.store.get_contexts_by_type("pipeline")}
+        found = []
+        for ctx in self.store.get_contexts_by_type("pipeline_run"):
+            parents = [names[p.id] for p in self.store.get_parent_contexts_by_context(ctx.id)
+                       if p.id in names] if names else []
+            if pipeline and pipeline not in parents:
+                continue
+            execs = [e for e in self.store.get_executions_by_context(ctx.id)
+                     if components is None or self.components[e.type_id] in components]
+            if execs:
+                found.append((ctx, parents[0] if parents else None, execs))
+        steps = iter(self.steps([e for _, _, execs in found for e in execs]))
+        out = []
+        for ctx, parent, execs in found:
+            mine = sorted((next(steps) for _ in execs), key=lambda s: s.execution.id)
+            out.append(Run(ctx, parent, {s.component: s for s in mine}))
+        return sorted(out, key=lambda r: (r.context.create_time_since_epoch, r.context.id))
+
+    def latest_run(self, pipeline: Optional[str] = None) -> Run:
+        """The pipeline's latest run (any pipeline's when it has none recorded by that name)."""
+        runs = (pipeline and self.runs(pipeline=pipeline)) or self.runs()
+        if not runs:
+            raise RuntimeError("no pipeline run recorded in this MLMD store")
+        return runs[-1]
+
+    def artifacts(self, type_name: str) -> list:
+        return self.store.get_artifacts_by_type(type_name)
+
+    def producer(self, artifact_id: int) -> Optional[Step]:
+        """The execution that actually ran to produce the artifact (not a cache hit of it)."""
+        events = [e for e in self.store.get_events_by_artifact_ids([artifact_id])
+                  if e.type in _OUT]
+        execs = self.store.get_executions_by_id([e.execution_id for e in events])
+        done = [x for x in execs if x.last_known_state == COMPLETE] or execs
+        return self.steps([min(done, key=lambda x: x.id)])[0] if done else None
+
+
+def record(artifact, record_type):
+    """The artifact's ``quant_lib.records`` record (the empty record for a missing artifact)."""
+    return records.of_node(artifact, record_type)
+
+
+def artifact_view(a) -> Dict[str, Any]:
+    return {"id": a.id, "uri": a.uri, "state": metadata_store_pb2.Artifact.State.Name(a.state)}
+
+
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def exists(path: str) -> bool:
+    if _remote(path):
+        from tfx.dsl.io import fileio
+        return fileio.exists(path)
+    return os.path.exists(path)
+
+
+def read_json(uri: Optional[str], name: str) -> Optional[dict]:
+    """``<uri>/<name>`` parsed, or None when the artifact or the file is not there."""
+    if not uri or not exists(os.path.join(uri, name)):
+        return None
+    path = os.path.join(uri, name)
+    if _remote(path):
+        from tfx.dsl.io import fileio
+        with fileio.open(path) as f:
+            return json.loads(f.read())
+    with open(path) as f:
+        return json.load(f)
+
+
+def listdir(uri: str) -> List[str]:
+    if _remote(uri):
+        from tfx.dsl.io import fileio
+        return [os.path.basename(p.rstrip("/")) for p in fileio.listdir(uri)]
+    return os.listdir(uri)
