@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from components import keys
 from pipelines import store
 from quant_lib import records
+from quant_lib.report_files import Metrics
 
 OURS = ("QuantizeTrainer", "IntegerExporter", "QuantEvaluator")
 # What the terminal table shows (all columns: --csv, --json, the DataFrame).
@@ -90,7 +91,7 @@ def _worst_slice(uri: str):
     if m is None:
         return None, None, {}, []
     deltas, beyond = {}, []
-    for name, s in m.get("slices", {}).items():
+    for name, s in (Metrics.load(m).slices or {}).items():
         if name == "overall":
             for c, v in (s.get("per_class_accuracy") or {}).items():
                 deltas[f"class {c}"] = v["int8"] - v["float"]

@@ -8,6 +8,7 @@ from components import keys
 from pipelines import store
 from quant_lib import records
 from quant_lib.qat import TRAINING_STATS_FILE
+from quant_lib.report_files import Metrics
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
@@ -119,8 +120,8 @@ def report_line(s: Dict[str, Any]) -> Optional[str]:
 
 def _per_class(evaluation) -> Dict[str, Dict[str, Any]]:
     """class -> support, float, int8, delta_pt, paired 95 % interval (pt), from metrics.json."""
-    metrics = store.read_json(evaluation and evaluation.uri, keys.METRICS_FILE)
-    overall = (metrics or {}).get("slices", {}).get("overall", {})
+    overall = Metrics.load(store.read_json(evaluation and evaluation.uri,
+                                           keys.METRICS_FILE)).overall
     return {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
                 "delta_pt": 100 * (v["int8"] - v["float"]),
                 "interval_pt": v.get("paired", {}).get("interval_pt")}

@@ -379,7 +379,7 @@ def deployed_check(limit_pt: Optional[float], overall, deployed_uri: Optional[st
 class EvaluationResult:
     """What QuantEvaluator measured and decided: exact per-slice statistics, TFMA's verdict, the
     deployed-model check; ``to_properties()`` for the evaluation and blessing artifacts,
-    ``to_json()`` for ``metrics.json`` and the run report."""
+    ``metrics()`` for ``metrics.json``, the run report and the model card."""
 
     eval_split: str
     task: object  # quant_lib.tasks.Task
@@ -421,20 +421,22 @@ class EvaluationResult:
                 int8_top1_ties=o.ties["int8"])
         return rec
 
-    def to_json(self) -> Dict[str, object]:
+    def metrics(self):
+        """``metrics.json`` as its report_files.Metrics."""
         import json
         from quant_lib.metrics import slice_name
+        from quant_lib.report_files import Metrics
         o = self.overall
-        out = {"eval_split": self.eval_split, "eval_examples": o.n, "task": self.task.kind,
-               "task_source": self.task.source, **self.headline(),
-               "blessed": self.blessed, "reasons": self.verdict.reasons,
-               "threshold_failures": self.verdict.failures,
-               "tfma_headline": self.verdict.headline, "baseline": self.deployed,
-               "slices": {slice_name(k): v.to_dict() for k, v in sorted(self.stats.items())},
-               "int8_sha256": self.int8_sha256, "eval_config": json.loads(self.gate_config),
-               "points": self.points, "op_profile": self.op_profile,
-               **self.latency.to_properties()}
+        extra = {}
         if self.task.is_classification:
-            out.update(accuracy_delta_pt=self.to_properties().accuracy_delta_pt,
-                       top1_agreement=o.agree / o.n)
-        return out
+            extra = dict(accuracy_delta_pt=self.to_properties().accuracy_delta_pt,
+                         top1_agreement=o.agree / o.n)
+        return Metrics(
+            eval_split=self.eval_split, eval_examples=o.n, task=self.task.kind,
+            task_source=self.task.source, **self.headline(), blessed=self.blessed,
+            reasons=self.verdict.reasons, threshold_failures=self.verdict.failures,
+            tfma_headline=self.verdict.headline, baseline=self.deployed,
+            slices={slice_name(k): v.to_dict() for k, v in sorted(self.stats.items())},
+            int8_sha256=self.int8_sha256, eval_config=json.loads(self.gate_config),
+            points=self.points, op_profile=self.op_profile, **self.latency.to_properties(),
+            **extra)

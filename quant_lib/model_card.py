@@ -1,6 +1,6 @@
 """The model card pushed beside the int8 model: which data, which float model, which gate and
 what it measured, so the app team knows what the int8 file was judged against without MLMD.
-Built from what QuantEvaluator measured (``EvaluationResult.to_json()``) and what IntegerExporter
+Built from what QuantEvaluator measured (``report_files.Metrics``) and what IntegerExporter
 recorded (``records.Int8Model``); JSON for tools, Markdown for people."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from quant_lib import records
 from quant_lib.metrics import OVERALL, slice_name
+from quant_lib.report_files import Metrics
 
 JSON_FILE = "model_card.json"
 MD_FILE = "model_card.md"
@@ -27,37 +28,38 @@ class Lineage:
     int8_model: Dict[str, Any]    # uri, id
 
 
-def build(metrics: Dict[str, Any], int8: records.Int8Model, lineage: Lineage) -> Dict[str, Any]:
+def build(metrics: Metrics, int8: records.Int8Model, lineage: Lineage) -> Dict[str, Any]:
     """The card as a JSON-able dict."""
-    headline = "mae" if metrics["task"] == "regression" else "accuracy"
+    headline = "mae" if metrics.task == "regression" else "accuracy"
     slices = {name: {"examples": s["examples"], "float": s[headline]["float"],
-                     "int8": s[headline]["int8"]} for name, s in metrics["slices"].items()}
+                     "int8": s[headline]["int8"]} for name, s in metrics.slices.items()}
     names = int8.labels or []
     per_class = {names[int(c)] if int(c) < len(names) else c: v for c, v in
-                 metrics["slices"].get(slice_name(OVERALL), {}).get("per_class_accuracy", {}).items()}
+                 (metrics.slices or {}).get(slice_name(OVERALL), {}).get("per_class_accuracy",
+                                                                         {}).items()}
     return {
-        "model": {"name": lineage.pipeline, "version": lineage.run_id, "task": metrics["task"],
-                  "file": "tflite", "sha256": metrics["int8_sha256"],
+        "model": {"name": lineage.pipeline, "version": lineage.run_id, "task": metrics.task,
+                  "file": "tflite", "sha256": metrics.int8_sha256,
                   "int8_bytes": int8.int8_tflite_bytes, "float_tflite_bytes": int8.float_tflite_bytes,
                   "activations": int8.activations, "inputs": int8.input_contract,
                   "labels": int8.labels, "labels_source": int8.labels_source,
                   "metadata": {"writer": int8.metadata_writer, "limits": int8.metadata_limits,
                                "bytes": int8.metadata_bytes}},
-        "data": {"examples": lineage.examples, "eval_split": metrics["eval_split"],
-                 "eval_examples": metrics["eval_examples"]},
+        "data": {"examples": lineage.examples, "eval_split": metrics.eval_split,
+                 "eval_examples": metrics.eval_examples},
         "evaluation": {"headline_metric": headline, "slices": slices, "per_class": per_class,
-                       "top1_agreement": metrics.get("top1_agreement"),
-                       "eval_config": metrics["eval_config"]},
-        "blessing": {"blessed": metrics["blessed"], "reasons": metrics["reasons"],
-                     "baseline": metrics["baseline"]},
-        "latency_ms": {"int8": metrics.get("int8_latency_ms"),
-                       "float": metrics.get("float_latency_ms"),
-                       "runtime": metrics.get("latency_runtime"),
-                       "tf_int8": metrics.get("tf_int8_latency_ms"),
-                       "tf_float": metrics.get("tf_float_latency_ms"),
-                       "tf_runtime": metrics.get("tf_runtime"),
-                       "int8_xnnpack": metrics.get("int8_xnnpack"),
-                       "float_xnnpack": metrics.get("float_xnnpack"),
+                       "top1_agreement": metrics.top1_agreement,
+                       "eval_config": metrics.eval_config},
+        "blessing": {"blessed": metrics.blessed, "reasons": metrics.reasons,
+                     "baseline": metrics.baseline},
+        "latency_ms": {"int8": metrics.int8_latency_ms,
+                       "float": metrics.float_latency_ms,
+                       "runtime": metrics.latency_runtime,
+                       "tf_int8": metrics.tf_int8_latency_ms,
+                       "tf_float": metrics.tf_float_latency_ms,
+                       "tf_runtime": metrics.tf_runtime,
+                       "int8_xnnpack": metrics.int8_xnnpack,
+                       "float_xnnpack": metrics.float_xnnpack,
                        "protocol": "invoke(), 1 thread, batch 1, XNNPACK, interleaved passes"},
         "edgetpu": {k: v for k, v in int8.to_properties().items() if k.startswith("edgetpu_")},
         "lineage": {"pipeline": lineage.pipeline, "run_id": lineage.run_id,

@@ -11,7 +11,9 @@ import html
 import io
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
+
+from quant_lib.report_files import ExportReport, Metrics
 
 SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency",
             "op-profile")
@@ -165,18 +167,18 @@ def _errors(points) -> str:
 
 
 def _headline_rows(metrics, overall) -> List[List[Any]]:
-    if metrics.get("task") == "regression":
+    if metrics.task == "regression":
         return [["MAE", overall["mae"]["float"], overall["mae"]["int8"],
                  f"{overall['mae']['int8'] - overall['mae']['float']:+.4f}"],
                 ["RMSE", overall["rmse"]["float"], overall["rmse"]["int8"], ""],
                 ["mean |float - int8| prediction", "", "",
                  overall["mean_abs_float_int8_difference"]]]
-    rows = [["top-1 accuracy", metrics["float_accuracy"], metrics["int8_accuracy"],
-             f"{-metrics['accuracy_delta_pt']:+.2f} pt"]]
-    if metrics.get("task", "multiclass") == "multiclass":
+    rows = [["top-1 accuracy", metrics.float_accuracy, metrics.int8_accuracy,
+             f"{-metrics.accuracy_delta_pt:+.2f} pt"]]
+    if (metrics.task or "multiclass") == "multiclass":
         rows.append([f"top-{overall['top_k']} accuracy", overall["top_k_accuracy"]["float"],
                      overall["top_k_accuracy"]["int8"], ""])
-    rows.append(["top-1 agreement float vs int8", "", "", metrics["top1_agreement"]])
+    rows.append(["top-1 agreement float vs int8", "", "", metrics.top1_agreement])
     return rows
 
 
@@ -228,73 +230,75 @@ def _search(found: Dict[str, Any]) -> str:
     return "".join(out)
 
 
-def render(metrics: Dict[str, Any], export: Optional[Dict[str, Any]] = None,
-           title: str = "tfx-qat run report") -> str:
+def render(metrics, export=None, title: str = "tfx-qat run report") -> str:
     """The report as one HTML string (no external files or network); its sections follow the
     task: confusion matrix and per-class deltas for classifiers, ROC/PR curves for binary,
-    error histograms and predicted-vs-true for regression."""
+    error histograms and predicted-vs-true for regression. ``metrics`` / ``export``: the
+    report_files.Metrics / ExportReport, or the parsed metrics.json / export_report.json."""
     e = html.escape
-    export = export or {}
+    metrics = metrics if isinstance(metrics, Metrics) else Metrics.load(metrics)
+    export = export if isinstance(export, ExportReport) else ExportReport.load(export)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
            _headline(metrics, export), _decision(metrics), _task_sections(metrics),
-           _layers(export.get("qat_report") or {}), _export_checks(export),
+           _layers(export.qat_report or {}), _export_checks(export),
            _size_latency(metrics, export), "</body></html>"]
     return "\n".join(out)
 
 
-def _headline(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
+def _headline(metrics: Metrics, export: ExportReport) -> str:
     e = html.escape
-    overall = metrics["slices"]["overall"]
-    fb, ib = export.get("float_tflite_bytes"), export.get("int8_tflite_bytes")
-    fl, il = metrics.get("float_latency_ms"), metrics.get("int8_latency_ms")
-    verdict = ('<b class="ok">BLESSED</b>' if metrics["blessed"] else
+    overall = metrics.overall
+    fb, ib = export.float_tflite_bytes, export.int8_tflite_bytes
+    fl, il = metrics.float_latency_ms, metrics.int8_latency_ms
+    verdict = ('<b class="ok">BLESSED</b>' if metrics.blessed else
                '<b class="bad">NOT BLESSED</b>')
-    return (f'<h2 id="headline">Headline</h2><p>{verdict} on {metrics["eval_examples"]:,} '
-            f'{e(metrics["eval_split"])} examples; {e(metrics.get("task", "multiclass"))} model '
-            f'({e(str(metrics.get("task_source")))}).</p>' +
+    return (f'<h2 id="headline">Headline</h2><p>{verdict} on {metrics.eval_examples:,} '
+            f'{e(metrics.eval_split)} examples; {e((metrics.task or "multiclass"))} model '
+            f'({e(str(metrics.task_source))}).</p>' +
             _table(["", "float", "int8", "int8 vs float"], _headline_rows(metrics, overall) + [
                 ["TFLite size (bytes)", fb, ib, f"{fb / ib:.2f}x smaller" if fb and ib else ""],
                 *_latency_rows(metrics),
-                ["how XNNPACK takes the model", metrics.get("float_xnnpack"),
-                 metrics.get("int8_xnnpack"), "int8 is SLOWER than float"
+                ["how XNNPACK takes the model", metrics.float_xnnpack,
+                 metrics.int8_xnnpack, "int8 is SLOWER than float"
                  if fl and il and il > fl else ""]]))
 
 
-def _latency_rows(metrics: Dict[str, Any]) -> List[list]:
+def _latency_rows(metrics: Metrics) -> List[list]:
     """Latency per example on the deployment runtime (LiteRT) and on TF's interpreter."""
     rows = []
     for prefix, rt in (("", "latency_runtime"), ("tf_", "tf_runtime")):
-        fl, il = metrics.get(f"{prefix}float_latency_ms"), metrics.get(f"{prefix}int8_latency_ms")
+        fl = getattr(metrics, f"{prefix}float_latency_ms")
+        il = getattr(metrics, f"{prefix}int8_latency_ms")
         if il is not None:
-            rows.append([f"latency per example (ms, {metrics.get(rt) or 'TFLite'}, 1 thread, "
+            rows.append([f"latency per example (ms, {getattr(metrics, rt) or 'TFLite'}, 1 thread, "
                          "batch 1)", fl, il, f"int8 {fl / il:.2f}x float speed" if fl else ""])
     return rows
 
 
-def _decision(metrics: Dict[str, Any]) -> str:
+def _decision(metrics: Metrics) -> str:
     e = html.escape
     out = ['<h2 id="blessing">Blessing decision (TFMA thresholds; float = baseline, '
            'int8 = candidate)</h2><ul>' +
-           "".join(f"<li>{e(r)}</li>" for r in metrics["reasons"]) + "</ul>"]
-    failures = metrics.get("threshold_failures") or []
+           "".join(f"<li>{e(r)}</li>" for r in metrics.reasons) + "</ul>"]
+    failures = metrics.threshold_failures or []
     if failures:
         out.append(_table(list(failures[0].keys()), [list(c.values()) for c in failures],
                           left=len(failures[0])))
     out.append("<details><summary>tfma.EvalConfig that decided</summary><pre>"
-               f"{e(json.dumps(metrics.get('eval_config'), indent=1))}</pre></details>")
-    base = metrics.get("baseline") or {}
+               f"{e(json.dumps(metrics.eval_config, indent=1))}</pre></details>")
+    base = metrics.baseline or {}
     out.append(f"<p>Baseline (deployed model) check: {e(str(base.get('status')))} — "
                f"{e(str(base.get('reason')))}</p><p>Evaluated int8 sha256: "
-               f"<code>{e(metrics['int8_sha256'])}</code></p>")
+               f"<code>{e(metrics.int8_sha256)}</code></p>")
     return "\n".join(out)
 
 
-def _task_sections(metrics: Dict[str, Any]) -> str:
+def _task_sections(metrics: Metrics) -> str:
     """Curves for binary, error plots for regression, confusion + per class otherwise."""
-    overall = metrics["slices"]["overall"]
-    task = metrics.get("task", "multiclass")
-    points = metrics.get("points") or []
+    overall = metrics.overall
+    task = (metrics.task or "multiclass")
+    points = metrics.points or []
     sample = f"<p>From a uniform sample of {len(points):,} eval examples.</p>"
     out = []
     if task == "binary" and points:
@@ -331,21 +335,21 @@ def _layers(qat: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _export_checks(export: Dict[str, Any]) -> str:
+def _export_checks(export: ExportReport) -> str:
     e = html.escape
     out = ['<h2 id="export">Export validation and Edge TPU</h2>']
     if not export:
         return out[0] + "\n<p>No export report found.</p>"
-    parity = export.get("parity") or {}
+    parity = export.parity or {}
     out.append(_table(["check", "result"], [
-        ["input / output dtype", f"{export.get('input_dtype')} / {export.get('output_dtype')}"],
-        ["float ops (listed float_fallback layers)", export.get("float_island_ops") or 0],
-        ["ops", json.dumps(export.get("op_counts"))],
+        ["input / output dtype", f"{export.input_dtype} / {export.output_dtype}"],
+        ["float ops (listed float_fallback layers)", export.float_island_ops or 0],
+        ["ops", json.dumps(export.op_counts)],
         [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
          f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],
         ["max |score error|", parity.get("max_abs_error")],
     ], left=2))
-    edge = export.get("edgetpu") or {}
+    edge = export.edgetpu or {}
     pred, comp = edge.get("prediction") or {}, edge.get("compile") or {}
     if pred:
         out.append(f"<p>Edge TPU: predicted {pred['predicted_on_tpu']}/{pred['total_ops']} ops "
@@ -358,16 +362,16 @@ def _export_checks(export: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _size_latency(metrics: Dict[str, Any], export: Dict[str, Any]) -> str:
-    fb, ib = export.get("float_tflite_bytes"), export.get("int8_tflite_bytes")
-    fl, il = metrics.get("float_latency_ms"), metrics.get("int8_latency_ms")
+def _size_latency(metrics: Metrics, export: ExportReport) -> str:
+    fb, ib = export.float_tflite_bytes, export.int8_tflite_bytes
+    fl, il = metrics.float_latency_ms, metrics.int8_latency_ms
     out = ['<h2 id="size-latency">Size and latency</h2>']
     if fb and ib:
         out.append(_bars(["float", "int8"], [fb / 1024, ib / 1024], "TFLite size", "KiB"))
     if fl and il:
         out.append(_bars(["float", "int8"], [fl, il], "Latency per example on "
-                         f"{metrics.get('latency_runtime') or 'TFLite'} (1 thread, batch 1)", "ms"))
-    out.append(_op_profile(metrics.get("op_profile") or {}))
+                         f"{metrics.latency_runtime or 'TFLite'} (1 thread, batch 1)", "ms"))
+    out.append(_op_profile(metrics.op_profile or {}))
     return "\n".join(out)
 
 

@@ -16,6 +16,7 @@ from components.quant_evaluator.executor import Executor as EvaluatorExecutor
 from components.quantize_trainer.executor import Executor as QuantizeExecutor
 from quant_lib import metrics, qat, tflite
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig, Threshold
+from quant_lib.report_files import ExportReport, Metrics
 from conftest import render_in_chromium
 import int8_edit
 
@@ -141,6 +142,7 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
         assert read_record(out, records.Int8Model).edgetpu_compiler_status == "not_available"
     with open(os.path.join(out.uri, keys.EXPORT_REPORT_FILE)) as f:
         report = json.load(f)
+    assert ExportReport.load(report).int8_tflite_bytes == len(data)  # every key is owned
     assert report["size_ratio_float_over_int8"] == pytest.approx(float_bytes / len(data))
     profile = report["op_profile"]  # where the int8 model's time goes, op type by op type
     assert sum(r["count"] for r in profile["by_op"]) == sum(report["op_counts"].values())
@@ -380,6 +382,7 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
     assert all(f"<td class=\"l\">{x['name']}</td>" in page for x in layers)
     with open(os.path.join(evaluation.uri, keys.METRICS_FILE)) as f:
         m = json.load(f)
+    assert Metrics.load(m).reasons == m["reasons"]  # every key of the file is a Metrics field
     assert all(r.replace("'", "&#x27;") in page for r in m["reasons"])
     img = render_in_chromium(path, tmp_path / "report.png", 1200, 2400)
     assert img.shape[0] == 2400 and img.shape[1] == 1200

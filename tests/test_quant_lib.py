@@ -240,3 +240,19 @@ def test_the_three_floors_import_downward_only_and_quant_lib_has_no_import_cycle
         return seen
     cycles = sorted(m for m in graph if m in reach(m))
     assert not cycles, f"quant_lib modules on an import cycle: {cycles}"
+
+
+def test_report_files_own_their_keys():
+    """metrics.json / export_report.json keys are dataclass fields: a misspelled key is an error
+    where it is written, an unknown one where it is read (naming the file)."""
+    from quant_lib.report_files import ExportReport, Metrics
+    m = Metrics(eval_split="eval", eval_examples=3, blessed=True, slices={"overall": {"n": 3}})
+    assert Metrics.load(m.to_json()) == m and m.overall == {"n": 3}
+    assert "float_mae" not in m.to_json()  # not recorded: not written
+    with pytest.raises(TypeError):
+        Metrics(eval_splt="eval")  # pylint: disable=unexpected-keyword-arg
+    with pytest.raises(ValueError, match=r"metrics.json: keys \['bogus'\]"):
+        Metrics.load({"eval_split": "eval", "bogus": 1})
+    with pytest.raises(ValueError, match="export_report.json"):
+        ExportReport.load({"int8_bytes": 1})
+    assert not ExportReport.load(None) and ExportReport(op_counts={"ADD": 1})

@@ -19,6 +19,7 @@ from quant_lib import (edgetpu, evaluation, export, model_metadata, models, qat,
                        search, tflite)
 from quant_lib.config import DataSpec, ExportConfig
 from quant_lib.inputs import bind_model, keras_inputs
+from quant_lib.report_files import ExportReport
 
 
 class EdgeTpuRequiredError(RuntimeError):
@@ -197,12 +198,11 @@ def _model_info(cfg: ExportConfig, task, labels, context) -> Optional[model_meta
 def _write_report(out: types.Artifact, cfg: ExportConfig, result, float_bytes, edge,
                   qat_model: types.Artifact) -> None:
     """export_report.json: what was converted and checked, the int8 op profile, the QAT report."""
-    _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps({
-        "config": cfg.to_dict(), **result.report(), "float_tflite_bytes": float_bytes,
-        "size_ratio_float_over_int8": float_bytes / len(result.int8_bytes)
-        if float_bytes else None, "edgetpu": edge,
-        "op_profile": evaluation.op_profiles(result.int8_bytes, None).get("int8"),
-        "qat_report": _qat_report(qat_model)}, indent=2))
+    _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps(ExportReport(
+        config=cfg.to_dict(), **result.report(), float_tflite_bytes=float_bytes,
+        size_ratio_float_over_int8=float_bytes / len(result.int8_bytes) if float_bytes else None,
+        edgetpu=edge, op_profile=evaluation.op_profiles(result.int8_bytes, None).get("int8"),
+        qat_report=_qat_report(qat_model)).to_json(), indent=2))
 
 
 class Executor(base_executor.BaseExecutor):

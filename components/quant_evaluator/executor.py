@@ -22,6 +22,7 @@ from quant_lib import evaluation, gate, model_card, records, report, tasks, tfli
 from quant_lib.config import EvalConfig
 from quant_lib.data import DataError, count_records
 from quant_lib.inputs import SAMPLE, bind_model, first_records, tflite_inputs
+from quant_lib.report_files import ExportReport
 
 STATS_FILE = "slice_stats.jsonl"
 POINTS_FILE = "points.json"
@@ -175,11 +176,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg), latency, points, profile)
+        metrics = result.metrics()
         with fileio.open(os.path.join(out.uri, keys.METRICS_FILE), "w") as f:
-            f.write(json.dumps(result.to_json(), indent=2))
+            f.write(json.dumps(metrics.to_json(), indent=2))
         set_properties(out, dataclasses.replace(result.to_properties(), report_status=(
-            self._write_report(out.uri, quantized.uri, result.to_json()))))
-        _write_card(blessing, result.to_json(), input_dict, self._context)
+            self._write_report(out.uri, quantized.uri, metrics))))
+        _write_card(blessing, metrics, input_dict, self._context)
         _bless(blessing, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
                      "tfma.load_eval_result / load_validation_result)",
@@ -233,15 +235,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 gate_cfg, {gate.FLOAT: float_dir, gate.INT8: tflite_path}, out_uri)
 
     @staticmethod
-    def _write_report(out_uri: str, quantized_uri: str, result: Dict[str, Any]) -> str:
+    def _write_report(out_uri: str, quantized_uri: str, metrics) -> str:
         """The HTML run report. A rendering problem does not block a push (the gate decided),
         but it is logged as an error and recorded as ``report_status`` for the run summary."""
         export, path = None, os.path.join(quantized_uri, keys.EXPORT_REPORT_FILE)
         try:
             if fileio.exists(path):
                 with fileio.open(path) as f:
-                    export = json.loads(f.read())
-            page = report.render(result, export)
+                    export = ExportReport.load(json.loads(f.read()))
+            page = report.render(metrics, export)
         except Exception as e:  # noqa: BLE001
             logging.exception("QuantEvaluator: the HTML run report could NOT be written")
             return f"failed: {type(e).__name__}: {e}"
