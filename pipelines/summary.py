@@ -144,7 +144,8 @@ def _latency_text(s: Dict[str, Any]) -> str:
     if not (s.get("int8_latency_ms") and s.get("float_latency_ms")):
         return "n/a"
     text = (f"int8 {s['int8_latency_ms']:.4g} ms vs float {s['float_latency_ms']:.4g} ms per "
-            f"example on {s.get('latency_runtime') or 'TFLite'} (1 thread, batch 1, XNNPACK; "
+            f"example on {s.get('latency_runtime') or 'TFLite (runtime not recorded)'} (1 thread, "
+            "batch 1, XNNPACK; "
             f"int8 {s['float_latency_ms'] / s['int8_latency_ms']:.2f}x the float speed)")
     if s.get("tf_int8_latency_ms") and s.get("tf_float_latency_ms"):
         text += (f"\n                   {s['tf_runtime']}: int8 {s['tf_int8_latency_ms']:.4g} ms "
