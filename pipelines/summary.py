@@ -32,11 +32,9 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
     arts = _outputs(run)
     blessing, exported, qat_model, pushed, evaluation = (
         arts[k] for k in ("blessing", "int8", "qat", "pushed", "evaluation"))
-    b = store.record(blessing, records.Blessing)
-    x = store.record(exported, records.Int8Model)
-    q = store.record(qat_model, records.QatModel)
-    p = store.record(pushed, records.Pushed)
-    ev = store.record(evaluation, records.Evaluation)
+    b, x, q, p, ev = (store.record(a, r) for a, r in (
+        (blessing, records.Blessing), (exported, records.Int8Model), (qat_model, records.QatModel),
+        (pushed, records.Pushed), (evaluation, records.Evaluation)))
     float_stats = store.read_json(arts["model_run"] and arts["model_run"].uri,
                                   TRAINING_STATS_FILE) or {}
     pushed_path: Optional[str] = None

@@ -256,3 +256,20 @@ def test_report_files_own_their_keys():
     with pytest.raises(ValueError, match="export_report.json"):
         ExportReport.load({"int8_bytes": 1})
     assert not ExportReport.load(None) and ExportReport(op_counts={"ADD": 1})
+
+
+def test_product_functions_fit_on_a_screen():
+    """No function of the product (quant_lib, components, pipelines) is longer than 80 lines."""
+    import ast
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    long = []
+    for pkg in ("quant_lib", "components", "pipelines"):
+        for path in glob.glob(os.path.join(root, pkg, "**", "*.py"), recursive=True):
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            long += [(os.path.relpath(path, root), n.name, n.end_lineno - n.lineno + 1)
+                     for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
+                                                               ast.AsyncFunctionDef))
+                     and n.end_lineno - n.lineno + 1 > 80]
+    assert not long, long
