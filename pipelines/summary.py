@@ -150,8 +150,8 @@ def _latency_text(s: Dict[str, Any]) -> str:
                  f"vs float {s['tf_float_latency_ms']:.4g} ms "
                  f"({s['tf_float_latency_ms'] / s['tf_int8_latency_ms']:.2f}x)")
     if s.get("int8_runtimes_max_abs_diff"):
-        text += (f"\n                   int8 scores differ between the runtimes by up to "
-                 f"{s['int8_runtimes_max_abs_diff']:.4g}")
+        text += (f"\n                   raw int8 outputs differ between the runtimes by up to "
+                 f"{s['int8_runtimes_max_abs_diff']:.4g} quantized steps")
     return text
 
 

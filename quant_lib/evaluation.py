@@ -261,12 +261,16 @@ def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
     default XNNPACK delegate: the median over ``repeats`` passes, each pass running every model
     on every runtime in turn, so all see the same machine state; with how XNNPACK takes each
     model (``tflite.delegation``: an op it leaves to the builtin kernels is why an int8 model can
-    be slower than float) and how far the two runtimes' int8 outputs differ on these inputs."""
+    be slower than float) and how far the two runtimes' raw int8 outputs differ on these inputs
+    (quantized steps; 0: bit-identical)."""
     from quant_lib import records, runtime, tflite
     models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
     ms, runners = timed_ms(models, inputs, repeats, runtime.RUNTIMES)
     lt, tf = runtime.DEPLOYMENT, runtime.SECOND
-    diff = np.abs(runners["int8", lt].predict(inputs) - runners["int8", tf].predict(inputs))
+    # Raw int8 outputs, each example at batch 1 as timed (no batch resize: a model whose graph
+    # fixes its batch cannot take one).
+    diff = np.abs(runners["int8", lt].outputs_at_batch_one(inputs).astype(np.float64)
+                  - runners["int8", tf].outputs_at_batch_one(inputs).astype(np.float64))
     return records.Evaluation(
         latency_runtime=runtime.name(lt), tf_runtime=runtime.name(tf),
         int8_latency_ms=ms["int8", lt], float_latency_ms=ms.get(("float", lt)),

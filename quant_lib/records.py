@@ -198,7 +198,7 @@ class Evaluation(Record):
     tf_int8_latency_ms: Optional[float] = None  # the same on TF's tf.lite.Interpreter
     tf_float_latency_ms: Optional[float] = None
     tf_runtime: Optional[str] = None         # "TF Lite (TensorFlow 2.16.2)"
-    int8_runtimes_max_abs_diff: Optional[float] = None  # |LiteRT - TF| int8 scores; 0: identical
+    int8_runtimes_max_abs_diff: Optional[float] = None  # |LiteRT - TF| raw int8 outputs (steps)
     int8_xnnpack: Optional[str] = None       # ops delegated, partitions, builtin rest
     float_xnnpack: Optional[str] = None
     report_status: Optional[str] = None      # written | failed: <error>

@@ -615,20 +615,30 @@ class TFLiteClassifier:
         """Seconds of each ``invoke()`` at batch 1, one per example: the inputs are quantized
         and set outside the timed region, so this is the model's time on the interpreter, not
         Python's (quantizing a 224x224x3 image in numpy costs about what a small net runs)."""
+        return self._each_at_batch_one(inputs)[0]
+
+    def outputs_at_batch_one(self, inputs) -> np.ndarray:
+        """The raw output tensor of each example run alone at batch 1 (no other resize: the
+        latency path compares two runtimes' outputs with it)."""
+        return np.stack(self._each_at_batch_one(inputs, keep_outputs=True)[1])
+
+    def _each_at_batch_one(self, inputs, keep_outputs: bool = False):
         import time
         inputs = self._named(inputs)
         total = len(next(iter(inputs.values())))
         self._resize(1)
         prepared = [{name: self._prepare(np.asarray(inputs[name][i:i + 1]).reshape(d["shape"]), d)
                      for name, d in self._in.items()} for i in range(total)]
-        out = []
+        seconds, outputs = [], []
         for feed in prepared:
             for name, d in self._in.items():
                 self._interp.set_tensor(d["index"], feed[name])
             t0 = time.perf_counter()
             self._interp.invoke()
-            out.append(time.perf_counter() - t0)
-        return out
+            seconds.append(time.perf_counter() - t0)
+            if keep_outputs:
+                outputs.append(self._interp.get_tensor(self._out["index"]).copy())
+        return seconds, outputs
 
     def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
         inputs = self._named(inputs)
