@@ -153,9 +153,10 @@ def test_min_int8_speedup_config_checks():
 def _slow_in_int8_model():
     """MobileNetV3's hard-swish (x * relu6(x + 3) / 6) eight times over and a softmax: float
     runs one fused HARD_SWISH per layer, int8 an ADD and two MULs, and int8 SOFTMAX stays out of
-    XNNPACK."""
+    XNNPACK. 32x32x16, so one
+    invoke takes ~20 us: at 16x16x8 (~4 us) timer noise moved the ratio from 1.4 to 1.8."""
     keras.utils.set_random_seed(0)
-    inp = keras.Input((16, 16, 8), name="image")
+    inp = keras.Input((32, 32, 16), name="image")
     x = inp
     for _ in range(8):
         x = keras.layers.Multiply()([x, keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
@@ -166,14 +167,16 @@ def _slow_in_int8_model():
 
 def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
     from quant_lib import op_profile, report
-    x = np.random.default_rng(0).random((32, 16, 16, 8), dtype=np.float32)
+    x = np.random.default_rng(0).random((32, 32, 32, 16), dtype=np.float32)
     model = _slow_in_int8_model()
-    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(16, 16, 8),
+    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(32, 32, 16),
                                                              num_classes=3)))
     qat.calibrate_ranges(q, [x[:16], x[16:]])
     int8, fl = tflite.convert_int8(q, x), tflite.convert_float(model)
-    lat = evaluation.compare_latency(int8, fl, x[:8], repeats=3)
-    assert lat.int8_latency_ms > 1.5 * lat.float_latency_ms, lat
+    lat = evaluation.compare_latency(int8, fl, x[:8], repeats=10)
+    # LiteRT 1.70-1.80x here over 24 measurements, two processes at once; TF's interpreter ~4.8x.
+    assert lat.int8_latency_ms > 1.25 * lat.float_latency_ms, lat
+    assert lat.tf_int8_latency_ms > 2 * lat.tf_float_latency_ms, lat
 
     prof = evaluation.op_profiles(int8, fl)
     d = tflite.delegation(int8)
