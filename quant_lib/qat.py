@@ -16,6 +16,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from quant_lib import graph, layer_configs, records, scale_fold
+from quant_lib import keras2  # noqa: F401  (its import makes AutoGraph skip tf_keras's code)
 from quant_lib.config import QuantizationConfig
 
 log = logging.getLogger(__name__)

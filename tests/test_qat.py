@@ -335,6 +335,20 @@ class _Doubler(L.Layer):  # a user's layer, registered nowhere: only its traces 
         return 2.0 * x
 
 
+def test_autograph_skips_tf_keras_code_and_still_converts_the_users():
+    """quant_lib.keras2's rule (imported with qat): TF 2.16 converted tf_keras's own source on
+    every model's first trace (15 s of make run's first training step)."""
+    from tensorflow.python.autograph.core import config
+    from tensorflow.python.autograph.impl import conversion
+    from quant_lib import keras2
+    assert conversion.is_allowlisted(keras.Model.train_step)
+    assert conversion.is_allowlisted(L.BatchNormalization.call)
+    assert not conversion.is_allowlisted(_Doubler.call)  # a user's layer: converted as before
+    n = len(config.CONVERSION_RULES)
+    keras2.skip_autograph_conversion()
+    assert len(config.CONVERSION_RULES) == n
+
+
 def _functions(path):
     from tensorflow.core.protobuf import saved_model_pb2
     sm = saved_model_pb2.SavedModel()
