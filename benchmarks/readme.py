@@ -32,8 +32,9 @@ def run_summary(r: Dict[str, Any]) -> str:
     """The summary ``make run`` prints, from the same command run inside ``make bench``."""
     from pipelines.summary import format_summary
     s = r["overhead"]["pipeline"]["summary"]
+    when = r.get("rerun", {}).get("overhead", r)  # the section's own date and machine
     return (f"```\n{format_summary(s)}\n```\n\nThe `pipelines.cli run` process inside `make bench` "
-            f"({r['date']}, {r['machine']}: the full 60,000 / 10,000 Fashion-MNIST splits, "
+            f"({when['date']}, {when.get('machine', r['machine'])}: the full 60,000 / 10,000 Fashion-MNIST splits, "
             f"{r['overhead']['epochs']['float']} float epochs, {r['overhead']['epochs']['qat']} QAT "
             f"epoch, fresh output root, no cache): {r['overhead']['pipeline']['seconds']:.0f} s "
             "wall time including data ingestion.\n")
