@@ -953,6 +953,8 @@ def main(argv=None) -> int:
     if args.update:  # re-measure some sections of an existing run; the table says which
         with open(os.path.join(args.out, "bench.json")) as f:
             r = json.load(f)
+        if set(args.update) >= set(LATENCY_SECTIONS):  # the tables that share one runtime line
+            r["latency_runtime"] = runtime.name(runtime.DEPLOYMENT)
         for name in args.update:
             t = time.time()
             r[name] = SECTIONS[name](args)
@@ -973,6 +975,10 @@ def main(argv=None) -> int:
     r["experiments_example"] = bench_experiments.experiments_example(args)
     r["wall_minutes"] = (time.time() - t0) / 60
     return _write(r, args)
+
+
+# Sections timed on the run's ``latency_runtime`` (latency_224 and latency_folds name their own).
+LATENCY_SECTIONS = ("fashion_mnist", "mobilenet_v3_style", "mobilenet_v2")
 
 
 def _write(r: Dict[str, Any], args) -> int:

@@ -3,7 +3,8 @@
 TF 2.16's AutoGraph leaves the ``keras`` package's code alone but converts ``tf_keras``'s own
 source, function by function, on each model's first trace: 15-16 s of the first training step
 of ``make run``'s CNN and of its QAT model on 2 cores (1.5 s and 2.3 s with the rule below), in
-every Trainer, QuantizeTrainer and search step. Later TF releases carry the same rule; tf_keras
+QuantizeTrainer, the search, and a Trainer whose module imports quant_lib (the project's CNN
+module does; a module that does not keeps TF's default). Later TF releases carry the rule; tf_keras
 is TF's Keras 2 code under another name and never needed conversion. A user's own layers and
 train steps (their modules, not tf_keras's) are still converted.
 """
