@@ -226,11 +226,21 @@ def _publish_object_store(staged, base, version, model_file, sha256,
 
 
 def _update_latest(base: str, marker: PushMarker) -> None:
-    """Points LATEST.json at ``marker`` unless a newer complete version is already there."""
+    """Points LATEST.json at the newest complete version (``marker``'s or a newer one).
+
+    Read-compare-write alone lost to concurrent pushes: two pushers read the old pointer and the
+    older one wrote last. So each pusher re-reads after its write and rewrites from the newest
+    complete version's own marker until the two agree: the last writer leaves the newest."""
     path = os.path.join(base, LATEST_FILE)
-    current = read_marker(path)
-    if current is None or int(current.version) < int(marker.version):
-        _write(path, marker.to_json())
+    for _ in range(100):
+        current = read_marker(path)
+        newest = max([int(marker.version)] + [int(v) for v in complete_versions(base)])
+        if current is not None and int(current.version) >= newest:
+            return
+        target = marker if newest == int(marker.version) else read_marker(
+            os.path.join(base, str(newest), MARKER_FILE))
+        _write(path, target.to_json())
+    raise PushError(f"{path} kept changing under 100 rewrites: concurrent pushers to {base}?")
 
 
 def _age(path: str) -> float:
