@@ -84,12 +84,37 @@ def _clone(model):
     return c
 
 
+def _measure_all(tag, models, x, y, lat_x, passes: int = 5) -> Dict[str, Dict[str, Any]]:
+    """Top-1 and size of each model, and its latency on both runtimes: each of ``passes``
+    interleaved passes runs every model on LiteRT and on TF's interpreter in turn
+    (``evaluation.timed_ms``), so both columns see the same machine state; speed is the float
+    model's time over the model's on the same runtime."""
+    ms, _ = evaluation.timed_ms(models, lat_x, passes, runtime.RUNTIMES)
+    lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
+    out: Dict[str, Dict[str, Any]] = {}
+    for k, b in models.items():
+        scores = tflite.TFLiteClassifier(b).predict(x, batch_size=256)
+        out[k] = {"accuracy": float(np.mean(np.argmax(scores, -1) == y)), "bytes": len(b),
+                  "latency_ms": ms[k, lt], "tf_latency_ms": ms[k, tf_]}
+        log.info("%-10s acc %.4f  %8d bytes  %.4f ms (%s)  %.4f ms (%s)", f"{tag} {k}",
+                 out[k]["accuracy"], len(b), ms[k, lt], lt, ms[k, tf_], tf_)
+    ref = out.get("float")
+    for m in out.values() if ref else ():
+        m.update(delta_pt_vs_float=100 * (ref["accuracy"] - m["accuracy"]),
+                 size_ratio=ref["bytes"] / m["bytes"],
+                 speed_vs_float=ref["latency_ms"] / m["latency_ms"],
+                 tf_speed_vs_float=ref["tf_latency_ms"] / m["tf_latency_ms"])
+    return out
+
+
 def _measure(name, model_bytes, x, y, lat_x) -> Dict[str, Any]:
-    scores = tflite.TFLiteClassifier(model_bytes).predict(x, batch_size=256)
-    acc = float(np.mean(np.argmax(scores, -1) == y))
-    lat = evaluation.latency_ms(model_bytes, lat_x, repeats=5)
-    log.info("%-10s acc %.4f  %8d bytes  %.4f ms", name, acc, len(model_bytes), lat)
-    return {"accuracy": acc, "bytes": len(model_bytes), "latency_ms": lat}
+    """One model's top-1, size and latency on both runtimes (``_measure_all``)."""
+    return _measure_all(name, {"model": model_bytes}, x, y, lat_x)["model"]
+
+
+def _runtimes() -> Dict[str, str]:
+    """The two runtimes a section's latency columns name (LiteRT first: the speed gate's)."""
+    return {"runtime": runtime.name(runtime.DEPLOYMENT), "tf_runtime": runtime.name(runtime.SECOND)}
 
 
 def _fashion(args):
@@ -144,8 +169,7 @@ def fashion_mnist(args) -> Dict[str, Any]:
     ptq4n.fit(rep, rng.integers(0, 10, len(rep)), batch_size=32, epochs=1, verbose=0)
     long = {"float": tflite.convert_float(fn), "ptq_w4a8": tflite.convert_int8(ptq4n, rep),
             "qat_w4a8": tflite.convert_int8(qat4n, rep)}
-    out["w4a8_long"] = {"epochs": n, "models": {k: _measure(f"{k}/{n}ep", v, xe, ye, lat_x[:50])
-                                                 for k, v in long.items()}}
+    out["w4a8_long"] = {"epochs": n, "models": _measure_all(f"{n}ep", long, xe, ye, lat_x[:50])}
 
     # One weight scale per tensor: PTQ (F1) vs QAT (F0 + the same epochs) as tfx-qat configures
     # it (BN folded into the kernels first), and TFMOT's per-tensor QAT as is, for the record.
@@ -165,12 +189,8 @@ def fashion_mnist(args) -> Dict[str, Any]:
               "ptq_int8_pt": tflite.convert_int8(f1, rep, per_channel=False),
               "qat_int8_pt": tflite.convert_int8(qat_pt, rep, per_channel=False),
               "tfmot_qat_int8_pt": tflite.convert_int8(tfmot_pt, rep, per_channel=False)}
-    out["models"] = {k: _measure(k, v, xe, ye, lat_x) for k, v in models.items()}
-    ref = out["models"]["float"]["accuracy"]
-    for m in out["models"].values():
-        m["delta_pt_vs_float"] = 100 * (ref - m["accuracy"])
-        m["size_ratio"] = out["models"]["float"]["bytes"] / m["bytes"]
-        m["speed_vs_float"] = out["models"]["float"]["latency_ms"] / m["latency_ms"]
+    out["models"] = _measure_all("fashion", models, xe, ye, lat_x)
+    out.update(_runtimes())
     out["training"] = {"float_seconds_per_step": float_step, "float_ft_seconds_per_step": f1_step,
                        "qat_seconds_per_step": qat8_step, "batch_size": 64,
                        "qat_over_float": qat8_step / float_step}
@@ -294,16 +314,10 @@ def mobilenet_v3_style(args) -> Dict[str, Any]:
     models = {"float": tflite.convert_float(f1), "ptq_int8": tflite.convert_int8(f1, rep),
               "qat_int8": tflite.convert_int8(q, rep),
               "qat_int8_left_float": tflite.convert_int8(q_left, rep)}
-    out = {"models": {k: _measure(f"mnv3 {k}", v, xe, ye, lat_x) for k, v in models.items()},
-           "params": int(sum(np.prod(w.shape) for w in f0.weights)),
-           "tfx_qat_configs": {c: left.count(c) for c in sorted(set(left))},
-           "float_layers_left": sum(d.decision == qat.FLOAT for d in d_left)}
-    ref = out["models"]["float"]
-    for m in out["models"].values():
-        m["delta_pt_vs_float"] = 100 * (ref["accuracy"] - m["accuracy"])
-        m["size_ratio"] = ref["bytes"] / m["bytes"]
-        m["speed_vs_float"] = ref["latency_ms"] / m["latency_ms"]
-    return out
+    return {"models": _measure_all("mnv3", models, xe, ye, lat_x),
+            "params": int(sum(np.prod(w.shape) for w in f0.weights)),
+            "tfx_qat_configs": {c: left.count(c) for c in sorted(set(left))},
+            "float_layers_left": sum(d.decision == qat.FLOAT for d in d_left), **_runtimes()}
 
 
 def search_low_bit(args) -> Dict[str, Any]:
@@ -424,8 +438,12 @@ def mobilenet_v2(args) -> Dict[str, Any]:
     std, _, _ = _mobilenet_v2_sizes((224, 224, 3), 1000, 8)
     out, float_bytes, int8_bytes = _mobilenet_v2_sizes((96, 96, 3), 10, 32)
     x = np.random.default_rng(1).random((args.latency_examples // 4, 96, 96, 3), dtype=np.float32)
-    fl, il = evaluation.latency_ms(float_bytes, x), evaluation.latency_ms(int8_bytes, x)
+    ms, _ = evaluation.timed_ms({"float": float_bytes, "int8": int8_bytes}, x, 5, runtime.RUNTIMES)
+    lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
+    fl, il = ms["float", lt], ms["int8", lt]
     out.update({"float_latency_ms": fl, "int8_latency_ms": il, "speed_vs_float": fl / il,
+                "tf_float_latency_ms": ms["float", tf_], "tf_int8_latency_ms": ms["int8", tf_],
+                "tf_speed_vs_float": ms["float", tf_] / ms["int8", tf_], **_runtimes(),
                 "standard_224": std,
                 "ideal_ratio_note": "float32 weights -> int8 is 4x at most; per-channel scales and "
                                     "zero points (float32 + int64 per output channel), int32 biases, "
@@ -507,8 +525,7 @@ def latency_folds(args) -> Dict[str, Any]:
     tfx-qat int8 model with and without ``scale_fold.fold_zero_padding`` /
     ``fold_constant_adds`` (the 1/6 fold stays in both), interleaved with its float model."""
     from quant_lib import scale_fold
-    out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {},
-                           "runtime": runtime.name(runtime.DEPLOYMENT)}
+    out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {}, **_runtimes()}
     for label, ctor in LATENCY_NETS:
         keras.utils.set_random_seed(0)
         m = getattr(keras.applications, ctor)(input_shape=(224, 224, 3), weights=None,
@@ -527,10 +544,13 @@ def latency_folds(args) -> Dict[str, Any]:
                 scale_fold.fold_zero_padding, scale_fold.fold_constant_adds = saved
             qat.calibrate_ranges(q, [x[:4], x[4:]])
             models[key] = tflite.convert_int8(q, x)
-        ms = evaluation.interleaved_ms(models, x[:4], args.latency_passes)
-        out["nets"][label] = {k: {"latency_ms": ms[k], "speed_vs_float": ms["float"] / ms[k],
-                                  **tflite.validate_integer(b).op_counts} if k != "float" else
-                              {"latency_ms": ms[k]} for k, b in models.items()}
+        ms, _ = evaluation.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
+        lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
+        out["nets"][label] = {k: {"latency_ms": ms[k, lt], "tf_latency_ms": ms[k, tf_],
+                                  "speed_vs_float": ms["float", lt] / ms[k, lt],
+                                  "tf_speed_vs_float": ms["float", tf_] / ms[k, tf_],
+                                  **(tflite.validate_integer(b).op_counts if k != "float" else {})}
+                              for k, b in models.items()}
         logging.info("latency_folds %s: %s", label, {k: round(v, 3) for k, v in ms.items()})
     return out
 
@@ -581,18 +601,31 @@ def _fold_lines(r: Dict[str, Any]) -> list:
     if not folds:
         return []
     when = r.get("rerun", {}).get("latency_folds", {})
+    tf_ = folds.get("tf_runtime")
     out = ["", f"What folding the padding and the gate's +3 buys (section `latency_folds`, "
            f"{when.get('date', r['date'])} on {when.get('machine', r['machine'])}, median of "
-           f"{folds['passes']} interleaved passes on {folds.get('runtime', 'TF Lite')}): tfx-qat "
+           f"{folds['passes']} interleaved passes on {folds.get('runtime', 'TF Lite')}"
+           + (f" and {tf_} in each pass" if tf_ else "") + "): tfx-qat "
            "int8 with and without those two folds "
            "(hard-swish's 1/6 is folded in both).", "",
-           "| network | int8 ms without (speed) | int8 ms with (speed) | PAD ops without / with "
-           "| ADD ops without / with |", "|---|---|---|---|---|"]
+           "| network | int8 ms without (speed) | int8 ms with (speed) | "
+           + (f"{tf_}: without | with | " if tf_ else "")
+           + "PAD ops without / with | ADD ops without / with |",
+           "|---|---|---|" + ("---|---|" if tf_ else "") + "---|---|"]
     for name, n in folds["nets"].items():
         a, b = n["qat_int8_without"], n["qat_int8"]
+        second = (f"{a['tf_latency_ms']:.2f} ({a['tf_speed_vs_float']:.2f}x) | "
+                  f"{b['tf_latency_ms']:.2f} ({b['tf_speed_vs_float']:.2f}x) | " if tf_ else "")
         out.append(f"| {name} | {a['latency_ms']:.2f} ({a['speed_vs_float']:.2f}x) | "
-                   f"{b['latency_ms']:.2f} ({b['speed_vs_float']:.2f}x) | {a.get('PAD', 0)} / "
-                   f"{b.get('PAD', 0)} | {a.get('ADD', 0)} / {b.get('ADD', 0)} |")
+                   f"{b['latency_ms']:.2f} ({b['speed_vs_float']:.2f}x) | {second}"
+                   f"{a.get('PAD', 0)} / {b.get('PAD', 0)} | {a.get('ADD', 0)} / "
+                   f"{b.get('ADD', 0)} |")
+    change = lambda key: [100 * (n["qat_int8"][key] / n["qat_int8_without"][key] - 1)  # noqa
+                          for n in folds["nets"].values()]
+    out += ["", "int8 time with the folds vs without, across the networks: "
+            + "; ".join(f"{rt} {min(c):+.1f} % to {max(c):+.1f} %" for rt, c in
+                        [(folds.get("runtime", "TF Lite"), change("latency_ms"))]
+                        + ([(tf_, change("tf_latency_ms"))] if tf_ else [])) + "."]
     return out
 
 
@@ -736,17 +769,12 @@ def to_markdown(r: Dict[str, Any]) -> str:
     lines = [f"Measured {r['date']} on {r['machine']} with `{r['command']}` "
              f"({r['wall_minutes']:.1f} min). Latency: "
              f"{r.get('latency_runtime', 'TF Lite (TensorFlow 2.16)')}, XNNPACK delegate "
-             "(default), 1 thread, batch 1, median of 5 passes." + "".join(
+             "(default), 1 thread, batch 1, median of 5 passes; a table with a second runtime's "
+             "columns ran every model on both runtimes in each pass." + "".join(
                  f" Section `{k}` re-run alone on {v['date']}{_on_other(r, v)} "
                  f"({v['minutes']:.1f} min, `BENCH_ARGS=\"--update {k}\"`)."
                  for k, v in r.get("rerun", {}).items()), "",
-             "| Fashion-MNIST model | top-1 | vs float (pt) | size (bytes) | size ratio | "
-             "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
-    for key, label in ROWS:
-        m = fm[key]
-        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
-                     f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
-                     f"{m['speed_vs_float']:.2f}x |")
+             ] + _model_table("Fashion-MNIST model", r["fashion_mnist"], ROWS)
     v3 = r["mobilenet_v3_style"]
     configs = ", ".join(f"{n} {c}" + (" (hard-sigmoid's x + 3 and x / 6)" if c == "ScalarOp" else "")
                         for c, n in v3["tfx_qat_configs"].items())
@@ -754,13 +782,7 @@ def to_markdown(r: Dict[str, Any]) -> str:
               f"squeeze-excite), Fashion-MNIST padded to 32x32, same protocol. tfx-qat's layer "
               f"configs quantize {configs} layers that TFMOT leaves float "
               f"({v3['float_layers_left']} float layers when left as TFMOT leaves them).", "",
-              "| MobileNetV3-style model | top-1 | vs float (pt) | size (bytes) | size ratio | "
-              "latency (ms) | speed vs float |", "|---|---|---|---|---|---|---|"]
-    for key, label in V3_ROWS:
-        m = v3["models"][key]
-        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
-                     f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
-                     f"{m['speed_vs_float']:.2f}x |")
+              ] + _model_table("MobileNetV3-style model", v3, V3_ROWS)
     if r.get("search"):
         lines += ["", search_markdown(r["search"]).rstrip()]
     o = r["overhead"]
@@ -786,8 +808,11 @@ def to_markdown(r: Dict[str, Any]) -> str:
               f"| MobileNetV2-shaped (96x96, 10 classes, {mb['params']:,} params) size | "
               f"{mb['float_bytes']:,} -> {mb['int8_bytes']:,} B = {mb['size_ratio']:.2f}x | "
               "as measured |",
-              f"| MobileNetV2-shaped latency float / int8 | {mb['float_latency_ms']:.2f} / "
-              f"{mb['int8_latency_ms']:.2f} ms ({mb['speed_vs_float']:.2f}x) | as measured |",
+              f"| MobileNetV2-shaped latency float / int8{_on(mb)} | {mb['float_latency_ms']:.2f} / "
+              f"{mb['int8_latency_ms']:.2f} ms ({mb['speed_vs_float']:.2f}x)"
+              + (f"; {mb['tf_runtime']}: {mb['tf_float_latency_ms']:.2f} / "
+                 f"{mb['tf_int8_latency_ms']:.2f} ms ({mb['tf_speed_vs_float']:.2f}x)"
+                 if "tf_runtime" in mb else "") + " | as measured |",
               f"| MobileNetV2-shaped int8: Edge TPU analyzer's predicted ops on TPU | "
               f"{mb['edgetpu_predicted_on_tpu']} of "
               f"{mb['edgetpu_predicted_on_tpu'] + mb['edgetpu_predicted_on_cpu']} (layer plan: "
@@ -816,6 +841,29 @@ def to_markdown(r: Dict[str, Any]) -> str:
               "the float model) |"]
     return "\n".join(lines + [""] + overhead_markdown(o) + [""] + bare4_markdown(
         r["bare_tfmot_4bit"])) + "\n"
+
+
+def _on(section: Dict[str, Any]) -> str:
+    """" on <runtime>" where a section records the runtime its latency ran on."""
+    return f" on {section['runtime']}" if "runtime" in section else ""
+
+
+def _model_table(title: str, section: Dict[str, Any], rows) -> list:
+    """A section's models: top-1, size, and latency on LiteRT with TF's interpreter beside it
+    where the section measured both (``_measure_all``)."""
+    tf_ = section.get("tf_runtime")
+    lines = [f"| {title} | top-1 | vs float (pt) | size (bytes) | size ratio | latency (ms)"
+             f"{_on(section)} | speed vs float |"
+             + (f" {tf_}: latency (ms) | speed vs float |" if tf_ else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if tf_ else "")]
+    for key, label in rows:
+        m = section["models"][key]
+        lines.append(f"| {label} | {100 * m['accuracy']:.2f}% | {-m['delta_pt_vs_float']:+.2f} | "
+                     f"{m['bytes']:,} | {m['size_ratio']:.2f}x | {m['latency_ms']:.4f} | "
+                     f"{m['speed_vs_float']:.2f}x |"
+                     + (f" {m['tf_latency_ms']:.4f} | {m['tf_speed_vs_float']:.2f}x |"
+                        if tf_ else ""))
+    return lines
 
 
 def overhead_markdown(o: Dict[str, Any]) -> list:

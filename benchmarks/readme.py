@@ -60,12 +60,17 @@ def bench_summary(r: Dict[str, Any]) -> str:
     fm = r["fashion_mnist"]["models"]
     rows = [("float", "float TFLite (fair reference)"), ("ptq_int8", "PTQ int8"),
             ("qat_int8", "QAT int8 (tfx-qat)")]
-    out = ["| Fashion-MNIST, full splits | top-1 | size (bytes) | latency (ms) |",
-           "|---|---|---|---|"]
+    sec = r["fashion_mnist"]
+    tf_ = sec.get("tf_runtime")
+    out = ["| Fashion-MNIST, full splits | top-1 | size (bytes) | latency (ms), "
+           f"{sec.get('runtime', r['latency_runtime'])} |" + (f" latency (ms), {tf_} |" if tf_ else ""),
+           "|---|---|---|---|" + ("---|" if tf_ else "")]
     out += [f"| {label} | {100 * fm[k]['accuracy']:.2f}% | {fm[k]['bytes']:,} | "
-            f"{fm[k]['latency_ms']:.4f} |" for k, label in rows]
-    return ("\n".join(out) + f"\n\n`make bench`, {r['date']}, {r['machine']}; latency: TFLite "
-            "interpreter (TF 2.16), XNNPACK, 1 thread, batch 1. All sections: "
+            f"{fm[k]['latency_ms']:.4f} |" + (f" {fm[k]['tf_latency_ms']:.4f} |" if tf_ else "")
+            for k, label in rows]
+    when = r.get("rerun", {}).get("fashion_mnist", r)
+    return ("\n".join(out) + f"\n\n`make bench`, {when['date']}, {when.get('machine', r['machine'])};"
+            " latency: XNNPACK, 1 thread, batch 1, `invoke()` alone. All sections: "
             "[docs/benchmarks.md](docs/benchmarks.md).\n")
 
 
@@ -100,12 +105,26 @@ def _guard_table(r: Dict[str, Any]) -> str:
     return to_markdown(r)
 
 
+def guard_rate(r: Dict[str, Any]) -> str:
+    """The README's sentence on the class guard: its default and how often it blocks a model
+    with no harm (``make bench-guard``; the full table is in docs/components.md)."""
+    g, rate = r["guard"], r["block_rate"]
+    return (f"Default guard: `max_class_drop_pt={g['max_class_drop_pt']:g}`, rule "
+            f"`'{g['rule']}'`, alpha {g['alpha']:g} over all classes. On `make run`'s own "
+            f"per-class evidence ({r['trials']:,} simulated int8 models per case, `make "
+            f"bench-guard`) it blocked **{rate['no_harm']:.2%}** of models with no harm, "
+            f"{rate['at_tolerance']:.2%} with every class exactly {g['max_class_drop_pt']:g} pt "
+            f"worse, and " + ", ".join(f"{rate[f'one_class_harmed_{h:g}pt']:.1%} with one class "
+                                       f"{h:g} pt worse" for h in r["harm_pt"]) + ".\n")
+
+
 RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "run-summary": (BENCH, run_summary),
     "bench-summary": (BENCH, bench_summary),
     "mobilenet-v2": (BENCH, mobilenet_v2),
     "bench": (BENCH, _bench_table),
     "guard": (GUARD, _guard_table),
+    "guard-rate": (GUARD, guard_rate),
     "latency-224": (BENCH, _latency_table),
     "experiments-store": (BENCH, _experiments_store),
     "experiments-example": (BENCH, _experiments_example),

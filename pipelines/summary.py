@@ -87,7 +87,7 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "blessing_reasons": b.blessing_reasons or [],
         "eval_examples": b.eval_examples,
         "int8_top1_ties": ev.int8_top1_ties,
-        "per_class": _per_class(evaluation),
+        **_evidence(evaluation),
         "int8_latency_ms": b.int8_latency_ms,
         "float_latency_ms": b.float_latency_ms,
         "latency_runtime": b.latency_runtime,
@@ -116,14 +116,30 @@ def report_line(s: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _per_class(evaluation) -> Dict[str, Dict[str, Any]]:
-    """class -> support, float, int8, delta_pt, paired 95 % interval (pt), from metrics.json."""
+def _evidence(evaluation) -> Dict[str, Any]:
+    """From metrics.json: per_class (class -> support, float, int8, delta_pt, paired 95 %
+    interval in pt) and paired_auc (two classes) or paired_mae (regression) on the whole split."""
     overall = Metrics.load(store.read_json(evaluation and evaluation.uri,
                                            keys.METRICS_FILE)).overall
-    return {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
-                "delta_pt": 100 * (v["int8"] - v["float"]),
-                "interval_pt": v.get("paired", {}).get("interval_pt")}
-            for c, v in (overall.get("per_class_accuracy") or {}).items()}
+    return {"per_class": {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
+                              "delta_pt": 100 * (v["int8"] - v["float"]),
+                              "interval_pt": v.get("paired", {}).get("interval_pt")}
+                          for c, v in (overall.get("per_class_accuracy") or {}).items()},
+            "paired_auc": overall.get("paired_auc"),
+            "paired_mae": overall.get("paired") if "mae" in overall else None}
+
+
+def _paired_lines(s: Dict[str, Any]) -> list:
+    """The whole split's paired AUC (two classes) or MAE (regression) change."""
+    a, m = s.get("paired_auc") or {}, s.get("paired_mae") or {}
+    if a.get("n"):
+        return [f"  AUC            : float {a['float_auc']:.4f}, int8 {a['int8_auc']:.4f}; int8 - "
+                f"float {a['auc_diff']:+.4f} [paired 95 % {a['interval'][0]:+.4f}, "
+                f"{a['interval'][1]:+.4f}] (DeLong)"]
+    if m.get("n"):
+        return [f"  MAE change     : int8 - float {m['mae_diff']:+.4g} [paired 95 % "
+                f"{m['interval'][0]:+.4g}, {m['interval'][1]:+.4g}]"]
+    return []
 
 
 def _per_class_lines(per_class: Dict[str, Dict[str, Any]]) -> list:
@@ -185,8 +201,9 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
-    if s.get("per_class") and len(s["per_class"]) <= 40:
-        lines[len(headline) + 2:len(headline) + 2] = _per_class_lines(s["per_class"])
+    evidence = _paired_lines(s) + (_per_class_lines(s["per_class"])
+                                   if s.get("per_class") and len(s["per_class"]) <= 40 else [])
+    lines[len(headline) + 2:len(headline) + 2] = evidence
     if s.get("int8_xnnpack"):
         lines.insert(-1, f"  XNNPACK        : int8 {s['int8_xnnpack'].replace('XNNPACK ', '')}"
                      + (f"; float {s['float_xnnpack'].replace('XNNPACK ', '')}"

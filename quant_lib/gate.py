@@ -242,6 +242,10 @@ def _typed_field(metric: str, slice_key: SliceKey, t: config_pb2.MetricThreshold
 
 ACCURACY_METRICS = ("sparse_categorical_accuracy", "binary_accuracy", "accuracy",
                     "categorical_accuracy")
+# TFMA metric name -> the paired comparison (a slice statistics' ``evidence()`` key) that says
+# whether its change is noise.
+EVIDENCE = {**{m: "accuracy" for m in ACCURACY_METRICS}, "auc": "auc",
+            "mean_absolute_error": "mae"}
 
 
 def verdict(output_path: str, extra_failures: Iterable[str] = (),
@@ -249,8 +253,9 @@ def verdict(output_path: str, extra_failures: Iterable[str] = (),
     """Reads TFMA's validation result and metrics at ``output_path``; ``extra_failures`` (e.g. the
     regression check against the deployed model) also block the blessing. ``typed``: the config
     came from ``from_typed``, and each failure names the field it came from. ``paired``: slice ->
-    quant_lib.paired.PairedAccuracy, so an accuracy threshold that blocks says whether its change
-    is within the paired interval (noise) or beyond it."""
+    its paired comparisons (``SliceStats.evidence()``: accuracy, AUC; ``RegressionStats``: MAE),
+    so a threshold on one of ``EVIDENCE``'s metrics that blocks says whether its change is within
+    the paired interval (noise) or beyond it."""
     from quant_lib.paired import noise_words
     validation = tfma.load_validation_result(output_path)
     values = load_values(output_path)
@@ -270,8 +275,7 @@ def verdict(output_path: str, extra_failures: Iterable[str] = (),
                    "threshold": _describe_threshold(f.metric_threshold)}
             failures.append(row)
             origin = f" ({_typed_field(row['metric'], s, f.metric_threshold)})" if typed else ""
-            noise = noise_words((paired or {}).get(s)) if row["metric"] in ACCURACY_METRICS \
-                else ""
+            noise = noise_words((paired or {}).get(s, {}).get(EVIDENCE.get(row["metric"])))
             reasons.append(
                 f"{row['metric']} on {row['slice']}: float (baseline) {_fmt(row['float'])}, int8 "
                 f"(candidate) {_fmt(row['int8'])} fails {row['threshold']}{origin}{noise}")

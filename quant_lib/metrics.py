@@ -2,11 +2,11 @@
 evaluation record and run report. The blessing itself is TFMA's (quant_lib.gate)."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from quant_lib.paired import PairedAccuracy, PairedError
+from quant_lib.paired import PairedAccuracy, PairedAuc, PairedError, auc_bins
 
 
 def correct(scores: np.ndarray, labels: np.ndarray) -> int:
@@ -50,6 +50,8 @@ class SliceStats:
         # Per true class: [float right & int8 wrong, int8 right & float wrong] (paired evidence).
         self.discordant = np.zeros((num_classes, 2), np.int64)
         self.confusion = {m: np.zeros((num_classes, num_classes), np.int64) for m in self.models}
+        # Two classes: (label, float bin, int8 bin) -> examples, for the paired AUC.
+        self.auc_counts: Dict[Tuple[int, int, int], int] = {}
 
     def add(self, labels: np.ndarray, scores: Dict[str, np.ndarray]) -> "SliceStats":
         labels = np.asarray(labels, np.int64)
@@ -67,6 +69,12 @@ class SliceStats:
         f_ok, i_ok = top1["float"] == labels, top1["int8"] == labels
         np.add.at(self.discordant, (labels[f_ok & ~i_ok], 0), 1)
         np.add.at(self.discordant, (labels[i_ok & ~f_ok], 1), 1)
+        if self.num_classes == 2:
+            rows = np.stack([labels, auc_bins(scores["float"][:, 1]),
+                             auc_bins(scores["int8"][:, 1])], axis=1)
+            keys, counts = np.unique(rows, axis=0, return_counts=True)
+            for k, c in zip(map(tuple, keys.tolist()), counts.tolist()):
+                self.auc_counts[k] = self.auc_counts.get(k, 0) + c
         return self
 
     def merge(self, other: "SliceStats") -> "SliceStats":
@@ -78,6 +86,8 @@ class SliceStats:
             self.ties[m] += other.ties[m]
             self.confusion[m] += other.confusion[m]
         self.discordant += other.discordant
+        for k, c in other.auc_counts.items():
+            self.auc_counts[k] = self.auc_counts.get(k, 0) + c
         return self
 
     def to_counts(self) -> Dict:
@@ -85,6 +95,7 @@ class SliceStats:
                 "num_classes": self.num_classes, "k": self.k, "n": self.n, "agree": self.agree,
                 "correct": self.correct, "topk": self.topk, "ties": self.ties,
                 "discordant": self.discordant.tolist(),
+                "auc_counts": [[*k, c] for k, c in sorted(self.auc_counts.items())],
                 "confusion": {m: self.confusion[m].tolist() for m in self.models}}
 
     @classmethod
@@ -94,12 +105,23 @@ class SliceStats:
         s.correct, s.topk, s.ties = dict(c["correct"]), dict(c["topk"]), dict(c["ties"])
         s.confusion = {m: np.asarray(c["confusion"][m], np.int64) for m in s.models}
         s.discordant = np.asarray(c["discordant"], np.int64).reshape(s.num_classes, 2)
+        s.auc_counts = {tuple(r[:3]): r[3] for r in c.get("auc_counts", [])}
         return s
 
     def paired(self) -> PairedAccuracy:
         """int8-vs-float accuracy on this slice as paired counts."""
         b, c = self.discordant.sum(axis=0)
         return PairedAccuracy(self.n, int(b), int(c))
+
+    def paired_auc(self) -> Optional[PairedAuc]:
+        """int8-vs-float ROC AUC (two classes only; class 1's probability ranks)."""
+        if self.num_classes != 2 or not self.auc_counts:
+            return None
+        return PairedAuc(tuple((*k, c) for k, c in sorted(self.auc_counts.items())))
+
+    def evidence(self) -> Dict[str, object]:
+        """Paired comparisons by what they compare (the keys of quant_lib.gate.EVIDENCE)."""
+        return {"accuracy": self.paired(), "auc": self.paired_auc()}
 
     def paired_per_class(self) -> Dict[int, PairedAccuracy]:
         support = self.confusion["float"].sum(axis=1)
@@ -129,7 +151,9 @@ class SliceStats:
         paired = {str(k): p.to_dict() for k, p in self.paired_per_class().items()}
         for k, p in paired.items():
             per_class[k]["paired"] = p
+        auc = self.paired_auc()
         return {
+            **({"paired_auc": auc.to_dict()} if auc else {}),
             "examples": self.n, "top_k": self.k,
             "accuracy": {m: self.correct[m] / self.n for m in self.models},
             "correct": dict(self.correct),
@@ -199,6 +223,9 @@ class RegressionStats:
 
     def paired(self) -> PairedError:
         return PairedError(self.n, self.err_diff, self.err_diff_sq)
+
+    def evidence(self) -> Dict[str, object]:
+        return {"mae": self.paired()}
 
     def value(self, metric: str, model: str) -> float:
         if self.n == 0:

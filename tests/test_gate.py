@@ -30,13 +30,13 @@ def _records(labels, float_preds, int8_preds, label_key="label"):
     return out
 
 
-def _verdict(tmp_path, records, user_cfg, label_key="label", typed=False):
+def _verdict(tmp_path, records, user_cfg, label_key="label", typed=False, evidence=None):
     cfg = gate.for_models(user_cfg, label_key)
     out = str(tmp_path / "tfma")
     with beam.Pipeline() as p:
         _ = (p | beam.Create(records)
              | GateWithTFMA(cfg, {"float": "/f", "int8": "/q"}, out))
-    return gate.verdict(out, typed=typed)
+    return gate.verdict(out, typed=typed, paired={(): evidence} if evidence else None)
 
 
 def _multiclass(n_float_wrong, n_int8_wrong, n=100, wrong_label=2):
@@ -101,21 +101,35 @@ slicing_specs {}
 """
 
 
-@pytest.mark.parametrize("absolute, blessed", [("-0.05", True), ("-0.0000001", False)])
-def test_user_eval_config_auc_change_threshold(tmp_path, absolute, blessed):
+@pytest.mark.parametrize("absolute, noise, blessed", [
+    ("-0.05", 0.05, True), ("-0.0000001", 0.05, False), ("-0.01", 0.6, False)])
+def test_user_eval_config_auc_change_threshold(tmp_path, absolute, noise, blessed):
+    """TFMA's AUC gate decides; when it blocks, the reason carries the paired DeLong interval
+    from the evaluator's own counts: a drop of 0.003 AUC is within noise, a ranking ruined by
+    noise is beyond it."""
     rng = np.random.RandomState(0)
     y = rng.randint(0, 2, 300)
     f = np.clip(0.3 * y + rng.uniform(0, 0.7, 300), 0, 1)
-    q = np.clip(f + rng.normal(0, 0.05, 300), 0, 1)  # int8: a slightly noisier ranking
+    q = np.clip(f + rng.normal(0, noise, 300), 0, 1)  # int8: a noisier ranking
     user = text_format.Parse(BINARY_GATE % absolute, tfma.EvalConfig())
-    v = _verdict(tmp_path, _records([int(v) for v in y], f, q), user)
+    stats = evaluation.SliceStats(2, 1).add(y, {"float": BINARY.class_scores(f[:, None]),
+                                                "int8": BINARY.class_scores(q[:, None])})
+    v = _verdict(tmp_path, _records([int(v) for v in y], f, q), user, evidence=stats.evidence())
     assert v.blessed is blessed, v.reasons
     auc = v.headline["auc"]
     from sklearn.metrics import roc_auc_score
     assert auc["float"] == pytest.approx(roc_auc_score(y, f), abs=2e-3)  # TFMA: 10k buckets
     assert auc["int8"] < auc["float"]
+    ours = stats.paired_auc().to_dict()
+    assert ours["float_auc"] == pytest.approx(auc["float"], abs=2e-3)
+    assert ours["int8_auc"] == pytest.approx(auc["int8"], abs=2e-3)
     if not blessed:
-        assert "auc on overall" in v.reasons[0] and "int8 - float >= -1e-07" in v.reasons[0]
+        assert "auc on overall" in v.reasons[0] and f"int8 - float >= {float(absolute):g}" \
+            in v.reasons[0]
+        lo, hi = ours["interval"]
+        assert "paired DeLong 95 % interval" in v.reasons[0], v.reasons
+        assert v.reasons[0].endswith("within noise)" if lo <= 0 <= hi else "beyond noise)")
+        assert (lo <= 0 <= hi) is (noise < 0.1), ours
 
 
 def test_user_eval_config_mae_for_regression(tmp_path):
@@ -125,11 +139,22 @@ def test_user_eval_config_mae_for_regression(tmp_path):
     user = text_format.Parse("""metrics_specs { metrics { class_name: "MeanAbsoluteError"
       threshold { change_threshold { direction: LOWER_IS_BETTER relative { value: 0.5 } } } } }""",
                              tfma.EvalConfig())
-    v = _verdict(tmp_path, _records([float(v) for v in y], f, q), user)
+    stats = evaluation.RegressionStats().add(y, {"float": f, "int8": q})
+    v = _verdict(tmp_path, _records([float(v) for v in y], f, q), user, evidence=stats.evidence())
     mae = v.headline["mean_absolute_error"]
     assert mae["float"] == pytest.approx(np.mean(np.abs(f - y)), rel=1e-5)
     assert mae["int8"] == pytest.approx(np.mean(np.abs(q - y)), rel=1e-5)
     assert v.blessed is (mae["int8"] - mae["float"] <= 0.5 * mae["float"])
+    # A zero-tolerance MAE gate blocks; its reason says the increase is beyond the paired
+    # interval on the per-example error differences (or within it).
+    zero = text_format.Parse("""metrics_specs { metrics { class_name: "MeanAbsoluteError"
+      threshold { change_threshold { direction: LOWER_IS_BETTER absolute { value: 0 } } } } }""",
+                             tfma.EvalConfig())
+    v = _verdict(tmp_path / "zero", _records([float(v) for v in y], f, q), zero,
+                 evidence=stats.evidence())
+    lo, hi = stats.paired().interval()
+    assert not v.blessed and "mean |error| int8 minus float" in v.reasons[0], v.reasons
+    assert v.reasons[0].endswith("within noise)" if lo <= 0 <= hi else "beyond noise)")
 
 
 def test_eval_config_without_thresholds_or_with_foreign_models_is_refused():

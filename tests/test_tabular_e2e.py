@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from pipelines import tabular
-from pipelines.summary import build_summary
+from pipelines.summary import build_summary, format_summary
 
 pytestmark = pytest.mark.slow
 
@@ -96,12 +96,22 @@ def test_binary_and_regression_pipelines_gate_on_tfma_thresholds(tmp_path, name)
             np.mean((p > 0.5) == (y > 0.5)), abs=1e-6)
         assert metrics["int8_accuracy"] == pytest.approx(np.mean((p > 0.5) == (y > 0.5)))
         assert flt["auc"]["doubleValue"] - int8["auc"]["doubleValue"] <= 0.02
+        # The paired AUC (DeLong) in metrics.json and the summary, on the same examples.
+        a = s["paired_auc"]
+        assert a == metrics["slices"]["overall"]["paired_auc"] and a["n"] == len(y)
+        assert a["int8_auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
+        assert a["interval"][0] <= a["auc_diff"] <= a["interval"][1]
+        assert f"int8 - float {a['auc_diff']:+.4f} [paired 95 %" in format_summary(s)
     else:
         mae = np.mean(np.abs(raw - y))
         assert int8["mean_absolute_error"]["doubleValue"] == pytest.approx(mae, rel=1e-5)
         assert metrics["int8_mae"] == pytest.approx(mae, rel=1e-6)
         assert int8["mean_absolute_error"]["doubleValue"] <= \
             1.1 * flt["mean_absolute_error"]["doubleValue"]
+        m = s["paired_mae"]
+        assert m["n"] == len(y) and m["mae_diff"] == pytest.approx(
+            s["int8_mae"] - s["float_mae"], rel=1e-6, abs=1e-9)
+        assert "MAE change     : int8 - float" in format_summary(s)
     from pipelines import lineage
     [rec] = lineage.pushed_model_lineage(os.path.join(root, "metadata.sqlite"))
     assert rec["evaluation"]["task"] == task and rec["evaluation"]["blessed"]
@@ -118,5 +128,7 @@ def test_binary_and_regression_pipelines_gate_on_tfma_thresholds(tmp_path, name)
     assert any(r.startswith(f"{metric} on overall: float (baseline)") and "fails int8 - float"
                in r or "fails (int8 - float) / float" in r for r in s2["blessing_reasons"]), \
         s2["blessing_reasons"]
+    [why] = [r for r in s2["blessing_reasons"] if r.startswith(metric)]
+    assert "paired" in why and why.endswith("noise)"), why  # the team can tell noise from harm
     assert not tfma.load_validation_result(s2["artifacts"]["evaluation"]).validation_ok
     assert sorted(os.listdir(os.path.join(root, "serving"))) == pushed_before

@@ -171,8 +171,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             + evaluation.speed_failures(cfg.min_int8_speedup, latency)
             + evaluation.class_guard_failures(cfg, stats, labels),
             typed=not exec_properties.get(keys.EVAL_CONFIG),
-            paired={k: s.paired() for k, s in stats.items()
-                    if isinstance(s, evaluation.SliceStats)})
+            paired={k: s.evidence() for k, s in stats.items()})
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg), latency, points, profile)
