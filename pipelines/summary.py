@@ -129,17 +129,20 @@ def _evidence(evaluation) -> Dict[str, Any]:
             "paired_mae": overall.get("paired") if "mae" in overall else None}
 
 
-def _paired_lines(s: Dict[str, Any]) -> list:
-    """The whole split's paired AUC (two classes) or MAE (regression) change."""
+def _evidence_lines(s: Dict[str, Any]) -> list:
+    """The whole split's paired AUC (two classes) or MAE (regression) change, then the per-class
+    table (up to 40 classes)."""
     a, m = s.get("paired_auc") or {}, s.get("paired_mae") or {}
+    per_class = _per_class_lines(s["per_class"]) \
+        if s.get("per_class") and len(s["per_class"]) <= 40 else []
     if a.get("n"):
         return [f"  AUC            : float {a['float_auc']:.4f}, int8 {a['int8_auc']:.4f}; int8 - "
                 f"float {a['auc_diff']:+.4f} [paired 95 % {a['interval'][0]:+.4f}, "
-                f"{a['interval'][1]:+.4f}] (DeLong)"]
+                f"{a['interval'][1]:+.4f}] (DeLong)"] + per_class
     if m.get("n"):
         return [f"  MAE change     : int8 - float {m['mae_diff']:+.4g} [paired 95 % "
                 f"{m['interval'][0]:+.4g}, {m['interval'][1]:+.4g}]"]
-    return []
+    return per_class
 
 
 def _per_class_lines(per_class: Dict[str, Dict[str, Any]]) -> list:
@@ -201,9 +204,7 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  latency        : {latency}",
         f"  blessed        : {'yes' if s['blessed'] else 'NO'}",
     ]
-    evidence = _paired_lines(s) + (_per_class_lines(s["per_class"])
-                                   if s.get("per_class") and len(s["per_class"]) <= 40 else [])
-    lines[len(headline) + 2:len(headline) + 2] = evidence
+    lines[len(headline) + 2:len(headline) + 2] = _evidence_lines(s)
     if s.get("int8_xnnpack"):
         lines.insert(-1, f"  XNNPACK        : int8 {s['int8_xnnpack'].replace('XNNPACK ', '')}"
                      + (f"; float {s['float_xnnpack'].replace('XNNPACK ', '')}"
