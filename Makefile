@@ -14,17 +14,18 @@ BENCH_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: image venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-guard bench-scale readme data clean
+.PHONY: image image-check venv sysdeps run run-penguin run-wide-deep run-taxi run-digits run-breast-cancer run-diabetes test test-fast test-airflow airflow-venv bench bench-guard bench-scale readme data clean
 
-venv: $(STAMP) sysdeps
+venv: sysdeps $(STAMP)
 
-# Debian packages the wheels need (libusb-1.0-0 for tflite-support), installed when missing; the
-# same script installs the container image (Dockerfile).
+# Debian packages the install needs (libusb-1.0-0 for tflite-support; gcc/g++ for pyfarmhash, a TFX
+# dependency published as source only), installed when missing, or an error naming them; the same
+# script installs the container image (Dockerfile).
 sysdeps:
 	@scripts/install.sh system
 
 # Idempotent: the venv is rebuilt only when setup.py or constraints.txt change.
-$(STAMP): setup.py constraints.txt scripts/install.sh
+$(STAMP): setup.py constraints.txt scripts/install.sh | sysdeps
 	@set -e; \
 	if [ ! -x $(PY) ]; then \
 	  py=""; \
@@ -49,6 +50,14 @@ IMAGE ?= tfx-qat:0.1.0
 image:
 	@engine=$$(command -v docker || command -v podman) || { echo "ERROR: make image needs docker or podman" >&2; exit 1; }; \
 	$$engine build -t $(IMAGE) . && echo ">> built $(IMAGE); push it to your registry and pass it to compile-kfp --image"
+
+# Builds the image with podman (on a labelled local stand-in for python:3.10-slim-bookworm when that
+# image is absent: debootstrap + this venv's CPython) and runs the CLI, TFX's KFP v2 entrypoint
+# import and the digits pipeline inside it, with no network; size and build time to
+# benchmarks/results/image_results.json, rendered into the README by `make readme`. Root; minutes.
+image-check: venv
+	scripts/image_check.sh $(PY)
+	$(PY) -m benchmarks.readme
 
 # Fashion-MNIST from the Debian package when possible (root + apt); else the CLI falls back to the
 # Keras downloader (needs network).

@@ -2,7 +2,7 @@
 
 Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in README.md and docs/*.md
 is generated from a results file in benchmarks/results/ (``make bench``, ``make bench-scale``,
-``make bench-guard``); ``tests/test_readme.py`` fails when a block differs from what its file
+``make bench-guard``, ``make image-check``); ``tests/test_readme.py`` fails when a block differs from what its file
 renders. After a bench: ``make readme`` (``python -m benchmarks.readme``) rewrites them.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ def documents() -> list:
 BENCH = "benchmarks/results/bench_results.json"
 SCALE = "benchmarks/results/bench_scale_results.json"
 GUARD = "benchmarks/results/bench_guard_results.json"
+IMAGE = "benchmarks/results/image_results.json"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -105,6 +106,11 @@ def _guard_table(r: Dict[str, Any]) -> str:
     return to_markdown(r)
 
 
+def _image(r: Dict[str, Any]) -> str:
+    from benchmarks.image_results import to_markdown
+    return to_markdown(r)
+
+
 def guard_rate(r: Dict[str, Any]) -> str:
     """The README's sentence on the class guard: its default and how often it blocks a model
     with no harm (``make bench-guard``; the full table is in docs/components.md)."""
@@ -129,6 +135,7 @@ RENDERERS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
     "experiments-store": (BENCH, _experiments_store),
     "experiments-example": (BENCH, _experiments_example),
     "scale": (SCALE, _scale_table),
+    "image": (IMAGE, _image),
 }
 
 

@@ -2,7 +2,12 @@
 each execution's artifacts by input/output key, the execution that produced an artifact.
 
 The run summary, lineage and experiments are views on it; properties are read through their
-``quant_lib.records`` record. MLMD is queried in batches (types, contexts, executions, events,
+``quant_lib.records`` record. Two layouts are read: the TFX one (LocalDagRunner, Airflow, KFP v1:
+``pipeline`` / ``pipeline_run`` contexts, one execution type per component class, artifact types
+``Model``...) and the one Kubeflow Pipelines v2's launcher writes into the cluster's metadata
+service (``system.Pipeline`` / ``system.PipelineRun``, every task a ``system.ContainerExecution``
+named by its ``task_name`` — the TFX node id, the component class unless ``with_id`` renamed it —
+artifact types ``tfx.Model``..., TFX's properties as custom properties). MLMD is queried in batches (types, contexts, executions, events,
 artifacts), so a shared store with a thousand runs lists in seconds. It imports neither
 TensorFlow nor TFX: commands that only read MLMD start in about a second. Files inside artifacts
 on a remote filesystem (gs://, s3://) are read through TFX's fileio, imported only for them.
@@ -24,6 +29,9 @@ _IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 COMPLETE = metadata_store_pb2.Execution.COMPLETE
 FAILED = metadata_store_pb2.Execution.FAILED
 PUSHERS = ("VerifiedPusher", "Pusher")
+PIPELINE_CONTEXTS = ("pipeline", "system.Pipeline")  # TFX's, Kubeflow Pipelines v2's
+RUN_CONTEXTS = ("pipeline_run", "system.PipelineRun")
+KFP_TASK = "system.ContainerExecution"
 
 
 def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
@@ -68,11 +76,16 @@ class Step:
 
     @property
     def properties(self) -> Dict[str, Any]:
-        return records.node_properties(self.execution)
+        """Execution properties; on Kubeflow Pipelines v2 they are the task's input parameters,
+        which its launcher records as one ``inputs`` struct."""
+        props = records.node_properties(self.execution)
+        inputs = props.get("inputs")
+        return {**inputs, **props} if isinstance(inputs, dict) else props
 
     def json_property(self, name: str) -> Optional[dict]:
+        """A JSON execution property (KFP v2 hands structured parameters over already decoded)."""
         raw = self.properties.get(name)
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if isinstance(raw, str) and raw else raw or None
 
     @property
     def error(self) -> Optional[str]:
@@ -120,7 +133,18 @@ class Reader:
 
     def __init__(self, store):
         self.store = store
-        self.components = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+        self.types = {t.id: t.name for t in store.get_execution_types()}
+
+    def component(self, execution) -> str:
+        """The component an execution ran: its type's class name (TFX), or its task name
+        (Kubeflow Pipelines v2, where every task has one execution type)."""
+        name = self.types[execution.type_id]
+        if name == KFP_TASK:
+            return execution.custom_properties["task_name"].string_value
+        return name.rsplit(".", 1)[-1]
+
+    def _contexts(self, type_names) -> list:
+        return [c for t in type_names for c in self.store.get_contexts_by_type(t)]
 
     def steps(self, executions) -> List[Step]:
         """The executions with their input and output artifacts by key (a few batched calls)."""
@@ -133,21 +157,21 @@ class Reader:
             side = 1 if ev.type in _OUT else 0 if ev.type in _IN else None
             if side is not None:
                 io[ev.execution_id][side].setdefault(_key(ev), []).append(arts[ev.artifact_id])
-        return [Step(e, self.components[e.type_id], *io[e.id]) for e in executions]
+        return [Step(e, self.component(e), *io[e.id]) for e in executions]
 
     def runs(self, components: Optional[Sequence[str]] = None,
              pipeline: Optional[str] = None) -> List[Run]:
         """Every pipeline run (of ``pipeline``, if named), oldest first; with ``components``,
         only their executions are read and runs without any of them are left out."""
-        names = {c.id: c.name for c in self.store.get_contexts_by_type("pipeline")}
+        names = {c.id: c.name for c in self._contexts(PIPELINE_CONTEXTS)}
         found = []
-        for ctx in self.store.get_contexts_by_type("pipeline_run"):
+        for ctx in self._contexts(RUN_CONTEXTS):
             parents = [names[p.id] for p in self.store.get_parent_contexts_by_context(ctx.id)
                        if p.id in names] if names else []
             if pipeline and pipeline not in parents:
                 continue
             execs = [e for e in self.store.get_executions_by_context(ctx.id)
-                     if components is None or self.components[e.type_id] in components]
+                     if components is None or self.component(e) in components]
             if execs:
                 found.append((ctx, parents[0] if parents else None, execs))
         steps = iter(self.steps([e for _, _, execs in found for e in execs]))
@@ -165,7 +189,9 @@ class Reader:
         return runs[-1]
 
     def artifacts(self, type_name: str) -> list:
-        return self.store.get_artifacts_by_type(type_name)
+        """Artifacts of a TFX type, under its TFX name or its KFP v2 schema title (tfx.<name>)."""
+        return [a for t in (type_name, f"tfx.{type_name}")
+                for a in self.store.get_artifacts_by_type(t)]
 
     def producer(self, artifact_id: int) -> Optional[Step]:
         """The execution that actually ran to produce the artifact (not a cache hit of it)."""

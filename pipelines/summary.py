@@ -56,6 +56,7 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "size_ratio_float_over_int8": (x.float_tflite_bytes / x.int8_tflite_bytes
                                        if x.float_tflite_bytes and x.int8_tflite_bytes else None),
         "parity_top1_agreement": x.parity_top1_agreement,
+        "parity_near_ties": x.parity_near_ties, "parity_examples": x.parity_examples,
         "parity_max_abs_error": x.parity_max_abs_error,
         "edgetpu": exported and {
             "predicted_ops_on_tpu": x.edgetpu_predicted_ops_on_tpu,
@@ -214,9 +215,10 @@ def format_summary(s: Dict[str, Any]) -> str:
         lines.insert(-1, "  WARNING        : the int8 model is SLOWER than float on this CPU (see "
                          "the XNNPACK line: ops left to TFLite's builtin kernels cost hand-offs)")
     if s.get("parity_top1_agreement") is not None:
-        lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite agreement "
-                         f"{100 * s['parity_top1_agreement']:.2f}%, max |error| "
-                         f"{s['parity_max_abs_error']:.4f}")
+        ties = f" (+{s['parity_near_ties']} near ties)" if s.get("parity_near_ties") else ""
+        agree = 100 * s["parity_top1_agreement"]
+        lines.insert(-1, f"  export parity  : Keras-QAT vs TFLite agreement {agree:.2f}%{ties}, "
+                         f"max |error| {s['parity_max_abs_error']:.4f}")
     e = s.get("edgetpu") or {}
     if e.get("predicted_ops_on_tpu") is not None:
         total = e["predicted_ops_on_tpu"] + e["predicted_ops_on_cpu"]

@@ -60,6 +60,8 @@ class Record:
 
 
 STRUCT_SINGLE_VALUE_KEY = "__value__"  # how TFX's Artifact wraps a non-dict JSON value
+# How Kubeflow Pipelines v2's launcher stores a list or struct metadata value in MLMD.
+KFP_WRAPPERS = {"list", "struct"}
 
 
 def node_properties(node) -> Dict[str, Any]:
@@ -75,6 +77,8 @@ def node_properties(node) -> Dict[str, Any]:
             if kind == "struct_value":
                 value = json_format.MessageToDict(value)
                 value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
+                if isinstance(value, dict) and len(value) == 1 and set(value) & KFP_WRAPPERS:
+                    value = next(iter(value.values()))
             out[k] = value
     return out
 
@@ -156,6 +160,8 @@ class Int8Model(Task):
     input_contract: Optional[List[dict]] = None  # [{name, dtype, shape, scale, zero_point,
     #                                               client_feeds (8-bit pixels)}]
     parity_top1_agreement: Optional[float] = None
+    parity_near_ties: Optional[int] = None  # disagreements the Keras model scores as near ties
+    parity_examples: Optional[int] = None
     parity_max_abs_error: Optional[float] = None
     parity_rule: Optional[str] = None
     edgetpu_predicted_ops_on_tpu: Optional[int] = None

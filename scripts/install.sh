@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
 # The one install of tfx-qat, used by `make venv` (and so by CI) and by the Dockerfile:
-#   scripts/install.sh system                      Debian packages the pinned wheels need
+#   scripts/install.sh system                      what installing needs: runtime + a C/C++ compiler
+#   scripts/install.sh runtime                     what running needs (the image's final stage)
 #   scripts/install.sh python PYTHON EXTRAS [-e]   pip, then tfx-qat[EXTRAS] with constraints.txt
-# tflite-support's native modules link libusb-1.0 (Debian: libusb-1.0-0); nothing else is needed
-# beyond CPython 3.10 (TFX 1.16's wheels) and glibc >= 2.17 (the manylinux wheels).
+#   scripts/install.sh trim VENV                   drops what no step uses (the image's venv)
+# tflite-support's native modules link libusb-1.0 (Debian: libusb-1.0-0); pyfarmhash, a TFX
+# dependency, is published as a source archive only and is compiled by pip (gcc and g++). Nothing
+# else is needed beyond CPython 3.10 with its headers (TFX 1.16's wheels) and glibc >= 2.17.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEBIAN_PACKAGES=(libusb-1.0-0)
 
-system() {
-  if ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then return 0; fi
+# apt-get install of what is missing, as root; otherwise an error naming the package and why.
+apt_install() {
+  local why=$1; shift
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo ">> installing Debian packages ${DEBIAN_PACKAGES[*]} (tflite-support needs libusb-1.0)"
-    apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1 || {
+    echo ">> installing Debian packages $* ($why)"
+    apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 || {
       apt-get update -q >/dev/null &&
-      apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null; }
+      apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
   else
-    echo "ERROR: libusb-1.0 is missing: install it (Debian/Ubuntu: apt-get install libusb-1.0-0)" >&2
+    echo "ERROR: $why: install $* (Debian/Ubuntu: apt-get install $*), then re-run make" >&2
     exit 1
   fi
+}
+
+runtime() {
+  ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' ||
+    apt_install "tflite-support's native modules link libusb-1.0" libusb-1.0-0
+}
+
+system() {
+  runtime
+  if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null; then
+    apt_install "pip compiles pyfarmhash (a TFX dependency published as source only) with gcc/g++" \
+      gcc g++ libc6-dev
+  fi
+}
+
+# The image's venv: TensorFlow's C++ headers (420 MB) serve custom-op builds only.
+trim() {
+  rm -rf "$1"/lib/python3.10/site-packages/tensorflow/include
 }
 
 python_pkgs() {
@@ -34,6 +55,8 @@ python_pkgs() {
 
 case "${1:-}" in
   system) system ;;
+  runtime) runtime ;;
   python) shift; python_pkgs "$@" ;;
-  *) echo "usage: $0 system | python PYTHON EXTRAS [-e]" >&2; exit 2 ;;
+  trim) trim "$2" ;;
+  *) echo "usage: $0 system | runtime | python PYTHON EXTRAS [-e] | trim VENV" >&2; exit 2 ;;
 esac

@@ -97,3 +97,20 @@ def render_in_chromium(page: str, shot, width: int, height: int):
                    check=True, capture_output=True, timeout=120)
     import matplotlib.image as mpimg
     return mpimg.imread(str(shot))
+
+
+def clear_disagreements(agreement: float, near_ties, examples: int) -> int:
+    """Keras-vs-TFLite top-1 disagreements that are not near ties in the Keras scores (the
+    parity record's counts). A healthy conversion flips only near ties, and which near ties
+    flip varies with the machine's training run; a broken one flips clear winners by dozens."""
+    return round((1 - agreement) * examples) - (near_ties or 0)
+
+
+def qat_vs_int8_accuracy_bound(s) -> float:
+    """How far the QAT SavedModel's eval accuracy may be from the int8 model's (a run summary):
+    on examples the exporter's parity check saw, by its disagreements (each moves one example);
+    on the rest, by 3 % (near ties flip either way); plus one example for the two serving paths'
+    rounding."""
+    n, seen = s["eval_examples"], min(s["parity_examples"], s["eval_examples"])
+    flips = round((1 - s["parity_top1_agreement"]) * s["parity_examples"])
+    return (flips + 0.03 * (n - seen) + 1) / n

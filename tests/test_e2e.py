@@ -27,6 +27,7 @@ from pipelines import cli
 from quant_lib import records, tflite
 from quant_lib.config import DataSpec
 from quant_lib.data import load_arrays
+from conftest import clear_disagreements
 
 pytestmark = pytest.mark.slow
 MAX_DROP = 2.0
@@ -80,7 +81,8 @@ def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(ru
     assert s["blessed"] == (s["delta_pt"] <= MAX_DROP)
     assert s["blessed"], f"digits int8 model should be within {MAX_DROP} pt: {s}"
     assert s["float_tflite_bytes"] > 2 * s["int8_tflite_bytes"] > 0
-    assert s["parity_top1_agreement"] >= 0.99
+    assert s["parity_top1_agreement"] >= 0.9 and clear_disagreements(
+        s["parity_top1_agreement"], s["parity_near_ties"], s["parity_examples"]) <= 2
     assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
     assert s["qat"]["qat_seconds_per_step"] > 0 and s["qat"]["float_seconds_per_step"] > 0
     assert s["edgetpu"]["predicted_ops_on_cpu"] == 0 and s["edgetpu"]["predicted_ops_on_tpu"] > 0
@@ -144,7 +146,9 @@ def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(tmp_
     """`run --per-tensor` (the README's way to cut the per-channel parameters) exports: BN is
     folded before QAT and every kernel is fake-quantized per tensor."""
     s = _run(tmp_path, "--per-tensor")
-    assert s["parity_top1_agreement"] >= 0.99 and s["blessed"], s
+    assert s["parity_top1_agreement"] >= 0.9 and s["blessed"], s
+    assert clear_disagreements(s["parity_top1_agreement"], s["parity_near_ties"],
+                               s["parity_examples"]) <= 2, s
     assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
     with open(s["pushed_path"], "rb") as f:
         counts = tflite.weight_scale_counts(f.read())
@@ -184,9 +188,10 @@ def kfp_run(tmp_path_factory):
     with open(spec_path) as f:
         job = json.load(f)
     (tmp / "logs").mkdir()
-    produced = kfp_launcher.run(job, str(tmp / "logs"))
+    mlmd = str(tmp / "kfp_metadata.sqlite")  # what the cluster's metadata service would hold
+    produced = kfp_launcher.run(job, str(tmp / "logs"), mlmd_path=mlmd)
     return job, produced, {(t, k): read_record(_artifact(produced[t][k]), r)
-                           for (t, k), r in RECORDS.items()}
+                           for (t, k), r in RECORDS.items()}, mlmd
 
 
 def _artifact(raw):
@@ -198,7 +203,7 @@ def _artifact(raw):
 
 
 def test_kfp_every_task_ran_through_tfx_entrypoint(kfp_run):
-    job, produced, _ = kfp_run
+    job, produced, _, _ = kfp_run
     assert set(produced) == set(job["pipelineSpec"]["root"]["dag"]["tasks"]) == NODES
     image = {e["container"]["image"]
              for e in job["pipelineSpec"]["deploymentSpec"]["executors"].values()}
@@ -206,7 +211,7 @@ def test_kfp_every_task_ran_through_tfx_entrypoint(kfp_run):
 
 
 def test_kfp_records_survive_artifact_passing(kfp_run):
-    _, produced, recs = kfp_run
+    _, produced, recs, _ = kfp_run
     for (task, key), record in RECORDS.items():
         assert recs[(task, key)] != record(), (task, key)  # something recorded, and it parses
     q = recs[("QuantizeTrainer", "qat_model")]
@@ -222,7 +227,7 @@ def test_kfp_records_survive_artifact_passing(kfp_run):
 
 
 def test_kfp_chain_ends_in_a_blessed_verified_push(kfp_run):
-    _, _, recs = kfp_run
+    _, _, recs, _ = kfp_run
     blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
     assert blessing.blessed is True, blessing.blessing_reasons
     assert pushed.pushed is True and pushed.pushed_sha256 == blessing.int8_sha256
@@ -233,10 +238,44 @@ def test_kfp_chain_ends_in_a_blessed_verified_push(kfp_run):
         blessing.int8_sha256
 
 
+def test_lineage_experiments_and_summary_read_kfp_v2_metadata(kfp_run):
+    """The metadata store Kubeflow Pipelines v2 writes (system.Pipeline/PipelineRun contexts,
+    system.ContainerExecution per task, tfx.* artifact types, TFX's properties as converted
+    custom properties): lineage, experiments and the run summary read it and agree with what the
+    tasks reported."""
+    from pipelines import experiments, lineage, summary
+    job, produced, recs, mlmd = kfp_run
+    blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
+    evaluation = recs[("QuantEvaluator", "evaluation")]
+    [lin] = lineage.pushed_model_lineage(mlmd)
+    assert lin["pushed"]["sha256"] == pushed.pushed_sha256 == blessing.int8_sha256
+    assert lin["pushed"]["destination"] == pushed.pushed_destination
+    ev = lin["evaluation"]
+    assert ev["component"] == "QuantEvaluator" and ev["blessed"] is True
+    assert ev["eval_examples"] == evaluation.eval_examples and ev["evaluated_int8_sha256"] == \
+        blessing.int8_sha256
+    assert lin["export"]["int8_model"]["uri"] == \
+        produced["IntegerExporter"]["quantized_model"]["uri"]
+    assert lin["export"]["validated"] is True and lin["export"]["config"]
+    assert lin["qat"]["qat_model"]["uri"] == produced["QuantizeTrainer"]["qat_model"]["uri"]
+    assert lin["float_baseline"]["component"] == "Trainer"
+    assert "QuantizeTrainer" in lineage.format_lineage([lin])
+    [row] = experiments.runs(experiments.connect(mlmd))
+    assert row["pipeline"] == job["pipelineSpec"]["pipelineInfo"]["name"]
+    assert row["status"] == "blessed" and row["pushed"] and row["run_id"] == "run-1"
+    assert row["int8"] == pytest.approx(evaluation.int8_accuracy)
+    assert row["epochs"] == 2 and row["scheme"]  # QuantizeTrainer's config, a task parameter
+    assert row["examples"] == produced["ImportExampleGen"]["examples"]["uri"]
+    s = summary.build_summary(mlmd, job["pipelineSpec"]["pipelineInfo"]["name"])
+    assert s["blessed"] is True and s["int8_accuracy"] == pytest.approx(evaluation.int8_accuracy)
+    assert s["pushed_path"] == os.path.join(pushed.pushed_destination, keys.TFLITE_FILE)
+    assert len(s["per_class"]) == 10 and "per class" in summary.format_summary(s)
+
+
 def test_kfp_metrics_agree_with_local_dag_runner_within_noise(kfp_run, runs):
     """Same data, settings and code on both orchestrators; seeds differ in effect (training is
     not bit-deterministic), so the two runs agree within a few examples, not by bytes."""
-    _, _, recs = kfp_run
+    _, _, recs, _ = kfp_run
     _, local, _, _, _, _ = runs
     e = recs[("QuantEvaluator", "evaluation")]
     assert e.eval_examples == local["eval_examples"]

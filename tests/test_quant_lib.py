@@ -62,7 +62,10 @@ def test_qat_keras_and_int8_tflite_agree_within_one_step(tiny_qat):
     out_scale = runner._out["quantization"][0]
     err = np.abs(got - want).max()
     assert err <= 1.5 * out_scale, f"max error {err} vs output step {out_scale}"
-    assert metrics.agreement(got, want) >= 0.95
+    # Within 1.5 steps per class, top-1 can differ only where Keras's top two are within 3 steps.
+    top2 = np.sort(want, axis=-1)[:, -2:]
+    near = top2[:, 1] - top2[:, 0] <= 3 * out_scale + 1e-7
+    assert np.all((np.argmax(got, -1) == np.argmax(want, -1)) | near)
 
 
 def test_converter_given_the_variables_alone_writes_the_bytes_it_wrote_given_the_model(
@@ -283,3 +286,20 @@ def test_product_functions_fit_on_a_screen():
                                                                ast.AsyncFunctionDef))
                      and n.end_lineno - n.lineno + 1 > 80]
     assert not long, long
+
+
+def test_node_properties_unwrap_what_tfx_and_kfp_v2_wrap():
+    """MLMD values as plain Python: TFX's {"__value__": v} struct, and Kubeflow Pipelines v2's
+    launcher's {"list": [...]} / {"struct": {...}} wrappers and numbers as doubles."""
+    from ml_metadata.proto import metadata_store_pb2
+    from quant_lib import records
+    a = metadata_store_pb2.Artifact()
+    a.custom_properties["n"].double_value = 3.0
+    a.custom_properties["s"].string_value = "x"
+    a.custom_properties["tfx"].struct_value.update({"__value__": 7})
+    a.custom_properties["kl"].struct_value.update({"list": [1, 2]})
+    a.custom_properties["ks"].struct_value.update({"struct": {"a": 1}})
+    a.custom_properties["d"].struct_value.update({"a": 1, "list": 2})
+    assert records.node_properties(a) == {"n": 3.0, "s": "x", "tfx": 7, "kl": [1, 2],
+                                          "ks": {"a": 1}, "d": {"a": 1, "list": 2}}
+    assert records.Pushed.from_properties({"pushed": 1.0, "pushed_version": "3"}).pushed is True

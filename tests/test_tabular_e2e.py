@@ -74,7 +74,7 @@ def test_binary_and_regression_pipelines_gate_on_tfma_thresholds(tmp_path, name)
     s, label, task = _run(root, name)
     assert s["task"] == task and s["blessed"], s["blessing_reasons"]
     assert s["pushed_path"] and os.path.isfile(s["pushed_path"])
-    assert s["parity_top1_agreement"] >= 0.95
+    assert s["parity_top1_agreement"] >= 0.9
     evaluation = s["artifacts"]["evaluation"]
     # TFMA's own result files: float is the baseline, int8 the candidate.
     assert tfma.load_validation_result(evaluation).validation_ok

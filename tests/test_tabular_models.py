@@ -179,7 +179,9 @@ def test_categorical_ids_stay_integer_inputs_of_a_full_integer_model(tmp_path):
     scores = tflite.TFLiteClassifier(data).predict(x).ravel()
     keras_scores = q(x).numpy().ravel()
     assert np.max(np.abs(scores - keras_scores)) <= 2 / 255 + 1e-6
-    assert np.mean((scores > 0.5) == (keras_scores > 0.5)) >= 0.98
+    # Within two steps, a side of 0.5 can differ only for a Keras score within two steps of it.
+    near = np.abs(keras_scores - 0.5) <= 2 / 255 + 1e-6
+    assert np.all(((scores > 0.5) == (keras_scores > 0.5)) | near)
     # The float reference converts too (CategoryEncoding's DenseBincount has no TFLite kernel).
     assert tflite.convert_float(model)
 
