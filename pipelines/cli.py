@@ -104,7 +104,11 @@ def _pipeline_flags() -> argparse.ArgumentParser:
                         "latest blessed (pushed) int8 model; skipped on the first run")
     r.add_argument("--min-int8-speedup", type=float, metavar="RATIO",
                    help="bless only if the int8 model runs at least RATIO times the float "
-                        "reference's speed on this machine (e.g. 1.0)")
+                        "reference's speed on this machine (e.g. 1.0); on a CPU without int8 "
+                        "dot-product instructions (no VNNI / dotprod) it is recorded, not applied, "
+                        "unless --speed-gate-any-cpu")
+    r.add_argument("--speed-gate-any-cpu", action="store_true",
+                   help="apply --min-int8-speedup whatever the worker's CPU")
     _guard_flags(r)
     r.add_argument("--eval-config", metavar="FILE",
                    help="a tfma.EvalConfig (text proto .pbtxt or JSON) that decides the blessing "
@@ -319,7 +323,7 @@ def _settings(args, name: str, root: str, data_root: str, spec):
             data=spec, max_accuracy_drop_pt=args.max_accuracy_drop_pt,
             min_int8_accuracy=args.min_int8_accuracy, slicing_features=tuple(args.slice_by),
             max_regression_vs_baseline_pt=args.max_regression_pt,
-            min_int8_speedup=args.min_int8_speedup,
+            min_int8_speedup=args.min_int8_speedup, speed_gate_any_cpu=args.speed_gate_any_cpu,
             max_class_drop_pt=None if args.no_class_guard else args.max_class_drop_pt,
             class_drop_rule=args.class_drop_rule,
             tfma_metrics=tuple(args.tfma_metric),

@@ -72,7 +72,8 @@ def _row(run: store.Run) -> Dict[str, Any]:
         "int8_bytes": x.int8_tflite_bytes, "float_bytes": x.float_tflite_bytes,
         "int8_latency_ms": b.int8_latency_ms, "float_latency_ms": b.float_latency_ms,
         "latency_runtime": b.latency_runtime, "tf_int8_latency_ms": b.tf_int8_latency_ms,
-        "tf_float_latency_ms": b.tf_float_latency_ms,
+        "tf_float_latency_ms": b.tf_float_latency_ms, "latency_cpu": b.latency_cpu,
+        "latency_int8_dot": b.latency_int8_dot, "speed_gate": b.speed_gate,
         "edgetpu_ops_on_tpu": x.edgetpu_ops_on_tpu if x.edgetpu_ops_on_tpu is not None
         else x.edgetpu_predicted_ops_on_tpu,
         "blessed": b.blessed, "pushed": bool(p.pushed),

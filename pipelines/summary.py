@@ -5,6 +5,7 @@ import os
 from typing import Any, Dict, Optional
 
 from components import keys
+from quant_lib import cpu
 from pipelines import store
 from quant_lib import records
 from quant_lib.qat import TRAINING_STATS_FILE
@@ -94,10 +95,10 @@ def build_summary(metadata_path: str, pipeline_name: str) -> Dict[str, Any]:
         "latency_runtime": b.latency_runtime,
         "tf_int8_latency_ms": b.tf_int8_latency_ms,
         "tf_float_latency_ms": b.tf_float_latency_ms,
-        "tf_runtime": b.tf_runtime,
+        "tf_runtime": b.tf_runtime, "latency_cpu": b.latency_cpu, "speed_gate": b.speed_gate,
         "int8_runtimes_max_abs_diff": b.int8_runtimes_max_abs_diff,
         "int8_xnnpack": b.int8_xnnpack,
-        "float_xnnpack": b.float_xnnpack,
+        "float_xnnpack": b.float_xnnpack, "latency_int8_dot": b.latency_int8_dot,
         "report": report if report and store.exists(report) else None,
         "report_status": ev.report_status,
         "artifacts": {
@@ -172,6 +173,8 @@ def _latency_text(s: Dict[str, Any]) -> str:
     if s.get("int8_runtimes_max_abs_diff"):
         text += (f"\n                   raw int8 outputs differ between the runtimes by up to "
                  f"{s['int8_runtimes_max_abs_diff']:.4g} quantized steps")
+    if s.get("latency_cpu"):
+        text += f"\n                   CPU: {s['latency_cpu']}"
     return text
 
 
@@ -212,8 +215,8 @@ def format_summary(s: Dict[str, Any]) -> str:
                         if s.get("float_xnnpack") else ""))
     if (s.get("int8_latency_ms") and s.get("float_latency_ms")
             and s["int8_latency_ms"] > s["float_latency_ms"]):
-        lines.insert(-1, "  WARNING        : the int8 model is SLOWER than float on this CPU (see "
-                         "the XNNPACK line: ops left to TFLite's builtin kernels cost hand-offs)")
+        lines.insert(-1, f"  WARNING        : the int8 model is SLOWER than float on this CPU: "
+                         f"{cpu.slow_cause(s)}")
     if s.get("parity_top1_agreement") is not None:
         ties = f" (+{s['parity_near_ties']} near ties)" if s.get("parity_near_ties") else ""
         agree = 100 * s["parity_top1_agreement"]

@@ -481,7 +481,9 @@ class EvalConfig(_JsonConfig):
     ``min_int8_speedup``: the int8 model must run at least this many times the float
     reference's speed (``invoke()`` per example, 1 thread, interleaved passes on this machine;
     e.g. 1.0: never push an int8 model slower than float). Like the baseline check it works
-    with an ``eval_config`` too.
+    with an ``eval_config`` too. On a CPU without int8 dot-product instructions (``quant_lib.cpu``:
+    no VNNI / dotprod) the ratio measured there cannot predict the app's device's, so it is
+    recorded as "not measurable on this CPU" and does not block, unless ``speed_gate_any_cpu``.
     ``max_class_drop_pt``: tfx-qat's own guard beside any gate (None: off): no class (and no
     configured slice) may lose more than this many points of accuracy, judged on paired evidence
     (``quant_lib.paired``): ``class_drop_rule`` "harm" blocks where the data show a drop beyond
@@ -500,6 +502,7 @@ class EvalConfig(_JsonConfig):
     max_regression_vs_baseline_pt: Optional[float] = None
     tfma_metrics: Tuple[str, ...] = ()
     min_int8_speedup: Optional[float] = None
+    speed_gate_any_cpu: bool = False
     max_class_drop_pt: Optional[float] = 2.0
     class_drop_rule: str = "harm"
     class_drop_alpha: float = 0.05
@@ -520,6 +523,8 @@ class EvalConfig(_JsonConfig):
             isinstance(self.min_int8_speedup, (int, float)) and self.min_int8_speedup > 0), n,
             "min_int8_speedup", "must be None (no speed check) or a ratio > 0, e.g. 1.0 (int8 at "
             f"least as fast as float), got {self.min_int8_speedup!r}")
+        _require(isinstance(self.speed_gate_any_cpu, bool), n, "speed_gate_any_cpu",
+                 "must be True (gate on this worker's speed, whatever its CPU) or False")
         _check_inputs(self.data, n)
         _require(bool(self.eval_split), n, "eval_split", "must name an Examples split")
         _require(isinstance(self.max_accuracy_drop_pt, (int, float)) and

@@ -263,7 +263,7 @@ def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
     model (``tflite.delegation``: an op it leaves to the builtin kernels is why an int8 model can
     be slower than float) and how far the two runtimes' raw int8 outputs differ on these inputs
     (quantized steps; 0: bit-identical)."""
-    from quant_lib import records, runtime, tflite
+    from quant_lib import cpu, records, runtime, tflite
     models = {"int8": int8_bytes, **({"float": float_bytes} if float_bytes else {})}
     ms, runners = timed_ms(models, inputs, repeats, runtime.RUNTIMES)
     lt, tf = runtime.DEPLOYMENT, runtime.SECOND
@@ -276,6 +276,7 @@ def compare_latency(int8_bytes: bytes, float_bytes: Optional[bytes], inputs,
         int8_latency_ms=ms["int8", lt], float_latency_ms=ms.get(("float", lt)),
         tf_int8_latency_ms=ms["int8", tf], tf_float_latency_ms=ms.get(("float", tf)),
         int8_runtimes_max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        latency_cpu=cpu.read().describe(), latency_int8_dot=cpu.read().int8_dot,
         int8_xnnpack=tflite.delegation(int8_bytes, lt).describe(),
         float_xnnpack=tflite.delegation(float_bytes, lt).describe() if float_bytes else None)
 
@@ -317,21 +318,43 @@ def timed_ms(models: Dict[str, bytes], inputs, passes: int, runtimes: Sequence[s
     return {k: statistics.median(v) for k, v in times.items()}, runners
 
 
-def speed_failures(min_speedup: Optional[float], latency) -> List[str]:
-    """The reason the int8 model misses ``EvalConfig.min_int8_speedup``, if it does
-    (``latency``: compare_latency's records.Evaluation)."""
+NOT_MEASURABLE = "not measurable on this CPU"
+
+
+def speed_gate(cfg, latency) -> Tuple[object, List[str]]:
+    """(``latency`` with ``speed_gate`` set, the blocking reasons) of ``cfg.min_int8_speedup``."""
+    status, failures = _speed_check(cfg.min_int8_speedup, latency, cfg.speed_gate_any_cpu)
+    return dataclasses.replace(latency, speed_gate=status), failures
+
+
+def speed_notes(latency) -> List[str]:
+    """What the blessing's reasons say of a speed gate that was not applied."""
+    status = latency.speed_gate or ""
+    return [f"EvalConfig.min_int8_speedup: {status}"] if status.startswith(NOT_MEASURABLE) else []
+
+
+def _speed_check(min_speedup: Optional[float], latency, any_cpu: bool) -> Tuple[str, List[str]]:
+    """On a CPU without int8 dot-product instructions (``quant_lib.cpu``) the int8/float ratio
+    measured here cannot predict the app's device's: it does not block unless ``any_cpu``."""
     if min_speedup is None:
-        return []
+        return None, []
     f, i = latency.float_latency_ms, latency.int8_latency_ms
     if not f:
-        return [f"EvalConfig.min_int8_speedup={min_speedup:g} is set but there is no float TFLite "
-                "reference to compare with: IntegerExporter writes one from a Keras float model "
-                "(base_model=, or the copy QuantizeTrainer keeps of a rebuilt one)"]
-    if f / i < min_speedup:
-        return [f"int8 speed {f / i:.2f}x float on {latency.latency_runtime} ({i:.4g} vs {f:.4g} "
-                f"ms per example, invoke() alone, 1 thread) is below EvalConfig.min_int8_speedup={min_speedup:g}; int8: "
-                f"{latency.int8_xnnpack}; float: {latency.float_xnnpack}"]
-    return []
+        return "failed", [
+            f"EvalConfig.min_int8_speedup={min_speedup:g} is set but there is no float TFLite "
+            "reference to compare with: IntegerExporter writes one from a Keras float model "
+            "(base_model=, or the copy QuantizeTrainer keeps of a rebuilt one)"]
+    if f / i >= min_speedup:
+        return "passed", []
+    if latency.latency_int8_dot is False and not any_cpu:
+        return (f"{NOT_MEASURABLE} (no int8 dot product): int8 {f / i:.2f}x float on "
+                f"{latency.latency_cpu}; EvalConfig.min_int8_speedup={min_speedup:g} not applied "
+                "(EvalConfig.speed_gate_any_cpu=True gates on this worker's speed)"), []
+    return "failed", [
+        f"int8 speed {f / i:.2f}x float on {latency.latency_runtime} ({i:.4g} vs {f:.4g} ms per "
+        f"example, invoke() alone, 1 thread; CPU {latency.latency_cpu}) is below "
+        f"EvalConfig.min_int8_speedup={min_speedup:g}; int8: {latency.int8_xnnpack}; float: "
+        f"{latency.float_xnnpack}"]
 
 
 def guarded_comparisons(stats: Dict[SliceKey, object], labels: Sequence[str] = ()) -> Dict:

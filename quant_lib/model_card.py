@@ -58,6 +58,8 @@ def build(metrics: Metrics, int8: records.Int8Model, lineage: Lineage) -> Dict[s
                        "tf_int8": metrics.tf_int8_latency_ms,
                        "tf_float": metrics.tf_float_latency_ms,
                        "tf_runtime": metrics.tf_runtime,
+                       "cpu": metrics.latency_cpu,
+                       "speed_gate": metrics.speed_gate,
                        "int8_xnnpack": metrics.int8_xnnpack,
                        "float_xnnpack": metrics.float_xnnpack,
                        "protocol": "invoke(), 1 thread, batch 1, XNNPACK, interleaved passes"},
@@ -116,7 +118,9 @@ def to_markdown(card: Dict[str, Any]) -> str:
               f"On {lat['runtime']}: int8 {lat['int8']} ms, float {lat['float']} ms per example "
               f"({lat['protocol']}); int8: {lat['int8_xnnpack']}; float: {lat['float_xnnpack']}",
               "", f"On {lat['tf_runtime']}: int8 {lat['tf_int8']} ms, float {lat['tf_float']} ms.",
-              "",
+              "", f"Measured on the pipeline worker's CPU: {lat.get('cpu')}. Without int8 "
+              "dot-product instructions (VNNI / dotprod) int8 is no faster than float; the app's "
+              "device decides its own speed.", "",
               "## Edge TPU", ""]
     lines += [f"- {k}: {v}" for k, v in card["edgetpu"].items()] or ["- not analyzed"]
     ln = card["lineage"]

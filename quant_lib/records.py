@@ -207,6 +207,9 @@ class Evaluation(Record):
     int8_runtimes_max_abs_diff: Optional[float] = None  # |LiteRT - TF| raw int8 outputs (steps)
     int8_xnnpack: Optional[str] = None       # ops delegated, partitions, builtin rest
     float_xnnpack: Optional[str] = None
+    latency_cpu: Optional[str] = None        # quant_lib.cpu: model and int8 dot-product ISA
+    latency_int8_dot: Optional[bool] = None  # the CPU has int8 dot products (None: unknown)
+    speed_gate: Optional[str] = None         # min_int8_speedup: passed / failed / not measurable
     report_status: Optional[str] = None      # written | failed: <error>
 
     @property

@@ -273,6 +273,9 @@ def _latency_rows(metrics: Metrics) -> List[list]:
         if il is not None:
             rows.append([f"latency per example (ms, {getattr(metrics, rt) or 'TFLite'}, 1 thread, "
                          "batch 1)", fl, il, f"int8 {fl / il:.2f}x float speed" if fl else ""])
+    if rows and metrics.latency_cpu:
+        rows.append(["CPU the latency was measured on", metrics.latency_cpu, "",
+                     metrics.speed_gate or ""])
     return rows
 
 

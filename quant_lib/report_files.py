@@ -71,6 +71,9 @@ class Metrics(_File):
     int8_runtimes_max_abs_diff: Optional[float] = None
     int8_xnnpack: Optional[str] = None
     float_xnnpack: Optional[str] = None
+    latency_cpu: Optional[str] = None
+    latency_int8_dot: Optional[bool] = None
+    speed_gate: Optional[str] = None
 
     @property
     def overall(self) -> Dict[str, Any]:

@@ -506,24 +506,39 @@ def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_mod
 
 
 def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
-        digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
-    """The optional speed gate, on measured latencies: an unreachable ratio blocks the blessing
-    with a reason naming the field and how XNNPACK takes the model; a ratio of the measured speed
-    or less does not."""
+        digits_examples, float_model_artifact, int8_model_artifact, tmp_path, monkeypatch):
+    """The optional speed gate, on measured latencies, on a CPU with int8 dot products (the
+    reading forced, so the test holds on any CI machine): an unreachable ratio blocks the
+    blessing with a reason naming the field, the CPU and how XNNPACK takes the model; a ratio of
+    the measured speed or less does not. On a CPU without them the ratio is recorded as not
+    measurable and does not block, unless speed_gate_any_cpu."""
+    from quant_lib import cpu
     examples, _ = digits_examples
-    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "a",
-                            EvalConfig(data=SPEC, min_int8_speedup=1000.0))
-    reasons = " ".join(read_record(blessing, records.Blessing).blessing_reasons)
-    assert read_record(blessing, records.Blessing).blessed == 0
+
+    def run(name, dot, **kw):
+        monkeypatch.setenv(cpu.FORCE_ENV, dot)
+        blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact,
+                                tmp_path / name, EvalConfig(data=SPEC, **kw))
+        rec = read_record(blessing, records.Blessing)
+        return rec, " ".join(rec.blessing_reasons)
+
+    rec, reasons = run("a", "1", min_int8_speedup=1000.0)
+    assert rec.blessed is False and rec.speed_gate == "failed"
     assert "is below EvalConfig.min_int8_speedup=1000" in reasons and "XNNPACK" in reasons
-    fl = read_record(blessing, records.Blessing).float_latency_ms
-    il = read_record(blessing, records.Blessing).int8_latency_ms
-    assert fl > 0 and il > 0
-    blessing, _ = _evaluate(examples, float_model_artifact, int8_model_artifact, tmp_path / "b",
-                            EvalConfig(data=SPEC, min_int8_speedup=0.01))
-    assert "min_int8_speedup" not in " ".join(
-        " ".join(read_record(blessing, records.Blessing).blessing_reasons))
-    assert read_record(blessing, records.Blessing).blessed == 1
+    assert "int8 dot product: " in rec.latency_cpu and rec.latency_int8_dot is True
+    assert f"CPU {rec.latency_cpu}" in reasons
+    assert rec.float_latency_ms > 0 and rec.int8_latency_ms > 0
+    rec, reasons = run("b", "1", min_int8_speedup=0.01)
+    assert "min_int8_speedup" not in reasons and rec.blessed is True and rec.speed_gate == "passed"
+    # No int8 dot product: recorded, said in the reasons, not applied.
+    rec, reasons = run("c", "0", min_int8_speedup=1000.0)
+    assert rec.blessed is True and rec.latency_int8_dot is False
+    assert rec.speed_gate.startswith("not measurable on this CPU (no int8 dot product)")
+    assert "EvalConfig.min_int8_speedup: not measurable on this CPU" in reasons, reasons
+    # ... unless the user asks to gate on this worker's own speed.
+    rec, reasons = run("d", "0", min_int8_speedup=1000.0, speed_gate_any_cpu=True)
+    assert rec.blessed is False and rec.speed_gate == "failed"
+    assert "is below EvalConfig.min_int8_speedup=1000" in reasons and "no int8 dot product" in reasons
 
 
 def _with_class_bias_lowered(int8_model, klass, root):

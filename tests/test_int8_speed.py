@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from pipelines.summary import format_summary
 from quant_lib import evaluation, qat, records, runtime, tflite
-from quant_lib.config import DataSpec, QuantizationConfig
+from quant_lib.config import DataSpec, EvalConfig, QuantizationConfig
 
 CFG = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
 
@@ -142,12 +142,84 @@ def test_min_int8_speedup_config_checks():
                                  latency_runtime="LiteRT 2.3.0", tf_float_latency_ms=1.0,
                                  tf_int8_latency_ms=0.5,
                                  int8_xnnpack="XNNPACK 1/2", float_xnnpack="XNNPACK 2/2")
-    assert evaluation.speed_failures(None, latency) == []
-    assert evaluation.speed_failures(0.4, latency) == []
-    (reason,) = evaluation.speed_failures(1.0, latency)
+    from quant_lib.config import EvalConfig as C
+
+    def gate(latency, **kw):
+        return evaluation.speed_gate(C(**kw), latency)
+
+    vnni = dataclasses.replace(latency, latency_int8_dot=True, latency_cpu="X (int8 dot product)")
+    assert gate(vnni) == (vnni, [])
+    assert gate(vnni, min_int8_speedup=0.4)[0].speed_gate == "passed"
+    lat, (reason,) = gate(vnni, min_int8_speedup=1.0)
     assert reason.startswith("int8 speed 0.50x float on LiteRT 2.3.0") and "XNNPACK 1/2" in reason
-    (reason,) = evaluation.speed_failures(1.0, dataclasses.replace(latency, float_latency_ms=None))
+    assert lat.speed_gate == "failed" and "CPU X (int8 dot product)" in reason
+    lat, (reason,) = gate(dataclasses.replace(vnni, float_latency_ms=None), min_int8_speedup=1.0)
     assert "no float TFLite reference" in reason
+    # Without int8 dot products (or unknown: None gates as before) the ratio is not applied.
+    zen3 = dataclasses.replace(latency, latency_int8_dot=False, latency_cpu="AMD EPYC 7B13 (no)")
+    lat, failures = gate(zen3, min_int8_speedup=1.0)
+    assert failures == [] and lat.speed_gate.startswith("not measurable on this CPU")
+    assert "int8 0.50x float on AMD EPYC 7B13" in lat.speed_gate
+    assert evaluation.speed_notes(lat) == [f"EvalConfig.min_int8_speedup: {lat.speed_gate}"]
+    assert gate(zen3, min_int8_speedup=1.0, speed_gate_any_cpu=True)[1]
+    assert gate(dataclasses.replace(zen3, latency_int8_dot=None), min_int8_speedup=1.0)[1]
+    with pytest.raises(ConfigError, match="EvalConfig.speed_gate_any_cpu: must be True"):
+        C(speed_gate_any_cpu="yes")
+
+
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse sse2 avx avx2 fma bmi2 sha_ni vaes vpclmulqdq
+"""
+SAPPHIRE = ZEN3.replace("AMD EPYC 7B13", "Intel(R) Xeon(R) Platinum 8481C").replace(
+    "vaes", "avx512f avx512_vnni avx_vnni amx_int8")
+GRAVITON2 = "processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp lrcpc\n"
+
+
+def test_cpu_reading_names_the_int8_dot_product_instructions(tmp_path, monkeypatch):
+    """/proc/cpuinfo as x86 (flags) and ARM (Features) write it; TFX_QAT_INT8_DOT overrides."""
+    from quant_lib import cpu
+    monkeypatch.delenv(cpu.FORCE_ENV, raising=False)
+    got = {}
+    for name, text in (("zen3", ZEN3), ("spr", SAPPHIRE), ("graviton2", GRAVITON2), ("none", "")):
+        (tmp_path / name).write_text(text)
+        got[name] = cpu.read(str(tmp_path / name))
+    assert got["zen3"] == cpu.CpuInfo("AMD EPYC 7B13", False, ())
+    assert got["zen3"].describe() == "AMD EPYC 7B13 (no int8 dot product (no VNNI / dotprod))"
+    assert got["spr"].int8_dot and got["spr"].instructions == ("avx512_vnni", "avx_vnni",
+                                                               "amx_int8")
+    assert got["graviton2"].int8_dot and got["graviton2"].instructions == ("asimddp",)
+    assert got["none"].int8_dot is None and "unknown" in got["none"].describe()
+    monkeypatch.setenv(cpu.FORCE_ENV, "0")
+    forced = cpu.read(str(tmp_path / "spr"))
+    assert forced.int8_dot is False and forced.forced and cpu.FORCE_ENV in forced.describe()
+    monkeypatch.setenv(cpu.FORCE_ENV, "yes")
+    with pytest.raises(ValueError, match="TFX_QAT_INT8_DOT='yes': set it to 1"):
+        cpu.read(str(tmp_path / "spr"))
+
+
+def test_slow_int8_warning_gives_the_true_cause():
+    """No int8 dot product first (the CPU, not the model); else ops outside XNNPACK; else more
+    ops than float; the summary's WARNING line says which."""
+    from quant_lib import cpu
+    base = {"latency_cpu": "AMD EPYC 7B13 (no int8 dot product (no VNNI / dotprod))",
+            "latency_int8_dot": False, "int8_xnnpack": "XNNPACK 11/12 ops in 1 partition(s); "
+            "builtin kernels: SOFTMAX x1", "float_xnnpack": "XNNPACK 10/10 ops in 1 partition(s)"}
+    assert cpu.slow_cause(base).startswith("this CPU has no int8 dot-product instructions (AMD")
+    vnni = dict(base, latency_int8_dot=True)
+    assert cpu.slow_cause(vnni).startswith("ops left to TFLite's builtin kernels cost hand-offs "
+                                           "(SOFTMAX x1;")
+    more = dict(vnni, int8_xnnpack="XNNPACK 12/12 ops in 1 partition(s)")
+    assert cpu.slow_cause(more) == "int8 runs 12 ops where float runs 10"
+    summary = {"task": "multiclass", "float_accuracy": 0.9, "int8_accuracy": 0.9, "delta_pt": 0.0,
+               "eval_examples": 8, "float_tflite_bytes": 3, "int8_tflite_bytes": 1,
+               "blessed": True, "blessing_reasons": [], "pushed_path": None,
+               "int8_latency_ms": 0.12, "float_latency_ms": 0.1, "latency_runtime": "LiteRT 2.3.0",
+               **base}
+    text = format_summary(summary)
+    assert "SLOWER than float on this CPU: this CPU has no int8 dot-product" in text
+    assert "CPU: AMD EPYC 7B13 (no int8 dot product" in text
 
 
 def _slow_in_int8_model():
@@ -200,7 +272,8 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
                "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite",
                **lat.to_properties()}
     assert "SLOWER than float" in format_summary(summary)
-    (reason,) = evaluation.speed_failures(1.0, lat)
+    _, (reason,) = evaluation.speed_gate(EvalConfig(min_int8_speedup=1.0, speed_gate_any_cpu=True),
+                                         lat)
     assert "below EvalConfig.min_int8_speedup=1" in reason and "SOFTMAX x1" in reason
 
 

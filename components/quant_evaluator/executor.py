@@ -18,7 +18,7 @@ from components import inputs, keys
 from components.quant_evaluator.tfma_gate import GateWithTFMA
 from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
                               serving_model_dir, set_properties, single, split_uri)
-from quant_lib import evaluation, gate, model_card, records, report, tasks, tflite
+from quant_lib import cpu, evaluation, gate, model_card, records, report, tasks, tflite
 from quant_lib.config import EvalConfig
 from quant_lib.data import DataError, count_records
 from quant_lib.inputs import SAMPLE, bind_model, first_records, tflite_inputs
@@ -166,12 +166,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                           stats[evaluation.OVERALL], deployed and deployed.uri)
         latency, profile = self._latency(quantized, int8_bytes, eval_uri, bound)
         labels = read_record(quantized, records.Int8Model).labels or ()
+        latency, slow = evaluation.speed_gate(cfg, latency)
         verdict = gate.verdict(
-            out.uri, ([check["reason"]] if check["status"] == "failed" else [])
-            + evaluation.speed_failures(cfg.min_int8_speedup, latency)
+            out.uri, ([check["reason"]] if check["status"] == "failed" else []) + slow
             + evaluation.class_guard_failures(cfg, stats, labels),
             typed=not exec_properties.get(keys.EVAL_CONFIG),
             paired={k: s.evidence() for k, s in stats.items()})
+        verdict.reasons.extend(evaluation.speed_notes(latency))
         result = evaluation.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg), latency, points, profile)
@@ -264,6 +265,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         lat = evaluation.compare_latency(int8_bytes, float_bytes, x)
         if lat.float_latency_ms and lat.int8_latency_ms > lat.float_latency_ms:
             logging.warning("QuantEvaluator: the int8 model is SLOWER than float (%.3f vs %.3f ms "
-                            "per example); int8: %s; float: %s", lat.int8_latency_ms,
-                            lat.float_latency_ms, lat.int8_xnnpack, lat.float_xnnpack)
+                            "per example): %s", lat.int8_latency_ms, lat.float_latency_ms,
+                            cpu.slow_cause(lat.to_properties()))
         return lat, evaluation.op_profiles(int8_bytes, float_bytes)
