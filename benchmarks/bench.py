@@ -44,16 +44,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if "model name" in l)
-        flags = next(l for l in info.splitlines() if l.startswith("flags"))
-        vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-        return f"{name}, {os.cpu_count()} cores, AVX2 {'yes' if 'avx2' in flags else 'no'}, " \
-               f"VNNI {'yes' if vnni else 'no'}"
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
+    """The CPU a section ran on, with its int8 dot-product instructions (``quant_lib.cpu``):
+    int8 speed-ups hold only for CPUs that have them."""
+    from quant_lib import cpu
+    c = cpu.read()
+    dot = ("int8 dot product: " + ", ".join(c.instructions) if c.int8_dot else
+           "int8 dot product unknown" if c.int8_dot is None else "no int8 dot product (no VNNI)")
+    return f"{c.model}, {os.cpu_count()} cores, {dot}"
 
 
 def _fit(model, x, y, epochs, lr, batch, tag, seed=0):
