@@ -76,9 +76,10 @@ def node_properties(node) -> Dict[str, Any]:
             value = None if kind is None else getattr(v, kind)
             if kind == "struct_value":
                 value = json_format.MessageToDict(value)
-                value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
-                if isinstance(value, dict) and len(value) == 1 and set(value) & KFP_WRAPPERS:
+                if len(value) == 1 and set(value) & KFP_WRAPPERS:  # KFP's, around TFX's
                     value = next(iter(value.values()))
+                if isinstance(value, dict):
+                    value = value.get(STRUCT_SINGLE_VALUE_KEY, value)
             out[k] = value
     return out
 
