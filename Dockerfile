@@ -35,7 +35,7 @@ COPY --from=build /opt/venv /opt/venv
 # What the KFP steps import, as they import it: TFX's v2 entrypoint and every tfx-qat component
 # (with TF and the TFLite metadata writers) in one process; tflite-support's Task Library, an
 # app's runtime, only in a process without TensorFlow (its pybind types clash with TF 2.16's).
-RUN python -c "import tfx, quant_lib, components, pipelines.cli, pipelines.kubeflow_v2_runner; \
+RUN python -c "import tfx, quant_lib, components, pipelines.cli, pipelines.kfp_entrypoint; \
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor; \
 from components.quantize_trainer import executor; from components.integer_exporter import executor; \
 from components.quant_evaluator import executor; from components.verified_pusher import executor; \

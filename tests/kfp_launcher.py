@@ -1,18 +1,33 @@
-"""A stand-in for Kubeflow Pipelines v2's launcher, to execute a compiled PipelineJob here: every
-task, in dependency order, runs its container's own command and arguments (TFX's
-``kubeflow_v2_run_executor``, and the ExampleGen driver of its ``preCacheCheck``) as a process in
-this venv, with the ExecutorInput JSON the launcher substitutes for ``{{$}}``: constant
-parameters, input artifacts as their producers' executor outputs reported them (URI, type *and*
-metadata), output artifacts with a fresh URI under the pipeline root and the outputFile. What
-the entrypoint writes to that file is what the next task receives, as on Vertex/KFP.
+"""Stand-ins for the launchers that run a compiled KFP v2 PipelineJob (as
+``pipelines.kubeflow_v2_runner.compile_pipeline`` writes it): each task, in dependency order, runs
+its container's own command and arguments (tfx-qat's entrypoint around TFX's
+``kubeflow_v2_run_executor``, ExampleGen's driver) in this venv, with the ExecutorInput JSON the
+launcher substitutes for ``{{$}}``: constant parameters, input artifacts, output artifacts with a
+fresh URI under the pipeline root and the outputFile. Where they differ is how an input artifact
+reaches the next task (``contract``):
 
-With ``mlmd_path``, it also records the run in an MLMD store as KFP's launcher and driver record
-it in the cluster's metadata service (kubeflow/pipelines backend/src/v2/metadata/client.go):
-``system.Pipeline`` and ``system.PipelineRun`` contexts (the run a child of the pipeline), one
-``system.ContainerExecution`` per task with ``task_name`` / ``display_name`` custom properties,
-INPUT and OUTPUT events whose path is the artifact's key, and each output artifact typed by its
-schema title (``tfx.Model``...) with the executor's metadata as custom properties, converted as
-the launcher converts them (numbers as doubles, booleans as ints, lists and structs wrapped)."""
+- ``vertex``: as its producer reported it in its outputFile (URI, metadata) and typed by the
+  compiled schema (``title: tfx.Model``): what Vertex AI Pipelines hands over.
+- ``kfp-2.16``: open-source Kubeflow Pipelines 2.x with its metadata store (2.16.1 source). The
+  launcher records each output in MLMD (component/launcher_v2.go:747-825 ``uploadOutputArtifacts``
+  -> metadata/client.go:1129 ``RecordArtifact``: type named by the schema title, metadata as custom
+  properties converted by converter.go:138 ``StructValueToMLMDValue`` — numbers as doubles,
+  booleans as ints, lists and structs wrapped as ``{"list": ...}`` / ``{"struct": ...}`` — plus
+  ``display_name`` and ``store_session_info``); the driver reads it back for the consumer
+  (driver/resolve.go:770-795 -> client.go:1030 ``GetOutputArtifactsByExecutionId``, whose
+  ``Schema: ""`` at :1061 makes ``ToRuntimeArtifact`` (:224) type the input with an EMPTY
+  instance schema; converter.go:181 ``toRuntimeArtifact``: name = the MLMD id, properties and
+  custom properties as metadata, structs as stored).
+- ``kfp-artifact-api``: KFP with its artifact API instead of MLMD (proposals/12147-mlmd-removal,
+  ``Artifact.ArtifactType`` Artifact / Model / Dataset / ...): the input typed by a generic
+  ``system.*`` schema title (Examples -> system.Dataset, Model and PushedModel -> system.Model,
+  the rest system.Artifact), metadata as reported.
+
+With ``mlmd_path`` (always for the KFP contracts) the run is recorded in MLMD as KFP's launcher and
+driver record it in the cluster's metadata service (metadata/client.go): ``system.Pipeline`` and
+``system.PipelineRun`` contexts (the run a child of the pipeline), one ``system.ContainerExecution``
+per task with ``task_name`` / ``display_name`` custom properties and its parameters as ``inputs``,
+INPUT and OUTPUT events whose path is the artifact's key, outputs as above."""
 from __future__ import annotations
 
 import json
@@ -22,6 +37,11 @@ import sys
 from typing import Any, Dict, List
 
 PLACEHOLDER = "{{$}}"
+VERTEX, KFP_MLMD, KFP_ARTIFACT_API = "vertex", "kfp-2.16", "kfp-artifact-api"
+# The artifact API's generic types a TFX type collapses into (the rest: system.Artifact).
+SYSTEM_TITLES = {"tfx.Examples": "system.Dataset", "tfx.Dataset": "system.Dataset",
+                 "tfx.Model": "system.Model", "tfx.PushedModel": "system.Model"}
+TFX_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
 
 def order(tasks: Dict[str, Any]) -> List[str]:
@@ -35,14 +55,47 @@ def order(tasks: Dict[str, Any]) -> List[str]:
     return done
 
 
-def _inputs(task, produced) -> Dict[str, Any]:
+def _inputs(task, upstream=None) -> Dict[str, Any]:
+    """The task's ExecutorInput inputs; ``upstream(producer task, output key)`` gives each input
+    artifact as the contract hands it over (None: parameters only)."""
     params = {k: v["runtimeValue"]["constantValue"]
               for k, v in task.get("inputs", {}).get("parameters", {}).items()}
     artifacts = {}
-    for key, source in task.get("inputs", {}).get("artifacts", {}).items() if produced else ():
+    for key, source in task.get("inputs", {}).get("artifacts", {}).items() if upstream else ():
         src = source["taskOutputArtifact"]
-        artifacts[key] = {"artifacts": [produced[src["producerTask"]][src["outputArtifactKey"]]]}
+        artifacts[key] = {"artifacts": [upstream(src["producerTask"], src["outputArtifactKey"])]}
     return {"parameters": params, "artifacts": artifacts}
+
+
+def _metadata(artifact) -> Dict[str, Any]:
+    """converter.go:181 toRuntimeArtifact: properties and custom properties as JSON metadata."""
+    from google.protobuf import json_format
+    out = {}
+    for props in (artifact.properties, artifact.custom_properties):
+        for k, v in props.items():
+            kind = v.WhichOneof("value")
+            out[k] = (json_format.MessageToDict(v.struct_value) if kind == "struct_value"
+                      else float(v.int_value) if kind == "int_value" else getattr(v, kind))
+    return out
+
+
+def _upstream(contract, produced, recorder):
+    """How an input artifact reaches the consumer under ``contract`` (see the module doc)."""
+    def vertex(task, key):
+        return produced[task][key]
+
+    def kfp_mlmd(task, key):
+        [a] = recorder.store.get_artifacts_by_id([recorder.ids[task, key]])
+        return {"name": str(a.id), "uri": a.uri, "type": {"instanceSchema": ""},
+                "metadata": _metadata(a)}
+
+    def artifact_api(task, key):
+        art = produced[task][key]
+        title = SYSTEM_TITLES.get(_title({"artifactType": art["type"]}), "system.Artifact")
+        return {"name": str(recorder.ids[task, key]), "uri": art["uri"],
+                "type": {"schemaTitle": title}, "metadata": art.get("metadata", {})}
+
+    return {VERTEX: vertex, KFP_MLMD: kfp_mlmd, KFP_ARTIFACT_API: artifact_api}[contract]
 
 
 def _outputs(name, component, task_root) -> Dict[str, Any]:
@@ -52,6 +105,16 @@ def _outputs(name, component, task_root) -> Dict[str, Any]:
         "uri": os.path.join(task_root, k), "type": d["artifactType"], "metadata": {}}]}
         for k, d in definitions.items()},
         "outputFile": os.path.join(task_root, "executor_output.json")}
+
+
+def stock(container: Dict[str, Any]) -> Dict[str, Any]:
+    """The container as TFX's own compiler emits it: TFX's entrypoint, no tfx-qat flag."""
+    from pipelines import kfp_entrypoint
+    args = list(container["args"])
+    if kfp_entrypoint.INPUTS_SPEC_FLAG in args:
+        i = args.index(kfp_entrypoint.INPUTS_SPEC_FLAG)
+        del args[i:i + 2]
+    return {**container, "command": TFX_COMMAND, "args": args}
 
 
 def _call(container_part: Dict[str, Any], invocation: Dict[str, Any], log) -> None:
@@ -134,7 +197,7 @@ class Recorder:
         # The launcher records the task's parameterValues: plain values, not the spec's
         # {"stringValue": ...} constants.
         x.custom_properties["inputs"].struct_value.update(
-            {k: next(iter(v.values())) for k, v in _inputs(task, {})["parameters"].items()})
+            {k: next(iter(v.values())) for k, v in _inputs(task)["parameters"].items()})
         pairs = []
         for key, source in task.get("inputs", {}).get("artifacts", {}).items():
             src = source["taskOutputArtifact"]
@@ -147,12 +210,16 @@ class Recorder:
                             .put_artifact_type(pb.ArtifactType(name=_title(definitions[key]))))
             for k, v in (art.get("metadata") or {}).items():
                 _mlmd_value(v, a.custom_properties[k])
-            a.custom_properties["display_name"].string_value = key
+            a.custom_properties["display_name"].string_value = key  # client.go:1150-1153
+            a.custom_properties["store_session_info"].string_value = STORE_SESSION  # :1159
             pairs.append((a, self._event(pb.Event.OUTPUT, key)))
             keys.append(key)
         _, ids, _ = self.store.put_execution(x, pairs, self.contexts)
         for key, i in zip(keys, ids[len(pairs) - len(keys):]):
             self.ids[name, key] = i
+
+
+STORE_SESSION = json.dumps({"Provider": "gs", "Params": {"fromEnv": "true"}})
 
 
 def _title(definition) -> str:
@@ -164,18 +231,25 @@ def _title(definition) -> str:
     return yaml.safe_load(t["instanceSchema"])["title"]
 
 
-def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None,
-        run_id: str = "run-1") -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Runs every task of ``job``; returns task -> output key -> RuntimeArtifact (as JSON)."""
+def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None, run_id: str = "run-1",
+        contract: str = VERTEX, tfx_stock_entrypoint: bool = False,
+        until: str = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Runs every task of ``job`` (up to ``until``) under ``contract``; returns task -> output
+    key -> RuntimeArtifact (as JSON). ``tfx_stock_entrypoint``: run TFX's own command instead of
+    tfx-qat's (what a pipeline compiled by TFX's KubeflowV2DagRunner runs)."""
     spec = job["pipelineSpec"]
     root = job["runtimeConfig"]["gcsOutputDirectory"]
+    if contract != VERTEX and mlmd_path is None:
+        mlmd_path = os.path.join(log_dir, "kfp_metadata.sqlite")
     recorder = mlmd_path and Recorder(mlmd_path, spec["pipelineInfo"]["name"], run_id, root)
     produced: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    upstream = _upstream(contract, produced, recorder)
     for name in order(spec["root"]["dag"]["tasks"]):
         task = spec["root"]["dag"]["tasks"][name]
         component = spec["components"][task["componentRef"]["name"]]
         container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
-        invocation = {"inputs": _inputs(task, produced),
+        container = stock(container) if tfx_stock_entrypoint else container
+        invocation = {"inputs": _inputs(task, upstream),
                       "outputs": _outputs(name, component, os.path.join(root, name, "run"))}
         with open(os.path.join(log_dir, f"{name}.log"), "w") as log:
             driver = container.get("lifecycle", {}).get("preCacheCheck")
@@ -187,4 +261,6 @@ def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None,
         produced[name] = _reported(invocation)
         if recorder:
             recorder.record(name, task, component, produced[name])
+        if name == until:
+            break
     return produced

@@ -176,9 +176,11 @@ RECORDS = {("QuantizeTrainer", "qat_model"): records.QatModel,
            ("Pusher", "pushed_model"): records.Pushed}
 
 
-@pytest.fixture(scope="module")
-def kfp_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("kfp_run")
+@pytest.fixture(scope="module", params=[kfp_launcher.VERTEX, kfp_launcher.KFP_MLMD])
+def kfp_run(request, tmp_path_factory):
+    """The compiled built-in pipeline run task by task, inputs handed over as Vertex AI does and
+    as open-source Kubeflow Pipelines 2.x's metadata-store driver does (tests/kfp_launcher.py)."""
+    tmp = tmp_path_factory.mktemp(f"kfp_run_{request.param}")
     spec_path = tmp / "pipeline.json"
     from pipelines import data
     data.ingest_digits(str(tmp / "data"))
@@ -189,7 +191,7 @@ def kfp_run(tmp_path_factory):
         job = json.load(f)
     (tmp / "logs").mkdir()
     mlmd = str(tmp / "kfp_metadata.sqlite")  # what the cluster's metadata service would hold
-    produced = kfp_launcher.run(job, str(tmp / "logs"), mlmd_path=mlmd)
+    produced = kfp_launcher.run(job, str(tmp / "logs"), mlmd_path=mlmd, contract=request.param)
     return job, produced, {(t, k): read_record(_artifact(produced[t][k]), r)
                            for (t, k), r in RECORDS.items()}, mlmd
 
