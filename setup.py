@@ -30,7 +30,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # kfp-pipeline-spec: the KFP v2 compile test runs in `make test`.
-    "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "kfp-pipeline-spec==0.1.16"],
+    # gcp-storage-emulator: a GCS JSON API server the KFP launcher-download test lists blobs on.
+    "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "kfp-pipeline-spec==0.1.16",
+            "gcp-storage-emulator==2026.7.19"],
     # Compiling for Kubeflow V2 / Vertex needs only the pipeline-spec protos (protobuf < 4, like
     # TFX 1.16). The kfp 1.8 SDK itself pins kubernetes < 26, urllib3 < 2 and pydantic < 2, which
     # conflict with TFX 1.16's dependencies; submit the compiled JSON with google-cloud-aiplatform

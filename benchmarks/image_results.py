@@ -92,7 +92,8 @@ def to_markdown(r: dict) -> str:
             f"in {r['build_seconds'] / 60:.1f} min without cache; the image is "
             f"**{r['image_bytes'] / 1e9:.2f} GB** (base {r['base_bytes'] / 1e6:.0f} MB; "
             f"site-packages {r['site_packages_bytes'] / 1e9:.2f} GB, largest: {largest}). Inside "
-            f"it, with no network: `tfx-qat --help`, the import of TFX's KFP v2 entrypoint, and "
+            f"it, with no network: `tfx-qat --help`, the import of the KFP step command "
+            f"(`{r['kfp_entrypoint'].split()[0]}` around TFX's v2 entrypoint), and "
             f"`{sm['command']}` to a blessed push whose bytes hash to the evaluated sha256 "
             f"({sm['seconds']} s; int8 {100 * sm['int8_accuracy']:.2f} % on "
             f"{sm['eval_examples']} digits).\n")

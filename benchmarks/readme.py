@@ -29,10 +29,24 @@ IMAGE = "benchmarks/results/image_results.json"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
+def _relative(s: Dict[str, Any], root: str) -> Dict[str, Any]:
+    """The summary with the measuring machine's output root shown as ``root`` (the README's
+    layout), so no path of the machine that ran the bench appears in a document."""
+    was = s.get("output_root") or ""
+
+    def fix(v):
+        if isinstance(v, str) and was and v.startswith(was):
+            return root + v[len(was):]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return [fix(x) for x in v] if isinstance(v, list) else v
+    return fix(s)
+
+
 def run_summary(r: Dict[str, Any]) -> str:
     """The summary ``make run`` prints, from the same command run inside ``make bench``."""
     from pipelines.summary import format_summary
-    s = r["overhead"]["pipeline"]["summary"]
+    s = _relative(r["overhead"]["pipeline"]["summary"], "runs/fashion_mnist")
     when = r.get("rerun", {}).get("overhead", r)  # the section's own date and machine
     return (f"```\n{format_summary(s)}\n```\n\nThe `pipelines.cli run` process inside `make bench` "
             f"({when['date']}, {when.get('machine', r['machine'])}: the full 60,000 / 10,000 Fashion-MNIST splits, "

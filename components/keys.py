@@ -14,6 +14,7 @@ QUANTIZED_MODEL = "quantized_model"  # full-integer TFLite Model (IntegerExporte
 BASELINE_MODEL = "baseline_model"  # latest blessed int8 Model (LatestBlessedModelStrategy)
 BLESSING = "blessing"
 EVALUATION = "evaluation"
+PLATFORM_METRICS = "metrics"       # QuantEvaluator: scalars typed system.Metrics (KFP, Vertex)
 CONFIG = "config"
 EVAL_CONFIG = "eval_config"        # QuantEvaluator: optional tfma.EvalConfig (TFX Evaluator's key)
 

@@ -17,7 +17,9 @@ TFX's entrypoint maps to a class. Open-source Kubeflow Pipelines does not (KFP 2
 Either way the title cannot be trusted, so the compiler passes each component's input definitions
 as ``--tfx_qat_inputs_spec`` and each input typed otherwise than by a ``tfx.*`` title gets the
 spec's type. Outputs keep the type the compiled spec gives them, which both KFP generations hand
-over unchanged.
+over unchanged, except tfx-qat's own ``system.Metrics`` output (QuantEvaluator's scalars for the
+platforms' run comparison): TFX cannot import that title, so it is typed by its class path for
+TFX, while the orchestrator records it under the compiled title.
 """
 from __future__ import annotations
 
@@ -68,6 +70,51 @@ def retype_inputs(invocation: dict, inputs_spec: dict) -> List[Tuple[str, Option
     return changed
 
 
+def own_types() -> dict:
+    """tfx-qat's artifact types whose schema title is not an import path (``system.Metrics``):
+    title -> the instance schema naming the class, which TFX's entrypoint imports."""
+    from components.quant_evaluator.spec import PlatformMetrics
+    return {t.TYPE_NAME: {"instanceSchema": f"title: {t.__module__}.{t.__name__}\ntype: object\n"}
+            for t in (PlatformMetrics,)}
+
+
+def retype_outputs(invocation: dict) -> List[Tuple[str, str]]:
+    """Output artifacts of tfx-qat's own ``system.*`` types typed by their class path (edited in
+    place); the orchestrator records them under the compiled title all the same."""
+    own, changed = own_types(), []
+    for key, artifact_list in invocation.get("outputs", {}).get("artifacts", {}).items():
+        for artifact in artifact_list.get("artifacts", []):
+            title = _title(artifact.get("type") or {})
+            if title in own:
+                artifact["type"] = own[title]
+                changed.append((key, title))
+    return changed
+
+
+def remove_directory_markers(uris: List[str]) -> List[str]:
+    """Deletes the zero-byte ``dir/`` objects under gs:// artifact URIs; returns their URIs.
+
+    TF's GCS filesystem writes one per directory it creates (tsl ``gcs_file_system.cc``,
+    ``GcsFileSystem::CreateDir``: "Create a zero-length directory marker object"). KFP's launcher
+    downloads each input artifact by listing every object under its URI and writing each as a
+    file at its relative path (KFP 2.16.1 ``objectstore/object_store.go:127-154`` DownloadBlob,
+    ``:184-215`` downloadFile), so a marker becomes a FILE where the directory must go and the
+    next step fails ``mkdir ...: not a directory`` (KFP #13476) for every directory-structured
+    artifact: SavedModels, Examples splits, tfx-qat's models. Objects with content are kept."""
+    gcs = [u for u in uris if u.startswith("gs://")]
+    if not gcs:
+        return []
+    from google.cloud import storage  # installed with TFX (apache-beam[gcp])
+    client, removed = storage.Client(), []
+    for uri in gcs:
+        bucket, _, prefix = uri[len("gs://"):].partition("/")
+        for blob in client.list_blobs(bucket, prefix=prefix.rstrip("/") + "/"):
+            if blob.name.endswith("/") and not blob.size:
+                blob.delete()
+                removed.append(f"gs://{bucket}/{blob.name}")
+    return removed
+
+
 def _split(argv: List[str]) -> Tuple[List[str], Optional[dict]]:
     """argv without ``--tfx_qat_inputs_spec VALUE``, and that value parsed."""
     if INPUTS_SPEC_FLAG not in argv:
@@ -79,22 +126,38 @@ def _split(argv: List[str]) -> Tuple[List[str], Optional[dict]]:
 def prepare(argv: List[str]) -> List[str]:
     """TFX's entrypoint arguments with the invocation's inputs typed (logged)."""
     argv, spec = _split(argv)
-    if spec is None or INVOCATION_FLAG not in argv:
+    if INVOCATION_FLAG not in argv:
         return argv
     i = argv.index(INVOCATION_FLAG) + 1
     invocation = json.loads(argv[i])
-    for key, given, used in retype_inputs(invocation, spec):
+    for key, given, used in retype_inputs(invocation, spec or {}):
         logging.info("tfx-qat: input %r arrived typed %r; typed %r from the component's inputs "
                      "spec", key, given, used)
+    retype_outputs(invocation)
     argv[i] = json.dumps(invocation)
     return argv
 
 
+def _output_uris(argv: List[str]) -> List[str]:
+    invocation = json.loads(argv[argv.index(INVOCATION_FLAG) + 1]) \
+        if INVOCATION_FLAG in argv else {}
+    return [a["uri"] for v in invocation.get("outputs", {}).get("artifacts", {}).values()
+            for a in v.get("artifacts", []) if a.get("uri")]
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Runs TFX's entrypoint as its own ``__main__`` on the prepared arguments."""
+    """Runs TFX's entrypoint as its own ``__main__`` on the prepared arguments, then removes the
+    directory markers its writes left under the outputs (only when it succeeded)."""
     import runpy
-    sys.argv = [TFX_ENTRYPOINT] + prepare(list(sys.argv[1:] if argv is None else argv))
-    runpy.run_module(TFX_ENTRYPOINT, run_name="__main__", alter_sys=True)
+    args = prepare(list(sys.argv[1:] if argv is None else argv))
+    sys.argv = [TFX_ENTRYPOINT] + args
+    try:
+        runpy.run_module(TFX_ENTRYPOINT, run_name="__main__", alter_sys=True)
+    except SystemExit as e:  # absl's app.run exits; None or 0 is success
+        if e.code not in (None, 0):
+            raise
+    for uri in remove_directory_markers(_output_uris(args)):
+        logging.info("tfx-qat: removed directory marker %s (KFP #13476)", uri)
 
 
 if __name__ == "__main__":

@@ -116,9 +116,11 @@ def with_tfx_qat_entrypoint(job: Dict[str, Any]) -> Dict[str, Any]:
             continue
         container["command"] = ["python", "-m", entry.MODULE]
         inputs = component.get("inputDefinitions", {})
-        if inputs.get("artifacts"):
-            container["args"] = container["args"] + [entry.INPUTS_SPEC_FLAG,
-                                                     json.dumps(inputs, sort_keys=True)]
+        if inputs.get("artifacts"):  # after the invocation, before the Beam arguments
+            args = container["args"]
+            at = args.index(entry.INVOCATION_FLAG) + 2
+            container["args"] = args[:at] + [entry.INPUTS_SPEC_FLAG,
+                                             json.dumps(inputs, sort_keys=True)] + args[at:]
     return job
 
 

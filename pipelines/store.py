@@ -45,9 +45,10 @@ def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
         for proto in (metadata_store_pb2.ConnectionConfig,
                       metadata_store_pb2.MetadataStoreClientConfig):
             try:
-                return metadata_store.MetadataStore(text_format.Parse(text, proto()))
+                config = text_format.Parse(text, proto())
             except text_format.ParseError:
                 continue
+            return _reachable(metadata_store.MetadataStore(config), config, mlmd_config)
         raise ValueError(f"--mlmd-config {mlmd_config}: neither a ConnectionConfig (sqlite/mysql) "
                          "nor a MetadataStoreClientConfig (host, port) in text format")
     path = os.path.join(root, "metadata.sqlite") if root and os.path.isdir(root) else root
@@ -58,6 +59,23 @@ def connect(root: Optional[str] = None, mlmd_config: Optional[str] = None):
     cfg.sqlite.filename_uri = path
     cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return metadata_store.MetadataStore(cfg)
+
+
+def _reachable(mlmd, config, path: str):
+    """The store, or for a metadata service that does not answer an error saying what to do."""
+    if not isinstance(config, metadata_store_pb2.MetadataStoreClientConfig):
+        return mlmd
+    from ml_metadata import errors
+    try:
+        mlmd.get_context_types()
+    except errors.UnavailableError as e:
+        raise ValueError(
+            f"--mlmd-config {path}: no metadata service answers at {config.host}:{config.port} "
+            f"({str(e).splitlines()[0][:120]}). On Kubeflow Pipelines 2.x: `kubectl port-forward "
+            "svc/metadata-grpc-service 8080:8080` and host localhost, port 8080. A KFP release "
+            "without the metadata store (the artifact API) has none: read QuantEvaluator's "
+            "system.Metrics artifact on its Compare page or /apis/v2beta1/artifacts") from e
+    return mlmd
 
 
 @dataclasses.dataclass

@@ -169,11 +169,13 @@ class Recorder:
         for type_name, name, props in (("system.Pipeline", pipeline_name, {}), (
                 "system.PipelineRun", run_id,
                 {"pipeline_root": f"{root.rstrip('/')}/{pipeline_name}/{run_id}"})):
-            c = pb.Context(name=name, type_id=self.store.put_context_type(
-                pb.ContextType(name=type_name)))
-            for k, v in props.items():
-                c.custom_properties[k].string_value = v
-            [c.id] = self.store.put_contexts([c])
+            c = self.store.get_context_by_type_and_name(type_name, name)  # the pipeline's: shared
+            if c is None:
+                c = pb.Context(name=name, type_id=self.store.put_context_type(
+                    pb.ContextType(name=type_name)))
+                for k, v in props.items():
+                    c.custom_properties[k].string_value = v
+                [c.id] = self.store.put_contexts([c])
             self.contexts.append(c)
         self.store.put_parent_contexts([pb.ParentContext(
             child_id=self.contexts[1].id, parent_id=self.contexts[0].id)])
@@ -264,3 +266,52 @@ def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None, run_id: str = 
         if name == until:
             break
     return produced
+
+
+def compare_scalars(mlmd_path: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """What the KFP UI's Compare page shows under "Scalar Metrics" for every run in the store:
+    run id -> "<task> > <artifact>" column -> metric -> value. Written from KFP 2.16.1's frontend:
+    pages/CompareV2.tsx:87-88 (SCALAR_METRICS reads artifacts of type ``system.Metrics``),
+    :149 getRunArtifacts (a run's executions and their OUTPUT artifacts, by the run's context),
+    lib/v2/CompareUtils.ts:278-298 (one column per execution > artifact) and :301-325
+    addScalarDataItems (one row per custom property except ``display_name``)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as pb
+    cfg = pb.ConnectionConfig()
+    cfg.sqlite.filename_uri = mlmd_path
+    store = metadata_store.MetadataStore(cfg)
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for run in store.get_contexts_by_type("system.PipelineRun"):
+        columns = out.setdefault(run.name, {})
+        executions = store.get_executions_by_context(run.id)
+        events = [e for e in store.get_events_by_execution_ids([x.id for x in executions])
+                  if e.type == pb.Event.OUTPUT]
+        types = {t.id: t.name for t in store.get_artifact_types()}
+        arts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        names = {x.id: x.custom_properties["display_name"].string_value for x in executions}
+        for e in events:
+            a = arts[e.artifact_id]
+            if types[a.type_id] != "system.Metrics":
+                continue
+            column = f"{names[e.execution_id]} > {a.custom_properties['display_name'].string_value}"
+            columns[column] = {k: getattr(v, v.WhichOneof("value"))
+                               for k, v in a.custom_properties.items() if k != "display_name"}
+    return out
+
+
+def download_blob(client, bucket: str, blob_dir: str, local_dir: str) -> None:
+    """KFP 2.16.1's input download (objectstore/object_store.go:127-154 DownloadBlob, :184-215
+    downloadFile): every object listed under the prefix is written as a FILE at its path relative
+    to it, parents made first (Go's os.MkdirAll fails with "not a directory" on a file)."""
+    for obj in client.list_blobs(bucket, prefix=blob_dir):
+        path = os.path.normpath(os.path.join(local_dir, os.path.relpath(obj.name, blob_dir)))
+        parent = os.path.dirname(path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            raise RuntimeError(f"downloadFile(): unable to complete copying {obj.name!r} to local "
+                               f"storage {path!r}: failed to create local directory {parent!r}: "
+                               f"mkdir {parent}: not a directory") from e
+        with open(path, "wb") as f:  # a zero-length object is an empty file without a read
+            # (gcp-storage-emulator answers 501 to a media GET of a name ending in "/")
+            f.write(obj.download_as_bytes() if obj.size else b"")

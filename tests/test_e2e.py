@@ -23,7 +23,7 @@ import kfp_launcher
 from components import keys
 from components.utils import read_record
 from components.verified_pusher import publish
-from pipelines import cli
+from pipelines import cli, summary
 from quant_lib import records, tflite
 from quant_lib.config import DataSpec
 from quant_lib.data import load_arrays
@@ -179,21 +179,31 @@ RECORDS = {("QuantizeTrainer", "qat_model"): records.QatModel,
 @pytest.fixture(scope="module", params=[kfp_launcher.VERTEX, kfp_launcher.KFP_MLMD])
 def kfp_run(request, tmp_path_factory):
     """The compiled built-in pipeline run task by task, inputs handed over as Vertex AI does and
-    as open-source Kubeflow Pipelines 2.x's metadata-store driver does (tests/kfp_launcher.py)."""
+    as open-source Kubeflow Pipelines 2.x's metadata-store driver does (tests/kfp_launcher.py).
+    Under the latter a second run with other settings (1 QAT epoch) goes into the same metadata
+    store, as a team's next run would; returns each run's summary read from that store."""
     tmp = tmp_path_factory.mktemp(f"kfp_run_{request.param}")
-    spec_path = tmp / "pipeline.json"
     from pipelines import data
     data.ingest_digits(str(tmp / "data"))
-    assert cli.main(["compile-kfp", *SETTINGS, "--image", IMAGE, "--output-root",
-                     str(tmp / "root"), "--data-root", str(tmp / "data"), "--output",
-                     str(spec_path), "--allow-local-paths"]) == 0
-    with open(spec_path) as f:
-        job = json.load(f)
-    (tmp / "logs").mkdir()
     mlmd = str(tmp / "kfp_metadata.sqlite")  # what the cluster's metadata service would hold
-    produced = kfp_launcher.run(job, str(tmp / "logs"), mlmd_path=mlmd, contract=request.param)
+    summaries, runs_ = [], [("run-1", SETTINGS)]
+    if request.param == kfp_launcher.KFP_MLMD:
+        runs_.append(("run-2", [*SETTINGS[:SETTINGS.index("--qat-epochs")], "--qat-epochs", "1"]))
+    for run_id, settings in runs_:
+        root = tmp / run_id
+        (root / "logs").mkdir(parents=True)
+        assert cli.main(["compile-kfp", *settings, "--image", IMAGE, "--output-root",
+                         str(root / "out"), "--data-root", str(tmp / "data"), "--output",
+                         str(root / "pipeline.json"), "--allow-local-paths"]) == 0
+        with open(root / "pipeline.json") as f:
+            spec = json.load(f)
+        done = kfp_launcher.run(spec, str(root / "logs"), mlmd_path=mlmd, run_id=run_id,
+                                contract=request.param)
+        summaries.append(summary.build_summary(mlmd, spec["pipelineSpec"]["pipelineInfo"]["name"]))
+        if run_id == "run-1":
+            job, produced = spec, done
     return job, produced, {(t, k): read_record(_artifact(produced[t][k]), r)
-                           for (t, k), r in RECORDS.items()}, mlmd
+                           for (t, k), r in RECORDS.items()}, mlmd, summaries
 
 
 def _artifact(raw):
@@ -205,7 +215,7 @@ def _artifact(raw):
 
 
 def test_kfp_every_task_ran_through_tfx_entrypoint(kfp_run):
-    job, produced, _, _ = kfp_run
+    job, produced, _, _, _ = kfp_run
     assert set(produced) == set(job["pipelineSpec"]["root"]["dag"]["tasks"]) == NODES
     image = {e["container"]["image"]
              for e in job["pipelineSpec"]["deploymentSpec"]["executors"].values()}
@@ -213,7 +223,7 @@ def test_kfp_every_task_ran_through_tfx_entrypoint(kfp_run):
 
 
 def test_kfp_records_survive_artifact_passing(kfp_run):
-    _, produced, recs, _ = kfp_run
+    _, produced, recs, _, _ = kfp_run
     for (task, key), record in RECORDS.items():
         assert recs[(task, key)] != record(), (task, key)  # something recorded, and it parses
     q = recs[("QuantizeTrainer", "qat_model")]
@@ -229,7 +239,7 @@ def test_kfp_records_survive_artifact_passing(kfp_run):
 
 
 def test_kfp_chain_ends_in_a_blessed_verified_push(kfp_run):
-    _, _, recs, _ = kfp_run
+    _, _, recs, _, _ = kfp_run
     blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
     assert blessing.blessed is True, blessing.blessing_reasons
     assert pushed.pushed is True and pushed.pushed_sha256 == blessing.int8_sha256
@@ -245,13 +255,13 @@ def test_lineage_experiments_and_summary_read_kfp_v2_metadata(kfp_run):
     system.ContainerExecution per task, tfx.* artifact types, TFX's properties as converted
     custom properties): lineage, experiments and the run summary read it and agree with what the
     tasks reported."""
-    from pipelines import experiments, lineage, summary
-    job, produced, recs, mlmd = kfp_run
+    from pipelines import experiments, lineage
+    job, produced, recs, mlmd, summaries = kfp_run
     blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
     evaluation = recs[("QuantEvaluator", "evaluation")]
-    [lin] = lineage.pushed_model_lineage(mlmd)
+    [lin] = [r for r in lineage.pushed_model_lineage(mlmd)
+             if r["pushed"]["destination"] == pushed.pushed_destination]
     assert lin["pushed"]["sha256"] == pushed.pushed_sha256 == blessing.int8_sha256
-    assert lin["pushed"]["destination"] == pushed.pushed_destination
     ev = lin["evaluation"]
     assert ev["component"] == "QuantEvaluator" and ev["blessed"] is True
     assert ev["eval_examples"] == evaluation.eval_examples and ev["evaluated_int8_sha256"] == \
@@ -262,22 +272,71 @@ def test_lineage_experiments_and_summary_read_kfp_v2_metadata(kfp_run):
     assert lin["qat"]["qat_model"]["uri"] == produced["QuantizeTrainer"]["qat_model"]["uri"]
     assert lin["float_baseline"]["component"] == "Trainer"
     assert "QuantizeTrainer" in lineage.format_lineage([lin])
-    [row] = experiments.runs(experiments.connect(mlmd))
+    row = experiments.runs(experiments.connect(mlmd))[0]
     assert row["pipeline"] == job["pipelineSpec"]["pipelineInfo"]["name"]
     assert row["status"] == "blessed" and row["pushed"] and row["run_id"] == "run-1"
     assert row["int8"] == pytest.approx(evaluation.int8_accuracy)
     assert row["epochs"] == 2 and row["scheme"]  # QuantizeTrainer's config, a task parameter
     assert row["examples"] == produced["ImportExampleGen"]["examples"]["uri"]
-    s = summary.build_summary(mlmd, job["pipelineSpec"]["pipelineInfo"]["name"])
+    s = summaries[0]
     assert s["blessed"] is True and s["int8_accuracy"] == pytest.approx(evaluation.int8_accuracy)
     assert s["pushed_path"] == os.path.join(pushed.pushed_destination, keys.TFLITE_FILE)
     assert len(s["per_class"]) == 10 and "per class" in summary.format_summary(s)
 
 
+def test_run_comparison_where_kubeflow_teams_look(kfp_run):
+    """Two runs with different settings in one Kubeflow store: the KFP UI's Compare page ("Scalar
+    Metrics", read as its frontend reads them) and ``experiments`` show each run's numbers equal
+    to its summary, and ``--diff`` names the changed setting. Vertex AI's store is its own; the
+    compiled system.Metrics output it reads is checked by test_compiled_metrics_output_is_system_metrics."""
+    from pipelines import experiments
+    job, _, _, mlmd, summaries = kfp_run
+    if len(summaries) < 2:
+        pytest.skip("the two-run comparison runs through the open-source Kubeflow stand-in")
+    shown = kfp_launcher.compare_scalars(mlmd)
+    assert sorted(shown) == ["run-1", "run-2"]
+    for run_id, s in zip(("run-1", "run-2"), summaries):
+        [(column, m)] = shown[run_id].items()
+        assert column == "QuantEvaluator > metrics"
+        # Equal up to the ~6 significant digits a number keeps through the executor's JSON
+        # output into the metadata store.
+        assert m["float_accuracy"] == pytest.approx(s["float_accuracy"], abs=1e-5)
+        assert m["int8_accuracy"] == pytest.approx(s["int8_accuracy"], abs=1e-5)
+        assert m["int8_minus_float_pt"] == pytest.approx(-s["delta_pt"], abs=1e-4)
+        assert m["int8_tflite_bytes"] == s["int8_tflite_bytes"]
+        assert m["float_tflite_bytes"] == s["float_tflite_bytes"]
+        assert m["blessed"] == float(s["blessed"]) and m["eval_examples"] == s["eval_examples"]
+        [speed] = [k for k in m if k.startswith("int8_speedup_litert")]
+        assert m[speed] == pytest.approx(s["float_latency_ms"] / s["int8_latency_ms"], rel=1e-4)
+        lo, hi = m["int8_minus_float_pt_low95"], m["int8_minus_float_pt_high95"]
+        assert lo <= m["int8_minus_float_pt"] <= hi
+        assert m["worst_class_change_pt"] == pytest.approx(
+            min(v["delta_pt"] for v in s["per_class"].values()), abs=1e-4)
+    rows = experiments.runs(experiments.connect(mlmd))
+    assert [r["run_id"] for r in rows] == ["run-1", "run-2"]
+    for r, s in zip(rows, summaries):
+        assert r["int8"] == pytest.approx(s["int8_accuracy"], abs=1e-5)
+        assert r["float"] == pytest.approx(s["float_accuracy"], abs=1e-5)
+        assert r["int8_bytes"] == s["int8_tflite_bytes"] and r["blessed"] == s["blessed"]
+    changed = experiments.diff(rows, "1", "2")
+    assert changed["epochs"] == (2, 1), changed
+
+
+def test_compiled_metrics_output_is_system_metrics(kfp_run):
+    """The schema title Vertex AI Experiments and the KFP UI read scalars from."""
+    import yaml
+    job = kfp_run[0]
+    spec = job["pipelineSpec"]
+    [component] = [spec["components"][t["componentRef"]["name"]]
+                   for n, t in spec["root"]["dag"]["tasks"].items() if n == "QuantEvaluator"]
+    schema = component["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]
+    assert yaml.safe_load(schema["instanceSchema"])["title"] == "system.Metrics"
+
+
 def test_kfp_metrics_agree_with_local_dag_runner_within_noise(kfp_run, runs):
     """Same data, settings and code on both orchestrators; seeds differ in effect (training is
     not bit-deterministic), so the two runs agree within a few examples, not by bytes."""
-    _, _, recs, _ = kfp_run
+    _, _, recs, _, _ = kfp_run
     _, local, _, _, _, _ = runs
     e = recs[("QuantEvaluator", "evaluation")]
     assert e.eval_examples == local["eval_examples"]

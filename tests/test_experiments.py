@@ -208,3 +208,18 @@ def test_a_store_of_many_runs_is_read_in_batches(tmp_path):
     assert all(r["status"] in ("blessed", "NOT blessed") and r["int8_bytes"] >= 100_000
                and r["pushed"] == r["blessed"] for r in rows)
     assert experiments.diff(rows, "1", "2")["per_tensor"] == (False, True)
+
+
+def test_a_metadata_service_that_does_not_answer_says_what_to_do(tmp_path):
+    """--mlmd-config naming a gRPC service nobody serves (a port-forward not running, or a KFP
+    release without the metadata store): a ValueError with the fix, before any table."""
+    import socket
+    from pipelines import store
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "grpc.pbtxt"
+    cfg.write_text(f'host: "127.0.0.1"\nport: {port}\n')
+    with pytest.raises(ValueError, match=r"no metadata service answers at 127.0.0.1:\d+ .*"
+                                         r"port-forward svc/metadata-grpc-service.*artifact API"):
+        store.connect(mlmd_config=str(cfg))

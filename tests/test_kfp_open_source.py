@@ -112,3 +112,60 @@ def test_compiled_steps_run_tfx_qat_entrypoint_with_their_inputs_spec(penguin_jo
         if inputs.get("artifacts"):
             args = container["args"]
             assert json.loads(args[args.index(kfp_entrypoint.INPUTS_SPEC_FLAG) + 1]) == inputs
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    """A local GCS JSON API server (gcp-storage-emulator, in memory) that google-cloud-storage
+    clients reach through STORAGE_EMULATOR_HOST, as the launcher's blob listing would reach GCS.
+    TF's own gs:// filesystem cannot be pointed at it: its endpoints are constants (tsl
+    gcs_file_system.cc kGcsUriBase, kGcsUploadUriBase, kStorageHost)."""
+    import socket
+    from gcp_storage_emulator.server import create_server
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="bucket")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    from google.cloud import storage
+    yield storage.Client()
+    server.stop()
+
+
+def _upload_as_tf_writes_it(client, local_dir: str, prefix: str) -> int:
+    """``local_dir`` uploaded under ``prefix`` with TF's GCS layout: each directory TF creates
+    (makedirs before writing into it) is a zero-length ``dir/`` object beside its files."""
+    bucket, n = client.bucket("bucket"), 0
+    for d, _, files in os.walk(local_dir):
+        rel = os.path.relpath(d, local_dir)
+        key = prefix if rel == "." else f"{prefix}/{rel}"
+        bucket.blob(key + "/").upload_from_string(b"")
+        for name in files:
+            with open(os.path.join(d, name), "rb") as f:
+                bucket.blob(f"{key}/{name}").upload_from_string(f.read())
+            n += 1
+    return n
+
+
+def test_directory_markers_break_kfp_download_and_are_removed(penguin_oss, gcs, tmp_path):
+    """The pushed-from QAT SavedModel artifact of the penguin run, laid on a GCS API server as
+    TF's GCS filesystem writes it (directory markers): KFP's launcher download fails on it as
+    KFP #13476 reports; after the marker cleanup tfx-qat's entrypoint runs on its outputs, the
+    same download gives every file, byte for byte."""
+    _, _, produced = penguin_oss
+    local = produced["QuantizeTrainer"]["qat_model"]["uri"]
+    uri = "gs://bucket/root/QuantizeTrainer/qat_model/7"
+    files = _upload_as_tf_writes_it(gcs, local, uri[len("gs://bucket/"):])
+    assert files >= 3
+    with pytest.raises(RuntimeError, match="not a directory"):
+        kfp_launcher.download_blob(gcs, "bucket", uri[len("gs://bucket/"):], str(tmp_path / "a"))
+    removed = kfp_entrypoint.remove_directory_markers([uri, "/local/path/untouched"])
+    assert f"{uri}/" in removed and all(r.endswith("/") for r in removed)
+    kfp_launcher.download_blob(gcs, "bucket", uri[len("gs://bucket/"):], str(tmp_path / "b"))
+    for d, _, names in os.walk(local):
+        for name in names:
+            got = tmp_path / "b" / os.path.relpath(os.path.join(d, name), local)
+            with open(os.path.join(d, name), "rb") as want, open(got, "rb") as have:
+                assert want.read() == have.read()

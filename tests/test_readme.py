@@ -90,3 +90,11 @@ def test_guard_block_is_its_results_file_and_the_guard_is_the_products():
     assert paired.guard(comps, r["guard"]["max_class_drop_pt"], r["guard"]["rule"],
                         r["guard"]["alpha"]) == r["observed_blocked"]
     assert r["block_rate"]["no_harm"] <= r["guard"]["alpha"]
+
+
+def test_rendered_blocks_show_no_path_of_the_machine_that_measured():
+    for path in readme.documents():
+        for m in readme.BLOCK.finditer(_read(path)):
+            body = m.group("body")
+            assert not re.search(r"(?<![\w.])/(work|root|home|tmp|usr/local)/", body), \
+                (path, m.group("name"), re.findall(r"/(?:work|root|home|tmp)/\S+", body)[:3])

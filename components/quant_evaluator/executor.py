@@ -18,7 +18,8 @@ from components import inputs, keys
 from components.quant_evaluator.tfma_gate import GateWithTFMA
 from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
                               serving_model_dir, set_properties, single, split_uri)
-from quant_lib import cpu, evaluation, gate, model_card, records, report, tasks, tflite
+from quant_lib import (cpu, evaluation, gate, model_card, platform_metrics, records, report,
+                       tasks, tflite)
 from quant_lib.config import EvalConfig
 from quant_lib.data import DataError, count_records
 from quant_lib.inputs import SAMPLE, bind_model, first_records, tflite_inputs
@@ -113,6 +114,15 @@ def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
         baseline_int8_accuracy=base.get("baseline_int8_accuracy")).merged(result.to_properties()))
 
 
+def _platform_metrics(output_dict, result: evaluation.EvaluationResult,
+                      quantized: types.Artifact) -> None:
+    """The ``system.Metrics`` scalars a KFP / Vertex run comparison shows (custom properties)."""
+    export = read_record(quantized, records.Int8Model)
+    for artifact in output_dict.get(keys.PLATFORM_METRICS, []):
+        for name, value in platform_metrics.scalars(result, export).items():
+            artifact.set_float_custom_property(name, value)
+
+
 def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
                 context) -> None:
     """model_card.json / .md in the blessing: what the int8 model was judged on and against;
@@ -183,6 +193,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._write_report(out.uri, quantized.uri, metrics))))
         _write_card(blessing, metrics, input_dict, self._context)
         _bless(blessing, result, quantized)
+        _platform_metrics(output_dict, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
                      "tfma.load_eval_result / load_validation_result)",
                      "BLESSED" if result.blessed else "NOT BLESSED",

@@ -1,9 +1,20 @@
-"""QuantEvaluator's ComponentSpec: float Model + int8 TFLite Model in, blessing + evaluation out."""
+"""QuantEvaluator's ComponentSpec: float Model + int8 TFLite Model in, blessing + evaluation +
+platform metrics out."""
 import tensorflow_model_analysis as tfma
+from tfx import types
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import keys
+
+
+class PlatformMetrics(types.Artifact):
+    """The run's scalars where a Kubeflow or Vertex team compares runs: the KFP UI's Compare page
+    ("Scalar Metrics") and Vertex AI Experiments read only artifacts whose schema title is
+    ``system.Metrics``, one number per custom property (``quant_lib.platform_metrics``). TFX's
+    compiler gives a custom type its TYPE_NAME as the title; ``pipelines.kfp_entrypoint`` maps it
+    back to this class in the container."""
+    TYPE_NAME = "system.Metrics"
 
 
 class QuantEvaluatorSpec(ComponentSpec):
@@ -23,4 +34,5 @@ class QuantEvaluatorSpec(ComponentSpec):
     OUTPUTS = {
         keys.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
         keys.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        keys.PLATFORM_METRICS: ChannelParameter(type=PlatformMetrics),
     }
