@@ -10,10 +10,10 @@ import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen, SchemaGen, StatisticsGen, Trainer, Transform
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.orchestration import metadata, pipeline
-from tfx.proto import pusher_pb2, trainer_pb2
+from tfx.proto import trainer_pb2
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
-from quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
+from components import qat_chain
+from quant_lib.config import ExportConfig, QuantizationConfig
 
 
 def stock_steps(data_root: str, module_file: str, train_steps: int, eval_steps: int,
@@ -36,24 +36,14 @@ def stock_steps(data_root: str, module_file: str, train_steps: int, eval_steps: 
 
 def qat_steps(stock: Dict[str, BaseNode], module_file: str, qat: QuantizationConfig,
               export: ExportConfig, gate: tfma.EvalConfig, serving_dir: str) -> List[BaseNode]:
-    """tfx-qat's four components: what a user adds after their Trainer."""
-    wiring = dict(examples=stock["example_gen"].outputs["examples"],
-                  transform_graph=stock["transform"].outputs["transform_graph"])
-    trainer_model = stock["trainer"].outputs["model"]
-    quantize_trainer = QuantizeTrainer(
-        **wiring, base_model=trainer_model, schema=stock["schema_gen"].outputs["schema"],
-        statistics=stock["statistics_gen"].outputs["statistics"], module_file=module_file,
-        config=qat)
-    exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
-                               config=export)
-    evaluator = QuantEvaluator(**wiring, model=trainer_model,
-                               quantized_model=exporter.outputs["quantized_model"],
-                               config=EvalConfig(data=qat.data), eval_config=gate)
-    pusher = VerifiedPusher(
-        model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir)))
-    return [quantize_trainer, exporter, evaluator, pusher]
+    """tfx-qat's four components after the stock steps (``components.qat_chain``)."""
+    return qat_chain(
+        examples=stock["example_gen"].outputs["examples"],
+        trainer_model=stock["trainer"].outputs["model"], serving_dir=serving_dir, qat=qat,
+        export=export, eval_config=gate, schema=stock["schema_gen"].outputs["schema"],
+        statistics=stock["statistics_gen"].outputs["statistics"],
+        transform_graph=stock["transform"].outputs["transform_graph"],
+        module_file=module_file).components
 
 
 def assemble(name: str, pipeline_root: str, metadata_path: str, nodes: List[BaseNode],

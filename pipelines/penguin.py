@@ -18,8 +18,8 @@ import quant_lib  # noqa: F401
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
-from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
+from components import qat_chain
+from quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
 
 
 def penguin_module_file() -> str:
@@ -103,28 +103,20 @@ def create_pipeline(pipeline_root: str, data_root: str, serving_dir: str, metada
         eval_args=tfx.proto.EvalArgs(num_steps=5))
     # --- tfx-qat: the lines a user adds -----------------------------------------------------
     data = FeatureSpec(label_key="species")  # the label, once for all three components
-    wiring = dict(examples=example_gen.outputs["examples"],
-                  transform_graph=transform.outputs["transform_graph"])
-    quantize_trainer = QuantizeTrainer(
-        **wiring, base_model=trainer.outputs["model"], schema=schema_gen.outputs["schema"],
-        statistics=statistics_gen.outputs["statistics"], module_file=module_file,
-        config=QuantizationConfig(data=data, model_fn="_make_keras_model",
-                                  hparams_fn="_get_hyperparameters", epochs=qat_epochs,
-                                  batch_size=20, learning_rate=1e-3))
-    exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
-                               config=ExportConfig(data=data, parity_examples=100))
-    evaluator = QuantEvaluator(**wiring, model=trainer.outputs["model"],
-                               quantized_model=exporter.outputs["quantized_model"],
-                               config=EvalConfig(data=data),
-                               eval_config=eval_config or penguin_eval_config())
-    pusher = VerifiedPusher(
-        model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+    chain = qat_chain(
+        examples=example_gen.outputs["examples"], trainer_model=trainer.outputs["model"],
+        serving_dir=serving_dir,
+        qat=QuantizationConfig(data=data, model_fn="_make_keras_model",
+                               hparams_fn="_get_hyperparameters", epochs=qat_epochs,
+                               batch_size=20, learning_rate=1e-3),
+        export=ExportConfig(data=data, parity_examples=100),
+        eval_config=eval_config or penguin_eval_config(),  # float = baseline, int8 = candidate
+        schema=schema_gen.outputs["schema"], statistics=statistics_gen.outputs["statistics"],
+        transform_graph=transform.outputs["transform_graph"], module_file=module_file)
     return tfx.dsl.Pipeline(
         pipeline_name="penguin-qat", pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, transform, trainer,
-                    quantize_trainer, exporter, evaluator, pusher],
+                    *chain.components],
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),

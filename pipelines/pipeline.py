@@ -1,7 +1,8 @@
 """The tfx-qat pipeline definition (one definition; runners live in runner.py).
 
 ImportExampleGen -> StatisticsGen -> SchemaGen -> Trainer (float, module file) -> QuantizeTrainer
--> IntegerExporter -> QuantEvaluator -> Pusher (stock; pushes the int8 TFLite only when blessed).
+-> IntegerExporter -> QuantEvaluator -> VerifiedPusher (``components.qat_chain``; pushes the
+int8 TFLite only when blessed, and only the bytes that were evaluated).
 """
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ import quant_lib  # noqa: F401
 # TFX's classes from their modules, not ``tfx.v1``: that import also loads the Google Cloud
 # extensions (Vertex AI clients, ~2.4 s of every run's start-up) this pipeline never uses.
 from tfx.components import ImportExampleGen, SchemaGen, StatisticsGen, Trainer
-from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
-    LatestBlessedModelStrategy)
 from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
-from tfx.types import Channel, standard_artifacts
+from tfx.proto import example_gen_pb2, trainer_pb2
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
+from components.chain import qat_chain
 from quant_lib import gate
 from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
 
@@ -115,43 +112,16 @@ def create_pipeline(s: PipelineSettings, metadata_connection_config=None,
         train_args=trainer_pb2.TrainArgs(splits=["train"]),
         eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         custom_config=s.trainer_custom_config)
-    quantize_trainer = QuantizeTrainer(
-        examples=example_gen.outputs["examples"], base_model=trainer.outputs["model"],
-        schema=schema_gen.outputs["schema"], statistics=statistics_gen.outputs["statistics"],
-        config=s.qat)
-    exporter = IntegerExporter(
-        model=quantize_trainer.outputs["qat_model"], examples=example_gen.outputs["examples"],
-        base_model=trainer.outputs["model"], config=s.export)
-    # The deployed model (the latest int8 model QuantEvaluator blessed, TFX's standard resolver) is
-    # wired only when a regression gate uses it: an unused input would still change the
-    # evaluator's cache key after every push and defeat caching of unchanged reruns.
-    nodes = []
-    baseline_model = None
-    if s.eval.max_regression_vs_baseline_pt is not None:
-        baseline = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_int8_resolver")
-        nodes.append(baseline)
-        baseline_model = baseline.outputs["model"]
-    evaluator = QuantEvaluator(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        quantized_model=exporter.outputs["quantized_model"], config=s.eval,
-        baseline_model=baseline_model,
-        eval_config=gate.parse_eval_config(s.eval_config_json) if s.eval_config_json else None)
-    # TFX's Pusher with a verifying executor: pushes only blessed bytes, checksum-checked.
-    pusher = VerifiedPusher(
-        model=exporter.outputs["quantized_model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=s.serving_dir)),
-    ).with_id("Pusher")
+    chain = qat_chain(
+        examples=example_gen.outputs["examples"], trainer_model=trainer.outputs["model"],
+        serving_dir=s.serving_dir, qat=s.qat, export=s.export, evaluation=s.eval,
+        eval_config=gate.parse_eval_config(s.eval_config_json) if s.eval_config_json else None,
+        schema=schema_gen.outputs["schema"], statistics=statistics_gen.outputs["statistics"])
+    chain.pusher.with_id("Pusher")
     return Pipeline(
         pipeline_name=s.name,
         pipeline_root=s.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, trainer, quantize_trainer, exporter,
-                    *nodes, evaluator, pusher],
+        components=[example_gen, statistics_gen, schema_gen, trainer, *chain.components],
         enable_cache=s.enable_cache,
         metadata_connection_config=None if for_container else (
             metadata_connection_config or

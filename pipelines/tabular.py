@@ -21,8 +21,8 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tfx import v1 as tfx
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
-from quant_lib.config import (EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig,
+from components import qat_chain
+from quant_lib.config import (ExportConfig, FeatureSpec, QuantizationConfig,
                                SearchConfig)
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules",
@@ -133,28 +133,17 @@ def create_pipeline(name: str, pipeline_root: str, data_root: str, serving_dir: 
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config={"label_key": label_key, "task": task, "epochs": float_epochs})
     data = FeatureSpec(label_key=label_key, task=spec_task)
-    wiring = dict(examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
-    quantize_trainer = QuantizeTrainer(
-        **wiring, base_model=trainer.outputs["model"],
-        statistics=statistics_gen.outputs["statistics"],
-        config=QuantizationConfig(data=data, epochs=qat_epochs, batch_size=32,
-                                  learning_rate=1e-3, search=search))
-    exporter = IntegerExporter(**wiring, model=quantize_trainer.outputs["qat_model"],
-                               base_model=trainer.outputs["model"],
-                               config=ExportConfig(data=data, representative_examples=128,
-                                                   parity_examples=100))
-    evaluator = QuantEvaluator(**wiring, model=trainer.outputs["model"],
-                               quantized_model=exporter.outputs["quantized_model"],
-                               config=EvalConfig(data=data),
-                               eval_config=eval_config or default_gate(task))
-    pusher = VerifiedPusher(
-        model=exporter.outputs["quantized_model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+    chain = qat_chain(
+        examples=example_gen.outputs["examples"], trainer_model=trainer.outputs["model"],
+        serving_dir=serving_dir,
+        qat=QuantizationConfig(data=data, epochs=qat_epochs, batch_size=32, learning_rate=1e-3,
+                               search=search),
+        export=ExportConfig(data=data, representative_examples=128, parity_examples=100),
+        eval_config=eval_config or default_gate(task), schema=schema_gen.outputs["schema"],
+        statistics=statistics_gen.outputs["statistics"])
     return tfx.dsl.Pipeline(
         pipeline_name=name, pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, trainer, quantize_trainer, exporter,
-                    evaluator, pusher],
+        components=[example_gen, statistics_gen, schema_gen, trainer, *chain.components],
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),

@@ -158,7 +158,7 @@ def test_the_readmes_own_pipeline_snippet_compiles_for_vertex(tmp_path):
           "eval_config": penguin.penguin_eval_config()}
     exec(compile(snippet, "README.md", "exec"), ns)  # pylint: disable=exec-used
     components = [example_gen, statistics_gen, schema_gen, transform, trainer]
-    components += [ns[k] for k in ("qat", "exporter", "baseline", "evaluator", "pusher")]
+    components += ns["chain"].components
     pipeline = tfx.dsl.Pipeline(pipeline_name="readme-snippet",
                                 pipeline_root=f"{root}/pipeline_root", components=components)
     job = compile_pipeline(pipeline, IMAGE, str(tmp_path / "pipeline.json"))
