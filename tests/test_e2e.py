@@ -307,7 +307,8 @@ def test_run_comparison_where_kubeflow_teams_look(kfp_run):
         assert m["float_tflite_bytes"] == s["float_tflite_bytes"]
         assert m["blessed"] == float(s["blessed"]) and m["eval_examples"] == s["eval_examples"]
         [speed] = [k for k in m if k.startswith("int8_speedup_litert")]
-        assert m[speed] == pytest.approx(s["float_latency_ms"] / s["int8_latency_ms"], rel=1e-4)
+        # The summary's latencies are the ones MLMD kept (a few significant digits each).
+        assert m[speed] == pytest.approx(s["float_latency_ms"] / s["int8_latency_ms"], rel=1e-3)
         lo, hi = m["int8_minus_float_pt_low95"], m["int8_minus_float_pt_high95"]
         assert lo <= m["int8_minus_float_pt"] <= hi
         assert m["worst_class_change_pt"] == pytest.approx(
