@@ -15,6 +15,7 @@ BASELINE_MODEL = "baseline_model"  # latest blessed int8 Model (LatestBlessedMod
 BLESSING = "blessing"
 EVALUATION = "evaluation"
 PLATFORM_METRICS = "metrics"       # QuantEvaluator: scalars typed system.Metrics (KFP, Vertex)
+CONFUSION_MATRIX = "confusion_matrix"  # QuantEvaluator: int8's, typed system.ClassificationMetrics
 CONFIG = "config"
 EVAL_CONFIG = "eval_config"        # QuantEvaluator: optional tfma.EvalConfig (TFX Evaluator's key)
 

@@ -17,9 +17,10 @@ TFX's entrypoint maps to a class. Open-source Kubeflow Pipelines does not (KFP 2
 Either way the title cannot be trusted, so the compiler passes each component's input definitions
 as ``--tfx_qat_inputs_spec`` and each input typed otherwise than by a ``tfx.*`` title gets the
 spec's type. Outputs keep the type the compiled spec gives them, which both KFP generations hand
-over unchanged, except tfx-qat's own ``system.Metrics`` output (QuantEvaluator's scalars for the
-platforms' run comparison): TFX cannot import that title, so it is typed by its class path for
-TFX, while the orchestrator records it under the compiled title.
+over unchanged, except tfx-qat's own ``system.Metrics`` and ``system.ClassificationMetrics``
+outputs (QuantEvaluator's scalars and confusion matrix for the platforms' UIs): TFX cannot import
+those titles, so they are typed by their class paths for
+TFX, while the orchestrator records them under the compiled titles.
 """
 from __future__ import annotations
 
@@ -73,9 +74,9 @@ def retype_inputs(invocation: dict, inputs_spec: dict) -> List[Tuple[str, Option
 def own_types() -> dict:
     """tfx-qat's artifact types whose schema title is not an import path (``system.Metrics``):
     title -> the instance schema naming the class, which TFX's entrypoint imports."""
-    from components.quant_evaluator.spec import PlatformMetrics
+    from components.quant_evaluator.spec import PlatformClassificationMetrics, PlatformMetrics
     return {t.TYPE_NAME: {"instanceSchema": f"title: {t.__module__}.{t.__name__}\ntype: object\n"}
-            for t in (PlatformMetrics,)}
+            for t in (PlatformMetrics, PlatformClassificationMetrics)}
 
 
 def retype_outputs(invocation: dict) -> List[Tuple[str, str]]:

@@ -9,7 +9,9 @@ CPU had int8 dot products (``quant_lib.cpu``), as no table cell can carry a foot
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
+
+CONFUSION_MATRIX_KEY = "confusionMatrix"  # the custom property KFP's UI reads
 
 
 def _slug(text: str) -> str:
@@ -45,3 +47,15 @@ def scalars(result, export) -> Dict[str, float]:
         out[f"int8_speedup_{_slug(lat.latency_runtime or 'tflite')}_{cpu}"] = \
             lat.float_latency_ms / lat.int8_latency_ms
     return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def confusion_matrix(result, labels: Sequence[str] = ()) -> Optional[Dict[str, list]]:
+    """The int8 model's confusion matrix on the whole split as KFP's ClassificationMetrics holds
+    it: ``annotationSpecs`` (one ``displayName`` per class: its label, else its index) and
+    ``rows`` (true class) of ``row`` (predicted class counts). None for a regression model."""
+    if not result.task.is_classification:
+        return None
+    counts = result.overall.confusion["int8"]
+    names = list(labels) if len(labels) == len(counts) else [str(i) for i in range(len(counts))]
+    return {"annotationSpecs": [{"displayName": n} for n in names],
+            "rows": [{"row": [int(c) for c in row]} for row in counts]}

@@ -315,3 +315,31 @@ def download_blob(client, bucket: str, blob_dir: str, local_dir: str) -> None:
         with open(path, "wb") as f:  # a zero-length object is an empty file without a read
             # (gcp-storage-emulator answers 501 to a media GET of a name ending in "/")
             f.write(obj.download_as_bytes() if obj.size else b"")
+
+
+def confusion_matrices(mlmd_path: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """What the KFP UI draws as confusion matrices, per run: run id -> artifact display name ->
+    {"labels", "data"}. KFP 2.16.1's frontend: components/viewers/MetricsVisualizations.tsx:246-273
+    (artifacts of type system.ClassificationMetrics with a ``confusionMatrix``), :742-822
+    (``confusionMatrix`` read as a struct, its ``struct`` field — the launcher's wrapper — checked:
+    one annotationSpec per row, rows square; labels and data from them)."""
+    from google.protobuf import json_format
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as pb
+    cfg = pb.ConnectionConfig()
+    cfg.sqlite.filename_uri = mlmd_path
+    store = metadata_store.MetadataStore(cfg)
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for run in store.get_contexts_by_type("system.PipelineRun"):
+        for a in store.get_artifacts_by_context(run.id):
+            if "confusionMatrix" not in a.custom_properties:
+                continue
+            value = json_format.MessageToDict(a.custom_properties["confusionMatrix"].struct_value)
+            m = value["struct"]
+            height = len(m["rows"])
+            assert len(m["annotationSpecs"]) == height, "annotationSpecs vs rows"
+            assert all(len(r["row"]) == height for r in m["rows"]), "rows not square"
+            out.setdefault(run.name, {})[a.custom_properties["display_name"].string_value] = {
+                "labels": [s["displayName"] for s in m["annotationSpecs"]],
+                "data": [r["row"] for r in m["rows"]]}
+    return out

@@ -313,6 +313,15 @@ def test_run_comparison_where_kubeflow_teams_look(kfp_run):
         assert lo <= m["int8_minus_float_pt"] <= hi
         assert m["worst_class_change_pt"] == pytest.approx(
             min(v["delta_pt"] for v in s["per_class"].values()), abs=1e-4)
+    # The int8 confusion matrix the KFP UI draws: the whole eval split, int8's correct on the
+    # diagonal, one label per class.
+    drawn = kfp_launcher.confusion_matrices(mlmd)
+    for run_id, s in zip(("run-1", "run-2"), summaries):
+        matrix = drawn[run_id]["confusion_matrix"]
+        data = np.asarray(matrix["data"])
+        assert matrix["labels"] == [str(i) for i in range(10)] and data.sum() == s["eval_examples"]
+        assert np.trace(data) / data.sum() == pytest.approx(s["int8_accuracy"], abs=1e-5)
+        assert [int(v) for v in data.sum(axis=1)] == [v["support"] for v in s["per_class"].values()]
     rows = experiments.runs(experiments.connect(mlmd))
     assert [r["run_id"] for r in rows] == ["run-1", "run-2"]
     for r, s in zip(rows, summaries):
@@ -330,8 +339,11 @@ def test_compiled_metrics_output_is_system_metrics(kfp_run):
     spec = job["pipelineSpec"]
     [component] = [spec["components"][t["componentRef"]["name"]]
                    for n, t in spec["root"]["dag"]["tasks"].items() if n == "QuantEvaluator"]
-    schema = component["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]
-    assert yaml.safe_load(schema["instanceSchema"])["title"] == "system.Metrics"
+    outputs = component["outputDefinitions"]["artifacts"]
+    for key, title in (("metrics", "system.Metrics"),
+                       ("confusion_matrix", "system.ClassificationMetrics")):
+        schema = outputs[key]["artifactType"]
+        assert yaml.safe_load(schema["instanceSchema"])["title"] == title
 
 
 def test_kfp_metrics_agree_with_local_dag_runner_within_noise(kfp_run, runs):

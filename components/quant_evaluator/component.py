@@ -8,7 +8,8 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
 from components.quant_evaluator.executor import Executor
-from components.quant_evaluator.spec import PlatformMetrics, QuantEvaluatorSpec
+from components.quant_evaluator.spec import (PlatformClassificationMetrics, PlatformMetrics,
+                                             QuantEvaluatorSpec)
 from components.utils import typed_config
 from quant_lib import gate
 from quant_lib.config import ConfigError, EvalConfig
@@ -71,5 +72,6 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
             config=config.to_json(), eval_config=eval_config,
             blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
             evaluation=channel_utils.as_channel([standard_artifacts.ModelEvaluation()]),
-            metrics=channel_utils.as_channel([PlatformMetrics()]))
+            metrics=channel_utils.as_channel([PlatformMetrics()]),
+            confusion_matrix=channel_utils.as_channel([PlatformClassificationMetrics()]))
         super().__init__(spec=spec)

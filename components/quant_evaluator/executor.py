@@ -116,11 +116,15 @@ def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
 
 def _platform_metrics(output_dict, result: evaluation.EvaluationResult,
                       quantized: types.Artifact) -> None:
-    """The ``system.Metrics`` scalars a KFP / Vertex run comparison shows (custom properties)."""
+    """The ``system.Metrics`` scalars a KFP / Vertex run comparison shows, and the int8 confusion
+    matrix its UI draws (custom properties)."""
     export = read_record(quantized, records.Int8Model)
     for artifact in output_dict.get(keys.PLATFORM_METRICS, []):
         for name, value in platform_metrics.scalars(result, export).items():
             artifact.set_float_custom_property(name, value)
+    matrix = platform_metrics.confusion_matrix(result, export.labels or ())
+    for artifact in output_dict.get(keys.CONFUSION_MATRIX, []) if matrix else ():
+        artifact.set_json_value_custom_property(platform_metrics.CONFUSION_MATRIX_KEY, matrix)
 
 
 def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,

@@ -17,6 +17,14 @@ class PlatformMetrics(types.Artifact):
     TYPE_NAME = "system.Metrics"
 
 
+class PlatformClassificationMetrics(types.Artifact):
+    """The int8 model's confusion matrix where the KFP UI draws one: its ``confusionMatrix``
+    custom property (``annotationSpecs`` / ``rows``) on an artifact titled
+    ``system.ClassificationMetrics`` (KFP 2.16.1 frontend, MetricsVisualizations.tsx:742-822).
+    Classifiers only; a regression model's stays empty."""
+    TYPE_NAME = "system.ClassificationMetrics"
+
+
 class QuantEvaluatorSpec(ComponentSpec):
     PARAMETERS = {
         keys.CONFIG: ExecutionParameter(type=str),  # quant_lib EvalConfig JSON
@@ -35,4 +43,5 @@ class QuantEvaluatorSpec(ComponentSpec):
         keys.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
         keys.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         keys.PLATFORM_METRICS: ChannelParameter(type=PlatformMetrics),
+        keys.CONFUSION_MATRIX: ChannelParameter(type=PlatformClassificationMetrics),
     }
