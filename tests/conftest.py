@@ -114,3 +114,20 @@ def qat_vs_int8_accuracy_bound(s) -> float:
     n, seen = s["eval_examples"], min(s["parity_examples"], s["eval_examples"])
     flips = round((1 - s["parity_top1_agreement"]) * s["parity_examples"])
     return (flips + 0.03 * (n - seen) + 1) / n
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A local GCS (tests/gcs_server.py) that ``gs://bucket/...`` means for this process and the
+    processes it starts: TF's own gs:// filesystem, Beam's GCS IO and google-cloud-storage."""
+    from gcs_server import GcsServer
+    server = GcsServer("bucket").start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

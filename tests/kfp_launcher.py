@@ -98,13 +98,36 @@ def _upstream(contract, produced, recorder):
     return {VERTEX: vertex, KFP_MLMD: kfp_mlmd, KFP_ARTIFACT_API: artifact_api}[contract]
 
 
-def _outputs(name, component, task_root) -> Dict[str, Any]:
+def _outputs(name, component, task_root, local_dir) -> Dict[str, Any]:
+    """Output artifacts under the pipeline root; the outputFile on the task's local disk (KFP:
+    /tmp/kfp_outputs/output_metadata.json)."""
     definitions = component.get("outputDefinitions", {}).get("artifacts", {})
     return {"artifacts": {k: {"artifacts": [{
         "name": f"projects/local/locations/here/metadataStores/default/artifacts/{name}-{k}",
-        "uri": os.path.join(task_root, k), "type": d["artifactType"], "metadata": {}}]}
+        "uri": f"{task_root}/{k}", "type": d["artifactType"], "metadata": {}}]}
         for k, d in definitions.items()},
-        "outputFile": os.path.join(task_root, "executor_output.json")}
+        "outputFile": os.path.join(local_dir, "executor_output.json")}
+
+
+def download_inputs(invocation: Dict[str, Any], local_root: str) -> List[str]:
+    """KFP 2.16.1's launcher before the executor runs (component/launcher_v2.go:896-972
+    downloadArtifacts): every input artifact with a gs:// URI downloaded to its local path,
+    ``/gcs/<bucket>/<key>`` (:1208-1210 LocalPathForURI; here under ``local_root``), by blob
+    listing (download_blob); a failure fails the task (:961-968). Returns the local paths.
+    (After the executor, :786-800 uploads that local path back and skips it when absent, as it
+    is for TFX, which writes gs:// itself.)"""
+    from google.cloud import storage
+    client, paths = None, []
+    for artifact_list in invocation["inputs"]["artifacts"].values():
+        for artifact in artifact_list["artifacts"]:
+            if not artifact["uri"].startswith("gs://"):
+                continue
+            client = client or storage.Client()
+            bucket, _, key = artifact["uri"][len("gs://"):].partition("/")
+            local = os.path.join(local_root, "gcs", bucket, key)
+            download_blob(client, bucket, key, local)
+            paths.append(local)
+    return paths
 
 
 def stock(container: Dict[str, Any]) -> Dict[str, Any]:
@@ -251,9 +274,17 @@ def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None, run_id: str = 
         component = spec["components"][task["componentRef"]["name"]]
         container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         container = stock(container) if tfx_stock_entrypoint else container
+        local = os.path.join(log_dir, name)
+        os.makedirs(local, exist_ok=True)
         invocation = {"inputs": _inputs(task, upstream),
-                      "outputs": _outputs(name, component, os.path.join(root, name, "run"))}
+                      "outputs": _outputs(name, component, f"{root.rstrip('/')}/{name}/run", local)}
         with open(os.path.join(log_dir, f"{name}.log"), "w") as log:
+            if contract != VERTEX:  # Vertex reads gs:// through its GCS FUSE mount instead
+                try:
+                    download_inputs(invocation, local)
+                except RuntimeError as e:
+                    log.write(f"launcher: {e}\n")
+                    raise RuntimeError(f"{name}: failed to download input artifacts: {e}") from e
             driver = container.get("lifecycle", {}).get("preCacheCheck")
             if driver:  # ExampleGen's driver: span, fingerprint, output metadata
                 _call(driver, invocation, log)
@@ -312,9 +343,8 @@ def download_blob(client, bucket: str, blob_dir: str, local_dir: str) -> None:
             raise RuntimeError(f"downloadFile(): unable to complete copying {obj.name!r} to local "
                                f"storage {path!r}: failed to create local directory {parent!r}: "
                                f"mkdir {parent}: not a directory") from e
-        with open(path, "wb") as f:  # a zero-length object is an empty file without a read
-            # (gcp-storage-emulator answers 501 to a media GET of a name ending in "/")
-            f.write(obj.download_as_bytes() if obj.size else b"")
+        with open(path, "wb") as f:
+            f.write(obj.download_as_bytes())
 
 
 def confusion_matrices(mlmd_path: str) -> Dict[str, Dict[str, Dict[str, Any]]]:

@@ -102,7 +102,16 @@ class ObjectStoreFilesystem(filesystem.Filesystem):
         return [SCHEME + p for p in LocalFilesystem.glob(local(pattern))]
 
 
-for _name in ("exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree", "stat"):
+    @staticmethod
+    def remove(path):
+        """An object deleted; a prefix with no object left under it is gone with it."""
+        os.remove(local(path))
+        parent = os.path.dirname(local(path))
+        if not os.listdir(parent):
+            os.rmdir(parent)
+
+
+for _name in ("exists", "isdir", "listdir", "makedirs", "mkdir", "rmtree", "stat"):
     setattr(ObjectStoreFilesystem, _name,
             staticmethod(lambda path, _f=getattr(LocalFilesystem, _name): _f(local(path))))
 

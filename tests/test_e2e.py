@@ -1,7 +1,8 @@
 """One LocalDagRunner end-to-end run per capability, on real (small) digits data, via the CLI;
 and the same pipeline compiled for Kubeflow Pipelines v2 and *executed*: every task of the spec
 runs TFX's own container entrypoint (``kubeflow_v2_run_executor``) in a process of its own, with
-artifacts handed on as KFP's launcher does (tests/kfp_launcher.py; local paths stand for gs://).
+artifacts handed on as KFP's launcher does (tests/kfp_launcher.py; the open-source KFP run on gs://
+on a local GCS server, tests/gcs_server.py).
 That chain ends in a blessed, verified push, every tfx-qat record reads back from the artifact
 metadata that crossed the task boundaries, and its metrics agree with LocalDagRunner's run
 within training noise (training is not bit-deterministic)."""
@@ -16,6 +17,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.dsl.io import fileio
 from tfx.orchestration import metadata
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
 
@@ -180,24 +182,38 @@ RECORDS = {("QuantizeTrainer", "qat_model"): records.QatModel,
 def kfp_run(request, tmp_path_factory):
     """The compiled built-in pipeline run task by task, inputs handed over as Vertex AI does and
     as open-source Kubeflow Pipelines 2.x's metadata-store driver does (tests/kfp_launcher.py).
-    Under the latter a second run with other settings (1 QAT epoch) goes into the same metadata
-    store, as a team's next run would; returns each run's summary read from that store."""
+    Under the latter everything is on the local GCS (tests/gcs_server.py) as on a cluster: data,
+    pipeline root and push destination on gs://, no --allow-local-paths; and a second run with
+    other settings (1 QAT epoch) goes into the same metadata store, as a team's next run would.
+    Returns each run's summary read from that store."""
     tmp = tmp_path_factory.mktemp(f"kfp_run_{request.param}")
     from pipelines import data
     data.ingest_digits(str(tmp / "data"))
+    on_gcs = request.param == kfp_launcher.KFP_MLMD
+    base, data_root, local = str(tmp), str(tmp / "data"), ["--allow-local-paths"]
+    if on_gcs:
+        request.getfixturevalue("gcs")
+        base, data_root, local = "gs://bucket/e2e", "gs://bucket/e2e/data", []
+        for d, _, names in fileio.walk(str(tmp / "data")):
+            rel = os.path.relpath(d, str(tmp / "data"))
+            for n in names:
+                target = f"{data_root}/{n}" if rel == "." else f"{data_root}/{rel}/{n}"
+                fileio.makedirs(os.path.dirname(target))
+                fileio.copy(os.path.join(d, n), target, overwrite=True)
     mlmd = str(tmp / "kfp_metadata.sqlite")  # what the cluster's metadata service would hold
     summaries, runs_ = [], [("run-1", SETTINGS)]
-    if request.param == kfp_launcher.KFP_MLMD:
+    if on_gcs:
         runs_.append(("run-2", [*SETTINGS[:SETTINGS.index("--qat-epochs")], "--qat-epochs", "1"]))
     for run_id, settings in runs_:
-        root = tmp / run_id
-        (root / "logs").mkdir(parents=True)
+        logs = tmp / run_id / "logs"
+        logs.mkdir(parents=True)
+        spec_file = str(tmp / run_id / "pipeline.json")
         assert cli.main(["compile-kfp", *settings, "--image", IMAGE, "--output-root",
-                         str(root / "out"), "--data-root", str(tmp / "data"), "--output",
-                         str(root / "pipeline.json"), "--allow-local-paths"]) == 0
-        with open(root / "pipeline.json") as f:
+                         f"{base}/{run_id}/out", "--data-root", data_root, "--output", spec_file,
+                         *local]) == 0
+        with open(spec_file) as f:
             spec = json.load(f)
-        done = kfp_launcher.run(spec, str(root / "logs"), mlmd_path=mlmd, run_id=run_id,
+        done = kfp_launcher.run(spec, str(logs), mlmd_path=mlmd, run_id=run_id,
                                 contract=request.param)
         summaries.append(summary.build_summary(mlmd, spec["pipelineSpec"]["pipelineInfo"]["name"]))
         if run_id == "run-1":
@@ -233,7 +249,7 @@ def test_kfp_records_survive_artifact_passing(kfp_run):
     assert isinstance(x.op_counts, dict) and x.op_counts
     e = recs[("QuantEvaluator", "evaluation")]
     eval_split = os.path.join(produced["ImportExampleGen"]["examples"]["uri"], "Split-eval")
-    files = [os.path.join(eval_split, f) for f in os.listdir(eval_split)]
+    files = fileio.glob(os.path.join(eval_split, "*"))
     n = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
     assert e.eval_examples == n and e.int8_correct == round(e.int8_accuracy * n)
 
@@ -243,7 +259,7 @@ def test_kfp_chain_ends_in_a_blessed_verified_push(kfp_run):
     blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
     assert blessing.blessed is True, blessing.blessing_reasons
     assert pushed.pushed is True and pushed.pushed_sha256 == blessing.int8_sha256
-    with open(os.path.join(pushed.pushed_destination, keys.TFLITE_FILE), "rb") as f:
+    with fileio.open(os.path.join(pushed.pushed_destination, keys.TFLITE_FILE), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == blessing.int8_sha256
     base = os.path.dirname(pushed.pushed_destination)
     assert publish.read_marker(os.path.join(base, publish.LATEST_FILE)).sha256 == \

@@ -1,14 +1,18 @@
 """Open-source Kubeflow Pipelines as its driver and launcher hand artifacts to TFX steps
 (tests/kfp_launcher.py's ``kfp-2.16`` and ``kfp-artifact-api`` contracts, written from KFP's
-source): TFX's stock v2 entrypoint fails there, as TFX #7768 reports, and the entrypoint tfx-qat's
-compiler emits (pipelines/kfp_entrypoint.py) runs TFX's own penguin pipeline — CsvExampleGen,
-StatisticsGen, SchemaGen, Transform and Trainer with their module file, tfx-qat's four components —
-to a verified push, every input typed from its component's own inputs spec."""
+source), on a real object store (tests/gcs_server.py: fake-gcs-server, reached by TF's own gs://
+filesystem, Beam's GCS IO and the launcher's blob listing): TFX's stock v2 entrypoint fails there,
+as TFX #7768 and KFP #13476 report, and the entrypoint tfx-qat's compiler emits
+(pipelines/kfp_entrypoint.py) runs TFX's own penguin pipeline — CsvExampleGen, StatisticsGen,
+SchemaGen, Transform and Trainer with their module file, tfx-qat's four components — with its
+pipeline root and push destination on gs:// to a verified push, every input typed from its
+component's own inputs spec and downloaded by the launcher as KFP downloads it."""
 import hashlib
 import json
 import os
 
 import pytest
+from tfx.dsl.io import fileio
 
 import kfp_launcher
 from components.verified_pusher import publish
@@ -22,9 +26,13 @@ pytestmark = pytest.mark.slow
 IMAGE = "registry.example/tfx-qat:0.1.0"
 
 
+BUCKET = "gs://bucket/penguin"
+
+
 @pytest.fixture(scope="module")
-def penguin_job(tmp_path_factory):
-    """TFX's penguin pipeline + tfx-qat compiled for KFP v2; local paths stand for gs://."""
+def penguin_job(tmp_path_factory, gcs):
+    """TFX's penguin pipeline + tfx-qat compiled for KFP v2: pipeline root and push destination on
+    the local GCS, the CSV on local disk (a path the compiler is told to allow)."""
     tmp = tmp_path_factory.mktemp("penguin_kfp")
     data = tmp / "data"
     assert write_processed_csv(str(data / PROCESSED_CSV)) == 333
@@ -35,7 +43,7 @@ def penguin_job(tmp_path_factory):
         for metric in spec.metrics:
             if metric.threshold.HasField("change_threshold"):
                 metric.threshold.change_threshold.absolute.value = -0.05
-    pipeline = create_pipeline(str(tmp / "root"), str(data), str(tmp / "serving"),
+    pipeline = create_pipeline(f"{BUCKET}/root", str(data), f"{BUCKET}/serving",
                                "unused-by-kfp.sqlite", qat_epochs=3, eval_config=gate)
     return compile_pipeline(pipeline, IMAGE, str(tmp / "pipeline.json"), allow_local_paths=True), tmp
 
@@ -57,10 +65,10 @@ def penguin_oss(penguin_job):
     (kfp_launcher.KFP_MLMD, "AttributeError: 'NoneType' object has no attribute 'get'"),
     (kfp_launcher.KFP_ARTIFACT_API, "ImportError: Could not import system.Dataset")])
 def test_tfx_stock_entrypoint_fails_under_open_source_kfp(penguin_job, contract, error):
-    """TFX 1.16's own command, as its KubeflowV2DagRunner emits it: the first step with an input
-    (StatisticsGen) cannot even type its examples."""
+    """TFX 1.16's own command, as its KubeflowV2DagRunner emits it, on the local GCS: the first
+    step with an input (StatisticsGen) cannot even type its examples (TFX #7768)."""
     job, tmp = penguin_job
-    root, logs = tmp / f"stock-{contract}", tmp / f"stock-{contract}-logs"
+    logs, root = tmp / f"stock-{contract}-logs", f"{BUCKET}/stock-{contract}"
     logs.mkdir(parents=True)
     with pytest.raises(RuntimeError, match="StatisticsGen|statistics_gen"):
         kfp_launcher.run(_in(job, root), str(logs), contract=contract, tfx_stock_entrypoint=True,
@@ -81,10 +89,32 @@ def test_penguin_runs_to_a_verified_push_under_open_source_kfp(penguin_oss):
     assert lin["export"]["validated"] is True and lin["qat"]["qat_model"]["uri"] == \
         produced["QuantizeTrainer"]["qat_model"]["uri"]
     destination = lin["pushed"]["destination"]
-    with open(os.path.join(destination, "tflite"), "rb") as f:
+    assert destination.startswith(f"{BUCKET}/serving/")
+    with fileio.open(f"{destination}/tflite", "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == evaluated
-    latest = publish.read_marker(os.path.join(str(tmp / "serving"), publish.LATEST_FILE))
+    latest = publish.read_marker(f"{BUCKET}/serving/{publish.LATEST_FILE}")
     assert latest.sha256 == evaluated and destination.endswith(latest.version)
+
+
+def test_no_directory_marker_is_left_under_the_pipeline_root(penguin_oss, gcs):
+    """Every task's outputs were downloaded by the next task's launcher (KFP #13476 would have
+    failed it): TF wrote a marker per directory and tfx-qat's entrypoint removed every one under
+    an artifact URI (those above them, ``<root>/<task>/``, are never downloaded)."""
+    _, tmp, produced = penguin_oss
+    uris = [a["uri"] for outputs in produced.values() for a in outputs.values()]
+    markers = [b.name for b in gcs.client().list_blobs("bucket", prefix="penguin/root/")
+               if b.name.endswith("/") and not b.size]
+    assert markers and all(u.startswith(f"{BUCKET}/root/") for u in uris)
+    assert [m for m in markers if any(f"gs://bucket/{m}".startswith(u + "/") for u in uris)] == []
+    downloaded = tmp / "logs" / "QuantEvaluator" / "gcs" / "bucket" / "penguin" / "root"
+    uri = produced["IntegerExporter"]["quantized_model"]["uri"]
+    local = downloaded / uri[len(f"{BUCKET}/root/"):]
+    files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    assert files == sorted(os.path.relpath(f, uri) for f in _files(uri)) != []
+
+
+def _files(uri):
+    return [os.path.join(d, n) for d, _, names in fileio.walk(uri) for n in names]
 
 
 def test_inputs_are_typed_from_the_components_own_spec():
@@ -122,58 +152,26 @@ def test_compiled_steps_run_tfx_qat_entrypoint_with_their_inputs_spec(penguin_jo
             assert json.loads(args[args.index(kfp_entrypoint.INPUTS_SPEC_FLAG) + 1]) == inputs
 
 
-@pytest.fixture
-def gcs(monkeypatch):
-    """A local GCS JSON API server (gcp-storage-emulator, in memory) that google-cloud-storage
-    clients reach through STORAGE_EMULATOR_HOST, as the launcher's blob listing would reach GCS.
-    TF's own gs:// filesystem cannot be pointed at it: its endpoints are constants (tsl
-    gcs_file_system.cc kGcsUriBase, kGcsUploadUriBase, kStorageHost)."""
-    import socket
-    from gcp_storage_emulator.server import create_server
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="bucket")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    from google.cloud import storage
-    yield storage.Client()
-    server.stop()
-
-
-def _upload_as_tf_writes_it(client, local_dir: str, prefix: str) -> int:
-    """``local_dir`` uploaded under ``prefix`` with TF's GCS layout: each directory TF creates
-    (makedirs before writing into it) is a zero-length ``dir/`` object beside its files."""
-    bucket, n = client.bucket("bucket"), 0
-    for d, _, files in os.walk(local_dir):
-        rel = os.path.relpath(d, local_dir)
-        key = prefix if rel == "." else f"{prefix}/{rel}"
-        bucket.blob(key + "/").upload_from_string(b"")
-        for name in files:
-            with open(os.path.join(d, name), "rb") as f:
-                bucket.blob(f"{key}/{name}").upload_from_string(f.read())
-            n += 1
-    return n
-
-
-def test_directory_markers_break_kfp_download_and_are_removed(penguin_oss, gcs, tmp_path):
-    """The pushed-from QAT SavedModel artifact of the penguin run, laid on a GCS API server as
-    TF's GCS filesystem writes it (directory markers): KFP's launcher download fails on it as
-    KFP #13476 reports; after the marker cleanup tfx-qat's entrypoint runs on its outputs, the
+def test_directory_markers_tf_writes_break_kfp_download_and_are_removed(gcs, tmp_path):
+    """A SavedModel written to the local GCS by TF's own gs:// filesystem, as a Trainer writes
+    one: TF leaves a zero-byte ``dir/`` object per directory, and KFP's launcher download fails
+    on it as KFP #13476 reports; after the cleanup tfx-qat's entrypoint runs on its outputs, the
     same download gives every file, byte for byte."""
-    _, _, produced = penguin_oss
-    local = produced["QuantizeTrainer"]["qat_model"]["uri"]
-    uri = "gs://bucket/root/QuantizeTrainer/qat_model/7"
-    files = _upload_as_tf_writes_it(gcs, local, uri[len("gs://bucket/"):])
-    assert files >= 3
+    import tensorflow as tf
+    uri = "gs://bucket/markers/model"
+    module = tf.Module()
+    module.v = tf.Variable([1.0, 2.0])
+    tf.saved_model.save(module, uri)
+    key = uri[len("gs://bucket/"):]
+    client = gcs.client()
+    markers = [b.name for b in client.list_blobs("bucket", prefix=key) if b.name.endswith("/")]
+    assert f"{key}/" in markers and f"{key}/variables/" in markers
     with pytest.raises(RuntimeError, match="not a directory"):
-        kfp_launcher.download_blob(gcs, "bucket", uri[len("gs://bucket/"):], str(tmp_path / "a"))
+        kfp_launcher.download_blob(client, "bucket", key, str(tmp_path / "a"))
     removed = kfp_entrypoint.remove_directory_markers([uri, "/local/path/untouched"])
-    assert f"{uri}/" in removed and all(r.endswith("/") for r in removed)
-    kfp_launcher.download_blob(gcs, "bucket", uri[len("gs://bucket/"):], str(tmp_path / "b"))
-    for d, _, names in os.walk(local):
-        for name in names:
-            got = tmp_path / "b" / os.path.relpath(os.path.join(d, name), local)
-            with open(os.path.join(d, name), "rb") as want, open(got, "rb") as have:
-                assert want.read() == have.read()
+    assert sorted(removed) == sorted(f"gs://bucket/{m}" for m in markers)
+    kfp_launcher.download_blob(client, "bucket", key, str(tmp_path / "b"))
+    for f in _files(uri):
+        with fileio.open(f, "rb") as want:
+            assert (tmp_path / "b" / os.path.relpath(f, uri)).read_bytes() == want.read()
+    assert tf.saved_model.load(str(tmp_path / "b")).v.numpy().tolist() == [1.0, 2.0]

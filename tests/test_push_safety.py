@@ -175,13 +175,62 @@ def test_object_store_push_killed_mid_copy_is_never_referenced(tmp_path, int8_by
     assert publish.complete_versions(base) == [rec.pushed_version, rec3.pushed_version]
 
 
-@pytest.mark.parametrize("where", ["local", "objstore"])
-def test_eight_concurrent_pushes_make_eight_complete_versions(tmp_path, int8_bytes, where):
+def test_push_killed_on_gcs_is_never_referenced(tmp_path, int8_bytes, gcs, monkeypatch):
+    """On a GCS server, through TF's own gs:// filesystem: a job SIGKILLed as it starts uploading
+    the model into its version leaves that version without model or marker; LATEST.json never
+    names it, the next push completes its own version, and a push after the leftover is stale
+    removes it."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(int8_bytes)
+    base = f"gs://bucket/push-killed/{tmp_path.name}/serving"
+    code = OBJSTORE_PUSH.format(root=root, model=str(model), tmp=str(tmp_path / "killed"),
+                                base=base)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stderr=subprocess.PIPE,
+                            text=True)
+    gcs.kill_on_upload(proc.pid, f"/{keys.TFLITE_FILE}")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -9, err[-2000:]  # killed mid-push, not a clean failure
+    [partial] = [n.rstrip("/") for n in fileio.listdir(base) if n.rstrip("/").isdigit()]
+    assert not fileio.exists(f"{base}/{partial}/{keys.TFLITE_FILE}")
+    assert publish.complete_versions(base) == [] and not fileio.exists(f"{base}/LATEST.json")
+
+    rec = _push(tmp_path / "next", int8_bytes, base)  # the next push is not blocked by it
+    assert publish.complete_versions(base) == [rec.pushed_version] != [partial]
+    latest = publish.read_marker(f"{base}/{publish.LATEST_FILE}")
+    assert latest.version == rec.pushed_version
+    assert latest.sha256 == hashlib.sha256(int8_bytes).hexdigest() == rec.pushed_sha256
+    with fileio.open(f"{base}/{latest.version}/{keys.TFLITE_FILE}", "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == latest.sha256
+    assert fileio.exists(f"{base}/{partial}")  # young: could be a push in progress, kept
+
+    monkeypatch.setattr(publish, "STALE_SECONDS", -1)
+    rec3 = _push(tmp_path / "third", int8_bytes, base)
+    # Stale leftover removed: asked of the server (TF's gs:// caches a folder's existence).
+    key = f"{base[len('gs://bucket/'):]}/{partial}/"
+    assert [b.name for b in gcs.client().list_blobs("bucket", prefix=key)] == []
+    assert publish.complete_versions(base) == [rec.pushed_version, rec3.pushed_version]
+
+
+def _names(path) -> list:
+    """Entry names of a directory on any filesystem (TF's gs:// lists a directory as 'name/')."""
+    return sorted(n.rstrip("/") for n in fileio.listdir(path))
+
+
+@pytest.mark.parametrize("where", ["local", "objstore", "gcs"])
+def test_eight_concurrent_pushes_make_eight_complete_versions(tmp_path, int8_bytes, where,
+                                                               request):
     """Eight pushes of one blessed model into one base, released together (a backfill): eight
-    distinct complete versions, no shared staging, nothing left behind, LATEST the newest."""
+    distinct complete versions, no shared staging, nothing left behind, LATEST the newest. On
+    the GCS server through TF's gs:// filesystem as on local disk and the object-store stand-in."""
     import threading
     import objstore_fs as objstore
-    base = str(tmp_path / "serving") if where == "local" else f"{objstore.SCHEME}{tmp_path}/serving"
+    base = {"local": str(tmp_path / "serving"), "objstore": f"{objstore.SCHEME}{tmp_path}/serving",
+            "gcs": f"gs://bucket/push-concurrent/{tmp_path.name}/serving"}[where]
+    if where == "gcs":
+        request.getfixturevalue("gcs")
     barrier, results, errors = threading.Barrier(8), [], []
 
     def push(i):
@@ -204,7 +253,7 @@ def test_eight_concurrent_pushes_make_eight_complete_versions(tmp_path, int8_byt
         marker = publish.read_marker(f"{base}/{v}/{publish.MARKER_FILE}")
         assert marker.version == v and marker.sha256 == digest
         assert marker.files[keys.TFLITE_FILE] == digest
-    assert sorted(os.listdir(tmp_path / "serving")) == sorted(versions + [publish.LATEST_FILE])
-    assert all(sorted(os.listdir(tmp_path / "serving" / v)) ==
-               sorted([keys.TFLITE_FILE, publish.MARKER_FILE]) for v in versions)  # no claims
+    assert _names(base) == sorted(versions + [publish.LATEST_FILE])
+    assert all(_names(f"{base}/{v}") == sorted([keys.TFLITE_FILE, publish.MARKER_FILE])
+               for v in versions)  # no claims
     assert publish.read_marker(f"{base}/{publish.LATEST_FILE}").version == versions[-1]

@@ -122,12 +122,25 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def read_marker(path: str) -> Optional[PushMarker]:
-    """The marker at ``path`` (a version's PUSH_COMPLETE.json or the base's LATEST.json)."""
-    if not fileio.exists(path):
-        return None
-    with fileio.open(path, "r") as f:
-        return PushMarker.from_json(f.read())
+def read_marker(path: str, tries: int = 5) -> Optional[PushMarker]:
+    """The marker at ``path`` (a version's PUSH_COMPLETE.json or the base's LATEST.json).
+
+    A read racing a replacement of LATEST.json can come back cut (seen through TF's gs:// on
+    fake-gcs-server: the new generation's bytes at the old one's length), so text that does not
+    parse is read again before it is an error."""
+    for attempt in range(tries):
+        if not fileio.exists(path):
+            return None
+        with fileio.open(path, "r") as f:
+            text = f.read()
+        try:
+            return PushMarker.from_json(text)
+        except ValueError:
+            if attempt == tries - 1:
+                raise PushError(f"{path} is not a push marker (read {len(text)} bytes "
+                                f"{tries} times): {text[:200]!r}") from None
+            time.sleep(0.1 * (attempt + 1))
+    return None
 
 
 def complete_versions(base: str) -> List[str]:
@@ -211,7 +224,8 @@ def _publish_object_store(staged, base, version, model_file, sha256,
                           push_id) -> Optional[PushMarker]:
     final = os.path.join(base, version)
     claim = os.path.join(final, CLAIM_PREFIX + push_id)
-    fileio.makedirs(final)
+    # No makedirs: TF's gs:// would leave a ``<version>/`` marker object that outlives a
+    # withdrawn claim; an object store needs no parent for the claim.
     _write(claim, json.dumps({"push_id": push_id, "claimed_at": time.time()}))
     others = [n for n in fileio.listdir(final) if n.rstrip("/") != CLAIM_PREFIX + push_id]
     if others:
