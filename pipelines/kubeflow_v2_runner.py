@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from tfx.components.util import udf_utils
@@ -70,6 +71,13 @@ def _push_base(dest) -> Optional[str]:
     return dest.filesystem.base_directory if dest.HasField("filesystem") else None
 
 
+NAME_RULE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+
+
+def _suggest(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:128] or "pipeline"
+
+
 def compile_pipeline(pipeline: Pipeline, image: str, output_path: str,
                      display_name: Optional[str] = None,
                      allow_local_paths: bool = False) -> Dict[str, Any]:
@@ -86,6 +94,11 @@ def compile_pipeline(pipeline: Pipeline, image: str, output_path: str,
         raise ConfigError("image is required: the container image every KFP step runs in "
                           "(the repository's Dockerfile: make image)")
     problems = [] if allow_local_paths else check_reachable(pipeline)
+    name = pipeline.pipeline_info.pipeline_name
+    if not NAME_RULE.fullmatch(name):  # TFX's own message prints "%" for the name
+        problems.insert(0, f"pipeline name {name!r}: KFP v2 and Vertex need lowercase letters, "
+                           f"digits and '-' ({NAME_RULE.pattern}; TFX pipeline_builder.py "
+                           f"_LEGAL_NAME_PATTERN): e.g. {_suggest(name)!r}")
     if problems:
         raise ConfigError("the pipeline reads or writes paths the KFP containers cannot reach:\n  "
                           + "\n  ".join(problems))

@@ -130,6 +130,18 @@ def test_local_paths_are_refused_before_compiling(tmp_path):
     assert not (tmp_path / "pipeline_root").exists()  # nothing packaged either
 
 
+def test_a_pipeline_name_kfp_refuses_is_named_with_the_rule(tmp_path):
+    """TFX's examples name pipelines with '_'; KFP v2 refuses that, and TFX's own message prints
+    '%' for the name. The compiler names it, the rule and a name that passes, before compiling."""
+    root = f"{objstore_fs.SCHEME}{tmp_path}/bucket"
+    pipeline = penguin.create_pipeline(*_paths(root))
+    pipeline.pipeline_info.pipeline_name = "penguin_qat"
+    with pytest.raises(ConfigError, match=r"pipeline name 'penguin_qat'.*\[a-z0-9\].*"
+                                          r"'penguin-qat'"):
+        compile_pipeline(pipeline, IMAGE, str(tmp_path / "pipeline.json"))
+    assert not (tmp_path / "pipeline.json").exists()
+
+
 def test_the_readmes_own_pipeline_snippet_compiles_for_vertex(tmp_path):
     """The README's "Your own TFX pipeline" snippet, run as written after TFX's penguin example
     (its upstream components), gives a pipeline that compiles: the four components, the
