@@ -213,21 +213,63 @@ class Recorder:
             e.artifact_id = artifact_id
         return e
 
-    def record(self, name, task, component, produced_by_task) -> None:
-        """One task: its execution, INPUT events to its producers' artifacts, its outputs."""
+    def _execution(self, name, task, state, fingerprint):
         pb = self.pb
-        x = pb.Execution(type_id=self.exec_type, last_known_state=pb.Execution.COMPLETE)
+        x = pb.Execution(type_id=self.exec_type, last_known_state=state)
         x.custom_properties["task_name"].string_value = name
         x.custom_properties["display_name"].string_value = name
         # The launcher records the task's parameterValues: plain values, not the spec's
         # {"stringValue": ...} constants.
         x.custom_properties["inputs"].struct_value.update(
             {k: next(iter(v.values())) for k, v in _inputs(task)["parameters"].items()})
-        pairs = []
-        for key, source in task.get("inputs", {}).get("artifacts", {}).items():
-            src = source["taskOutputArtifact"]
-            pairs.append((None, self._event(pb.Event.INPUT, key, self.ids[
-                src["producerTask"], src["outputArtifactKey"]])))
+        if fingerprint:  # metadata/client.go:636-644
+            x.custom_properties["cache_fingerprint"].string_value = fingerprint
+        return x
+
+    def _input_events(self, task):
+        """INPUT events to the producers' artifacts (the driver's CreateExecution)."""
+        return [(None, self._event(self.pb.Event.INPUT, key, self.ids[
+            source["taskOutputArtifact"]["producerTask"],
+            source["taskOutputArtifact"]["outputArtifactKey"]]))
+            for key, source in task.get("inputs", {}).get("artifacts", {}).items()]
+
+    def cached(self, fingerprint: str):
+        """The COMPLETE execution a task with this fingerprint left in this pipeline's store, or
+        None (the API server's cache table, cacheutils/cache.go:105 GetExecutionCache, is filled
+        after each successful task; its entry names that MLMD execution)."""
+        pb = self.pb
+        hits = [x for x in self.store.get_executions_by_type("system.ContainerExecution")
+                if x.last_known_state == pb.Execution.COMPLETE
+                and x.custom_properties["cache_fingerprint"].string_value == fingerprint]
+        return max(hits, key=lambda x: x.id) if hits else None
+
+    def record_cached(self, name, task, component, hit, fingerprint):
+        """A cache hit as KFP's driver publishes it (driver/container.go:207-221,
+        cache.go:33-79 reuseCachedOutputs, client.go:517 PublishExecution): a CACHED execution
+        with ``cached_execution_id``, in this run's contexts, OUTPUT events to the cached
+        execution's own artifacts. Returns the outputs as the next task receives them."""
+        pb = self.pb
+        x = self._execution(name, task, pb.Execution.CACHED, fingerprint)
+        x.custom_properties["cached_execution_id"].string_value = str(hit.id)
+        events = [e for e in self.store.get_events_by_execution_ids([hit.id])
+                  if e.type == pb.Event.OUTPUT]
+        pairs, out = self._input_events(task), {}
+        for e in events:
+            key = e.path.steps[0].key
+            [a] = self.store.get_artifacts_by_id([e.artifact_id])
+            pairs.append((a, self._event(pb.Event.OUTPUT, key)))
+            self.ids[name, key] = a.id
+            definitions = component["outputDefinitions"]["artifacts"]
+            out[key] = {"name": str(a.id), "uri": a.uri, "type": definitions[key]["artifactType"],
+                        "metadata": _metadata(a)}
+        self.store.put_execution(x, pairs, self.contexts)
+        return out
+
+    def record(self, name, task, component, produced_by_task, fingerprint=None) -> None:
+        """One task: its execution, INPUT events to its producers' artifacts, its outputs."""
+        pb = self.pb
+        x = self._execution(name, task, pb.Execution.COMPLETE, fingerprint)
+        pairs = self._input_events(task)
         definitions = component.get("outputDefinitions", {}).get("artifacts", {})
         keys = []
         for key, art in produced_by_task.items():
@@ -278,6 +320,15 @@ def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None, run_id: str = 
         os.makedirs(local, exist_ok=True)
         invocation = {"inputs": _inputs(task, upstream),
                       "outputs": _outputs(name, component, f"{root.rstrip('/')}/{name}/run", local)}
+        fingerprint = None
+        if contract == KFP_MLMD and task.get("cachingOptions", {}).get("enableCache"):
+            fingerprint = cache_fingerprint(invocation, container)
+            hit = recorder.cached(fingerprint)
+            if hit is not None:
+                produced[name] = recorder.record_cached(name, task, component, hit, fingerprint)
+                if name == until:
+                    break
+                continue
         with open(os.path.join(log_dir, f"{name}.log"), "w") as log:
             if contract != VERTEX:  # Vertex reads gs:// through its GCS FUSE mount instead
                 try:
@@ -293,10 +344,28 @@ def run(job: Dict[str, Any], log_dir: str, mlmd_path: str = None, run_id: str = 
             _call(container, invocation, log)
         produced[name] = _reported(invocation)
         if recorder:
-            recorder.record(name, task, component, produced[name])
+            recorder.record(name, task, component, produced[name], fingerprint)
         if name == until:
             break
     return produced
+
+
+def cache_fingerprint(invocation: Dict[str, Any], container: Dict[str, Any]) -> str:
+    """KFP 2.16.1's cache key for a task (driver/cache.go:83-116 getFingerPrint ->
+    cacheutils/cache.go:173-229 GenerateCacheKey): input parameter values, input artifact NAMES
+    (under the metadata-store driver the MLMD ids: a cached upstream keeps them), output artifact
+    specs with their URIs wiped, the container's command + args as compiled and its image; the
+    fingerprint a sha256 of that key."""
+    import hashlib
+    outputs = {k: [{f: a.get(f) for f in ("name", "type", "metadata")} for a in v["artifacts"]]
+               for k, v in invocation["outputs"]["artifacts"].items()}
+    key = {"inputArtifactNames": {k: [a["name"] for a in v["artifacts"]]
+                                  for k, v in invocation["inputs"]["artifacts"].items()},
+           "inputParameterValues": invocation["inputs"]["parameters"],
+           "outputArtifactsSpec": outputs,
+           "containerSpec": {"cmdArgs": list(container["command"]) + list(container["args"]),
+                             "image": container.get("image")}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def compare_scalars(mlmd_path: str) -> Dict[str, Dict[str, Dict[str, Any]]]:

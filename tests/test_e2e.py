@@ -348,6 +348,30 @@ def test_run_comparison_where_kubeflow_teams_look(kfp_run):
     assert changed["epochs"] == (2, 1), changed
 
 
+def test_second_run_reuses_unchanged_steps_from_kfps_cache(kfp_run):
+    """Run 2 changes only QuantizeTrainer's epochs: as KFP's cache does (tests/kfp_launcher.py
+    cache_fingerprint), the steps upstream of it are CACHED executions of run 2 pointing at run
+    1's artifacts, and the steps from QuantizeTrainer on ran again."""
+    _, _, _, mlmd, summaries = kfp_run
+    if len(summaries) < 2:
+        pytest.skip("the two-run store is the open-source Kubeflow stand-in's")
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(mlmd))
+    states = {}
+    for run_id in ("run-1", "run-2"):
+        run = store.get_context_by_type_and_name("system.PipelineRun", run_id)
+        states[run_id] = {x.custom_properties["task_name"].string_value: x
+                          for x in store.get_executions_by_context(run.id)}
+    cached = {t for t, x in states["run-2"].items()
+              if x.last_known_state == metadata_store_pb2.Execution.CACHED}
+    assert cached == {"ImportExampleGen", "StatisticsGen", "SchemaGen", "Trainer"}
+    assert all(x.last_known_state == metadata_store_pb2.Execution.COMPLETE
+               for x in states["run-1"].values())
+    for task in cached:
+        assert states["run-2"][task].custom_properties["cached_execution_id"].string_value == \
+            str(states["run-1"][task].id)
+    assert summaries[0]["float_accuracy"] == summaries[1]["float_accuracy"]  # one float model
+
+
 def test_compiled_metrics_output_is_system_metrics(kfp_run):
     """The schema title Vertex AI Experiments and the KFP UI read scalars from."""
     import yaml
