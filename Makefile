@@ -97,7 +97,7 @@ run-digits: venv
 	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)
 
 test: venv data
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS) tests
 	$(MAKE) test-airflow
 
 # Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.

@@ -22,7 +22,7 @@ import tf_keras as keras  # noqa: E402
 
 from pipelines.data import load_fashion_mnist  # noqa: E402  (the Debian package's IDX files)
 from pipelines.modules.cnn_trainer import build_model  # noqa: E402  (the user's model; its
-# module imports quant_lib.keras2, so AutoGraph skips tf_keras here as in the pipeline)
+# module imports quant_lib.qat, so AutoGraph skips tf_keras here as in the pipeline)
 from quant_lib.config import DataSpec  # noqa: E402
 
 

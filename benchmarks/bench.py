@@ -697,7 +697,7 @@ def pipeline_overhead(args) -> Dict[str, Any]:
     (benchmarks/bare_baseline.py), each a separate process timed as a whole, same data and epochs,
     alternated for ``--overhead-rounds`` rounds (pairs: bare script, then pipeline); the headline
     is the median pair's ratio, that pair's runs the breakdown. Both processes import tfx-qat's
-    ``quant_lib.keras2`` (the bare script for the user's ``build_model``), so neither pays
+    ``quant_lib.qat``, which installs quant_lib.internals' AutoGraph rule (the bare script for the user's ``build_model``), so neither pays
     AutoGraph's conversion of tf_keras, which was 15-16 s of each first training step (float and
     QAT) on both sides. Then the evaluator's throughput on the last pipeline run's artifacts."""
     root = os.path.join(args.out, "pipeline_run")

@@ -8,7 +8,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import keys
+from components import keys, tfx_internals
 from quant_lib import records
 from quant_lib.data import DataError
 from quant_lib.inputs import InputMismatchError
@@ -112,4 +112,4 @@ def run_identity(context) -> tuple:
     context's unique id, which has no public accessor."""
     info = getattr(context, "pipeline_info", None)
     return (getattr(info, "id", None) or None, getattr(context, "pipeline_run_id", None),
-            getattr(context, "_unique_id", None))
+            tfx_internals.execution_id(context))

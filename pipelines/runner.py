@@ -36,8 +36,7 @@ def _record_failure(metadata_path: str, error: BaseException):
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import metadata
-    from tfx.orchestration.portable.mlmd import execution_lib
-    from tfx.proto.orchestration import execution_result_pb2
+    from components import tfx_internals
     try:
         store = metadata_store.MetadataStore(
             metadata.sqlite_metadata_connection_config(metadata_path))
@@ -49,9 +48,7 @@ def _record_failure(metadata_path: str, error: BaseException):
     if not failed:
         return None
     last = max(failed, key=lambda e: e.id)
-    if execution_lib.get_execution_result(last, ignore_parse_errors=True) is None:
-        execution_lib.set_execution_result(execution_result_pb2.ExecutionResult(
-            code=2, result_message=f"{type(error).__name__}: {error}"), last)
+    if tfx_internals.record_failure(last, error):
         store.put_executions([last])
     return types[last.type_id]
 

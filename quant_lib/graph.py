@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, List, Optional
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from quant_lib import internals
 import tensorflow as tf
 import tf_keras
 
@@ -22,7 +23,7 @@ class NotAGraph(ValueError):
 
 def nodes(model) -> List:
     """The model's call nodes, inputs excluded, deepest (first called) first."""
-    by_depth = model._nodes_by_depth  # pylint: disable=protected-access
+    by_depth = internals.nodes_by_depth(model)
     return [n for d in sorted(by_depth, reverse=True) for n in by_depth[d] if not n.is_input]
 
 
@@ -34,13 +35,13 @@ def rebuild(model, replace: Optional[Replace] = None, drop: Iterable[int] = (),
     inputs = [tf_keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
               for t in model.inputs]
     outs = _replay(model, inputs, replace or {}, set(drop), flatten)
-    nested = getattr(model, "_nested_inputs", None)
+    nested = internals.nested_inputs(model)
     structured = tf.nest.pack_sequence_as(nested, inputs) if isinstance(nested, dict) else inputs
     return tf_keras.Model(structured, outs, name=model.name)
 
 
 def _replay(model, inputs, replace: Replace, drop, flatten: bool):
-    if not getattr(model, "_is_graph_network", False):
+    if not internals.is_graph_network(model):
         raise NotAGraph(f"nested model {model.name!r} ({type(model).__name__}) is subclassed; "
                         "only Functional/Sequential sub-models can be flattened for QAT")
     tensors = {str(id(x)): y for x, y in zip(model.inputs, inputs)}

@@ -12,7 +12,9 @@ import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
-from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+from quant_lib import internals
+
+quantizers = internals.tfmot("quantizers")
 
 
 class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
@@ -142,17 +144,9 @@ CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "ScalarOp": Scal
 # output range of +-1e-6 (their swish collapsed to 0 in int8) and requantization scales of ~2000,
 # beyond the 256 XNNPACK accepts, so XNNPACK refused the whole int8 graph (0 of 245 ops; int8
 # slower than float). Quantized before *and* after, as TFMOT already does for gelu.
-PRE_AND_POST_QUANTIZED_ACTIVATIONS = ("swish",)
-
-
-def _install_activation_policy() -> None:
-    from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation as qaa  # noqa: E501  pylint: disable=line-too-long
-    cls = qaa.QuantizeAwareActivation
-    cls._PRE_QUANT_ACTIVATIONS = frozenset(  # pylint: disable=protected-access
-        cls._PRE_QUANT_ACTIVATIONS | set(PRE_AND_POST_QUANTIZED_ACTIVATIONS))  # pylint: disable=W0212
-
-
-_install_activation_policy()  # every process that builds or loads a QAT model imports this
+# Applied process-wide by internals.install() (internals.PRE_AND_POST_QUANTIZED_ACTIVATIONS),
+# here: every process that builds or loads a QAT model imports this module.
+internals.install()
 
 
 # Kept float by decision (the converter calibrates them post-training), with the reason.
@@ -174,13 +168,13 @@ def extra_config(layer, scheme: str = "default_8bit", activation_bits: int = 8):
     if cls == "Conv1D":
         if scheme != "default_8bit":
             return None
-        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry as r  # noqa: E501  pylint: disable=line-too-long
+        r = internals.tfmot("default_8bit.default_8bit_quantize_registry")
         # Per tensor even per-channel: TFMOT's per-axis quantizer handles 2-D and 4-D kernels only.
         return (r.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
                 "kernel per tensor (TFMOT's per-channel quantizer takes no 3-D kernel); TFLite runs "
                 "it as EXPAND_DIMS + CONV_2D")
     if cls == "Embedding" and scheme == "default_8bit":
-        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry as r  # noqa: E501  pylint: disable=line-too-long
+        r = internals.tfmot("default_8bit.default_8bit_quantize_registry")
         return (r.Default8BitQuantizeConfig(["embeddings"], [], False),
                 "embeddings table fake-quantized per tensor: TFLite GATHER of int8 rows (the "
                 "output shares the table's scale), integer ids in")

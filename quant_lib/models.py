@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from quant_lib import internals
 import tensorflow as tf
 
 from quant_lib import qat
@@ -119,9 +120,9 @@ def serving_scores(path: str) -> Callable[[Sequence[bytes], Dict[str, np.ndarray
 def structured(model, x: Dict[str, object]):
     """``x`` (by input name) in the structure ``model`` was built with: a dict
     (``Model({name: Input})``), a list or one tensor — what its restored call accepts."""
-    nested = getattr(model, "_nested_inputs", None) or model.inputs
+    nested = internals.nested_inputs(model) or model.inputs
     return tf.nest.map_structure(
-        lambda t: x[t._keras_history.layer.name], nested)  # pylint: disable=protected-access
+        lambda t: x[internals.producing_layer(t).name], nested)
 
 
 def _describe(args) -> str:

@@ -15,10 +15,10 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from quant_lib import graph, layer_configs, records, scale_fold
-from quant_lib import keras2  # noqa: F401  (its import makes AutoGraph skip tf_keras's code)
+from quant_lib import graph, internals, layer_configs, records, scale_fold
 from quant_lib.config import QuantizationConfig
 
+internals.install()  # TFMOT's swish policy, AutoGraph skipping tf_keras (quant_lib.internals)
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +41,7 @@ def check_keras2_model(model) -> None:
                 "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported, then re-train/re-save it.")
         raise QuantizationError(f"model of class {cls} is not a tf_keras.Model; QAT needs a "
                                 "tf_keras Sequential or Functional model")
-    if not getattr(model, "_is_graph_network", False) and not isinstance(model, tf_keras.Sequential):
+    if not internals.is_graph_network(model) and not isinstance(model, tf_keras.Sequential):
         raise QuantizationError(
             f"model of class {cls} is a subclassed tf_keras.Model; TFMOT can only annotate "
             "Sequential or Functional models. Rebuild the architecture with the Functional API "
@@ -101,16 +101,16 @@ class _FusedReLUWeightsLayout(tfmot.quantization.keras.QuantizeLayoutTransform):
         self.inner = inner
 
     def apply(self, model, layer_quantize_map):
-        from tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation import NoOpActivation  # noqa: E501  pylint: disable=line-too-long
+        NoOpActivation = internals.tfmot("quantize_aware_activation").NoOpActivation
         annotated = {name: dict(v) for name, v in layer_quantize_map.items()}
-        for layer in model._input_layers:  # pylint: disable=protected-access
+        for layer in internals.input_layers(model):
             if layer.dtype and tf.as_dtype(layer.dtype).is_integer:
                 # Integer inputs (category ids) get no QuantizeLayer: they stay int in TFLite.
                 layer_quantize_map.pop(layer.name, None)
         model, qmap = self.inner.apply(model, layer_quantize_map)
         readers = {}
         for layer in model.layers:
-            for node in layer._inbound_nodes:  # pylint: disable=protected-access
+            for node in internals.inbound_nodes(layer):
                 for inbound in tf.nest.flatten(node.inbound_layers):
                     readers.setdefault(inbound.name, []).append(layer)
         for layer in model.layers:
@@ -166,12 +166,12 @@ class _Scheme(tfmot.quantization.keras.QuantizeScheme):
 
 def build_scheme(cfg: QuantizationConfig):
     if cfg.scheme == "n_bit":
-        from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import default_n_bit_quantize_scheme as nbit  # noqa: E501  pylint: disable=line-too-long
+        nbit = internals.tfmot("experimental.default_n_bit.default_n_bit_quantize_scheme")
         return _Scheme(nbit.DefaultNBitQuantizeScheme(disable_per_axis=cfg.per_tensor,
                                                       num_bits_weight=cfg.weight_bits,
                                                       num_bits_activation=cfg.activation_bits),
                        cfg.int8_weight_names, cfg.float_fallback_names)
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_scheme as d8  # noqa: E501  pylint: disable=line-too-long
+    d8 = internals.tfmot("default_8bit.default_8bit_quantize_scheme")
     return _Scheme(d8.Default8BitQuantizeScheme(disable_per_axis=cfg.per_tensor), (),
                    cfg.float_fallback_names)
 
@@ -308,7 +308,7 @@ def rewrite_layers(model):
             op = layer_configs.ScalarOp(layer_configs.SCALAR_OPS[n.layer.symbol], value,
                                         name=n.layer.name)
             swaps[id(n)] = lambda node, args, kwargs, inputs, op=op: op(inputs[0])
-        elif len(n.layer._inbound_nodes) == 1:  # pylint: disable=protected-access
+        elif len(internals.inbound_nodes(n.layer)) == 1:
             new = layer_configs.replacement(n.layer)
             if new is not None:
                 swaps[id(n)] = lambda node, args, kwargs, inputs, new=new[0]: new(*args, **kwargs)
@@ -642,8 +642,7 @@ def save_model(model, path: str, inputs=None) -> None:
     traces = not revives_from_config(model) or any(
         isinstance(v, tf.distribute.DistributedValues) for v in model.variables)
     if signatures is None and not traces:  # Keras drops its default signature with the traces
-        from tf_keras.src.saving.legacy import saving_utils
-        signatures = {"serving_default": saving_utils.trace_model_call(model)}
+        signatures = {"serving_default": internals.trace_model_call(model)}
     model.save(path, save_format="tf", include_optimizer=False, signatures=signatures,
                save_traces=traces)
 
@@ -675,7 +674,7 @@ def pin_input_range(model, lo: float, hi: float) -> List[str]:
     ``DataSpec.raw_pixel_range`` makes the input scale the data's own, so a raw pixel byte is the
     integer input, exactly (calibration gave 1/256 for 0..255 data: one pixel in ten differed).
     Returns the layers pinned (none when no input is quantized, e.g. kept float)."""
-    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+    quantize_layer = internals.tfmot("quantize_layer")
     pinned = []
     for layer in model.layers:
         qvars = getattr(layer, "quantizer_vars", None)

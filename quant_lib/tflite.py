@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from quant_lib import runtime
+from quant_lib import internals, runtime
 import tensorflow as tf
 
 _TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}
@@ -111,7 +111,7 @@ def convert_int8(model, representative_inputs, input_type: str = "int8",
     conv.target_spec.supported_ops = [_OPS_SETS[activations]]
     conv.inference_input_type = _TF_TYPES[input_type]
     conv.inference_output_type = _TF_TYPES[output_type]
-    conv._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    internals.disable_per_channel(conv, not per_channel)
     if float_layers:
         return _convert_with_float_islands(conv, float_layers, input_type, output_type,
                                            not per_channel, _fused_pairs(model, float_layers))
@@ -145,7 +145,7 @@ def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
     if not layers:
         return {}
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()  # pylint: disable=protected-access
+    ops = internals.ops_details(interp)
     produced = {o for op in ops for o in op["outputs"]}
     produced |= {d["index"] for d in interp.get_input_details()}
     found = {}
@@ -160,7 +160,7 @@ def island_ops(interp, layers: Sequence[str]) -> Dict[int, str]:
                 found[op["index"]] = layer
                 break
     producer = {o: op for op in ops for o in op["outputs"]}
-    signature = next(iter(interp._get_full_signature_list().values()), {})  # pylint: disable=protected-access
+    signature = internals.signature_details(interp)
     for layer in set(layers) - set(found.values()):
         tensor = signature.get("outputs", {}).get(layer)
         while tensor in producer and producer[tensor]["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
@@ -177,7 +177,7 @@ def _fused_pairs(model, names: Sequence[str]) -> Dict[str, str]:
     for layer in model.layers:
         # A float layer is shared with the float model: one inbound node per model.
         inbound = {getattr(n.inbound_layers, "name", None)
-                   for n in layer._inbound_nodes}  # pylint: disable=protected-access
+                   for n in internals.inbound_nodes(layer)}
         if (type(layer).__name__ == "BatchNormalization" and layer.name in names
                 and len(inbound) == 1 and next(iter(inbound)) in names):
             (prev,) = inbound
@@ -189,11 +189,11 @@ def _convert_with_float_islands(conv, float_layers, input_type, output_type,
                                 per_tensor: bool, fused: Dict[str, str]) -> bytes:
     from tensorflow.lite.python import convert as _convert  # pylint: disable=g-import-not-at-top
     conv.experimental_mlir_quantizer = True
-    conv._experimental_calibrate_only = True  # pylint: disable=protected-access
+    internals.calibrate_only(conv)
     calibrated = conv.convert()
     interp = tf.lite.Interpreter(model_content=calibrated)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    ops = {op["index"]: op for op in interp._get_ops_details()}  # pylint: disable=protected-access
+    ops = {op["index"]: op for op in internals.ops_details(interp)}
     island = island_ops(interp, float_layers)
     nodes = [names[o] for i in island for o in ops[i]["outputs"] if o >= 0]
     found = set(island.values())
@@ -347,7 +347,7 @@ def inspect_integer(model_bytes: bytes, input_type: str = "int8",
     """
     interp = _interpreter(model_bytes)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()  # pylint: disable=protected-access
+    ops = internals.ops_details(interp)
     for op in ops:
         missing = [i for i in list(op["inputs"]) + list(op["outputs"])
                    if i >= 0 and i not in tensors]
@@ -433,7 +433,7 @@ def weight_scale_counts(model_bytes: bytes) -> Dict[str, int]:
     interp = _interpreter(model_bytes)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     counts = {}
-    for op in interp._get_ops_details():  # pylint: disable=protected-access
+    for op in internals.ops_details(interp):
         if op["op_name"] in _WEIGHT_OPS:
             w = tensors[op["inputs"][1]]  # the weights, in each of these ops
             counts[w["name"]] = len(w["quantization_parameters"]["scales"])
@@ -467,7 +467,7 @@ def output_producer(model_bytes: bytes) -> Optional[str]:
     looking through the (de)quantize and reshape ops the converter adds at the end."""
     interp = _interpreter(model_bytes)
     producer = {}
-    for op in interp._get_ops_details():  # pylint: disable=protected-access
+    for op in internals.ops_details(interp):
         for t in op["outputs"]:
             producer[t] = op
     tensor = interp.get_output_details()[0]["index"]
@@ -581,6 +581,11 @@ class TFLiteClassifier:
     @property
     def input_names(self) -> List[str]:
         return sorted(self._in)
+
+    @property
+    def input_details(self) -> Dict[str, Dict]:
+        """Signature input name -> the interpreter's tensor details."""
+        return dict(self._in)
 
     @property
     def input_dtype(self):
@@ -716,7 +721,7 @@ def _plan(model_bytes: bytes, rt: str = runtime.DEPLOYMENT):
     DELEGATE node's input and output tensors."""
     interp = _interpreter(model_bytes, 1, rt)
     interp.allocate_tensors()
-    nodes = interp._get_ops_details()  # pylint: disable=protected-access
+    nodes = internals.ops_details(interp)
     delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
     originals = [n for n in nodes if n["op_name"] != "DELEGATE"]
     producer = {int(t): n["index"] for n in originals for t in n["outputs"] if t >= 0}
@@ -740,4 +745,4 @@ def input_contract(model_bytes: bytes) -> List[Dict]:
     return [{"name": k, "dtype": np.dtype(d["dtype"]).name,
              "shape": [int(v) for v in d["shape_signature"]],
              "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
-            for k, d in sorted(c._in.items())]  # pylint: disable=protected-access
+            for k, d in sorted(c.input_details.items())]

@@ -336,16 +336,16 @@ class _Doubler(L.Layer):  # a user's layer, registered nowhere: only its traces 
 
 
 def test_autograph_skips_tf_keras_code_and_still_converts_the_users():
-    """quant_lib.keras2's rule (imported with qat): TF 2.16 converted tf_keras's own source on
-    every model's first trace (15 s of make run's first training step)."""
+    """quant_lib.internals' AutoGraph rule (installed by qat): TF 2.16 converted tf_keras's own
+    source on every model's first trace (15 s of make run's first training step)."""
     from tensorflow.python.autograph.core import config
     from tensorflow.python.autograph.impl import conversion
-    from quant_lib import keras2
+    from quant_lib import internals
     assert conversion.is_allowlisted(keras.Model.train_step)
     assert conversion.is_allowlisted(L.BatchNormalization.call)
     assert not conversion.is_allowlisted(_Doubler.call)  # a user's layer: converted as before
     n = len(config.CONVERSION_RULES)
-    keras2.skip_autograph_conversion()
+    internals.install()
     assert len(config.CONVERSION_RULES) == n
 
 

@@ -28,13 +28,14 @@ FLOAT_STAGE_DIR = "float_model"  # float model trained here when there is no bas
 def _train_float_with_user_module(input_dict, exec_properties, out_uri: str) -> str:
     """Runs the user's Trainer ``run_fn`` exactly as TFX's GenericExecutor would; returns the
     directory of the float serving model it saved."""
-    from tfx.components.trainer.executor import GenericExecutor
     from tfx.components.util import udf_utils
+
+    from components import tfx_internals
     model = standard_artifacts.Model()
     model.uri = os.path.join(out_uri, FLOAT_STAGE_DIR)
     model_run = standard_artifacts.ModelRun()
     model_run.uri = os.path.join(out_uri, FLOAT_STAGE_DIR + "_run")
-    fn_args = GenericExecutor()._GetFnArgs(  # pylint: disable=protected-access
+    fn_args = tfx_internals.trainer_fn_args(
         input_dict, {tss.MODEL_KEY: [model], tss.MODEL_RUN_KEY: [model_run]}, exec_properties)
     run_fn = udf_utils.get_fn(exec_properties, tss.RUN_FN_KEY)
     logging.info("QuantizeTrainer: no base_model; training the float model with the Trainer "
