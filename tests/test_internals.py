@@ -75,3 +75,15 @@ def test_patches_are_installed_once():
     assert len(config.CONVERSION_RULES) == n
     cls = internals.tfmot("quantize_aware_activation").QuantizeAwareActivation
     assert set(internals.PRE_AND_POST_QUANTIZED_ACTIVATIONS) <= cls._PRE_QUANT_ACTIVATIONS
+
+
+@pytest.mark.parametrize("component", ["QuantizeTrainer", "IntegerExporter", "QuantEvaluator",
+                                       "VerifiedPusher"])
+def test_each_executor_do_documents_every_key_of_its_spec(component):
+    """As every TFX executor's Do does: the input, output and exec-property keys it receives."""
+    import components
+    cls = getattr(components, component)
+    spec = cls.SPEC_CLASS
+    doc = cls.EXECUTOR_SPEC.executor_class.Do.__doc__ or ""
+    missing = [k for k in (*spec.INPUTS, *spec.OUTPUTS, *spec.PARAMETERS) if f"``{k}``" not in doc]
+    assert not missing, f"{component}'s Executor.Do docstring does not name {missing}"

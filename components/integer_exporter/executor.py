@@ -209,6 +209,15 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        """Full-integer TFLite from the QAT model, validated against it.
+
+        input_dict: ``model`` (the QAT Model), ``examples`` (calibration and parity data),
+        optional ``base_model`` (the float Model: its reference TFLite), ``schema``,
+        ``transform_graph``.
+        output_dict: ``quantized_model`` (Model: ``Format-Serving/tflite``, the export report,
+        Edge TPU files when compiled, records.Int8Model).
+        exec_properties: ``config`` (ExportConfig JSON).
+        """
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
