@@ -13,12 +13,14 @@ memory. How each client reaches it:
   ``Transfer-Encoding: identity`` with its empty-body POSTs (the ``dir/`` marker uploads, seen on
   the wire); Go's net/http answers 501 to it, Google's front end does not, so the proxy drops it.
 - google-cloud-storage (Beam's GCS IO, the launcher stand-in's blob listing, tfx-qat's marker
-  cleanup): ``STORAGE_EMULATOR_HOST``, plain HTTP.
+  cleanup): ``STORAGE_EMULATOR_HOST``, plain HTTP; google-auth's credentials from a GCE metadata
+  server at ``GCE_METADATA_HOST`` on the same front, as a GKE pod gets them.
 """
 from __future__ import annotations
 
 import datetime
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -35,6 +37,8 @@ from importlib import resources
 from typing import Dict
 
 HOSTS = ("www.googleapis.com", "storage.googleapis.com")
+PROJECT = "local-gcs-server"
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 KILL_FILE = "kill-on-upload"
 # Hop-by-hop and framing headers the proxy sets itself (RFC 9110 7.6.1).
 _HOP = {"connection", "proxy-connection", "keep-alive", "transfer-encoding", "expect",
@@ -112,6 +116,26 @@ def _split_batch(content_type: str, body: bytes):
             headers, payload
 
 
+METADATA = "/computeMetadata/v1/"
+
+
+def _metadata(path: str):
+    """The GCE metadata server's answers a pod's google-auth asks for (Workload Identity on GKE
+    serves the same paths): the ping, the project, the default service account and its token."""
+    account = "/computeMetadata/v1/instance/service-accounts/default/"
+    answers = {"/": "", METADATA: "", f"{METADATA}project/project-id": PROJECT,
+               account: json.dumps({"email": f"tfx-qat@{PROJECT}.iam.gserviceaccount.com",
+                                    "aliases": ["default"], "scopes": [SCOPE]}),
+               f"{account}email": f"tfx-qat@{PROJECT}.iam.gserviceaccount.com",
+               f"{account}token": json.dumps({"access_token": "local-gcs-server",
+                                             "expires_in": 3600, "token_type": "Bearer"})}
+    if path not in answers:
+        return 404, "Not Found", [("Metadata-Flavor", "Google")], b""
+    kind = "application/json" if answers[path].startswith("{") else "text/plain"
+    return 200, "OK", [("Metadata-Flavor", "Google"), ("Content-Type", kind)], \
+        answers[path].encode()
+
+
 def _body(reader, headers) -> bytes:
     """A request body; chunked wins over Content-Length (RFC 9112 6.3: TF's resumable upload
     PUTs send both)."""
@@ -162,7 +186,10 @@ class _Relay(socketserver.StreamRequestHandler):
                 body = _body(reader, headers)
                 if self._kill_on_upload(start[0], start[1]):
                     return
-                if urllib.parse.urlsplit(start[1]).path.startswith("/batch/"):
+                path = urllib.parse.urlsplit(start[1]).path
+                if self.server.tls is None and (path == "/" or path.startswith(METADATA)):
+                    status, reason, out_headers, data = _metadata(path)
+                elif path.startswith("/batch/"):
                     status, reason, out_headers, data = self._batch(headers, body)
                 else:
                     status, reason, out_headers, data = self._forward(
@@ -271,9 +298,13 @@ class GcsServer:
     def env(self) -> Dict[str, str]:
         proxy = f"http://127.0.0.1:{self.tls_port}"
         return {"HTTPS_PROXY": proxy, "https_proxy": proxy, "CURL_CA_BUNDLE": self.paths["ca"],
-                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "local-gcs-server", "NO_GCE_CHECK": "true",
+                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "local-gcs-server",
                 "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.plain_port}",
-                "GOOGLE_CLOUD_PROJECT": "local-gcs-server",
+                # google-auth (Beam's GCS IO) finds credentials as in a GKE pod: the metadata
+                # server, here the plain front. Without, Beam retries ADC for 26 s per process.
+                "GCE_METADATA_HOST": f"127.0.0.1:{self.plain_port}",
+                "GCE_METADATA_IP": f"127.0.0.1:{self.plain_port}",
+                "GOOGLE_CLOUD_PROJECT": PROJECT,
                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
     def client(self):
