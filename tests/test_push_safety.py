@@ -129,6 +129,15 @@ Executor().Do(inputs, outputs, _props({base!r}))
 """
 
 
+def _push_script(tmp_path, model_bytes, base):
+    """(repository root, code) of a push of ``model_bytes`` to ``base`` in a process of its own."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(model_bytes)
+    return root, OBJSTORE_PUSH.format(root=root, model=str(model), tmp=str(tmp_path / "killed"),
+                                      base=base)
+
+
 def _push(tmp, model_bytes, base):
     inputs, outputs, pushed = _setup(tmp, model_bytes, 1, hashlib.sha256(model_bytes).hexdigest())
     Executor().Do(inputs, outputs, _props(base))
@@ -142,12 +151,8 @@ def test_object_store_push_killed_mid_copy_is_never_referenced(tmp_path, int8_by
     import subprocess
     import sys
     import objstore_fs as objstore  # noqa: F401
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    model = tmp_path / "int8.tflite"
-    model.write_bytes(int8_bytes)
     base = f"{objstore.SCHEME}{tmp_path}/serving"
-    code = OBJSTORE_PUSH.format(root=root, model=str(model), tmp=str(tmp_path / "killed"),
-                                base=base)
+    root, code = _push_script(tmp_path, int8_bytes, base)
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                           env={**os.environ, "OBJSTORE_KILL_AFTER_HALF": keys.TFLITE_FILE},
                           timeout=300)
@@ -182,12 +187,8 @@ def test_push_killed_on_gcs_is_never_referenced(tmp_path, int8_bytes, gcs, monke
     removes it."""
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    model = tmp_path / "int8.tflite"
-    model.write_bytes(int8_bytes)
     base = f"gs://bucket/push-killed/{tmp_path.name}/serving"
-    code = OBJSTORE_PUSH.format(root=root, model=str(model), tmp=str(tmp_path / "killed"),
-                                base=base)
+    root, code = _push_script(tmp_path, int8_bytes, base)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stderr=subprocess.PIPE,
                             text=True)
     gcs.kill_on_upload(proc.pid, f"/{keys.TFLITE_FILE}")
