@@ -205,19 +205,32 @@ def _write_report(out: types.Artifact, cfg: ExportConfig, result, float_bytes, e
         qat_report=_qat_report(qat_model)).to_json(), indent=2))
 
 
+def _put_in_place(out: types.Artifact, staged_path: str, labels) -> str:
+    """The checked model moved from staging to Format-Serving/tflite (labels beside it, Coral's
+    format: both Pushers push the directory); returns its path."""
+    int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
+    fileio.makedirs(os.path.dirname(int8_path))
+    if labels:
+        _write_text(os.path.join(os.path.dirname(int8_path), model_metadata.LABELS_FILE),
+                    model_metadata.coral_labels(labels))
+    fileio.rename(staged_path, int8_path)
+    fileio.rmtree(os.path.dirname(staged_path))
+    return int8_path
+
+
 class Executor(base_executor.BaseExecutor):
+    """Full-integer TFLite from the QAT model, validated against it.
+
+    input_dict: ``model`` (the QAT Model), ``examples`` (calibration and parity data),
+    optional ``base_model`` (the float Model: its reference TFLite), ``schema``,
+    ``transform_graph``.
+    output_dict: ``quantized_model`` (Model: ``Format-Serving/tflite``, the export report,
+    Edge TPU files when compiled, records.Int8Model).
+    exec_properties: ``config`` (ExportConfig JSON).
+    """
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        """Full-integer TFLite from the QAT model, validated against it.
-
-        input_dict: ``model`` (the QAT Model), ``examples`` (calibration and parity data),
-        optional ``base_model`` (the float Model: its reference TFLite), ``schema``,
-        ``transform_graph``.
-        output_dict: ``quantized_model`` (Model: ``Format-Serving/tflite``, the export report,
-        Edge TPU files when compiled, records.Int8Model).
-        exec_properties: ``config`` (ExportConfig JSON).
-        """
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
         examples = input_dict[keys.EXAMPLES]
         out = single(output_dict, keys.QUANTIZED_MODEL)
@@ -264,13 +277,7 @@ class Executor(base_executor.BaseExecutor):
             records.Int8Model(float_tflite_bytes=float_bytes, labels=list(labels) or None,
                               labels_source=labels_source)))
         _write_report(out, cfg, result, float_bytes, edge, single(input_dict, keys.MODEL))
-        int8_path = os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE)
-        fileio.makedirs(os.path.dirname(int8_path))
-        if labels:  # Coral's format, beside the model: both Pushers push the directory
-            _write_text(os.path.join(os.path.dirname(int8_path), model_metadata.LABELS_FILE),
-                        model_metadata.coral_labels(labels))
-        fileio.rename(staged_path, int8_path)
-        fileio.rmtree(os.path.dirname(staged_path))
+        int8_path = _put_in_place(out, staged_path, labels)
         logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s, "
                      "inputs %s) written to %s", len(result.int8_bytes), result.integer.num_ops,
                      result.parity, [c["name"] for c in result.input_contract], int8_path)

@@ -151,20 +151,20 @@ def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
+    """Float and int8 scored on the same examples; the int8 model blessed within the gate.
+
+    input_dict: ``examples`` (``config.eval_split``), ``model`` (the float Model),
+    ``quantized_model`` (IntegerExporter's), optional ``baseline_model`` (the deployed int8
+    Model), ``schema``, ``transform_graph``.
+    output_dict: ``blessing`` (ModelBlessing with the evaluated int8 sha256), ``evaluation``
+    (ModelEvaluation: metrics.json, report.html, TFMA output), ``metrics``
+    (system.Metrics scalars), ``confusion_matrix`` (system.ClassificationMetrics).
+    exec_properties: ``config`` (EvalConfig JSON), optional ``eval_config`` (a tfma.EvalConfig
+    gate, as TFX's Evaluator takes).
+    """
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        """Float and int8 scored on the same examples; the int8 model blessed within the gate.
-
-        input_dict: ``examples`` (``config.eval_split``), ``model`` (the float Model),
-        ``quantized_model`` (IntegerExporter's), optional ``baseline_model`` (the deployed int8
-        Model), ``schema``, ``transform_graph``.
-        output_dict: ``blessing`` (ModelBlessing with the evaluated int8 sha256), ``evaluation``
-        (ModelEvaluation: metrics.json, report.html, TFMA output), ``metrics``
-        (system.Metrics scalars), ``confusion_matrix`` (system.ClassificationMetrics).
-        exec_properties: ``config`` (EvalConfig JSON), optional ``eval_config`` (a tfma.EvalConfig
-        gate, as TFX's Evaluator takes).
-        """
         cfg = EvalConfig.from_json(exec_properties[keys.CONFIG])
         quantized = single(input_dict, keys.QUANTIZED_MODEL)
         blessing, out = single(output_dict, keys.BLESSING), single(output_dict, keys.EVALUATION)

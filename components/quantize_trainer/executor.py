@@ -120,19 +120,19 @@ def _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
 
 
 class Executor(base_executor.BaseExecutor):
+    """QAT of the float model, warm-started from it.
+
+    input_dict: ``examples`` (Examples: ``config.train_split``, and a validation split when
+    configured), ``base_model`` (the Trainer's float Model; absent: trained here with the
+    module's run_fn), optional ``schema``, ``statistics`` (data checks), ``transform_graph``,
+    ``hyperparameters``.
+    output_dict: ``qat_model`` (Model: the QAT SavedModel, its layer plan and records.QatModel).
+    exec_properties: ``config`` (QuantizationConfig JSON); the Trainer's ``train_args``,
+    ``eval_args``, ``module_file`` / ``module_path``, ``run_fn``, ``custom_config``.
+    """
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        """QAT of the float model, warm-started from it.
-
-        input_dict: ``examples`` (Examples: ``config.train_split``, and a validation split when
-        configured), ``base_model`` (the Trainer's float Model; absent: trained here with the
-        module's run_fn), optional ``schema``, ``statistics`` (data checks), ``transform_graph``,
-        ``hyperparameters``.
-        output_dict: ``qat_model`` (Model: the QAT SavedModel, its layer plan and records.QatModel).
-        exec_properties: ``config`` (QuantizationConfig JSON); the Trainer's ``train_args``,
-        ``eval_args``, ``module_file`` / ``module_path``, ``run_fn``, ``custom_config``.
-        """
         cfg = QuantizationConfig.from_json(exec_properties[keys.CONFIG])
         out = single(output_dict, keys.QAT_MODEL)
         train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)

@@ -30,18 +30,18 @@ class PushRefusedError(RuntimeError):
 
 
 class Executor(pusher_executor.Executor):
+    """Pushes the blessed int8 model, only if its bytes hash to the evaluated sha256.
+
+    input_dict: ``model`` (IntegerExporter's quantized Model), ``model_blessing``
+    (QuantEvaluator's blessing; required); TFX PusherSpec's ``infra_blessing`` is not read.
+    output_dict: ``pushed_model`` (PushedModel: records.Pushed, destination and version).
+    exec_properties: ``push_destination`` (a PushDestination: filesystem base directory, local,
+    ``gs://`` or ``s3://``); ``custom_config`` is not read.
+    """
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        """Pushes the blessed int8 model, only if its bytes hash to the evaluated sha256.
-
-        input_dict: ``model`` (IntegerExporter's quantized Model), ``model_blessing``
-        (QuantEvaluator's blessing; required); TFX PusherSpec's ``infra_blessing`` is not read.
-        output_dict: ``pushed_model`` (PushedModel: records.Pushed, destination and version).
-        exec_properties: ``push_destination`` (a PushDestination: filesystem base directory, local,
-        ``gs://`` or ``s3://``); ``custom_config`` is not read.
-        """
         pushed = single(output_dict, tss.PUSHED_MODEL_KEY)
         set_properties(pushed, records.Pushed(pushed=False))
         if not input_dict.get(tss.MODEL_BLESSING_KEY):
