@@ -1,6 +1,6 @@
 # The image every Kubeflow Pipelines v2 / Vertex AI step of a tfx-qat pipeline runs in:
 #   make image IMAGE=<registry>/tfx-qat:0.1.0   (docker or podman), push it, then
-#   python -m pipelines.cli compile-kfp --image <registry>/tfx-qat:0.1.0 ...   (README "Deploying")
+#   python -m tfx_qat.pipelines.cli compile-kfp --image <registry>/tfx-qat:0.1.0 ...   (README "Deploying")
 #   make image-check                            builds it with podman and runs a pipeline inside
 #
 # Base: Debian 12's CPython 3.10 slim image. Debian 12 has the glibc (2.36) tfx-qat's stack was
@@ -17,6 +17,7 @@ WORKDIR /opt/tfx-qat
 COPY scripts/install.sh scripts/install.sh
 RUN scripts/install.sh system
 COPY setup.py setup.cfg constraints.txt README.md ./
+COPY tfx_qat tfx_qat
 COPY quant_lib quant_lib
 COPY components components
 COPY pipelines pipelines
@@ -35,10 +36,10 @@ COPY --from=build /opt/venv /opt/venv
 # What the KFP steps import, as they import it: TFX's v2 entrypoint and every tfx-qat component
 # (with TF and the TFLite metadata writers) in one process; tflite-support's Task Library, an
 # app's runtime, only in a process without TensorFlow (its pybind types clash with TF 2.16's).
-RUN python -c "import tfx, quant_lib, components, pipelines.cli, pipelines.kfp_entrypoint; \
+RUN python -c "import tfx, tfx_qat.quant_lib, tfx_qat.components, tfx_qat.pipelines.cli, tfx_qat.pipelines.kfp_entrypoint; \
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor; \
-from components.quantize_trainer import executor; from components.integer_exporter import executor; \
-from components.quant_evaluator import executor; from components.verified_pusher import executor; \
+from tfx_qat.components.quantize_trainer import executor; from tfx_qat.components.integer_exporter import executor; \
+from tfx_qat.components.quant_evaluator import executor; from tfx_qat.components.verified_pusher import executor; \
 from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier; \
 import ai_edge_litert.interpreter" \
  && python -c "import sys; sys.modules['tensorflow'] = None; \

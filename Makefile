@@ -69,36 +69,43 @@ data:
 	fi
 
 run: venv data
-	$(PY) -m pipelines.cli run --dataset fashion_mnist --output-root $(RUN_ROOT) $(RUN_ARGS)
+	$(PY) -m tfx_qat.pipelines.cli run --dataset fashion_mnist --output-root $(RUN_ROOT) $(RUN_ARGS)
 
 # TFX's penguin example (Transform + its own Trainer module, unmodified) with tfx-qat added.
 run-penguin: venv
-	$(PY) -m pipelines.cli penguin --output-root runs/penguin
+	$(PY) -m tfx_qat.pipelines.cli penguin --output-root runs/penguin
 
 # Binary (breast cancer) and regression (diabetes) heads on scikit-learn's bundled tabular data,
 # each gated by a tfma.EvalConfig (AUC / MAE change thresholds against the float model);
 # RUN_ARGS='--search-budget 1' adds the accuracy-aware search (PTQ first; MAE +1 % for diabetes).
 run-breast-cancer: venv
-	$(PY) -m pipelines.cli tabular --dataset breast_cancer --output-root runs/breast_cancer $(RUN_ARGS)
+	$(PY) -m tfx_qat.pipelines.cli tabular --dataset breast_cancer --output-root runs/breast_cancer $(RUN_ARGS)
 
 run-diabetes: venv
-	$(PY) -m pipelines.cli tabular --dataset diabetes --output-root runs/diabetes $(RUN_ARGS)
+	$(PY) -m tfx_qat.pipelines.cli tabular --dataset diabetes --output-root runs/diabetes $(RUN_ARGS)
 
 # An everyday TFX tabular pipeline: CSV with empty cells, Transform (vocabulary, bucketize, z-score,
 # the label), a dict-input wide-and-deep model whose run_fn passes builder arguments.
 run-wide-deep: venv
-	$(PY) -m pipelines.cli wide-deep --output-root runs/wide_deep
+	$(PY) -m tfx_qat.pipelines.cli wide-deep --output-root runs/wide_deep
 
 # TFX's own Chicago taxi example (its module and data as installed with tfx, unmodified) + tfx-qat.
 run-taxi: venv
-	$(PY) -m pipelines.cli taxi --output-root runs/taxi
+	$(PY) -m tfx_qat.pipelines.cli taxi --output-root runs/taxi
 
 run-digits: venv
-	$(PY) -m pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)
+	$(PY) -m tfx_qat.pipelines.cli run --dataset digits --output-root runs/digits $(RUN_ARGS)
 
+# The Airflow tests (their own venv, one process) run beside the main suite and fill the CPU its
+# workers leave idle; their output follows pytest's (runs/test-airflow.log); either failing fails.
 test: venv data
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS) tests
-	$(MAKE) test-airflow
+	@mkdir -p runs; $(MAKE) -s test-airflow > runs/test-airflow.log 2>&1 & airflow=$$!; \
+	rc=0; $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS) \
+	  tests || rc=$$?; \
+	airflow_rc=0; wait $$airflow || airflow_rc=$$?; \
+	echo ">> make test-airflow (run beside pytest; log runs/test-airflow.log), exit $$airflow_rc:"; \
+	if [ $$airflow_rc = 0 ]; then tail -n 3 runs/test-airflow.log; else cat runs/test-airflow.log; fi; \
+	[ $$rc = 0 ] || exit $$rc; exit $$airflow_rc
 
 # Benchmarks (not part of `make test`): runs/bench/bench.{json,md}; README's table is bench.md.
 bench: venv data

@@ -2,6 +2,15 @@
 QuantEvaluator). Versions are fixed by the project's measured stack; see README.md."""
 from setuptools import find_packages, setup
 
+# The repository's top-level folders, installed under one import root (tfx_qat/__init__.py) so
+# that they never collide with a team's own ``components`` or ``pipelines`` package.
+PACKAGE_DIR = {"tfx_qat": "tfx_qat"}
+PACKAGES = ["tfx_qat"]
+for _folder in ("quant_lib", "components", "pipelines"):
+    for _pkg in find_packages(include=[_folder, f"{_folder}.*"]):
+        PACKAGES.append(f"tfx_qat.{_pkg}")
+        PACKAGE_DIR[f"tfx_qat.{_pkg}"] = _pkg.replace(".", "/")
+
 INSTALL_REQUIRES = [
     "tfx==1.16.0",
     "ml-pipelines-sdk==1.16.0",
@@ -17,7 +26,7 @@ INSTALL_REQUIRES = [
     # tfx_bsl imports dill, which Beam 2.74 dropped; 2.61 resolves cleanly with TFX 1.16.
     "apache-beam[gcp]>=2.53,<2.74",
     "numpy>=1.22,<2",
-    "google-crc32c>=1.5",  # TFRecord framing check (quant_lib.data.check_framing)
+    "google-crc32c>=1.5",  # TFRecord framing check (tfx_qat.quant_lib.examples.data.check_framing)
     "matplotlib>=3.7",     # QuantEvaluator's run report (plots embedded in report.html)
     "palmerpenguins==0.1.6",  # the wide-and-deep pipeline's raw CSV (empty cells, strings)
     # TFLite metadata writers (IntegerExporter) and the Task Library client in the tests; its
@@ -51,9 +60,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["quant_lib", "quant_lib.*", "components", "components.*",
-                                    "pipelines", "pipelines.*"]),
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["tfx-qat=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["tfx-qat=tfx_qat.pipelines.cli:main"]},
 )

@@ -20,10 +20,10 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from pipelines.data import load_fashion_mnist  # noqa: E402  (the Debian package's IDX files)
-from pipelines.modules.cnn_trainer import build_model  # noqa: E402  (the user's model; its
-# module imports quant_lib.qat, so AutoGraph skips tf_keras here as in the pipeline)
-from quant_lib.config import DataSpec  # noqa: E402
+from tfx_qat.pipelines.data import load_fashion_mnist  # noqa: E402  (the Debian package's IDX files)
+from tfx_qat.pipelines.modules.cnn_trainer import build_model  # noqa: E402  (the user's model; its
+# module imports tfx_qat.quant_lib.qat, so AutoGraph skips tf_keras here as in the pipeline)
+from tfx_qat.quant_lib.config import DataSpec  # noqa: E402
 
 
 def int8_top1(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:

@@ -28,15 +28,17 @@ from typing import Any, Dict
 
 import numpy as np
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from benchmarks import bench_experiments
-from pipelines.data import load_fashion_mnist
-from pipelines.modules.cnn_trainer import build_model
-from quant_lib import evaluation, op_profile, qat, runtime, tflite
-from quant_lib.config import DataSpec, QuantizationConfig
+from tfx_qat.pipelines.data import load_fashion_mnist
+from tfx_qat.pipelines.modules.cnn_trainer import build_model
+from tfx_qat.quant_lib.config import DataSpec, QuantizationConfig
+from tfx_qat.quant_lib.evaluation import latency
+from tfx_qat.quant_lib.qat import plan, train as qat_train
+from tfx_qat.quant_lib.tflite import convert, interpreter, op_profile, runtime, validate
 
 log = logging.getLogger("bench")
 SPEC = DataSpec(image_shape=(28, 28, 1), num_classes=10)
@@ -44,9 +46,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_name() -> str:
-    """The CPU a section ran on, with its int8 dot-product instructions (``quant_lib.cpu``):
+    """The CPU a section ran on, with its int8 dot-product instructions (``tfx_qat.quant_lib.tflite.cpu``):
     int8 speed-ups hold only for CPUs that have them."""
-    from quant_lib import cpu
+    from tfx_qat.quant_lib.tflite import cpu
     c = cpu.read()
     dot = ("int8 dot product: " + ", ".join(c.instructions) if c.int8_dot else
            "int8 dot product unknown" if c.int8_dot is None else "no int8 dot product (no VNNI)")
@@ -54,8 +56,8 @@ def cpu_name() -> str:
 
 
 def _fit(model, x, y, epochs, lr, batch, tag, seed=0):
-    qat.compile_for_training(model, lr)
-    timer = qat.StepTimer(tag)
+    qat_train.compile_for_training(model, lr)
+    timer = qat_train.StepTimer(tag)
     keras.utils.set_random_seed(seed)
     model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0, shuffle=True)
     return timer.seconds_per_step
@@ -63,15 +65,15 @@ def _fit(model, x, y, epochs, lr, batch, tag, seed=0):
 
 def _tfx_qat(model, cfg, x):
     """QAT as QuantizeTrainer starts it: TFMOT's wrappers (with tfx-qat's plan), then activation
-    ranges calibrated on 4 training batches of 64 (qat.calibrate_ranges)."""
-    q = qat.quantize(model, cfg)
-    qat.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
+    ranges calibrated on 4 training batches of 64 (qat_train.calibrate_ranges)."""
+    q = plan.quantize(model, cfg)
+    qat_train.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
     return q
 
 
 def _tfx_qat_with_report(model, cfg, x):
-    q, decisions = qat.quantize_with_report(model, cfg)
-    qat.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
+    q, decisions = plan.quantize_with_report(model, cfg)
+    qat_train.calibrate_ranges(q, [x[i:i + 64] for i in range(0, 256, 64)])
     return q, decisions
 
 
@@ -84,13 +86,13 @@ def _clone(model):
 def _measure_all(tag, models, x, y, lat_x, passes: int = 5) -> Dict[str, Dict[str, Any]]:
     """Top-1 and size of each model, and its latency on both runtimes: each of ``passes``
     interleaved passes runs every model on LiteRT and on TF's interpreter in turn
-    (``evaluation.timed_ms``), so both columns see the same machine state; speed is the float
+    (``latency.timed_ms``), so both columns see the same machine state; speed is the float
     model's time over the model's on the same runtime."""
-    ms, _ = evaluation.timed_ms(models, lat_x, passes, runtime.RUNTIMES)
+    ms, _ = latency.timed_ms(models, lat_x, passes, runtime.RUNTIMES)
     lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
     out: Dict[str, Dict[str, Any]] = {}
     for k, b in models.items():
-        scores = tflite.TFLiteClassifier(b).predict(x, batch_size=256)
+        scores = interpreter.TFLiteClassifier(b).predict(x, batch_size=256)
         out[k] = {"accuracy": float(np.mean(np.argmax(scores, -1) == y)), "bytes": len(b),
                   "latency_ms": ms[k, lt], "tf_latency_ms": ms[k, tf_]}
         log.info("%-10s acc %.4f  %8d bytes  %.4f ms (%s)  %.4f ms (%s)", f"{tag} {k}",
@@ -135,24 +137,24 @@ def fashion_mnist(args) -> Dict[str, Any]:
 
     qat8 = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC), xt)
     qat8_step = _fit(qat8, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT8")
-    qat8_bytes = tflite.convert_int8(qat8, rep)
+    qat8_bytes = convert.convert_int8(qat8, rep)
 
     f1 = _clone(f0)
     log.info("float reference F1: F0 + %d epoch(s) at lr %g, no fake quantization",
              args.qat_epochs, args.qat_lr)
     f1_step = _fit(f1, xt, yt, args.qat_epochs, args.qat_lr, 64, "float-ft")
-    float_bytes = tflite.convert_float(f1)
-    ptq8_bytes = tflite.convert_int8(f1, rep)
+    float_bytes = convert.convert_float(f1)
+    ptq8_bytes = convert.convert_int8(f1, rep)
 
     # 4-bit weights, 8-bit activations (TFMOT experimental n-bit scheme).
     cfg4 = QuantizationConfig(data=SPEC, scheme="n_bit", weight_bits=4, activation_bits=8)
     qat4 = _tfx_qat(_clone(f0), cfg4, xt)
     _fit(qat4, xt, yt, args.qat_epochs, args.qat_lr, 64, "QAT4")
-    ptq4 = qat.quantize(_clone(f1), cfg4)
-    qat.compile_for_training(ptq4, 0.0)  # lr 0: forward passes only set the quantizer ranges
+    ptq4 = plan.quantize(_clone(f1), cfg4)
+    qat_train.compile_for_training(ptq4, 0.0)  # lr 0: forward passes only set the quantizer ranges
     ptq4.optimizer.learning_rate = 0.0
     ptq4.fit(rep, rng.integers(0, 10, len(rep)), batch_size=32, epochs=1, verbose=0)
-    qat4_bytes, ptq4_bytes = tflite.convert_int8(qat4, rep), tflite.convert_int8(ptq4, rep)
+    qat4_bytes, ptq4_bytes = convert.convert_int8(qat4, rep), convert.convert_int8(ptq4, rep)
 
     # Longer fine-tuning at 4 bits (QAT needs more than one epoch to recover there), with its own
     # fair float reference F_n (F0 + the same n epochs, no fake quantization).
@@ -161,11 +163,11 @@ def fashion_mnist(args) -> Dict[str, Any]:
     _fit(fn, xt, yt, n, args.qat_lr, 64, f"float-ft{n}")
     qat4n = _tfx_qat(_clone(f0), cfg4, xt)
     _fit(qat4n, xt, yt, n, args.qat_lr, 64, f"QAT4x{n}")
-    ptq4n = qat.quantize(_clone(fn), cfg4)
-    qat.compile_for_training(ptq4n, 0.0)
+    ptq4n = plan.quantize(_clone(fn), cfg4)
+    qat_train.compile_for_training(ptq4n, 0.0)
     ptq4n.fit(rep, rng.integers(0, 10, len(rep)), batch_size=32, epochs=1, verbose=0)
-    long = {"float": tflite.convert_float(fn), "ptq_w4a8": tflite.convert_int8(ptq4n, rep),
-            "qat_w4a8": tflite.convert_int8(qat4n, rep)}
+    long = {"float": convert.convert_float(fn), "ptq_w4a8": convert.convert_int8(ptq4n, rep),
+            "qat_w4a8": convert.convert_int8(qat4n, rep)}
     out["w4a8_long"] = {"epochs": n, "models": _measure_all(f"{n}ep", long, xe, ye, lat_x[:50])}
 
     # One weight scale per tensor: PTQ (F1) vs QAT (F0 + the same epochs) as tfx-qat configures
@@ -183,9 +185,9 @@ def fashion_mnist(args) -> Dict[str, Any]:
 
     models = {"float": float_bytes, "ptq_int8": ptq8_bytes, "qat_int8": qat8_bytes,
               "ptq_w4a8": ptq4_bytes, "qat_w4a8": qat4_bytes,
-              "ptq_int8_pt": tflite.convert_int8(f1, rep, per_channel=False),
-              "qat_int8_pt": tflite.convert_int8(qat_pt, rep, per_channel=False),
-              "tfmot_qat_int8_pt": tflite.convert_int8(tfmot_pt, rep, per_channel=False)}
+              "ptq_int8_pt": convert.convert_int8(f1, rep, per_channel=False),
+              "qat_int8_pt": convert.convert_int8(qat_pt, rep, per_channel=False),
+              "tfmot_qat_int8_pt": convert.convert_int8(tfmot_pt, rep, per_channel=False)}
     out["models"] = _measure_all("fashion", models, xe, ye, lat_x)
     out.update(_runtimes())
     out["training"] = {"float_seconds_per_step": float_step, "float_ft_seconds_per_step": f1_step,
@@ -216,7 +218,7 @@ def bare_tfmot_4bit(args) -> Dict[str, Any]:
 
     def ptq(fair, x, y):
         m = tfmot_4bit(_clone(fair))
-        qat.compile_for_training(m, 0.0)
+        qat_train.compile_for_training(m, 0.0)
         m.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         return m
 
@@ -232,12 +234,12 @@ def bare_tfmot_4bit(args) -> Dict[str, Any]:
         ours = _tfx_qat(_clone(f0), QuantizationConfig(data=SPEC, scheme="n_bit", weight_bits=4,
                                                        activation_bits=8), xt)
         _fit(ours, xt, yt, 1, args.qat_lr, batch, f"bare4 s{seed} tfx-qat QAT4", seed)
-        models = {"float": tflite.convert_float(fair),
-                  "tfmot_ptq_w4a8": tflite.convert_int8(ptq(fair, xt[:5120], yt[:5120]), rep),
-                  "tfmot_ptq_w4a8_rep200": tflite.convert_int8(
+        models = {"float": convert.convert_float(fair),
+                  "tfmot_ptq_w4a8": convert.convert_int8(ptq(fair, xt[:5120], yt[:5120]), rep),
+                  "tfmot_ptq_w4a8_rep200": convert.convert_int8(
                       ptq(fair, rep, np.zeros(len(rep), np.int64)), rep),
-                  "tfmot_qat_w4a8": tflite.convert_int8(bare_qat, rep),
-                  "tfx_qat_w4a8": tflite.convert_int8(ours, rep)}
+                  "tfmot_qat_w4a8": convert.convert_int8(bare_qat, rep),
+                  "tfx_qat_w4a8": convert.convert_int8(ours, rep)}
         per_seed.append({k: _measure(f"bare4 s{seed} {k}", v, xe, ye, xe[:20])
                          for k, v in models.items()})
     out = {"float_epochs": args.bare4_float_epochs, "batch_size": batch,
@@ -308,13 +310,13 @@ def mobilenet_v3_style(args) -> Dict[str, Any]:
         cfg, keep_float_types=tuple(sorted(set(left)))), xt)
     _fit(q_left, xt, yt, args.qat_epochs, args.qat_lr, 64, "mnv3 QAT, left float")
     lat_x = xe[:args.latency_examples]
-    models = {"float": tflite.convert_float(f1), "ptq_int8": tflite.convert_int8(f1, rep),
-              "qat_int8": tflite.convert_int8(q, rep),
-              "qat_int8_left_float": tflite.convert_int8(q_left, rep)}
+    models = {"float": convert.convert_float(f1), "ptq_int8": convert.convert_int8(f1, rep),
+              "qat_int8": convert.convert_int8(q, rep),
+              "qat_int8_left_float": convert.convert_int8(q_left, rep)}
     return {"models": _measure_all("mnv3", models, xe, ye, lat_x),
             "params": int(sum(np.prod(w.shape) for w in f0.weights)),
             "tfx_qat_configs": {c: left.count(c) for c in sorted(set(left))},
-            "float_layers_left": sum(d.decision == qat.FLOAT for d in d_left), **_runtimes()}
+            "float_layers_left": sum(d.decision == plan.FLOAT for d in d_left), **_runtimes()}
 
 
 def search_low_bit(args) -> Dict[str, Any]:
@@ -323,8 +325,8 @@ def search_low_bit(args) -> Dict[str, Any]:
     and every trial is also scored on the 10k test images (the gate's split), which the search
     never sees. Move: 8-bit weights for the most sensitive layers (mixed precision)."""
     import tensorflow as tf
-    from quant_lib import search
-    from quant_lib.config import SearchConfig
+    from tfx_qat.quant_lib.config import SearchConfig
+    from tfx_qat.quant_lib.search import search, sensitivity
     xt, yt, xe, ye = _fashion(args)
     nval = len(xt) // 12
     xtr, ytr, xv, yv = xt[:-nval], yt[:-nval], xt[-nval:], yt[-nval:]
@@ -333,17 +335,17 @@ def search_low_bit(args) -> Dict[str, Any]:
     f0 = build_model(SPEC, width=32)
     _fit(f0, xtr, ytr, args.float_epochs, 1e-3, 64, "float-search")
     lat_x = xe[:args.latency_examples // 4]
-    out: Dict[str, Any] = {"float": _measure("float", tflite.convert_float(f0), xe, ye, lat_x),
+    out: Dict[str, Any] = {"float": _measure("float", convert.convert_float(f0), xe, ye, lat_x),
                            "train": len(xtr), "validation": nval, "test": len(xe), "cases": []}
     fa = out["float"]["accuracy"]
 
     def train(c):
         ds = lambda: tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(  # noqa: E731
             len(xtr), seed=c.seed).batch(c.batch_size)
-        return qat.run_qat(lambda: search.fresh_copy(f0), ds, c)
+        return qat_train.run_qat(lambda: sensitivity.fresh_copy(f0), ds, c)
 
     base = QuantizationConfig(data=SPEC, epochs=args.qat_epochs, learning_rate=args.qat_lr)
-    out["all_8bit"] = _measure("all-8bit", tflite.convert_int8(train(base)[0], rep), xe, ye, lat_x)
+    out["all_8bit"] = _measure("all-8bit", convert.convert_int8(train(base)[0], rep), xe, ye, lat_x)
     out["all_8bit"]["drop_pt"] = 100 * (fa - out["all_8bit"]["accuracy"])
     for bits in args.search_weight_bits:
         test = {}
@@ -369,9 +371,9 @@ def _digits_warned_case(args) -> Dict[str, Any]:
     """The case the search must warn about: digits (sklearn) with 3-bit weights and a 1 pt budget
     on the CLI's built-in carve-out (1/12 of the training images, ~120): one example is ~0.8 pt."""
     import tensorflow as tf
-    from pipelines.data import builtin_spec, load_digits
-    from quant_lib import search
-    from quant_lib.config import SearchConfig
+    from tfx_qat.pipelines.data import builtin_spec, load_digits
+    from tfx_qat.quant_lib.config import SearchConfig
+    from tfx_qat.quant_lib.search import search, sensitivity
     spec = builtin_spec("digits")
     xt, yt, xe, ye = load_digits()
     xt, xe = xt.reshape(-1, 8, 8, 1), xe.reshape(-1, 8, 8, 1)
@@ -386,10 +388,10 @@ def _digits_warned_case(args) -> Dict[str, Any]:
     def train(c):
         ds = lambda: tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(  # noqa: E731
             len(xtr), seed=c.seed).batch(c.batch_size)
-        return qat.run_qat(lambda: search.fresh_copy(f0), ds, c)
+        return qat_train.run_qat(lambda: sensitivity.fresh_copy(f0), ds, c)
 
     def observe(trial, data):
-        acc = float(np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(xe), -1) == ye))
+        acc = float(np.mean(np.argmax(interpreter.TFLiteClassifier(data).predict(xe), -1) == ye))
         test[trial.index] = {"accuracy": acc, "drop_pt": 100 * (fa - acc)}
 
     cfg = QuantizationConfig(data=spec, scheme="n_bit", weight_bits=3, epochs=2,
@@ -410,21 +412,21 @@ def _mobilenet_v2_sizes(shape, classes, rep_count):
     """keras.applications.MobileNetV2 (weights=None) through tfx-qat's QAT wrappers and one
     calibration pass on random images: (facts, float TFLite bytes, int8 TFLite bytes), both from
     the same converter."""
-    from quant_lib import edgetpu
+    from tfx_qat.quant_lib.tflite import edgetpu
     keras.utils.set_random_seed(0)
     m = keras.applications.MobileNetV2(input_shape=shape, weights=None, classes=classes)
-    q, decisions = qat.quantize_with_report(m, QuantizationConfig(
+    q, decisions = plan.quantize_with_report(m, QuantizationConfig(
         data=DataSpec(image_shape=shape, num_classes=classes)))
     rep = np.random.default_rng(0).random((rep_count,) + shape, dtype=np.float32)
     q(rep, training=True)  # one calibration pass so activation ranges are not the defaults
-    float_bytes, int8_bytes = tflite.convert_float(m), tflite.convert_int8(q, rep)
+    float_bytes, int8_bytes = convert.convert_float(m), convert.convert_int8(q, rep)
     etpu = edgetpu.analyze(int8_bytes)
     return {"input_shape": list(shape), "classes": classes,
             "params": int(sum(np.prod(w.shape) for w in m.weights)),
             "float_bytes": len(float_bytes), "int8_bytes": len(int8_bytes),
             "size_ratio": len(float_bytes) / len(int8_bytes),
             "layers": {d: sum(1 for x in decisions if x.decision == d)
-                       for d in (qat.QUANTIZE, qat.FOLD, qat.FLOAT)},
+                       for d in (plan.QUANTIZE, plan.FOLD, plan.FLOAT)},
             "edgetpu_predicted_on_tpu": etpu.predicted_on_tpu,
             "edgetpu_predicted_on_cpu": etpu.predicted_on_cpu}, float_bytes, int8_bytes
 
@@ -435,7 +437,7 @@ def mobilenet_v2(args) -> Dict[str, Any]:
     std, _, _ = _mobilenet_v2_sizes((224, 224, 3), 1000, 8)
     out, float_bytes, int8_bytes = _mobilenet_v2_sizes((96, 96, 3), 10, 32)
     x = np.random.default_rng(1).random((args.latency_examples // 4, 96, 96, 3), dtype=np.float32)
-    ms, _ = evaluation.timed_ms({"float": float_bytes, "int8": int8_bytes}, x, 5, runtime.RUNTIMES)
+    ms, _ = latency.timed_ms({"float": float_bytes, "int8": int8_bytes}, x, 5, runtime.RUNTIMES)
     lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
     fl, il = ms["float", lt], ms["int8", lt]
     out.update({"float_latency_ms": fl, "int8_latency_ms": il, "speed_vs_float": fl / il,
@@ -468,16 +470,16 @@ def _depthwise_float(m, x) -> bytes:
                                       if type(o.outbound_layer).__name__ == "BatchNormalization"]]
     cfg = QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3), num_classes=1000),
                              float_fallback_names=tuple(names))
-    q = qat.quantize(m, cfg)
-    qat.calibrate_ranges(q, [x[:4], x[4:]])
-    return tflite.convert_int8(q, x, float_layers=names)
+    q = plan.quantize(m, cfg)
+    qat_train.calibrate_ranges(q, [x[:4], x[4:]])
+    return convert.convert_int8(q, x, float_layers=names)
 
 
 def latency_224(args) -> Dict[str, Any]:
     """The four mobile networks at 224x224x3 / 1,000 classes (``weights=None``): float TFLite,
     TFLite's own post-training full-integer quantization (PTQ) of the same float model, and
-    tfx-qat's int8 (``qat.quantize``, ``calibrate_ranges`` on 8 random images,
-    ``tflite.convert_int8``); latency as medians of interleaved passes, and how XNNPACK takes
+    tfx-qat's int8 (``plan.quantize``, ``calibrate_ranges`` on 8 random images,
+    ``convert.convert_int8``); latency as medians of interleaved passes, and how XNNPACK takes
     each model (ops delegated, partitions). Latency is ``invoke()`` alone (inputs quantized and
     set outside the timing). Random weights: latency and graph structure only."""
     out: Dict[str, Any] = {"passes": args.latency_passes, "examples_per_pass": 4, "nets": {}}
@@ -490,19 +492,19 @@ def latency_224(args) -> Dict[str, Any]:
         if ctor == "MobileNetV2":  # the only one of the four without its own Rescaling
             x = x / 127.5 - 1
         t = time.perf_counter()
-        q = qat.quantize(m, QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3),
+        q = plan.quantize(m, QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3),
                                                              num_classes=1000)))
-        qat.calibrate_ranges(q, [x[:4], x[4:]])
-        models = {"float": tflite.convert_float(m), "ptq_int8": tflite.convert_int8(m, x),
-                  "qat_int8": tflite.convert_int8(q, x)}
+        qat_train.calibrate_ranges(q, [x[:4], x[4:]])
+        models = {"float": convert.convert_float(m), "ptq_int8": convert.convert_int8(m, x),
+                  "qat_int8": convert.convert_int8(q, x)}
         if label == DEPTHWISE_FLOAT_NET:
             models["qat_int8_depthwise_float"] = _depthwise_float(m, x)
         build = time.perf_counter() - t
-        ms, _ = evaluation.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
+        ms, _ = latency.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
         lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
         row = {"build_seconds": build, "runtime": runtime.name(lt), "tf_runtime": runtime.name(tf_)}
         for k, data in models.items():
-            d = tflite.delegation(data, lt)
+            d = interpreter.delegation(data, lt)
             row[k] = {"latency_ms": ms[k, lt], "speed_vs_float": ms["float", lt] / ms[k, lt],
                       "tf_latency_ms": ms[k, tf_],
                       "tf_speed_vs_float": ms["float", tf_] / ms[k, tf_],
@@ -521,7 +523,7 @@ def latency_folds(args) -> Dict[str, Any]:
     """What the padding and +3 folds buy, on the machine at hand: each of the four networks'
     tfx-qat int8 model with and without ``scale_fold.fold_zero_padding`` /
     ``fold_constant_adds`` (the 1/6 fold stays in both), interleaved with its float model."""
-    from quant_lib import scale_fold
+    from tfx_qat.quant_lib.qat import scale_fold
     out: Dict[str, Any] = {"passes": args.latency_passes, "nets": {}, **_runtimes()}
     for label, ctor in LATENCY_NETS:
         keras.utils.set_random_seed(0)
@@ -529,24 +531,24 @@ def latency_folds(args) -> Dict[str, Any]:
                                                classes=1000)
         x = np.random.default_rng(0).random((8, 224, 224, 3), dtype=np.float32) * 255
         cfg = QuantizationConfig(data=DataSpec(image_shape=(224, 224, 3), num_classes=1000))
-        models = {"float": tflite.convert_float(m)}
+        models = {"float": convert.convert_float(m)}
         for key, off in (("qat_int8", False), ("qat_int8_without", True)):
             saved = scale_fold.fold_zero_padding, scale_fold.fold_constant_adds
             if off:
                 scale_fold.fold_zero_padding = scale_fold.fold_constant_adds = \
                     lambda model, protected=(): (model, [])
             try:
-                q = qat.quantize(m, cfg)
+                q = plan.quantize(m, cfg)
             finally:
                 scale_fold.fold_zero_padding, scale_fold.fold_constant_adds = saved
-            qat.calibrate_ranges(q, [x[:4], x[4:]])
-            models[key] = tflite.convert_int8(q, x)
-        ms, _ = evaluation.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
+            qat_train.calibrate_ranges(q, [x[:4], x[4:]])
+            models[key] = convert.convert_int8(q, x)
+        ms, _ = latency.timed_ms(models, x[:4], args.latency_passes, runtime.RUNTIMES)
         lt, tf_ = runtime.DEPLOYMENT, runtime.SECOND
         out["nets"][label] = {k: {"latency_ms": ms[k, lt], "tf_latency_ms": ms[k, tf_],
                                   "speed_vs_float": ms["float", lt] / ms[k, lt],
                                   "tf_speed_vs_float": ms["float", tf_] / ms[k, tf_],
-                                  **(tflite.validate_integer(b).op_counts if k != "float" else {})}
+                                  **(validate.validate_integer(b).op_counts if k != "float" else {})}
                               for k, b in models.items()}
         logging.info("latency_folds %s: %s", label, {k: round(v, 3) for k, v in ms.items()})
     return out
@@ -640,7 +642,7 @@ def _op_type_lines(lat: Dict[str, Any]) -> list:
     if not rows:
         return []
     out = ["", "Where the tfx-qat int8 models still lose to float, op type by op type "
-           "(`quant_lib.op_profile`: each op cut out and timed alone in the mode the whole "
+           "(`tfx_qat.quant_lib.tflite.op_profile`: each op cut out and timed alone in the mode the whole "
            "model runs it, microseconds summed per type; ops alone sum to more than the model):",
            "", "| network | op type | int8 ops | int8 us | float ops | float us | why |",
            "|---|---|---|---|---|---|---|"]
@@ -693,11 +695,11 @@ def _component_seconds(mlmd_path: str) -> Dict[str, float]:
 
 
 def pipeline_overhead(args) -> Dict[str, Any]:
-    """``pipelines.cli run`` (what ``make run`` runs, fresh root, no cache) vs the bare script
+    """``tfx_qat.pipelines.cli run`` (what ``make run`` runs, fresh root, no cache) vs the bare script
     (benchmarks/bare_baseline.py), each a separate process timed as a whole, same data and epochs,
     alternated for ``--overhead-rounds`` rounds (pairs: bare script, then pipeline); the headline
     is the median pair's ratio, that pair's runs the breakdown. Both processes import tfx-qat's
-    ``quant_lib.qat``, which installs quant_lib.internals' AutoGraph rule (the bare script for the user's ``build_model``), so neither pays
+    ``tfx_qat.quant_lib.qat``, which installs tfx_qat.quant_lib.internals' AutoGraph rule (the bare script for the user's ``build_model``), so neither pays
     AutoGraph's conversion of tf_keras, which was 15-16 s of each first training step (float and
     QAT) on both sides. Then the evaluator's throughput on the last pipeline run's artifacts."""
     root = os.path.join(args.out, "pipeline_run")
@@ -713,7 +715,7 @@ def pipeline_overhead(args) -> Dict[str, Any]:
         bares.append(bare)
         shutil.rmtree(root, ignore_errors=True)  # a first run: fresh MLMD, artifacts and data
         os.makedirs(root)
-        pipe = timed_process([sys.executable, "-m", "pipelines.cli", "run", "--dataset",
+        pipe = timed_process([sys.executable, "-m", "tfx_qat.pipelines.cli", "run", "--dataset",
                                "fashion_mnist", "--output-root", root, "--no-cache",
                                "--qat-learning-rate", str(args.qat_lr)] + epochs,
                               os.path.join(root, "bench_stdout.log"))

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 
 def main(argv=None) -> int:
@@ -29,13 +29,16 @@ def main(argv=None) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines import store
-    from quant_lib import evaluation, metrics, qat, tflite
+    from tfx_qat.pipelines import store
+    from tfx_qat.quant_lib.evaluation import metrics, scoring as evaluation_scoring
+    from tfx_qat.quant_lib.qat import saving
+    from tfx_qat.quant_lib.tflite import interpreter
     import functools
 
-    from quant_lib.config import DataSpec
-    from quant_lib.data import load_arrays
-    from quant_lib.inputs import ImageAdapter, bind_model, tflite_inputs
+    from tfx_qat.quant_lib.config import DataSpec
+    from tfx_qat.quant_lib.examples.data import load_arrays
+    from tfx_qat.quant_lib.examples.inputs import ImageAdapter, bind_model
+    from tfx_qat.quant_lib.tflite.interpreter import tflite_inputs
 
     root = os.path.abspath(args.output_root)
     with open(os.path.join(root, "summary.json")) as f:
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     with open(int8_path, "rb") as f:
         model_inputs = tflite_inputs(f.read())
     bound = bind_model(ImageAdapter(spec), model_inputs, eval_uri, spec.num_classes)
-    scoring = evaluation.ScoringInputs(functools.partial(ImageAdapter, spec), bound.mapping,
+    scoring = evaluation_scoring.ScoringInputs(functools.partial(ImageAdapter, spec), bound.mapping,
                                        tuple(model_inputs), spec.num_classes)
 
     def beam_run():
@@ -58,18 +61,18 @@ def main(argv=None) -> int:
             path = os.path.join(tmp, "stats.jsonl")
             with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as bp:
                 scored = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                          | evaluation.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256))
+                          | evaluation_scoring.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256))
                 _ = (scored["stats"]
-                     | beam.Map(evaluation.encode)
+                     | beam.Map(evaluation_scoring.encode)
                      | beam.io.WriteToText(path, shard_name_template=""))
             with open(path) as f:
-                return evaluation.decode(f.read().splitlines())[()].n
+                return evaluation_scoring.decode(f.read().splitlines())[()].n
 
     def raw_both():
         x, y = load_arrays(eval_uri, spec)
-        model = qat.load_model(float_dir)
+        model = saving.load_model(float_dir)
         with open(int8_path, "rb") as f:
-            runner = tflite.TFLiteClassifier(f.read())
+            runner = interpreter.TFLiteClassifier(f.read())
         model.predict(x, batch_size=256, verbose=0)
         metrics.correct(runner.predict(x, 256), y)
         return len(y)
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     def raw_int8():
         x, y = load_arrays(eval_uri, spec)
         with open(int8_path, "rb") as f:
-            runner = tflite.TFLiteClassifier(f.read())
+            runner = interpreter.TFLiteClassifier(f.read())
         metrics.correct(runner.predict(x, 256), y)
         return len(y)
 

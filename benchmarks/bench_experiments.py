@@ -3,7 +3,7 @@
 A synthetic SQLite MLMD store laid out as LocalDagRunner lays out tfx-qat runs (a pipeline
 context, one pipeline_run context per run; QuantizeTrainer, IntegerExporter, QuantEvaluator and
 VerifiedPusher executions with their input and output artifacts, properties written through the
-same ``quant_lib.records`` records the executors write), then ``experiments.runs`` timed on it.
+same ``tfx_qat.quant_lib.artifacts.records`` records the executors write), then ``experiments.runs`` timed on it.
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 from tfx.types import standard_artifacts
 
-from components.utils import set_properties
-from quant_lib import records
+from tfx_qat.components.utils import set_properties
+from tfx_qat.quant_lib.artifacts import records
 
-_EXEC = {"QuantizeTrainer": "components.quantize_trainer.component.QuantizeTrainer",
-         "IntegerExporter": "components.integer_exporter.component.IntegerExporter",
-         "QuantEvaluator": "components.quant_evaluator.component.QuantEvaluator",
-         "VerifiedPusher": "components.verified_pusher.component.VerifiedPusher"}
+_EXEC = {"QuantizeTrainer": "tfx_qat.components.quantize_trainer.component.QuantizeTrainer",
+         "IntegerExporter": "tfx_qat.components.integer_exporter.component.IntegerExporter",
+         "QuantEvaluator": "tfx_qat.components.quant_evaluator.component.QuantEvaluator",
+         "VerifiedPusher": "tfx_qat.components.verified_pusher.component.VerifiedPusher"}
 _ART = {"Examples": standard_artifacts.Examples, "Model": standard_artifacts.Model,
         "ModelBlessing": standard_artifacts.ModelBlessing,
         "ModelEvaluation": standard_artifacts.ModelEvaluation,
@@ -112,7 +112,7 @@ def build_store(path: str, n_runs: int, seed: int = 0) -> metadata_store.Metadat
 
 def experiments_store(args) -> Dict[str, Any]:
     """Builds a store of ``args.experiments_runs`` runs and times listing them (median of 3)."""
-    from pipelines import experiments
+    from tfx_qat.pipelines import experiments
     path = os.path.join(os.path.abspath(args.out), "experiments_store.sqlite")
     if os.path.exists(path):
         os.remove(path)
@@ -125,7 +125,7 @@ def experiments_store(args) -> Dict[str, Any]:
         rows = experiments.runs(experiments.connect(path))
         seconds.append(time.perf_counter() - t)
         t = time.perf_counter()  # the whole command as a user types it: start-up included
-        subprocess.run([sys.executable, "-m", "pipelines.cli", "experiments", path],
+        subprocess.run([sys.executable, "-m", "tfx_qat.pipelines.cli", "experiments", path],
                        check=True, stdout=subprocess.DEVNULL)
         process.append(time.perf_counter() - t)
     return {"runs": len(rows), "build_seconds": built, "list_seconds": statistics.median(seconds),
@@ -143,7 +143,7 @@ def markdown(r: Dict[str, Any]) -> str:
     else:
         took = f"took **{e['list_seconds']:.2f} s** "
     return (f"Listing **{e['runs']:,} runs** from one SQLite MLMD store with "
-            f"`python -m pipelines.cli experiments` {took}(median of 3; `make bench` section "
+            f"`python -m tfx_qat.pipelines.cli experiments` {took}(median of 3; `make bench` section "
             f"`experiments_store`, {date}, {r['machine']}; a synthetic store laid out as "
             "LocalDagRunner lays out tfx-qat runs: 4 executions and 6 artifacts per run).\n")
 
@@ -157,7 +157,7 @@ def experiments_example(args) -> Dict[str, Any]:
     --qat-epochs 2 with --min-int8-accuracy 1.0, not blessed), then what ``experiments`` lists
     and what ``--diff 1 2`` shows: the README's excerpt."""
     import shutil
-    from pipelines import cli, experiments
+    from tfx_qat.pipelines import cli, experiments
     root = os.path.join(os.path.abspath(args.out), "experiments_example")
     shutil.rmtree(root, ignore_errors=True)
     flags = [[], ["--per-tensor"], ["--qat-epochs", "2", "--min-int8-accuracy", "1.0"]]
@@ -167,14 +167,14 @@ def experiments_example(args) -> Dict[str, Any]:
         if code != 0:
             raise RuntimeError(f"experiments_example: run {extra} exited {code}")
     rows = experiments.runs(experiments.connect(root))
-    return {"commands": ["python -m pipelines.cli run --dataset digits --float-epochs 10 "
+    return {"commands": ["python -m tfx_qat.pipelines.cli run --dataset digits --float-epochs 10 "
                          "--max-accuracy-drop-pt 2 " + " ".join(f) for f in flags],
             "rows": [{k: r[k] for k in EXAMPLE_COLUMNS} for r in rows],
             "diff": {k: list(v) for k, v in experiments.diff(rows, "1", "2").items()}}
 
 
 def example_markdown(r: Dict[str, Any]) -> str:
-    from pipelines import experiments
+    from tfx_qat.pipelines import experiments
     e = r["experiments_example"]
     date = r.get("rerun", {}).get("experiments_example", {}).get("date", r["date"])
     cmds = "\n".join(f"{c.rstrip()} --output-root runs/exp" for c in e["commands"])
@@ -184,7 +184,7 @@ def example_markdown(r: Dict[str, Any]) -> str:
         return re.sub(r"\S*/experiments_example", "runs/exp", cell(v))
     diff = "\n".join(f"  {k:22s} {short(a):>24s} -> {short(b)}" for k, (a, b) in e["diff"].items())
     return (f"`make bench` section `experiments_example` ({date}, {r['machine']}):\n\n"
-            f"```\n{cmds}\npython -m pipelines.cli experiments runs/exp\n"
+            f"```\n{cmds}\npython -m tfx_qat.pipelines.cli experiments runs/exp\n"
             f"{experiments.table(e['rows'], EXAMPLE_COLUMNS)}\n"
-            f"python -m pipelines.cli experiments runs/exp --diff 1 2\n"
+            f"python -m tfx_qat.pipelines.cli experiments runs/exp --diff 1 2\n"
             f"{len(e['diff'])} field(s) differ between 1 and 2:\n{diff}\n```\n")

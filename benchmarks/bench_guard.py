@@ -13,7 +13,7 @@ examples (float right and int8 wrong, or the reverse) as measured:
   4 or 6 pt on average, the others none.
 
 Each case is drawn ``trials`` times (seeded) and judged by the product's own guard
-(``quant_lib.paired.guard`` with the EvalConfig defaults). Results: a JSON file the README renders.
+(``tfx_qat.quant_lib.evaluation.paired.guard`` with the EvalConfig defaults). Results: a JSON file the README renders.
 """
 from __future__ import annotations
 
@@ -25,17 +25,18 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from quant_lib import paired
-from quant_lib.config import DataSpec, EvalConfig
+from tfx_qat.quant_lib.artifacts.report_files import Metrics
+from tfx_qat.quant_lib.config import DataSpec, EvalConfig
+from tfx_qat.quant_lib.evaluation import paired
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "bench_guard_results.json")
 
 
 def _classes(metrics: Dict[str, Any]) -> List[Dict[str, int]]:
-    per_class = metrics["slices"]["overall"]["per_class_accuracy"]
-    return [{"class": int(k), "n": v["paired"]["n"], "float_only": v["paired"]["float_only"],
-             "int8_only": v["paired"]["int8_only"]} for k, v in sorted(
+    per_class = Metrics.load(metrics).overall.per_class_accuracy
+    return [{"class": int(k), "n": v.paired.n, "float_only": v.paired.float_only,
+             "int8_only": v.paired.int8_only} for k, v in sorted(
                  per_class.items(), key=lambda kv: int(kv[0]))]
 
 
@@ -99,7 +100,7 @@ def to_markdown(r: Dict[str, Any]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-root", default="runs/fashion_mnist",
-                   help="a finished `pipelines.cli run` output root (its summary.json)")
+                   help="a finished `tfx_qat.pipelines.cli run` output root (its summary.json)")
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args(argv)

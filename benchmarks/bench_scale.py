@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Dict, List
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 UNIT = 10_000  # records per shard
 SPEC_JSON = "dataspec.json"
@@ -38,8 +38,8 @@ def _artifacts(run_root: str) -> Dict[str, Any]:
     from tfx.orchestration import metadata
     from tfx.types import artifact_utils
 
-    from components import keys
-    from pipelines import store as mlmd_store
+    from tfx_qat.components import keys
+    from tfx_qat.pipelines import store as mlmd_store
     path = os.path.join(run_root, "metadata.sqlite")
     if not os.path.exists(path):
         raise SystemExit(f"error: no pipeline run at {run_root} (no metadata.sqlite): run "
@@ -84,7 +84,7 @@ def _examples_artifact(uri: str):
 
 
 def _spec(run_root: str):
-    from quant_lib.config import DataSpec
+    from tfx_qat.quant_lib.config import DataSpec
     with open(os.path.join(run_root, "data", SPEC_JSON)) as f:
         return DataSpec.from_json(f.read())
 
@@ -94,10 +94,10 @@ def child(args) -> int:
     from tfx.dsl.components.base import base_beam_executor
     from tfx.types import artifact_utils, standard_artifacts
 
-    from components import keys
-    from components.utils import read_record
-    from quant_lib import records
-    from pipelines.pipeline import DEFAULT_BEAM_ARGS
+    from tfx_qat.components import keys
+    from tfx_qat.components.utils import read_record
+    from tfx_qat.pipelines.pipeline import DEFAULT_BEAM_ARGS
+    from tfx_qat.quant_lib.artifacts import records
     examples = _examples_artifact(args.examples)
     out_root = args.work
     if args.component == "statistics":
@@ -110,7 +110,7 @@ def child(args) -> int:
         return 0
     spec = _spec(args.run_root)
     if args.component == "full_pass":  # what QuantizeTrainer did before statistics were wired
-        from quant_lib.inputs import ImageAdapter, ModelInput
+        from tfx_qat.quant_lib.examples.inputs import ImageAdapter, ModelInput
         bound = ImageAdapter(spec).bind([ModelInput(spec.image_key, tuple(spec.image_shape),
                                                     "float32")],
                                         os.path.join(args.examples, "Split-train"),
@@ -119,8 +119,8 @@ def child(args) -> int:
         return 0
     arts = _artifacts(args.run_root)
     if args.component == "trainer":
-        from components.quantize_trainer.executor import Executor
-        from quant_lib.config import QuantizationConfig
+        from tfx_qat.components.quantize_trainer.executor import Executor
+        from tfx_qat.quant_lib.config import QuantizationConfig
         stats = standard_artifacts.ExampleStatistics()
         stats.uri = os.path.join(out_root, "statistics")
         stats.split_names = artifact_utils.encode_split_names(["train"])
@@ -132,8 +132,8 @@ def child(args) -> int:
                       {keys.CONFIG: QuantizationConfig(data=spec, epochs=1,
                                                        learning_rate=1e-4).to_json()})
         return 0
-    from components.quant_evaluator.executor import Executor
-    from quant_lib.config import EvalConfig
+    from tfx_qat.components.quant_evaluator.executor import Executor
+    from tfx_qat.quant_lib.config import EvalConfig
     blessing, evaluation = standard_artifacts.ModelBlessing(), standard_artifacts.ModelEvaluation()
     blessing.uri, evaluation.uri = (os.path.join(out_root, "blessing"),
                                     os.path.join(out_root, "evaluation"))

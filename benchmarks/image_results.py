@@ -28,7 +28,7 @@ def smoke(work: str) -> dict:
         s = json.load(f)
     if not (s["blessed"] and s["pushed_path"]):
         raise SystemExit(f"image check: the smoke run was not blessed and pushed: {s['blessing_reasons']}")
-    from pipelines import lineage
+    from tfx_qat.pipelines import lineage
     [lin] = lineage.pushed_model_lineage(os.path.join(work, "smoke", "digits", "metadata.sqlite"))
     evaluated = lin["evaluation"]["evaluated_int8_sha256"]
     with open(_host_path(work, s["pushed_path"]), "rb") as f:

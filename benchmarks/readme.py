@@ -45,10 +45,10 @@ def _relative(s: Dict[str, Any], root: str) -> Dict[str, Any]:
 
 def run_summary(r: Dict[str, Any]) -> str:
     """The summary ``make run`` prints, from the same command run inside ``make bench``."""
-    from pipelines.summary import format_summary
+    from tfx_qat.pipelines.summary import format_summary
     s = _relative(r["overhead"]["pipeline"]["summary"], "runs/fashion_mnist")
     when = r.get("rerun", {}).get("overhead", r)  # the section's own date and machine
-    return (f"```\n{format_summary(s)}\n```\n\nThe `pipelines.cli run` process inside `make bench` "
+    return (f"```\n{format_summary(s)}\n```\n\nThe `tfx_qat.pipelines.cli run` process inside `make bench` "
             f"({when['date']}, {when.get('machine', r['machine'])}: the full 60,000 / 10,000 Fashion-MNIST splits, "
             f"{r['overhead']['epochs']['float']} float epochs, {r['overhead']['epochs']['qat']} QAT "
             f"epoch, fresh output root, no cache): {r['overhead']['pipeline']['seconds']:.0f} s "

@@ -11,7 +11,7 @@ from tfx import types
 from tfx.dsl.components.base import base_node
 from tfx.proto import pusher_pb2
 
-from quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
 
 RESOLVER_ID = "latest_blessed_int8_resolver"
 
@@ -62,7 +62,7 @@ def qat_chain(examples: types.BaseChannel, trainer_model: types.BaseChannel, ser
     would still change the evaluator's cache key after every push. IntegerExporter converts the
     float reference from ``trainer_model`` unless QAT rebuilds the model (``qat.model_fn``), whose
     float copy QuantizeTrainer keeps."""
-    from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
+    from tfx_qat.components import IntegerExporter, QuantEvaluator, QuantizeTrainer, VerifiedPusher
     export = export or ExportConfig(data=qat.data)
     evaluation = evaluation or EvalConfig(data=qat.data)
     wiring = {k: v for k, v in dict(examples=examples, schema=schema,

@@ -9,20 +9,59 @@ A ``FeatureSpec`` reads Examples the way the stock Trainer's module does:
 - else with a ``schema``: the schema's feature spec;
 - else: a feature spec read off the records themselves.
 """
+import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from tfx import types
 from tfx.types import standard_component_specs as tss
 from tfx.utils import import_utils, io_utils
 
-from components import keys
-from components.utils import single
-from quant_lib.config import DataSpec, FeatureSpec, QuantizationConfig, input_spec_from_json
-from quant_lib.data import DataError
-from quant_lib.inputs import FeatureAdapter, ImageAdapter, InputAdapter, feature_spec_from_records
+from tfx_qat.components import keys
+from tfx_qat.components.utils import single, split_uri
+from tfx_qat.quant_lib.config import DataSpec, FeatureSpec, QuantizationConfig, input_spec_from_json
+from tfx_qat.quant_lib.examples.data import DataError
+from tfx_qat.quant_lib.examples.inputs import (feature_spec_from_records, FeatureAdapter,
+                                               ImageAdapter, InputAdapter)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInputs:
+    """A tfx-qat executor's ``input_dict``, resolved once at the top of ``Do`` (as TFX's
+    ``FnArgs`` is for a Trainer): the helpers take this object, never the dict, so each key is
+    read, and its absence explained, in one place. Absent optional channels are None."""
+    examples: Tuple[types.Artifact, ...] = ()
+    model: Optional[types.Artifact] = None            # QAT (IntegerExporter) or float (Evaluator)
+    base_model: Optional[types.Artifact] = None       # the Trainer's float model
+    quantized_model: Optional[types.Artifact] = None  # IntegerExporter's int8 model
+    baseline_model: Optional[types.Artifact] = None   # the latest blessed int8 model
+    transform_graph: Optional[types.Artifact] = None
+    schema: Optional[types.Artifact] = None
+    statistics: Optional[types.Artifact] = None
+    hyperparameters: Optional[types.Artifact] = None
+
+    @classmethod
+    def resolve(cls, input_dict: Dict[str, List[types.Artifact]]) -> "StepInputs":
+        def one(key):
+            return single(input_dict, key) if input_dict.get(key) else None
+        return cls(examples=tuple(input_dict.get(keys.EXAMPLES) or ()), model=one(keys.MODEL),
+                   base_model=one(keys.BASE_MODEL), quantized_model=one(keys.QUANTIZED_MODEL),
+                   baseline_model=one(keys.BASELINE_MODEL),
+                   transform_graph=one(tss.TRANSFORM_GRAPH_KEY), schema=one(keys.SCHEMA),
+                   statistics=one(keys.STATISTICS), hyperparameters=one(tss.HYPERPARAMETERS_KEY))
+
+    def required(self, key: str) -> types.Artifact:
+        """The artifact of input ``key``; a ValueError naming the channel when it is not wired."""
+        artifact = getattr(self, key) if key != keys.EXAMPLES else (self.examples or (None,))[0]
+        if artifact is None:
+            raise ValueError(f"input {key!r} is missing: wire this channel in the pipeline")
+        return artifact
+
+    def split_uri(self, split: str) -> str:
+        """The URI of one split of ``examples`` (an error names the splits there are)."""
+        return split_uri(list(self.examples), split)
 
 
 def _first_record_keys(pattern: str) -> set:
@@ -77,27 +116,23 @@ def _json(text: str) -> Dict[str, Any]:
     return json.loads(text)
 
 
-def adapter_factory(spec, input_dict: Dict[str, List[types.Artifact]],
-                    split_dir: str) -> Callable[[], InputAdapter]:
+def adapter_factory(spec, wired: StepInputs, split_dir: str) -> Callable[[], InputAdapter]:
     """A picklable factory of the adapter for ``spec`` and the wired transform_graph / schema."""
-    transform = input_dict.get(tss.TRANSFORM_GRAPH_KEY)
-    schema = input_dict.get(keys.SCHEMA)
+    transform, schema = wired.transform_graph, wired.schema
     return functools.partial(build_adapter, spec.to_json(),
-                             transform[0].uri if transform else None,
-                             schema[0].uri if schema and isinstance(spec, FeatureSpec) else None,
+                             transform.uri if transform else None,
+                             schema.uri if schema and isinstance(spec, FeatureSpec) else None,
                              os.path.join(split_dir, "*"))
 
 
-def label_vocabulary(input_dict: Dict[str, List[types.Artifact]],
-                     label_key: str) -> Optional[List[str]]:
+def label_vocabulary(wired: StepInputs, label_key: str) -> Optional[List[str]]:
     """The wired Transform's vocabulary of the label (``vocab_filename`` the label's raw or
     transformed name: line i is class i), or None."""
-    transform = input_dict.get(tss.TRANSFORM_GRAPH_KEY)
-    if not transform:
+    if wired.transform_graph is None:
         return None
     import tensorflow_transform as tft
     from tfx.dsl.io import fileio
-    out = tft.TFTransformOutput(transform[0].uri)
+    out = tft.TFTransformOutput(wired.transform_graph.uri)
     for name in dict.fromkeys((label_key, label_key.removesuffix("_xf"))):
         path = out.vocabulary_file_by_name(name)  # None when the Transform made no such file
         if path and fileio.exists(path):
@@ -204,7 +239,3 @@ def model_builder(exec_properties: Dict[str, Any], cfg: QuantizationConfig,
                          "QuantizationConfig.model_fn_kwargs")
     return functools.partial(fn, **kwargs) if kwargs else fn
 
-
-def hyperparameters_artifact(input_dict) -> Optional[types.Artifact]:
-    return single(input_dict, tss.HYPERPARAMETERS_KEY) \
-        if input_dict.get(tss.HYPERPARAMETERS_KEY) else None

@@ -1,5 +1,5 @@
 """Channel, exec-property and file names, defined once for all components (artifact properties:
-quant_lib.records)."""
+tfx_qat.quant_lib.artifacts.records)."""
 
 # Channels (inputs/outputs) and the one exec property each component takes.
 EXAMPLES = "examples"
@@ -38,4 +38,4 @@ NOT_BLESSED_FILE = "NOT_BLESSED"
 # IntegerExporter can convert a float TFLite reference (size, latency) for any Trainer's model.
 FLOAT_KERAS_DIR = "float_keras"
 
-# Artifact (MLMD custom) properties: one typed record per artifact in quant_lib/records.py.
+# Artifact (MLMD custom) properties: one typed record per artifact in quant_lib/artifacts/records.py.

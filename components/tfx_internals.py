@@ -1,5 +1,5 @@
 """The one seam between tfx-qat's components and pipelines and what TFX 1.16 does not publish
-(quant_lib's is quant_lib.internals; quant_lib never imports TFX). Each entry names what it
+(quant_lib's is tfx_qat.quant_lib.internals; quant_lib never imports TFX). Each entry names what it
 relies on, checked against TFX 1.16.0; ``check()`` says what an upgrade removed, and
 tests/test_internals.py greps the product for private access outside the two seams."""
 from __future__ import annotations

@@ -8,10 +8,10 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import keys, tfx_internals
-from quant_lib import records
-from quant_lib.data import DataError
-from quant_lib.inputs import InputMismatchError
+from tfx_qat.components import tfx_internals
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.examples.data import DataError
+from tfx_qat.quant_lib.examples.inputs import InputMismatchError
 
 
 def single(d: Dict[str, List[types.Artifact]], key: str) -> types.Artifact:
@@ -29,18 +29,17 @@ def split_uri(examples: List[types.Artifact], split: str) -> str:
     return artifact_utils.get_split_uri(examples, split)
 
 
-def split_statistics(input_dict: Dict[str, List[types.Artifact]],
+def split_statistics(statistics: Optional[types.Artifact],
                      split: str) -> Tuple[Optional[bytes], str]:
     """(StatisticsGen's serialized statistics of ``split``, their path), or (None, "") when no
     statistics are wired; a wired artifact without that split is an error naming it."""
-    stats = input_dict.get(keys.STATISTICS)
-    if not stats:
+    if statistics is None:
         return None, ""
-    available = artifact_utils.decode_split_names(stats[0].split_names)
+    available = artifact_utils.decode_split_names(statistics.split_names)
     if split not in available:
-        raise ValueError(f"statistics artifact {stats[0].uri} has no split {split!r} (available: "
+        raise ValueError(f"statistics artifact {statistics.uri} has no split {split!r} (available: "
                          f"{available}): wire StatisticsGen over the same Examples")
-    path = os.path.join(artifact_utils.get_split_uri(stats, split), "FeatureStats.pb")
+    path = os.path.join(artifact_utils.get_split_uri([statistics], split), "FeatureStats.pb")
     with fileio.open(path, "rb") as f:
         return f.read(), path
 
@@ -55,7 +54,7 @@ def typed_config(config, cls, component: str):
     if config is None:
         return cls()
     if not isinstance(config, cls):
-        raise TypeError(f"{component}(config=...) takes a quant_lib.config.{cls.__name__}, got "
+        raise TypeError(f"{component}(config=...) takes a tfx_qat.quant_lib.config.{cls.__name__}, got "
                         f"{type(config).__name__}; build one, e.g. {cls.__name__}(data=DataSpec(...))")
     return config
 
@@ -74,7 +73,7 @@ def data_errors_name(field: str, split: str):
 
 
 def set_properties(artifact: types.Artifact, record) -> None:
-    """Writes a ``quant_lib.records`` record as MLMD custom properties (ints, floats, strings;
+    """Writes a ``tfx_qat.quant_lib.artifacts.records`` record as MLMD custom properties (ints, floats, strings;
     anything else as JSON)."""
     import json
     for k, v in record.to_properties().items():
@@ -92,13 +91,13 @@ def set_properties(artifact: types.Artifact, record) -> None:
 
 
 mlmd_properties = records.node_properties
-read_record = records.of_node  # the quant_lib.records record of a TFX artifact or MLMD proto
+read_record = records.of_node  # the tfx_qat.quant_lib.artifacts.records record of a TFX artifact or MLMD proto
 
 
 def recorded_task(artifact: types.Artifact, outputs: int, configured):
     """The task QuantizeTrainer / IntegerExporter recorded on a model artifact; None when the
     model did not come from them."""
-    from quant_lib import tasks
+    from tfx_qat.quant_lib.examples import tasks
     rec = read_record(artifact, records.Task)
     if rec.task is None:
         return None

@@ -1,2 +1,5 @@
-"""tfx-qat pipelines: data ingestion, the pipeline definition, runners and the CLI."""
-import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+"""tfx-qat pipelines: data ingestion, the pipeline definition, runners and the CLI; imported as
+``tfx_qat.pipelines``."""
+import tfx_qat
+
+tfx_qat.old_name_guard(__name__)

@@ -6,7 +6,7 @@ reads them from the environment; a DAG file of its own can call these functions 
 - ``dag_from_factory("my_team.pipeline:create_pipeline")``: their own pipeline definition, a
   function returning a ``tfx.dsl.Pipeline`` (their Transform, module file, gate, push target);
 - ``dag_from_command_line(["run", "--csv", ..., "--eval-config", "gate.pbtxt"])``: anything
-  ``python -m pipelines.cli`` runs locally (``run``/``penguin``/``tabular``/``wide-deep``/``taxi``
+  ``python -m tfx_qat.pipelines.cli`` runs locally (``run``/``penguin``/``tabular``/``wide-deep``/``taxi``
   with every flag, the gate and an EvalConfig file included), scheduled by Airflow instead.
 
 Airflow's own pins (werkzeug < 3, SQLAlchemy 1.4, ...) conflict with TFX 1.16's, so it lives in a
@@ -18,7 +18,7 @@ import datetime
 import importlib
 from typing import Any, Dict, Optional, Sequence
 
-from quant_lib.config import ConfigError
+from tfx_qat.quant_lib.config import ConfigError
 
 START_DATE = datetime.datetime(2026, 1, 1)
 
@@ -59,7 +59,7 @@ def dag_from_factory(target: str, dag_config: Optional[Dict[str, Any]] = None, *
 
 
 def dag_from_command_line(argv: Sequence[str], dag_config: Optional[Dict[str, Any]] = None):
-    """The DAG of the pipeline a ``pipelines.cli`` command line defines (data laid once under
+    """The DAG of the pipeline a ``tfx_qat.pipelines.cli`` command line defines (data laid once under
     its output root: DAG files are parsed again and again)."""
-    from pipelines import cli
+    from tfx_qat.pipelines import cli
     return dag_for(cli.build_pipeline(list(argv), reuse_data=True).pipeline, dag_config)

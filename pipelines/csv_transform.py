@@ -12,8 +12,8 @@ from tfx.dsl.components.base.base_node import BaseNode
 from tfx.orchestration import metadata, pipeline
 from tfx.proto import trainer_pb2
 
-from components import qat_chain
-from quant_lib.config import ExportConfig, QuantizationConfig
+from tfx_qat.components import qat_chain
+from tfx_qat.quant_lib.config import ExportConfig, QuantizationConfig
 
 
 def stock_steps(data_root: str, module_file: str, train_steps: int, eval_steps: int,
@@ -36,7 +36,7 @@ def stock_steps(data_root: str, module_file: str, train_steps: int, eval_steps: 
 
 def qat_steps(stock: Dict[str, BaseNode], module_file: str, qat: QuantizationConfig,
               export: ExportConfig, gate: tfma.EvalConfig, serving_dir: str) -> List[BaseNode]:
-    """tfx-qat's four components after the stock steps (``components.qat_chain``)."""
+    """tfx-qat's four components after the stock steps (``tfx_qat.components.qat_chain``)."""
     return qat_chain(
         examples=stock["example_gen"].outputs["examples"],
         trainer_model=stock["trainer"].outputs["model"], serving_dir=serving_dir, qat=qat,

@@ -17,10 +17,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from quant_lib.config import DataSpec
+from tfx_qat.quant_lib.config import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def use_tfrecords(tfrecord_dir: str, image_shape: Optional[Sequence[int]], num_c
     (detected); pixels above 1 are scaled by 1/255 unless ``image_scale`` says otherwise; a
     square single-channel shape is inferred when ``image_shape`` is None. A few examples of each
     split are read so a mismatch fails here, before any pipeline step runs."""
-    from quant_lib.data import load_arrays, sniff_image_feature
+    from tfx_qat.quant_lib.examples.data import load_arrays, sniff_image_feature
     dtype, length, vmax = sniff_image_feature(os.path.join(tfrecord_dir, "train"), image_key)
     if image_scale is None:
         image_scale = 1 / 255.0 if vmax > 1.0 else 1.0

@@ -4,8 +4,8 @@ A row joins, for one ``pipeline_run`` context, QuantizeTrainer (the QAT configur
 model and the Examples it trained from), IntegerExporter (int8 size, Edge TPU ops), QuantEvaluator
 (float and int8 headline metric, worst slice, latency, blessed) and the Pusher (where it went);
 a run that failed has its failed component and the error TFX (or tfx-qat's runner) recorded.
-Read through ``pipelines.store`` (batched; neither TensorFlow nor TFX is imported), every
-artifact property through its ``quant_lib.records`` record.
+Read through ``tfx_qat.pipelines.store`` (batched; neither TensorFlow nor TFX is imported), every
+artifact property through its ``tfx_qat.quant_lib.artifacts.records`` record.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from components import keys
-from pipelines import store
-from quant_lib import records
-from quant_lib.report_files import Metrics
+from tfx_qat.components import keys
+from tfx_qat.pipelines import store
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import Metrics
 
 OURS = ("QuantizeTrainer", "IntegerExporter", "QuantEvaluator")
 # What the terminal table shows (all columns: --csv, --json, the DataFrame).
@@ -94,16 +94,16 @@ def _worst_slice(uri: str):
     deltas, beyond = {}, []
     for name, s in (Metrics.load(m).slices or {}).items():
         if name == "overall":
-            for c, v in (s.get("per_class_accuracy") or {}).items():
-                deltas[f"class {c}"] = v["int8"] - v["float"]
-                if v.get("paired", {}).get("interval_pt", [0, 0])[1] < 0:
+            for c, v in (s.per_class_accuracy or {}).items():
+                deltas[f"class {c}"] = v.accuracy["int8"] - v.accuracy["float"]
+                if v.paired is not None and v.paired.harmed:
                     beyond.append(f"class {c}")
-        elif "accuracy" in s:
-            deltas[name] = s["accuracy"]["int8"] - s["accuracy"]["float"]
-            if s.get("paired", {}).get("interval_pt", [0, 0])[1] < 0:
+        elif s.accuracy is not None:
+            deltas[name] = s.accuracy["int8"] - s.accuracy["float"]
+            if s.paired is not None and s.paired.harmed:
                 beyond.append(name)
-        elif "mae" in s:
-            deltas[name] = -(s["mae"]["int8"] - s["mae"]["float"])
+        elif s.mae is not None:
+            deltas[name] = -(s.mae["int8"] - s.mae["float"])
     configured = {k: v for k, v in deltas.items() if not k.startswith("class ")}
     pool = configured or deltas
     if not pool:
@@ -182,7 +182,7 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
     metric float and int8 over time, int8 size and latency against the drop with the Pareto
     front marked, and per-slice deltas across runs."""
     import html as h
-    from quant_lib.report import CSS, figure_png, pyplot
+    from tfx_qat.quant_lib.reports.report import CSS, figure_png, pyplot
     plt = pyplot()
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{h.escape(title)}</h1>",
@@ -247,7 +247,7 @@ def html(rows: List[Dict[str, Any]], title: str = "tfx-qat experiments") -> str:
 
 
 def main_args(args) -> int:
-    """``python -m pipelines.cli experiments``: table, --csv, --json, --diff, --html."""
+    """``python -m tfx_qat.pipelines.cli experiments``: table, --csv, --json, --diff, --html."""
     rows = runs(connect(args.root, args.mlmd_config))
     if args.diff:
         changed = diff(rows, *args.diff)

@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple
 
 INPUTS_SPEC_FLAG = "--tfx_qat_inputs_spec"
 INVOCATION_FLAG = "--json_serialized_invocation_args"
-MODULE = "pipelines.kfp_entrypoint"
+MODULE = "tfx_qat.pipelines.kfp_entrypoint"
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
@@ -65,7 +65,7 @@ def retype_inputs(invocation: dict, inputs_spec: dict) -> List[Tuple[str, Option
                 raise ValueError(
                     f"input artifact {key!r} arrived typed {given or 'without a type'} and the "
                     f"component's inputs spec has no such key ({sorted(specs)}): recompile the "
-                    "pipeline with pipelines.kubeflow_v2_runner.compile_pipeline")
+                    "pipeline with tfx_qat.pipelines.kubeflow_v2_runner.compile_pipeline")
             artifact["type"] = specs[key]["artifactType"]
             changed.append((key, _title(given), _title(artifact["type"])))
     return changed
@@ -74,7 +74,8 @@ def retype_inputs(invocation: dict, inputs_spec: dict) -> List[Tuple[str, Option
 def own_types() -> dict:
     """tfx-qat's artifact types whose schema title is not an import path (``system.Metrics``):
     title -> the instance schema naming the class, which TFX's entrypoint imports."""
-    from components.quant_evaluator.spec import PlatformClassificationMetrics, PlatformMetrics
+    from tfx_qat.components.quant_evaluator.spec import (PlatformClassificationMetrics,
+                                                         PlatformMetrics)
     return {t.TYPE_NAME: {"instanceSchema": f"title: {t.__module__}.{t.__name__}\ntype: object\n"}
             for t in (PlatformMetrics, PlatformClassificationMetrics)}
 

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional
 from tfx.components.util import udf_utils
 from tfx.orchestration.pipeline import Pipeline
 
-from pipelines.pipeline import PipelineSettings, create_pipeline
-from quant_lib.config import ConfigError
+from tfx_qat.pipelines.pipeline import PipelineSettings, create_pipeline
+from tfx_qat.quant_lib.config import ConfigError
 
 KFP_SPEC_FILE = "pipeline.json"
 # Exec properties that name paths a step reads or writes at run time.
@@ -117,10 +117,10 @@ def compile_pipeline(pipeline: Pipeline, image: str, output_path: str,
 
 
 def with_tfx_qat_entrypoint(job: Dict[str, Any]) -> Dict[str, Any]:
-    """Every executor that runs TFX's v2 entrypoint runs ``pipelines.kfp_entrypoint`` instead,
+    """Every executor that runs TFX's v2 entrypoint runs ``tfx_qat.pipelines.kfp_entrypoint`` instead,
     with its component's input definitions, so its inputs are typed as TFX needs under
     open-source Kubeflow Pipelines' driver too (that module's doc); Vertex is unaffected."""
-    from pipelines import kfp_entrypoint as entry
+    from tfx_qat.pipelines import kfp_entrypoint as entry
     spec = job["pipelineSpec"]
     for component in spec["components"].values():
         container = spec["deploymentSpec"]["executors"][component["executorLabel"]].get(
@@ -140,7 +140,7 @@ def with_tfx_qat_entrypoint(job: Dict[str, Any]) -> Dict[str, Any]:
 def compile_kfp_v2(settings: PipelineSettings, image: str, output_dir: str,
                    output_filename: str = KFP_SPEC_FILE, display_name: Optional[str] = None,
                    allow_local_paths: bool = False) -> Dict[str, Any]:
-    """The built-in image pipeline (``pipelines.cli compile-kfp``), compiled as any other."""
+    """The built-in image pipeline (``tfx_qat.pipelines.cli compile-kfp``), compiled as any other."""
     return compile_pipeline(create_pipeline(settings, for_container=True), image,
                             os.path.join(output_dir, output_filename), display_name,
                             allow_local_paths)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from components import keys
-from pipelines import store
-from quant_lib import records as rec_types
+from tfx_qat.components import keys
+from tfx_qat.pipelines import store
+from tfx_qat.quant_lib.artifacts import records as rec_types
 
 
 def _config(step: store.Step) -> Optional[dict]:

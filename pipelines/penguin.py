@@ -14,12 +14,12 @@ import csv
 import os
 from typing import List, Optional
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from components import qat_chain
-from quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
+from tfx_qat.components import qat_chain
+from tfx_qat.quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
 
 
 def penguin_module_file() -> str:

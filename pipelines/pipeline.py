@@ -1,7 +1,7 @@
 """The tfx-qat pipeline definition (one definition; runners live in runner.py).
 
 ImportExampleGen -> StatisticsGen -> SchemaGen -> Trainer (float, module file) -> QuantizeTrainer
--> IntegerExporter -> QuantEvaluator -> VerifiedPusher (``components.qat_chain``; pushes the
+-> IntegerExporter -> QuantEvaluator -> VerifiedPusher (``tfx_qat.components.qat_chain``; pushes the
 int8 TFLite only when blessed, and only the bytes that were evaluated).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # TFX's classes from their modules, not ``tfx.v1``: that import also loads the Google Cloud
 # extensions (Vertex AI clients, ~2.4 s of every run's start-up) this pipeline never uses.
 from tfx.components import ImportExampleGen, SchemaGen, StatisticsGen, Trainer
@@ -18,9 +18,9 @@ from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, trainer_pb2
 
-from components.chain import qat_chain
-from quant_lib import gate
-from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.components.chain import qat_chain
+from tfx_qat.quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.quant_lib.evaluation import gate
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules", "cnn_trainer.py")
 # Beam's own default (DirectRunner, in memory, one worker). Empty on purpose: with any Beam arg
@@ -87,7 +87,7 @@ class PipelineSettings:
                 "width": self.width, "seed": self.seed}
 
 
-TRAINER_RUN_FN = "pipelines.modules.cnn_trainer.run_fn"
+TRAINER_RUN_FN = "tfx_qat.pipelines.modules.cnn_trainer.run_fn"
 
 
 def create_pipeline(s: PipelineSettings, metadata_connection_config=None,

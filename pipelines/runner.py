@@ -11,8 +11,8 @@ from tfx.dsl.io import fileio
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.pipeline import Pipeline
 
-from pipelines.pipeline import PipelineSettings, create_pipeline
-from pipelines.summary import build_summary, format_summary
+from tfx_qat.pipelines.pipeline import PipelineSettings, create_pipeline
+from tfx_qat.pipelines.summary import build_summary, format_summary
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
@@ -36,7 +36,7 @@ def _record_failure(metadata_path: str, error: BaseException):
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import metadata
-    from components import tfx_internals
+    from tfx_qat.components import tfx_internals
     try:
         store = metadata_store.MetadataStore(
             metadata.sqlite_metadata_connection_config(metadata_path))

@@ -2,7 +2,7 @@
 each execution's artifacts by input/output key, the execution that produced an artifact.
 
 The run summary, lineage and experiments are views on it; properties are read through their
-``quant_lib.records`` record. Two layouts are read: the TFX one (LocalDagRunner, Airflow, KFP v1:
+``tfx_qat.quant_lib.artifacts.records`` record. Two layouts are read: the TFX one (LocalDagRunner, Airflow, KFP v1:
 ``pipeline`` / ``pipeline_run`` contexts, one execution type per component class, artifact types
 ``Model``...) and the one Kubeflow Pipelines v2's launcher writes into the cluster's metadata
 service (``system.Pipeline`` / ``system.PipelineRun``, every task a ``system.ContainerExecution``
@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from quant_lib import records
+from tfx_qat.quant_lib.artifacts import records
 
 _OUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 _IN = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -221,7 +221,7 @@ class Reader:
 
 
 def record(artifact, record_type):
-    """The artifact's ``quant_lib.records`` record (the empty record for a missing artifact)."""
+    """The artifact's ``tfx_qat.quant_lib.artifacts.records`` record (the empty record for a missing artifact)."""
     return records.of_node(artifact, record_type)
 
 

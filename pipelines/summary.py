@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from components import keys
-from quant_lib import cpu
-from pipelines import store
-from quant_lib import records
-from quant_lib.qat import TRAINING_STATS_FILE
-from quant_lib.report_files import Metrics
+from tfx_qat.components import keys
+from tfx_qat.pipelines import store
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import Metrics
+from tfx_qat.quant_lib.qat.train import TRAINING_STATS_FILE
+from tfx_qat.quant_lib.tflite import cpu
 
 SUMMARY_KEYS = ("float_accuracy", "int8_accuracy", "delta_pt", "float_tflite_bytes",
                 "int8_tflite_bytes", "blessed", "pushed_path")
@@ -123,12 +123,16 @@ def _evidence(evaluation) -> Dict[str, Any]:
     interval in pt) and paired_auc (two classes) or paired_mae (regression) on the whole split."""
     overall = Metrics.load(store.read_json(evaluation and evaluation.uri,
                                            keys.METRICS_FILE)).overall
-    return {"per_class": {c: {"support": v["support"], "float": v["float"], "int8": v["int8"],
-                              "delta_pt": 100 * (v["int8"] - v["float"]),
-                              "interval_pt": v.get("paired", {}).get("interval_pt")}
-                          for c, v in (overall.get("per_class_accuracy") or {}).items()},
-            "paired_auc": overall.get("paired_auc"),
-            "paired_mae": overall.get("paired") if "mae" in overall else None}
+    if overall is None:
+        return {"per_class": {}, "paired_auc": None, "paired_mae": None}
+    return {"per_class": {c: {"support": v.support, "float": v.accuracy["float"],
+                              "int8": v.accuracy["int8"],
+                              "delta_pt": 100 * (v.accuracy["int8"] - v.accuracy["float"]),
+                              "interval_pt": v.paired and list(v.paired.interval_pt)}
+                          for c, v in (overall.per_class_accuracy or {}).items()},
+            "paired_auc": overall.paired_auc and overall.paired_auc.to_json(),
+            "paired_mae": overall.paired.to_json()
+            if overall.is_regression and overall.paired else None}
 
 
 def _evidence_lines(s: Dict[str, Any]) -> list:

@@ -15,14 +15,14 @@ from typing import List, Optional
 
 import numpy as np
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tfx import v1 as tfx
 
-from components import qat_chain
-from quant_lib.config import (ExportConfig, FeatureSpec, QuantizationConfig,
+from tfx_qat.components import qat_chain
+from tfx_qat.quant_lib.config import (ExportConfig, FeatureSpec, QuantizationConfig,
                                SearchConfig)
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules",

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow_model_analysis as tfma
 from tfx.orchestration import pipeline
 
-from pipelines import csv_transform
-from quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
+from tfx_qat.pipelines import csv_transform
+from tfx_qat.quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
 
 # taxi_utils_native_keras.run_fn: hidden_units = [max(2, int(100 * 0.7 ** i)) for i in range(4)]
 BUILDER_KWARGS = {"hidden_units": [max(2, int(100 * 0.7 ** i)) for i in range(4)]}

@@ -14,12 +14,12 @@ import csv
 import os
 from typing import List, Optional
 
-import quant_lib  # noqa: F401
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow_model_analysis as tfma
 from tfx.orchestration import pipeline
 
-from pipelines import csv_transform
-from quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
+from tfx_qat.pipelines import csv_transform
+from tfx_qat.quant_lib.config import ExportConfig, FeatureSpec, QuantizationConfig
 
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules",
                            "wide_deep_trainer.py")

@@ -1,8 +1,5 @@
-"""Framework-free quantization logic for tfx-qat (numpy / TF / TFMOT / TFLite; never TFX).
+"""Framework-free quantization logic for tfx-qat (numpy / TF / TFMOT / TFLite; never TFX),
+imported as ``tfx_qat.quant_lib`` (whose root sets the legacy-Keras switch TFMOT needs)."""
+import tfx_qat
 
-TFMOT quantizes Keras-2 (tf_keras) models only, so the legacy-Keras switch must be set before
-TensorFlow is first imported anywhere in the process. Importing this package sets it.
-"""
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+tfx_qat.old_name_guard(__name__)

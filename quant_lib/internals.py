@@ -8,14 +8,14 @@ constraints.txt). TFX's own internals have their seam one floor up (components/t
 quant_lib never imports TFX.
 
 The patches (``install()``) are applied explicitly by the modules that need them
-(quant_lib.qat, quant_lib.layer_configs) and are idempotent.
+(tfx_qat.quant_lib.qat, tfx_qat.quant_lib.qat.layer_configs) and are idempotent.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any, Dict, List, Tuple
 
-import quant_lib  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 PINNED = {"tensorflow": "2.16", "tf_keras": "2.16", "tensorflow_model_optimization": "0.8"}
 
@@ -32,6 +32,13 @@ MODULES: Dict[str, Tuple[str, ...]] = {
         "DefaultNBitQuantizeScheme",),
     "tf_keras.src.saving.legacy.saving_utils": ("trace_model_call",),
     "tensorflow.python.autograph.core.config": ("CONVERSION_RULES", "DoNotConvert"),
+    # The TFLite flatbuffer schema and its object API (TF 2.16 publishes no reader), and the
+    # MLIR quantizer with a node denylist (float islands; TFLiteConverter has no such option).
+    "tensorflow.lite.python.schema_py_generated": ("ModelT", "Model", "BuiltinOperator",
+                                                   "TensorType", "BufferT"),
+    "tensorflow.lite.tools.flatbuffer_utils": ("convert_object_to_bytearray",
+                                               "convert_bytearray_to_object"),
+    "tensorflow.lite.python.convert": ("mlir_quantize",),
 }
 
 
@@ -39,7 +46,7 @@ def module(path: str):
     """A non-public module listed in MODULES (TFMOT's quantizers, schemes and registry: TFMOT 0.8
     exports no public path to them)."""
     if path not in MODULES:
-        raise KeyError(f"{path} is not a listed internal; add it to quant_lib.internals.MODULES")
+        raise KeyError(f"{path} is not a listed internal; add it to tfx_qat.quant_lib.internals.MODULES")
     return importlib.import_module(path)
 
 
@@ -62,7 +69,24 @@ def signature_details(interp) -> Dict[str, Any]:
     return next(iter(interp._get_full_signature_list().values()), {})  # pylint: disable=protected-access
 
 
+def tflite_schema():
+    """TFLite's flatbuffer schema module (``tensorflow.lite.python.schema_py_generated``)."""
+    return module("tensorflow.lite.python.schema_py_generated")
+
+
+def flatbuffer_utils():
+    """``tensorflow.lite.tools.flatbuffer_utils``: model bytes <-> the schema's object API."""
+    return module("tensorflow.lite.tools.flatbuffer_utils")
+
+
 # --- TFLiteConverter flags (TF 2.16) ------------------------------------------------------------
+
+def mlir_quantize(calibrated: bytes, **kwargs) -> bytes:
+    """``tensorflow.lite.python.convert.mlir_quantize``: quantizes a calibrated model, leaving the
+    ``denylisted_nodes`` float (TF 2.16 signature: disable_per_channel, fully_quantize,
+    input_data_type, output_data_type, denylisted_nodes)."""
+    return module("tensorflow.lite.python.convert").mlir_quantize(calibrated, **kwargs)
+
 
 def disable_per_channel(converter, disabled: bool) -> None:
     """Per-tensor weight quantization (``TFLiteConverter._experimental_disable_per_channel``)."""
@@ -130,7 +154,7 @@ def install() -> None:
 def quantize_before_and_after(activations) -> None:
     """TFMOT fake-quantizes these activations before and after (as it does gelu):
     ``QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS`` (TFMOT 0.8) extended, process-wide.
-    Why swish: quant_lib.layer_configs."""
+    Why swish: tfx_qat.quant_lib.qat.layer_configs."""
     cls = tfmot("quantize_aware_activation").QuantizeAwareActivation
     cls._PRE_QUANT_ACTIVATIONS = frozenset(  # pylint: disable=protected-access
         cls._PRE_QUANT_ACTIVATIONS | set(activations))  # pylint: disable=protected-access
@@ -144,7 +168,7 @@ def skip_autograph_conversion(package: str) -> None:
     package's code alone but converts ``tf_keras``'s own source, function by function, on each
     model's first trace: 15-16 s of the first training step of ``make run``'s CNN and of its QAT
     model on 2 cores (1.5 s and 2.3 s with the rule), in QuantizeTrainer, the search, and a
-    Trainer whose module imports quant_lib.qat. Later TF releases carry the rule; tf_keras is TF's
+    Trainer whose module imports tfx_qat.quant_lib.qat. Later TF releases carry the rule; tf_keras is TF's
     Keras 2 code under another name and never needed conversion. A user's own layers and train
     steps (their modules) are still converted."""
     config = module("tensorflow.python.autograph.core.config")

@@ -100,7 +100,7 @@ main() {
   echo ">> smoke: --help, TFX's KFP v2 entrypoint, the digits pipeline to a push (no network)"
   "${run[@]}" "$IMAGE" --help >"$WORK/help.txt"
   "${run[@]}" --entrypoint python "$IMAGE" -c \
-    'import pipelines.kfp_entrypoint as e, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor as m; print(e.MODULE, m.__name__)' \
+    'import tfx_qat.pipelines.kfp_entrypoint as e, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor as m; print(e.MODULE, m.__name__)' \
     >"$WORK/entrypoint.txt"
   "${run[@]}" --entrypoint python "$IMAGE" -c "$(cat <<'EOF'
 import json, os, site

@@ -19,10 +19,11 @@ if mode == "mirrored":
 
 import numpy as np  # noqa: E402
 
-from pipelines.data import load_digits  # noqa: E402
-from pipelines.modules.cnn_trainer import build_model  # noqa: E402
-from quant_lib import qat, tflite  # noqa: E402
-from quant_lib.config import DataSpec, QuantizationConfig  # noqa: E402
+from tfx_qat.pipelines.data import load_digits  # noqa: E402
+from tfx_qat.pipelines.modules.cnn_trainer import build_model  # noqa: E402
+from tfx_qat.quant_lib.tflite import convert, interpreter, validate  # noqa: E402
+from tfx_qat.quant_lib.qat import saving, train
+from tfx_qat.quant_lib.config import DataSpec, QuantizationConfig  # noqa: E402
 
 spec = DataSpec(image_shape=(8, 8, 1))
 xt, yt, xe, ye = load_digits()
@@ -41,14 +42,14 @@ def float_model():
     return build_model(spec, width=8)
 
 
-qat_model, decisions, stats = qat.run_qat(float_model, train_ds, cfg)
+qat_model, decisions, stats = train.run_qat(float_model, train_ds, cfg)
 path = os.path.join(out_dir, "qat_model")
-qat.save_model(qat_model, path)  # non-chief workers save to a scratch dir
-result = {"replicas": stats["replicas"], "strategy": stats["strategy"], "chief": qat.is_chief()}
-if qat.is_chief():
-    model_bytes = tflite.convert_int8(qat.load_model(path), xt[:100])
-    report = tflite.validate_integer(model_bytes)
-    scores = tflite.TFLiteClassifier(model_bytes).predict(xe)
+saving.save_model(qat_model, path)  # non-chief workers save to a scratch dir
+result = {"replicas": stats["replicas"], "strategy": stats["strategy"], "chief": train.is_chief()}
+if train.is_chief():
+    model_bytes = convert.convert_int8(saving.load_model(path), xt[:100])
+    report = validate.validate_integer(model_bytes)
+    scores = interpreter.TFLiteClassifier(model_bytes).predict(xe)
     result.update(int8_ops=report.num_ops,
                   int8_accuracy=float(np.mean(np.argmax(scores, -1) == ye)))
     with open(os.path.join(out_dir, "result.json"), "w") as f:

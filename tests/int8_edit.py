@@ -7,8 +7,8 @@ import numpy as np
 from tensorflow.lite.tools import flatbuffer_utils
 from tfx.types import standard_artifacts
 
-from components.utils import read_record, set_properties
-from quant_lib import records
+from tfx_qat.components.utils import read_record, set_properties
+from tfx_qat.quant_lib.artifacts import records
 
 FULLY_CONNECTED = 9
 

@@ -11,16 +11,17 @@ import tensorflow as tf
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import keys
-from components.utils import read_record, set_properties
-from quant_lib import records
-from components.integer_exporter.executor import Executor as ExporterExecutor
-from components.quant_evaluator.executor import Executor as EvaluatorExecutor
-from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from quant_lib import metrics, tflite
-from quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
-from quant_lib.inputs import InputMismatchError
-from quant_lib.qat import QuantizationError
+from tfx_qat.components import keys
+from tfx_qat.components.integer_exporter.executor import Executor as ExporterExecutor
+from tfx_qat.components.quant_evaluator.executor import Executor as EvaluatorExecutor
+from tfx_qat.components.quantize_trainer.executor import Executor as QuantizeExecutor
+from tfx_qat.components.utils import read_record, set_properties
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.config import EvalConfig, ExportConfig, FeatureSpec, QuantizationConfig
+from tfx_qat.quant_lib.evaluation import metrics
+from tfx_qat.quant_lib.examples.inputs import InputMismatchError
+from tfx_qat.quant_lib.qat.keras2 import QuantizationError
+from tfx_qat.quant_lib.tflite import interpreter
 
 from conftest import clear_disagreements
 
@@ -126,7 +127,7 @@ def test_flat_vector_model(ink_examples, digits_arrays, tmp_path):
     contract = read_record(int8, records.Int8Model).input_contract
     assert [(c["name"], c["shape"], c["dtype"]) for c in contract] == [("image", [1, 64], "int8")]
     with open(os.path.join(int8.uri, "Format-Serving", "tflite"), "rb") as f:
-        int8_acc = metrics.accuracy(tflite.TFLiteClassifier(f.read()).predict(
+        int8_acc = metrics.accuracy(interpreter.TFLiteClassifier(f.read()).predict(
             xe.reshape(len(xe), -1)), ye)
     assert read_record(blessing, records.Blessing).int8_accuracy == pytest.approx(int8_acc)
     assert int8_acc > 0.85
@@ -164,7 +165,7 @@ def test_two_input_model_saved_with_tf_saved_model_save_is_rebuilt(ink_examples,
     assert contract["image"]["scale"] != contract["ink"]["scale"]  # each input its own scale
     ink = xe.mean(axis=(1, 2, 3))[:, None]
     with open(os.path.join(int8.uri, "Format-Serving", "tflite"), "rb") as f:
-        int8_acc = metrics.accuracy(tflite.TFLiteClassifier(f.read()).predict(
+        int8_acc = metrics.accuracy(interpreter.TFLiteClassifier(f.read()).predict(
             {"ink": ink, "image": xe}), ye)
     assert read_record(blessing, records.Blessing).float_accuracy > 0.9
     assert int8_acc > 0.85
@@ -250,17 +251,17 @@ def test_model_fn_reaches_into_the_modules_imports_tfx_mnist():
     'base.build_keras_model' finds it; the flat (784,) input is described by name and TFMOT
     quantizes the Sequential model as built (no training here)."""
     import tfx.examples.mnist as mnist
-    from components.inputs import module_fn
-    from quant_lib import qat
-    from quant_lib.inputs import ModelInput, keras_inputs
+    from tfx_qat.components.inputs import module_fn
+    from tfx_qat.quant_lib.examples.inputs import ModelInput, keras_inputs
+    from tfx_qat.quant_lib.qat import plan
     module_file = os.path.join(os.path.dirname(mnist.__file__), "mnist_utils_native_keras.py")
     build = module_fn({"module_file": module_file}, "base.build_keras_model",
                       "QuantizationConfig.model_fn")
     model = build()
     assert keras_inputs(model) == [ModelInput("image_floats_xf", (784,), "float32")]
-    _, decisions = qat.quantize_with_report(model)
-    assert [d.cls for d in decisions if d.decision == qat.QUANTIZE].count("Dense") == 3
-    assert not [d for d in decisions if d.decision == qat.FLOAT]
+    _, decisions = plan.quantize_with_report(model)
+    assert [d.cls for d in decisions if d.decision == plan.QUANTIZE].count("Dense") == 3
+    assert not [d for d in decisions if d.decision == plan.FLOAT]
     with pytest.raises(ValueError, match="QuantizationConfig.model_fn='base.no_such_fn'"):
         module_fn({"module_file": module_file}, "base.no_such_fn", "QuantizationConfig.model_fn")
 
@@ -268,7 +269,7 @@ def test_model_fn_reaches_into_the_modules_imports_tfx_mnist():
 def test_match_rules_without_training():
     """The matching rules on their own: one input + one feature pair whatever the names; several
     go by name; strings are refused with the fix; element counts must agree."""
-    from quant_lib.inputs import ModelInput, match
+    from tfx_qat.quant_lib.examples.inputs import ModelInput, match
     feats = {"pixels": tf.zeros([2, 64]), "ink": tf.zeros([2, 1])}
     assert match([ModelInput("input_1", (8, 8, 1), "float32")], {"pixels": feats["pixels"]},
                  "x") == {"input_1": "pixels"}

@@ -20,9 +20,10 @@ from sklearn.datasets import load_digits
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from components.utils import read_record
-from pipelines import cli
-from quant_lib import model_metadata, records, tflite
+from tfx_qat.components.utils import read_record
+from tfx_qat.pipelines import cli
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.tflite import convert, interpreter, model_metadata, validate
 
 pytestmark = pytest.mark.slow
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -114,7 +115,7 @@ def test_task_library_classifier_gives_quant_evaluators_int8_top1(pushed, tmp_pa
     # model's input scale: 1/255, zero point 0 here, so the raw bytes are the quantized input).
     with open(model_path, "rb") as f:
         model_bytes = f.read()
-    [contract] = tflite.input_contract(model_bytes)
+    [contract] = interpreter.input_contract(model_bytes)
     # The input scale is the data's own (IntegerExporter pins it): the raw byte is the input.
     assert contract["dtype"] == "uint8" and contract["zero_point"] == 0
     assert np.float32(contract["scale"]) == np.float32(1 / 255.0)
@@ -131,9 +132,9 @@ def test_task_library_classifier_gives_quant_evaluators_int8_top1(pushed, tmp_pa
         interp.set_tensor(inp["index"], img[None].astype(np.uint8))
         interp.invoke()
         raw_scores.append(interp.get_tensor(outp["index"])[0])
-    raw_scores = tflite.dequantize(np.array(raw_scores), *outp["quantization"])
+    raw_scores = interpreter.dequantize(np.array(raw_scores), *outp["quantization"])
     # ... and the evaluator's path (pixels * 1/255, quantized with the model's scale): the same.
-    scores = tflite.TFLiteClassifier(model_bytes).predict(images.astype(np.float32) / 255.0)
+    scores = interpreter.TFLiteClassifier(model_bytes).predict(images.astype(np.float32) / 255.0)
     assert (scores == raw_scores).all()
     ours, client = np.argmax(scores, axis=1), np.array(got["index"])
     top = scores == scores.max(axis=1, keepdims=True)
@@ -203,15 +204,15 @@ def test_limits_said_are_the_clients_refusals(tmp_path):
     x = np.random.RandomState(0).rand(32, 8, 8, 1).astype(np.float32)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
-    data = tflite.convert_int8(model, x, "int8", "int8")
+    data = convert.convert_int8(model, x, "int8", "int8")
     info = model_metadata.ModelInfo("m", "1", "d", "multiclass", ("a", "b", "c"), (0.0, 255.0))
     result = model_metadata.write(data, info)
     assert result.writer == "image_classifier"
     assert any(s.startswith("input is int8") for s in result.limits)
     assert any("1 x H x W x 3" in s for s in result.limits)
-    tflite.validate_integer(result.model_bytes, "int8", "int8")  # metadata keeps it valid
-    np.testing.assert_array_equal(tflite.TFLiteClassifier(data).predict(x),
-                                  tflite.TFLiteClassifier(result.model_bytes).predict(x))
+    validate.validate_integer(result.model_bytes, "int8", "int8")  # metadata keeps it valid
+    np.testing.assert_array_equal(interpreter.TFLiteClassifier(data).predict(x),
+                                  interpreter.TFLiteClassifier(result.model_bytes).predict(x))
     path = tmp_path / "m.tflite"
     path.write_bytes(result.model_bytes)
     got = _client(path, np.zeros((1, 8, 8, 1), np.uint8), tmp_path)

@@ -13,16 +13,18 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils, proto_utils
 
-from components import keys
-from components.utils import read_record, set_properties
-from quant_lib import records
-from components.integer_exporter.executor import Executor as ExporterExecutor
-from components.quant_evaluator.executor import Executor as EvaluatorExecutor
-from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from components.verified_pusher.executor import Executor as PushExecutor
-from pipelines import cli
-from quant_lib import qat, tflite
-from quant_lib.config import ConfigError, DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.components import keys
+from tfx_qat.components.integer_exporter.executor import Executor as ExporterExecutor
+from tfx_qat.components.quant_evaluator.executor import Executor as EvaluatorExecutor
+from tfx_qat.components.quantize_trainer.executor import Executor as QuantizeExecutor
+from tfx_qat.components.utils import read_record, set_properties
+from tfx_qat.components.verified_pusher.executor import Executor as PushExecutor
+from tfx_qat.pipelines import cli
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.config import (ConfigError, DataSpec, EvalConfig, ExportConfig,
+                                      QuantizationConfig)
+from tfx_qat.quant_lib.qat import keras2, saving
+from tfx_qat.quant_lib.tflite import convert, flatbuffer
 
 SPEC = DataSpec(image_shape=(8, 8, 1), num_classes=10)
 BEAM = base_beam_executor.BaseBeamExecutor.Context(
@@ -169,11 +171,11 @@ def _script(path, body):
 def int8_model(tmp_path_factory, float_model_artifact, digits_arrays):
     """A real int8 model (PTQ of the float digits model) in an IntegerExporter-shaped artifact."""
     (xt, _), _ = digits_arrays
-    m = qat.load_model(path_utils.serving_model_dir(float_model_artifact.uri))
+    m = saving.load_model(path_utils.serving_model_dir(float_model_artifact.uri))
     a = _art(standard_artifacts.Model, tmp_path_factory.mktemp("int8"))
     os.makedirs(path_utils.serving_model_dir(a.uri))
     with open(os.path.join(path_utils.serving_model_dir(a.uri), keys.TFLITE_FILE), "wb") as f:
-        f.write(tflite.convert_int8(m, xt[:64]))
+        f.write(convert.convert_int8(m, xt[:64]))
     return a
 
 
@@ -233,9 +235,9 @@ def case_empty_eval_split(c):
 def case_non_integer_tflite_to_evaluator(c):
     fake = _art(standard_artifacts.Model, c.tmp / "float_tflite")
     os.makedirs(path_utils.serving_model_dir(fake.uri))
-    m = qat.load_model(path_utils.serving_model_dir(c.float.uri))
+    m = saving.load_model(path_utils.serving_model_dir(c.float.uri))
     with open(os.path.join(path_utils.serving_model_dir(fake.uri), keys.TFLITE_FILE), "wb") as f:
-        f.write(tflite.convert_float(m))
+        f.write(convert.convert_float(m))
     _evaluate(c.tmp, c.examples, c.float, fake, EvalConfig(data=SPEC).to_json())
 
 
@@ -264,7 +266,7 @@ def case_malformed_tflite_to_edgetpu_analyzer(c):
 
 
 def case_labels_do_not_match_the_model(c):
-    from quant_lib.config import FeatureSpec
+    from tfx_qat.quant_lib.config import FeatureSpec
     _export(c.tmp, c.examples, c.float, ExportConfig(data=FeatureSpec(), labels=("cat", "dog")))
 
 
@@ -305,8 +307,8 @@ def _not_pushed(c):
     assert not os.listdir(c.pushed.uri)
 
 
-DataError = __import__("quant_lib.data", fromlist=["DataError"]).DataError
-QErr = qat.QuantizationError
+DataError = __import__("tfx_qat.quant_lib.examples.data", fromlist=["DataError"]).DataError
+QErr = keras2.QuantizationError
 CASES = [
     (case_corrupt_tfrecord, DataError, r"train_split='train'.*corrupt TFRecord.*"
      r"regenerate the data", _no_qat_output),
@@ -327,7 +329,7 @@ CASES = [
      r"ExportConfig.representative_split='train'.*the split is empty", _no_export_output),
     (case_empty_eval_split, DataError, r"EvalConfig.eval_split='eval'.*the split is empty",
      _not_blessed),
-    (case_non_integer_tflite_to_evaluator, tflite.ExportValidationError,
+    (case_non_integer_tflite_to_evaluator, flatbuffer.ExportValidationError,
      r"float32 input, not an integer model", _not_blessed),
     (case_negative_threshold, ConfigError, r"max_accuracy_drop_pt", _not_blessed),
     (case_unknown_threshold_metric, ConfigError, r"metric.*f1_score", _not_blessed),

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from components import IntegerExporter, QuantEvaluator, QuantizeTrainer, keys
-from pipelines.pipeline import PipelineSettings, create_pipeline
-from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.components import IntegerExporter, QuantEvaluator, QuantizeTrainer, keys
+from tfx_qat.pipelines.pipeline import PipelineSettings, create_pipeline
+from tfx_qat.quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig
 
 SPEC = DataSpec(image_shape=(8, 8, 1))
 
@@ -74,7 +74,7 @@ def test_quantize_trainer_needs_a_float_model_source():
         QuantizeTrainer(examples=ex)
     with pytest.raises(ValueError, match="not both"):
         QuantizeTrainer(examples=ex, module_file="m.py", run_fn="a.b")
-    c = QuantizeTrainer(examples=ex, run_fn="pipelines.modules.cnn_trainer.run_fn",
+    c = QuantizeTrainer(examples=ex, run_fn="tfx_qat.pipelines.modules.cnn_trainer.run_fn",
                         custom_config={"epochs": 2})
-    assert c.exec_properties["run_fn"] == "pipelines.modules.cnn_trainer.run_fn"
+    assert c.exec_properties["run_fn"] == "tfx_qat.pipelines.modules.cnn_trainer.run_fn"
     assert json.loads(c.exec_properties["custom_config"]) == {"epochs": 2}

@@ -1,6 +1,6 @@
 import pytest
 
-from quant_lib.config import (ConfigError, DataSpec, EvalConfig, ExportConfig,
+from tfx_qat.quant_lib.config import (ConfigError, DataSpec, EvalConfig, ExportConfig,
                                QuantizationConfig, Threshold)
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import data
-from quant_lib.config import DataSpec
-from quant_lib.data import DataError, load_arrays
+from tfx_qat.pipelines import data
+from tfx_qat.quant_lib.config import DataSpec
+from tfx_qat.quant_lib.examples.data import DataError, load_arrays
 
 FMNIST = data.FASHION_MNIST_DIR
 
@@ -240,7 +240,7 @@ def test_user_tfrecords_with_raw_uint8_pixel_bytes_are_detected(tmp_path):
 
 
 def test_cli_reports_bad_user_tfrecords_without_a_traceback(tmp_path, capsys):
-    from pipelines import cli
+    from tfx_qat.pipelines import cli
     rng = np.random.RandomState(0)
     for split in ("train", "eval"):
         _write_int64_split(tmp_path / "d" / split, rng.randint(0, 9, (4, 16)), [0, 1, 0, 1])

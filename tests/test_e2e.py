@@ -22,13 +22,14 @@ from tfx.orchestration import metadata
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
 
 import kfp_launcher
-from components import keys
-from components.utils import read_record
-from components.verified_pusher import publish
-from pipelines import cli, summary
-from quant_lib import records, tflite
-from quant_lib.config import DataSpec
-from quant_lib.data import load_arrays
+from tfx_qat.components import keys
+from tfx_qat.components.utils import read_record
+from tfx_qat.components.verified_pusher import publish
+from tfx_qat.pipelines import cli, summary
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.config import DataSpec
+from tfx_qat.quant_lib.examples.data import load_arrays
+from tfx_qat.quant_lib.tflite import interpreter, validate
 from conftest import clear_disagreements
 
 pytestmark = pytest.mark.slow
@@ -94,7 +95,7 @@ def test_blessing_matches_measured_delta_and_pushed_model_reproduces_accuracy(ru
     assert os.path.getsize(s["pushed_path"]) == s["int8_tflite_bytes"]
     x, y = load_arrays(os.path.join(root, "data", "eval"), DataSpec(image_shape=(8, 8, 1)))
     with open(s["pushed_path"], "rb") as f:
-        scores = tflite.TFLiteClassifier(f.read()).predict(x)
+        scores = interpreter.TFLiteClassifier(f.read()).predict(x)
     assert float(np.mean(np.argmax(scores, -1) == y)) == s["int8_accuracy"]
 
 
@@ -124,7 +125,7 @@ def test_refresh_that_regresses_against_the_pushed_model_is_not_pushed(runs):
 
 
 def test_lineage_of_the_pushed_model_comes_from_mlmd(runs, capsys):
-    from pipelines.lineage import pushed_model_lineage
+    from tfx_qat.pipelines.lineage import pushed_model_lineage
     root, first, _, _, _, third = runs
     records = pushed_model_lineage(os.path.join(root, "metadata.sqlite"))
     assert len(records) == 1  # only the first run was blessed and pushed
@@ -153,7 +154,7 @@ def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(tmp_
                                s["parity_examples"]) <= 2, s
     assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
     with open(s["pushed_path"], "rb") as f:
-        counts = tflite.weight_scale_counts(f.read())
+        counts = validate.weight_scale_counts(f.read())
     assert len(counts) == 10 and set(counts.values()) == {1}, counts
 
 
@@ -187,7 +188,7 @@ def kfp_run(request, tmp_path_factory):
     other settings (1 QAT epoch) goes into the same metadata store, as a team's next run would.
     Returns each run's summary read from that store."""
     tmp = tmp_path_factory.mktemp(f"kfp_run_{request.param}")
-    from pipelines import data
+    from tfx_qat.pipelines import data
     data.ingest_digits(str(tmp / "data"))
     on_gcs = request.param == kfp_launcher.KFP_MLMD
     base, data_root, local = str(tmp), str(tmp / "data"), ["--allow-local-paths"]
@@ -271,7 +272,7 @@ def test_lineage_experiments_and_summary_read_kfp_v2_metadata(kfp_run):
     system.ContainerExecution per task, tfx.* artifact types, TFX's properties as converted
     custom properties): lineage, experiments and the run summary read it and agree with what the
     tasks reported."""
-    from pipelines import experiments, lineage
+    from tfx_qat.pipelines import experiments, lineage
     job, produced, recs, mlmd, summaries = kfp_run
     blessing, pushed = recs[("QuantEvaluator", "blessing")], recs[("Pusher", "pushed_model")]
     evaluation = recs[("QuantEvaluator", "evaluation")]
@@ -305,7 +306,7 @@ def test_run_comparison_where_kubeflow_teams_look(kfp_run):
     Metrics", read as its frontend reads them) and ``experiments`` show each run's numbers equal
     to its summary, and ``--diff`` names the changed setting. Vertex AI's store is its own; the
     compiled system.Metrics output it reads is checked by test_compiled_metrics_output_is_system_metrics."""
-    from pipelines import experiments
+    from tfx_qat.pipelines import experiments
     job, _, _, mlmd, summaries = kfp_run
     if len(summaries) < 2:
         pytest.skip("the two-run comparison runs through the open-source Kubeflow stand-in")

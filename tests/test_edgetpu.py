@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from quant_lib import edgetpu, edgetpu_log, qat, tflite
+from tfx_qat.quant_lib.qat import plan
+from tfx_qat.quant_lib.tflite import convert, edgetpu, edgetpu_log, validate
 
 LOGS = os.path.join(os.path.dirname(__file__), "fixtures", "edgetpu_logs")  # SOURCES.md there
 MiB, KiB = 1024 ** 2, 1024
@@ -136,7 +137,7 @@ def _conv_net(mid_layer=None):
 
 def test_analyzer_predicts_full_mapping_for_static_int8_qat_model():
     x = _data()
-    model = tflite.convert_int8(qat.quantize(_conv_net()), x)
+    model = convert.convert_int8(plan.quantize(_conv_net()), x)
     pred = edgetpu.analyze(model)
     assert pred.first_unmapped is None
     assert pred.predicted_on_tpu == len(pred.ops) >= 4
@@ -144,7 +145,7 @@ def test_analyzer_predicts_full_mapping_for_static_int8_qat_model():
 
 
 def test_analyzer_flags_dynamic_batch():
-    model = tflite.convert_int8(qat.quantize(_conv_net()), _data(), static_batch=None)
+    model = convert.convert_int8(plan.quantize(_conv_net()), _data(), static_batch=None)
     first = edgetpu.analyze(model).first_unmapped
     assert first is not None and first.index == 0
     assert any("dynamic shape" in r for r in first.reasons)
@@ -153,8 +154,8 @@ def test_analyzer_flags_dynamic_batch():
 def test_analyzer_splits_at_first_unsupported_op():
     # LEAKY_RELU has an int8 TFLite kernel but is not an Edge TPU op: the graph splits there.
     float_model = _conv_net(keras.layers.LeakyReLU())
-    model = tflite.convert_int8(float_model, _data())  # post-training quantization
-    tflite.validate_integer(model)  # it is a valid full-integer model...
+    model = convert.convert_int8(float_model, _data())  # post-training quantization
+    validate.validate_integer(model)  # it is a valid full-integer model...
     pred = edgetpu.analyze(model)  # ...that the Edge TPU cannot run whole
     first = pred.first_unmapped
     assert first.op == "LEAKY_RELU" and first.reasons == ["operation not supported by the Edge TPU"]
@@ -164,7 +165,7 @@ def test_analyzer_splits_at_first_unsupported_op():
 
 
 def test_analyzer_flags_float_models():
-    pred = edgetpu.analyze(tflite.convert_float(_conv_net()))
+    pred = edgetpu.analyze(convert.convert_float(_conv_net()))
     assert pred.predicted_on_tpu == 0
     assert any("FLOAT32" in r for r in pred.ops[0].reasons)
 
@@ -177,7 +178,7 @@ def test_analyzer_flags_float_models():
     lambda b: b"",
 ])
 def test_malformed_tflite_gets_a_clear_error_not_a_crash(mutate):
-    good = tflite.convert_float(_conv_net())
+    good = convert.convert_float(_conv_net())
     with pytest.raises(edgetpu.AnalyzerError, match="TFLite"):
         edgetpu.analyze(mutate(good))
 

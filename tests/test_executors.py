@@ -8,15 +8,18 @@ import pytest
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import keys
-from components.utils import read_record
-from quant_lib import records
-from components.integer_exporter.executor import Executor as ExporterExecutor
-from components.quant_evaluator.executor import Executor as EvaluatorExecutor
-from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from quant_lib import metrics, qat, tflite
-from quant_lib.config import DataSpec, EvalConfig, ExportConfig, QuantizationConfig, Threshold
-from quant_lib.report_files import ExportReport, Metrics
+from tfx_qat.components import keys
+from tfx_qat.components.integer_exporter.executor import Executor as ExporterExecutor
+from tfx_qat.components.quant_evaluator.executor import Executor as EvaluatorExecutor
+from tfx_qat.components.quantize_trainer.executor import Executor as QuantizeExecutor
+from tfx_qat.components.utils import read_record
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import ExportReport, Metrics
+from tfx_qat.quant_lib.config import (DataSpec, EvalConfig, ExportConfig, QuantizationConfig,
+                                      Threshold)
+from tfx_qat.quant_lib.evaluation import metrics
+from tfx_qat.quant_lib.qat import saving
+from tfx_qat.quant_lib.tflite import convert, flatbuffer, validate
 from conftest import clear_disagreements, render_in_chromium
 import int8_edit
 
@@ -54,7 +57,7 @@ def int8_model_artifact(digits_examples, qat_model_artifact, float_model_artifac
 
 def test_quantize_trainer_writes_a_loadable_qat_model(qat_model_artifact, digits_arrays):
     out = qat_model_artifact
-    model = qat.load_model(path_utils.serving_model_path(out.uri))
+    model = saving.load_model(path_utils.serving_model_path(out.uri))
     wrapped = [layer for layer in model.layers if type(layer).__name__ == "QuantizeWrapperV2"]
     assert len(wrapped) == (read_record(out, records.QatModel).quantized_layers +
                             read_record(out, records.QatModel).folded_layers)
@@ -78,7 +81,7 @@ def test_quantize_trainer_without_base_model_runs_the_trainer_module(digits_exam
     then QAT runs on it; nothing in the module changes."""
     from tfx.proto import trainer_pb2
     from tfx.utils import proto_utils
-    from pipelines.pipeline import MODULE_FILE
+    from tfx_qat.pipelines.pipeline import MODULE_FILE
     examples, _ = digits_examples
     out = _artifact(standard_artifacts.Model, tmp_path / "qat_from_module")
     cfg = QuantizationConfig(data=SPEC, epochs=1, learning_rate=1e-4, batch_size=32)
@@ -91,7 +94,7 @@ def test_quantize_trainer_without_base_model_runs_the_trainer_module(digits_exam
     with open(os.path.join(out.uri, keys.QAT_REPORT_FILE)) as f:
         report = json.load(f)
     assert report["base_model"] == os.path.join(out.uri, "float_model")
-    model = qat.load_model(path_utils.serving_model_path(out.uri))
+    model = saving.load_model(path_utils.serving_model_path(out.uri))
     _, (xe, ye) = digits_arrays
     assert metrics.accuracy(model.predict(xe, verbose=0), ye) > 0.85
 
@@ -112,7 +115,7 @@ def test_integer_exporter_writes_validated_int8_tflite(int8_model_artifact):
     path = os.path.join(out.uri, "Format-Serving", "tflite")
     with open(path, "rb") as f:
         data = f.read()
-    report = tflite.validate_integer(data)  # independent re-check of what landed on disk
+    report = validate.validate_integer(data)  # independent re-check of what landed on disk
     assert report.input_dtype == "int8"
     import tensorflow as tf
     # Signature, input and output names carried over from the Keras model; batch 1, static.
@@ -174,7 +177,7 @@ def test_integer_exporter_names_ops_that_cannot_be_integer(digits_examples, tmp_
     src = _artifact(standard_artifacts.Model, tmp_path / "elu")
     model.save(path_utils.serving_model_dir(src.uri), save_format="tf")
     out = _artifact(standard_artifacts.Model, tmp_path / "out")
-    with pytest.raises(tflite.ExportValidationError, match=r"(?s)not full-integer.*ELU runs on float"):
+    with pytest.raises(flatbuffer.ExportValidationError, match=r"(?s)not full-integer.*ELU runs on float"):
         ExporterExecutor().Do({keys.MODEL: [src], keys.EXAMPLES: [examples]},
                               {keys.QUANTIZED_MODEL: [out]},
                               {keys.CONFIG: ExportConfig(data=SPEC).to_json()})
@@ -352,9 +355,9 @@ def test_quant_evaluator_rejects_a_float_tflite(digits_examples, float_model_art
     fake = _artifact(standard_artifacts.Model, tmp_path / "float_tflite")
     os.makedirs(os.path.join(fake.uri, "Format-Serving"))
     with open(os.path.join(fake.uri, "Format-Serving", "tflite"), "wb") as f:
-        f.write(tflite.convert_float(qat.load_model(
+        f.write(convert.convert_float(saving.load_model(
             path_utils.serving_model_path(float_model_artifact.uri))))
-    with pytest.raises(tflite.ExportValidationError, match="float32 input, not an integer model"):
+    with pytest.raises(flatbuffer.ExportValidationError, match="float32 input, not an integer model"):
         _evaluate(examples, float_model_artifact, fake, tmp_path,
                   EvalConfig(data=SPEC))
     assert not os.listdir(tmp_path / "blessing")
@@ -371,7 +374,7 @@ def test_quant_evaluator_writes_a_self_contained_html_report(digits_examples, fl
                               EvalConfig(data=SPEC, max_accuracy_drop_pt=2.0))
     path = os.path.join(evaluation.uri, keys.REPORT_FILE)
     page = open(path).read()
-    from quant_lib.report import SECTIONS
+    from tfx_qat.quant_lib.reports.report import SECTIONS
     for section in SECTIONS:
         assert f'id="{section}"' in page, section
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -394,7 +397,7 @@ def test_report_that_cannot_be_written_is_said_not_swallowed(digits_examples, fl
                                                              int8_model_artifact, tmp_path):
     """A damaged export report (the report's second input) leaves no report.html; the blessing
     still stands (the gate decided), and report_status says why for the run summary."""
-    from pipelines.summary import report_line
+    from tfx_qat.pipelines.summary import report_line
     examples, _ = digits_examples
     damaged = _artifact(standard_artifacts.Model, tmp_path / "int8")
     shutil.copytree(int8_model_artifact.uri, damaged.uri, dirs_exist_ok=True)
@@ -440,13 +443,13 @@ def _examples_with_eval_repeated(examples, factor, root):
 ], ids=["nan_record", "cut_record", "short_record"])
 def test_quant_evaluator_catches_bad_records_past_its_sample_in_beam(
         damage, expected, digits_examples, float_model_artifact, int8_model_artifact, tmp_path):
-    """The driver parses only the first records (quant_lib.inputs.SAMPLE); the Beam job checks
+    """The driver parses only the first records (tfx_qat.quant_lib.examples.inputs.SAMPLE); the Beam job checks
     every record it scores (NaN and labels per batch, framing in Beam's TFRecord reader)."""
     import gzip
     import math
     import tensorflow as tf
-    from quant_lib.data import DataError
-    from quant_lib.inputs import SAMPLE
+    from tfx_qat.quant_lib.examples.data import DataError
+    from tfx_qat.quant_lib.examples.inputs import SAMPLE
     examples, _ = digits_examples
     ex, n = _examples_with_eval_repeated(examples, 4, tmp_path / "examples")
     assert n > SAMPLE + 100
@@ -512,7 +515,7 @@ def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(
     blessing with a reason naming the field, the CPU and how XNNPACK takes the model; a ratio of
     the measured speed or less does not. On a CPU without them the ratio is recorded as not
     measurable and does not block, unless speed_gate_any_cpu."""
-    from quant_lib import cpu
+    from tfx_qat.quant_lib.tflite import cpu
     examples, _ = digits_examples
 
     def run(name, dot, **kw):

@@ -1,7 +1,7 @@
-"""Runs compared from MLMD (``pipelines.experiments``) on one real store: six LocalDagRunner runs
+"""Runs compared from MLMD (``tfx_qat.pipelines.experiments``) on one real store: six LocalDagRunner runs
 of the image pipeline on scikit-learn's digits (CSV input) with different QAT configurations, one
 NOT BLESSED, one failing in IntegerExporter, and a refresh on new data. Also: every property on
-every artifact is one its record names (``quant_lib.records``), so writer and reader agree."""
+every artifact is one its record names (``tfx_qat.quant_lib.artifacts.records``), so writer and reader agree."""
 import json
 import os
 import subprocess
@@ -14,10 +14,10 @@ from ml_metadata.proto import metadata_store_pb2
 from sklearn.datasets import load_digits
 from tfx.orchestration import metadata
 
-from components.utils import mlmd_properties
+from tfx_qat.components.utils import mlmd_properties
 from conftest import render_in_chromium
-from pipelines import cli, experiments
-from quant_lib import records
+from tfx_qat.pipelines import cli, experiments
+from tfx_qat.quant_lib.artifacts import records
 
 pytestmark = pytest.mark.slow
 RUNS = [("default", []), ("per_tensor", ["--per-tensor"]),
@@ -176,7 +176,7 @@ def test_mlmd_commands_start_without_tensorflow_or_tfx(store_runs):
     """`experiments` and `lineage` read SQLite: a process running both (on a store with pushed
     models, so lineage walks every producer) never imports TensorFlow, TFX, Beam or TFMA."""
     root, _, _ = store_runs
-    code = ("import sys; from pipelines import cli; "
+    code = ("import sys; from tfx_qat.pipelines import cli; "
             f"assert cli.main(['experiments', {str(root)!r}]) == 0; "
             f"assert cli.main(['lineage', {str(root)!r}]) == 0; "
             "heavy = [m for m in ('tensorflow', 'tfx', 'apache_beam', "
@@ -214,7 +214,7 @@ def test_a_metadata_service_that_does_not_answer_says_what_to_do(tmp_path):
     """--mlmd-config naming a gRPC service nobody serves (a port-forward not running, or a KFP
     release without the metadata store): a ValueError with the fix, before any table."""
     import socket
-    from pipelines import store
+    from tfx_qat.pipelines import store
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -25,7 +25,7 @@ MARKER = {"QuantizeTrainer": "QuantizeTrainer/qat_model", "IntegerExporter":
 
 
 def _cmd(root):
-    return [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--output-root",
+    return [sys.executable, "-m", "tfx_qat.pipelines.cli", "run", "--dataset", "digits", "--output-root",
             str(root), "--float-epochs", "10", "--qat-epochs", "2", "--max-accuracy-drop-pt", "2"]
 
 

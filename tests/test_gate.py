@@ -10,9 +10,10 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 
-from components.quant_evaluator.tfma_gate import GateWithTFMA
-from quant_lib import evaluation, gate, tasks
-from quant_lib.config import ConfigError, DataSpec, EvalConfig, Threshold
+from tfx_qat.components.quant_evaluator.tfma_gate import GateWithTFMA
+from tfx_qat.quant_lib.config import ConfigError, DataSpec, EvalConfig, Threshold
+from tfx_qat.quant_lib.evaluation import gate, metrics, scoring
+from tfx_qat.quant_lib.examples import tasks
 
 MULTI = tasks.Task("multiclass", 3, False, "test")
 BINARY = tasks.Task("binary", 1, False, "test")
@@ -25,7 +26,7 @@ def _records(labels, float_preds, int8_preds, label_key="label"):
     for i, (y, f, q) in enumerate(zip(labels, float_preds, int8_preds)):
         raw = tf.train.Example()
         raw.features.feature["group"].bytes_list.value.append(b"a" if i % 2 else b"b")
-        out.append(evaluation.prediction_example(
+        out.append(scoring.prediction_example(
             raw.SerializeToString(), y, np.atleast_1d(f), np.atleast_1d(q), label_key, ["group"]))
     return out
 
@@ -112,7 +113,7 @@ def test_user_eval_config_auc_change_threshold(tmp_path, absolute, noise, blesse
     f = np.clip(0.3 * y + rng.uniform(0, 0.7, 300), 0, 1)
     q = np.clip(f + rng.normal(0, noise, 300), 0, 1)  # int8: a noisier ranking
     user = text_format.Parse(BINARY_GATE % absolute, tfma.EvalConfig())
-    stats = evaluation.SliceStats(2, 1).add(y, {"float": BINARY.class_scores(f[:, None]),
+    stats = metrics.SliceStats(2, 1).add(y, {"float": BINARY.class_scores(f[:, None]),
                                                 "int8": BINARY.class_scores(q[:, None])})
     v = _verdict(tmp_path, _records([int(v) for v in y], f, q), user, evidence=stats.evidence())
     assert v.blessed is blessed, v.reasons
@@ -139,7 +140,7 @@ def test_user_eval_config_mae_for_regression(tmp_path):
     user = text_format.Parse("""metrics_specs { metrics { class_name: "MeanAbsoluteError"
       threshold { change_threshold { direction: LOWER_IS_BETTER relative { value: 0.5 } } } } }""",
                              tfma.EvalConfig())
-    stats = evaluation.RegressionStats().add(y, {"float": f, "int8": q})
+    stats = metrics.RegressionStats().add(y, {"float": f, "int8": q})
     v = _verdict(tmp_path, _records([float(v) for v in y], f, q), user, evidence=stats.evidence())
     mae = v.headline["mean_absolute_error"]
     assert mae["float"] == pytest.approx(np.mean(np.abs(f - y)), rel=1e-5)

@@ -1,5 +1,5 @@
 """Why an int8 model can be slower than float, and what tfx-qat does about it: how XNNPACK takes
-a model (tflite.delegation), the swish policy that keeps squeeze-excite convs delegable, the
+a model (interpreter.delegation), the swish policy that keeps squeeze-excite convs delegable, the
 float reference traced at batch 1, interleaved latency and the summary's slower-than-float
 warning. Real TFLite/TFMOT on small seeded models."""
 import dataclasses
@@ -9,9 +9,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.summary import format_summary
-from quant_lib import evaluation, qat, records, runtime, tflite
-from quant_lib.config import DataSpec, EvalConfig, QuantizationConfig
+from tfx_qat.pipelines.summary import format_summary
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.config import DataSpec, EvalConfig, QuantizationConfig
+from tfx_qat.quant_lib.evaluation import latency as evaluation_latency
+from tfx_qat.quant_lib.qat import folds, plan, train
+from tfx_qat.quant_lib.tflite import convert, flatbuffer, interpreter, runtime, validate
 
 CFG = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3))
 
@@ -30,9 +33,9 @@ def _se_model():
 
 
 def _int8(model, x):
-    q = qat.quantize(model, CFG)
-    qat.calibrate_ranges(q, [x[:16], x[16:]])
-    return q, tflite.convert_int8(q, x)
+    q = plan.quantize(model, CFG)
+    train.calibrate_ranges(q, [x[:16], x[16:]])
+    return q, convert.convert_int8(q, x)
 
 
 def test_a_swish_conv_output_gets_its_own_range_and_xnnpack_takes_the_graph():
@@ -52,11 +55,11 @@ def test_a_swish_conv_output_gets_its_own_range_and_xnnpack_takes_the_graph():
     conv_scale = [s[0] for n, s in scales.items() if "se_reduce" in n and n.endswith("Conv2D")]
     assert conv_scale and conv_scale[0] >= 0.5 * (conv.max() - conv.min()) / 255, (
         conv_scale, conv.min(), conv.max())
-    d = tflite.delegation(data)
+    d = interpreter.delegation(data)
     assert d.partitions == 1 and d.delegated + sum(d.builtin.values()) == d.ops
     assert d.delegated >= d.ops - 1, d.describe()  # at most a boundary op outside XNNPACK
     keras_scores = q(x).numpy()
-    agree = np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(x), 1) ==
+    agree = np.mean(np.argmax(interpreter.TFLiteClassifier(data).predict(x), 1) ==
                     np.argmax(keras_scores, 1))
     assert agree >= 0.9
 
@@ -71,14 +74,14 @@ def test_float_reference_has_static_shapes_so_xnnpack_can_take_it():
     out = keras.layers.Flatten()(keras.layers.Multiply()([inp, s]))
     model = keras.Model(inp, keras.layers.Dense(3)(out))
     dynamic = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    assert tflite.delegation(dynamic, "tf").partitions == 0
-    assert {"SHAPE", "PACK"} <= set(tflite.delegation(dynamic, "litert").builtin)
-    fixed = tflite.convert_float(model)
+    assert interpreter.delegation(dynamic, "tf").partitions == 0
+    assert {"SHAPE", "PACK"} <= set(interpreter.delegation(dynamic, "litert").builtin)
+    fixed = convert.convert_float(model)
     for rt in runtime.RUNTIMES:
-        d = tflite.delegation(fixed, rt)
+        d = interpreter.delegation(fixed, rt)
         assert d.partitions >= 1 and not d.builtin, (rt, d.describe())
     x = np.random.default_rng(0).random((5, 8, 8, 4), dtype=np.float32)
-    np.testing.assert_allclose(tflite.TFLiteClassifier(fixed).predict(x), model(x).numpy(),
+    np.testing.assert_allclose(interpreter.TFLiteClassifier(fixed).predict(x), model(x).numpy(),
                                atol=1e-5)
 
 
@@ -91,9 +94,9 @@ def test_delegation_names_what_xnnpack_leaves_to_builtin_kernels():
     model = keras.Model(ins, keras.layers.Dense(1, activation="sigmoid")(h))
     x = {"x": np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32),
          "c": np.random.default_rng(1).integers(0, 5, size=(32, 1)).astype(np.int32)}
-    q = qat.quantize(model, QuantizationConfig(data=DataSpec()))
-    qat.calibrate_ranges(q, [x])
-    d = tflite.delegation(tflite.convert_int8(q, x))
+    q = plan.quantize(model, QuantizationConfig(data=DataSpec()))
+    train.calibrate_ranges(q, [x])
+    d = interpreter.delegation(convert.convert_int8(q, x))
     assert d.builtin.get("GATHER") == 1 and d.delegated + sum(d.builtin.values()) == d.ops
     assert "GATHER x1" in d.describe()
 
@@ -102,7 +105,7 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
     x = np.random.default_rng(0).random((32, 8, 8, 4), dtype=np.float32)
     model = _se_model()
     _, int8 = _int8(model, x)
-    lat = evaluation.compare_latency(int8, tflite.convert_float(model), x[:8], repeats=3)
+    lat = evaluation_latency.compare_latency(int8, convert.convert_float(model), x[:8], repeats=3)
     assert lat.int8_latency_ms > 0 and lat.float_latency_ms > 0
     assert lat.tf_int8_latency_ms > 0 and lat.tf_float_latency_ms > 0
     assert lat.int8_xnnpack.startswith("XNNPACK ") and lat.float_xnnpack
@@ -110,7 +113,7 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
     from importlib import metadata
     assert lat.latency_runtime == f"LiteRT {metadata.version('ai-edge-litert')}"
     assert lat.tf_runtime == f"TF Lite (TensorFlow {metadata.version('tensorflow')})"
-    _, runners = evaluation.timed_ms({"int8": int8}, x[:2], 1, runtime.RUNTIMES)
+    _, runners = evaluation_latency.timed_ms({"int8": int8}, x[:2], 1, runtime.RUNTIMES)
     assert type(runners["int8", "litert"]._interp).__module__.startswith("ai_edge_litert")
     assert type(runners["int8", "tf"]._interp).__module__.startswith("tensorflow")
     raw = {rt: runners["int8", rt].outputs_at_batch_one(x[:8]).astype(float)
@@ -133,7 +136,7 @@ def test_interleaved_latency_and_the_slower_than_float_warning():
 
 
 def test_min_int8_speedup_config_checks():
-    from quant_lib.config import ConfigError, EvalConfig
+    from tfx_qat.quant_lib.config import ConfigError, EvalConfig
     with pytest.raises(ConfigError, match=r"EvalConfig.min_int8_speedup: must be None .* > 0"):
         EvalConfig(min_int8_speedup=0)
     # The gate decides on the deployment runtime's figures (LiteRT), not TF's: here TF's
@@ -142,10 +145,10 @@ def test_min_int8_speedup_config_checks():
                                  latency_runtime="LiteRT 2.3.0", tf_float_latency_ms=1.0,
                                  tf_int8_latency_ms=0.5,
                                  int8_xnnpack="XNNPACK 1/2", float_xnnpack="XNNPACK 2/2")
-    from quant_lib.config import EvalConfig as C
+    from tfx_qat.quant_lib.config import EvalConfig as C
 
     def gate(latency, **kw):
-        return evaluation.speed_gate(C(**kw), latency)
+        return evaluation_latency.speed_gate(C(**kw), latency)
 
     vnni = dataclasses.replace(latency, latency_int8_dot=True, latency_cpu="X (int8 dot product)")
     assert gate(vnni) == (vnni, [])
@@ -160,7 +163,7 @@ def test_min_int8_speedup_config_checks():
     lat, failures = gate(zen3, min_int8_speedup=1.0)
     assert failures == [] and lat.speed_gate.startswith("not measurable on this CPU")
     assert "int8 0.50x float on AMD EPYC 7B13" in lat.speed_gate
-    assert evaluation.speed_notes(lat) == [f"EvalConfig.min_int8_speedup: {lat.speed_gate}"]
+    assert evaluation_latency.speed_notes(lat) == [f"EvalConfig.min_int8_speedup: {lat.speed_gate}"]
     assert gate(zen3, min_int8_speedup=1.0, speed_gate_any_cpu=True)[1]
     assert gate(dataclasses.replace(zen3, latency_int8_dot=None), min_int8_speedup=1.0)[1]
     with pytest.raises(ConfigError, match="EvalConfig.speed_gate_any_cpu: must be True"):
@@ -179,7 +182,7 @@ GRAVITON2 = "processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp lrcp
 
 def test_cpu_reading_names_the_int8_dot_product_instructions(tmp_path, monkeypatch):
     """/proc/cpuinfo as x86 (flags) and ARM (Features) write it; TFX_QAT_INT8_DOT overrides."""
-    from quant_lib import cpu
+    from tfx_qat.quant_lib.tflite import cpu
     monkeypatch.delenv(cpu.FORCE_ENV, raising=False)
     got = {}
     for name, text in (("zen3", ZEN3), ("spr", SAPPHIRE), ("graviton2", GRAVITON2), ("none", "")):
@@ -202,7 +205,7 @@ def test_cpu_reading_names_the_int8_dot_product_instructions(tmp_path, monkeypat
 def test_slow_int8_warning_gives_the_true_cause():
     """No int8 dot product first (the CPU, not the model); else ops outside XNNPACK; else more
     ops than float; the summary's WARNING line says which."""
-    from quant_lib import cpu
+    from tfx_qat.quant_lib.tflite import cpu
     base = {"latency_cpu": "AMD EPYC 7B13 (no int8 dot product (no VNNI / dotprod))",
             "latency_int8_dot": False, "int8_xnnpack": "XNNPACK 11/12 ops in 1 partition(s); "
             "builtin kernels: SOFTMAX x1", "float_xnnpack": "XNNPACK 10/10 ops in 1 partition(s)"}
@@ -238,20 +241,21 @@ def _slow_in_int8_model():
 
 
 def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
-    from quant_lib import op_profile, report
+    from tfx_qat.quant_lib.reports import report
+    from tfx_qat.quant_lib.tflite import op_profile
     x = np.random.default_rng(0).random((32, 32, 32, 16), dtype=np.float32)
     model = _slow_in_int8_model()
-    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(32, 32, 16),
+    q = plan.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(32, 32, 16),
                                                              num_classes=3)))
-    qat.calibrate_ranges(q, [x[:16], x[16:]])
-    int8, fl = tflite.convert_int8(q, x), tflite.convert_float(model)
-    lat = evaluation.compare_latency(int8, fl, x[:8], repeats=10)
+    train.calibrate_ranges(q, [x[:16], x[16:]])
+    int8, fl = convert.convert_int8(q, x), convert.convert_float(model)
+    lat = evaluation_latency.compare_latency(int8, fl, x[:8], repeats=10)
     # LiteRT 1.70-1.80x here over 24 measurements, two processes at once; TF's interpreter ~4.8x.
     assert lat.int8_latency_ms > 1.25 * lat.float_latency_ms, lat
     assert lat.tf_int8_latency_ms > 2 * lat.tf_float_latency_ms, lat
 
-    prof = evaluation.op_profiles(int8, fl)
-    d = tflite.delegation(int8)
+    prof = evaluation_latency.op_profiles(int8, fl)
+    d = interpreter.delegation(int8)
     rows = {r["op"]: r for r in prof["int8"]["by_op"]}
     assert sum(r["count"] for r in rows.values()) == d.ops
     assert rows["SOFTMAX"]["xnnpack"] is False and rows["MUL"]["xnnpack"] is True
@@ -272,7 +276,7 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
                "blessed": True, "blessing_reasons": [], "pushed_path": "/serving/1/tflite",
                **lat.to_properties()}
     assert "SLOWER than float" in format_summary(summary)
-    _, (reason,) = evaluation.speed_gate(EvalConfig(min_int8_speedup=1.0, speed_gate_any_cpu=True),
+    _, (reason,) = evaluation_latency.speed_gate(EvalConfig(min_int8_speedup=1.0, speed_gate_any_cpu=True),
                                          lat)
     assert "below EvalConfig.min_int8_speedup=1" in reason and "SOFTMAX x1" in reason
 
@@ -295,11 +299,11 @@ def _hard_swish_block():
 
 
 def test_constant_multiplies_fold_into_the_next_kernels_and_leave_int8_muls_out():
-    from quant_lib import layer_configs, scale_fold
+    from tfx_qat.quant_lib.qat import layer_configs, scale_fold
     model = _hard_swish_block()
     x = np.random.default_rng(0).normal(0, 2, (64, 8, 8, 4)).astype(np.float32)
     model.layers[2].set_weights([w + 0.5 for w in model.layers[2].get_weights()])  # BN: vary
-    rewritten = qat.rewrite_layers(model)
+    rewritten = folds.rewrite_layers(model)
     folded, dropped = scale_fold.fold_constant_multiplies(rewritten)
     assert len(dropped) == 2  # hs1's and the gate's 1/6; hs2 reaches an Add and keeps its own
     kept = [l for l in folded.layers if isinstance(l, layer_configs.ScalarOp)
@@ -323,11 +327,11 @@ def test_constant_multiplies_fold_into_the_next_kernels_and_leave_int8_muls_out(
         if m is None:  # hs1 and gate left to post-training quantization: no fold there
             cfg = QuantizationConfig(data=cfg.data, keep_float_regex=("^hs1$", "^gate$"))
             m = model
-        q = qat.quantize(m, cfg)
-        qat.calibrate_ranges(q, [x[:32], x[32:]])
-        int8 = tflite.convert_int8(q, x)
-        ops[name] = tflite.validate_integer(int8).op_counts
-        err[name] = np.abs(tflite.TFLiteClassifier(int8).predict(x) - q.predict(x, verbose=0))
+        q = plan.quantize(m, cfg)
+        train.calibrate_ranges(q, [x[:32], x[32:]])
+        int8 = convert.convert_int8(q, x)
+        ops[name] = validate.validate_integer(int8).op_counts
+        err[name] = np.abs(interpreter.TFLiteClassifier(int8).predict(x) - q.predict(x, verbose=0))
     assert ops["unfolded"]["MUL"] - ops["folded"]["MUL"] == 2
     # int8 vs its QAT model (calibrated, untrained): the fold costs no parity
     assert err["folded"].mean() <= 1.25 * err["unfolded"].mean(), err
@@ -336,7 +340,7 @@ def test_constant_multiplies_fold_into_the_next_kernels_and_leave_int8_muls_out(
 def test_a_factor_reaching_a_bias_free_conv_goes_into_its_batchnorm():
     """The kernel QAT fine-tunes keeps its scale; the BatchNormalization after it takes the
     factor in its statistics and epsilon (inference and batch statistics alike)."""
-    from quant_lib import scale_fold
+    from tfx_qat.quant_lib.qat import scale_fold
     keras.utils.set_random_seed(0)
     L = keras.layers
     inp = keras.Input((8, 8, 4), name="image")
@@ -348,7 +352,7 @@ def test_a_factor_reaching_a_bias_free_conv_goes_into_its_batchnorm():
     model.get_layer("bn").set_weights([np.full(8, 1.5, np.float32), np.full(8, .2, np.float32),
                                        np.linspace(-1, 1, 8).astype(np.float32),
                                        np.linspace(.5, 2, 8).astype(np.float32)])
-    folded, dropped = scale_fold.fold_constant_multiplies(qat.rewrite_layers(model))
+    folded, dropped = scale_fold.fold_constant_multiplies(folds.rewrite_layers(model))
     assert len(dropped) == 1
     np.testing.assert_array_equal(folded.get_layer("dw").get_weights()[0],
                                   model.get_layer("dw").get_weights()[0])
@@ -364,10 +368,10 @@ def test_stride_two_padding_and_the_gates_plus_three_fold_into_the_convs():
     """The explicit padding before the stride-2 depthwise conv becomes its own "same" padding,
     the gate's +3 the squeeze-excite conv's bias: the int8 model has no PAD and one ADD fewer,
     and the model computes what it did."""
-    from quant_lib import scale_fold
+    from tfx_qat.quant_lib.qat import scale_fold
     model = _hard_swish_block()
     x = np.random.default_rng(0).normal(0, 2, (32, 8, 8, 4)).astype(np.float32)
-    rewritten = qat.rewrite_layers(model)
+    rewritten = folds.rewrite_layers(model)
     padded, pads = scale_fold.fold_zero_padding(rewritten)
     folded, adds = scale_fold.fold_constant_adds(padded)
     assert len(pads) == 1 and padded.get_layer("dw").padding == "same"
@@ -375,10 +379,10 @@ def test_stride_two_padding_and_the_gates_plus_three_fold_into_the_convs():
     want = model.predict(x, verbose=0)
     np.testing.assert_allclose(folded.predict(x, verbose=0), want, rtol=1e-4,
                                atol=1e-5 * np.abs(want).max())
-    q = qat.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4),
+    q = plan.quantize(model, QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4),
                                                              num_classes=3)))
-    qat.calibrate_ranges(q, [x[:16], x[16:]])
-    ops = tflite.validate_integer(tflite.convert_int8(q, x)).op_counts
+    train.calibrate_ranges(q, [x[:16], x[16:]])
+    ops = validate.validate_integer(convert.convert_int8(q, x)).op_counts
     assert "PAD" not in ops and ops["ADD"] == 3, ops  # hs1, hs2 and the residual Add
 
     keras.utils.set_random_seed(0)  # padding "same" would not add, an even/odd mismatch: kept
@@ -391,7 +395,8 @@ def test_stride_two_padding_and_the_gates_plus_three_fold_into_the_convs():
 def test_the_comparison_says_why_int8_loses_op_type_by_op_type():
     """Profiles as op_profile writes them: the verdict per op type and the report's runtime
     limit naming the int8 kernel that is slower than float's with the same op count."""
-    from quant_lib import op_profile, report
+    from tfx_qat.quant_lib.reports import report
+    from tfx_qat.quant_lib.tflite import op_profile
     row = lambda op, n, us, x=True: {"op": op, "count": n, "us": us, "xnnpack": x}  # noqa: E731
     int8 = {"whole_us": 90.0, "ops_sum_us": 99.0, "by_op": [
         row("DEPTHWISE_CONV_2D", 11, 58.0), row("CONV_2D", 43, 20.0), row("MUL", 29, 15.0),
@@ -422,10 +427,10 @@ def test_a_depthwise_conv_and_its_batchnorm_stay_float_together():
     x = np.random.default_rng(0).random((16, 8, 8, 4), dtype=np.float32)
     cfg = QuantizationConfig(data=DataSpec(image_shape=(8, 8, 4), num_classes=3),
                              float_fallback_names=("dw", "bn"))
-    q = qat.quantize(model, cfg)
-    qat.calibrate_ranges(q, [x[:8], x[8:]])
-    data = tflite.convert_int8(q, x, float_layers=("dw", "bn"))
-    ops = tflite.validate_integer(data, float_layers=("dw", "bn")).op_counts
+    q = plan.quantize(model, cfg)
+    train.calibrate_ranges(q, [x[:8], x[8:]])
+    data = convert.convert_int8(q, x, float_layers=("dw", "bn"))
+    ops = validate.validate_integer(data, float_layers=("dw", "bn")).op_counts
     assert ops["DEQUANTIZE"] == 1 and ops["QUANTIZE"] == 1 and ops["DEPTHWISE_CONV_2D"] == 1, ops
-    with pytest.raises(tflite.ExportValidationError, match="produce no op"):
-        tflite.convert_int8(q, x, float_layers=("dw", "bn", "no_such_layer"))
+    with pytest.raises(flatbuffer.ExportValidationError, match="produce no op"):
+        convert.convert_int8(q, x, float_layers=("dw", "bn", "no_such_layer"))

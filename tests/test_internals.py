@@ -10,7 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEAMS = {os.path.join("quant_lib", "internals.py"), os.path.join("components", "tfx_internals.py")}
 # Non-public module paths, private names the product relies on, and the markers of reaching them.
 PRIVATE = re.compile(
-    r"(tensorflow|tensorflow_model_optimization)\.python\.|\b(tf_)?keras\.src\b|"
+    r"(tensorflow|tensorflow_model_optimization)\.python\.|tensorflow\.lite\.(python|tools)\b|"
+    r"\b(tf_)?keras\.src\b|"
     r"tfx\.orchestration\.portable|_pywrap|protected-access|"
     r"\._(get_ops_details|get_full_signature_list|experimental_\w+|inbound_nodes|input_layers|"
     r"nodes_by_depth|keras_history|GetFnArgs|unique_id|PRE_QUANT_ACTIVATIONS)\b|"
@@ -51,24 +52,24 @@ def test_the_grep_catches_what_it_is_for():
 
 
 def test_quant_lib_internals_hold_in_the_pinned_libraries():
-    from quant_lib import internals
+    from tfx_qat.quant_lib import internals
     assert internals.check() == []
 
 
 def test_tfx_internals_hold_in_the_pinned_tfx():
-    from components import tfx_internals
+    from tfx_qat.components import tfx_internals
     assert tfx_internals.check() == []
 
 
 def test_an_unlisted_internal_module_is_refused_by_name():
-    from quant_lib import internals
-    with pytest.raises(KeyError, match="add it to quant_lib.internals.MODULES"):
+    from tfx_qat.quant_lib import internals
+    with pytest.raises(KeyError, match="add it to tfx_qat.quant_lib.internals.MODULES"):
         internals.module("tensorflow.python.framework.ops")
 
 
 def test_patches_are_installed_once():
     from tensorflow.python.autograph.core import config
-    from quant_lib import internals
+    from tfx_qat.quant_lib import internals
     internals.install()
     n = len(config.CONVERSION_RULES)
     internals.install()
@@ -82,7 +83,7 @@ def test_patches_are_installed_once():
 def test_each_executor_documents_every_key_of_its_spec(component):
     """The input, output and exec-property keys Do receives, in the Executor's docstring (Do
     itself stays short: its logic lives in helpers and quant_lib)."""
-    import components
+    import tfx_qat.components as components
     cls = getattr(components, component)
     spec = cls.SPEC_CLASS
     doc = cls.EXECUTOR_SPEC.executor_class.__doc__ or ""

@@ -15,10 +15,10 @@ import pytest
 from tfx.dsl.io import fileio
 
 import kfp_launcher
-from components.verified_pusher import publish
-from pipelines import kfp_entrypoint, lineage
-from pipelines.kubeflow_v2_runner import compile_pipeline
-from pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_eval_config,
+from tfx_qat.components.verified_pusher import publish
+from tfx_qat.pipelines import kfp_entrypoint, lineage
+from tfx_qat.pipelines.kubeflow_v2_runner import compile_pipeline
+from tfx_qat.pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_eval_config,
                                write_processed_csv)
 
 pytest.importorskip("kfp.pipeline_spec", reason="the kfp extra is part of the dev install")

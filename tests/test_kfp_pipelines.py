@@ -9,17 +9,17 @@ import os
 import pytest
 
 import objstore_fs  # noqa: F401  (registers objstore://, a stand-in for gs:// here)
-from pipelines import penguin, taxi, wide_deep
-from pipelines.kubeflow_v2_runner import compile_pipeline
-from quant_lib.config import ConfigError, EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.pipelines import penguin, taxi, wide_deep
+from tfx_qat.pipelines.kubeflow_v2_runner import compile_pipeline
+from tfx_qat.quant_lib.config import ConfigError, EvalConfig, ExportConfig, QuantizationConfig
 
 pytest.importorskip("kfp.pipeline_spec", reason="the kfp extra is part of the dev install")
 
 IMAGE = "europe-docker.pkg.dev/team/ml/tfx-qat:0.1.0"
-EXECUTORS = {"QuantizeTrainer": "components.quantize_trainer.executor.Executor",
-             "IntegerExporter": "components.integer_exporter.executor.Executor",
-             "QuantEvaluator": "components.quant_evaluator.executor.Executor",
-             "Pusher": "components.verified_pusher.executor.Executor"}
+EXECUTORS = {"QuantizeTrainer": "tfx_qat.components.quantize_trainer.executor.Executor",
+             "IntegerExporter": "tfx_qat.components.integer_exporter.executor.Executor",
+             "QuantEvaluator": "tfx_qat.components.quant_evaluator.executor.Executor",
+             "Pusher": "tfx_qat.components.verified_pusher.executor.Executor"}
 CONFIGS = {"QuantizeTrainer": QuantizationConfig, "IntegerExporter": ExportConfig,
            "QuantEvaluator": EvalConfig}
 # (consumer, input key) <- (producer, output key): the chain tfx-qat adds to a pipeline.
@@ -74,7 +74,7 @@ def test_every_tfx_qat_step_runs_its_executor_in_the_image(compiled):
         container = roles[role][1]
         assert container["image"] == IMAGE
         # tfx-qat's entrypoint around TFX's (pipelines/kfp_entrypoint.py)
-        assert container["command"] == ["python", "-m", "pipelines.kfp_entrypoint"]
+        assert container["command"] == ["python", "-m", "tfx_qat.pipelines.kfp_entrypoint"]
 
 
 def test_configs_reach_the_spec_intact(compiled):

@@ -12,8 +12,9 @@ import tf_keras as keras
 from sklearn.datasets import load_digits
 from tensorflow.lite.tools import flatbuffer_utils
 
-from quant_lib import edgetpu, qat, tflite
-from quant_lib.config import DataSpec, QuantizationConfig
+from tfx_qat.quant_lib.config import DataSpec, QuantizationConfig
+from tfx_qat.quant_lib.qat import plan, train
+from tfx_qat.quant_lib.tflite import convert, edgetpu, flatbuffer, interpreter, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLEAR = {"ok", "ModelFormatError", "ExportValidationError"}
@@ -26,10 +27,10 @@ def int8_bytes():
     inp = keras.Input((8, 8, 1), name="image")
     h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
     out = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h))
-    q = qat.quantize(keras.Model(inp, out), QuantizationConfig(
+    q = plan.quantize(keras.Model(inp, out), QuantizationConfig(
         data=DataSpec(image_shape=(8, 8, 1), num_classes=10)))
-    qat.calibrate_ranges(q, [x[:64]])
-    return tflite.convert_int8(q, x[:100])
+    train.calibrate_ranges(q, [x[:64]])
+    return convert.convert_int8(q, x[:100])
 
 
 def _edit(model_bytes, change):
@@ -40,7 +41,7 @@ def _edit(model_bytes, change):
 
 def _conv_weights(m):
     g = m.subgraphs[0]
-    _, names, _ = tflite.schema_names()
+    _, names, _ = flatbuffer.schema_names()
     for op in g.operators:
         code = m.operatorCodes[op.opcodeIndex]
         if names[max(code.builtinCode, code.deprecatedBuiltinCode)] == "CONV_2D":
@@ -53,15 +54,15 @@ def test_asymmetric_int8_weights_are_refused_before_tflite_would(int8_bytes):
         w = _conv_weights(m)
         w.quantization.zeroPoint = np.full(len(w.quantization.scale), 5632, np.int64)
     bad = _edit(int8_bytes, zero_points)
-    tflite.read_flatbuffer(bad)  # structurally a model
+    flatbuffer.read_flatbuffer(bad)  # structurally a model
     def score(b):
-        return tflite.TFLiteClassifier(b).predict({"image": np.zeros((1, 8, 8, 1), np.float32)})
-    for read in (tflite.inspect_integer, tflite.validate_integer, score):
-        with pytest.raises(tflite.ModelFormatError, match="zero point|preparing"):
+        return interpreter.TFLiteClassifier(b).predict({"image": np.zeros((1, 8, 8, 1), np.float32)})
+    for read in (validate.inspect_integer, validate.validate_integer, score):
+        with pytest.raises(flatbuffer.ModelFormatError, match="zero point|preparing"):
             read(bad)
-    with pytest.raises(tflite.ModelFormatError,
+    with pytest.raises(flatbuffer.ModelFormatError,
                        match=r"int8 weight tensor .* zero points \[5632\]"):
-        tflite.inspect_integer(bad)
+        validate.inspect_integer(bad)
 
 
 def test_a_name_that_is_not_utf8_is_a_format_error(int8_bytes):
@@ -69,7 +70,7 @@ def test_a_name_that_is_not_utf8_is_a_format_error(int8_bytes):
         for t in m.subgraphs[0].tensors:
             t.name = b"\xff\xfe" + (t.name or b"")
     bad = _edit(int8_bytes, names)
-    with pytest.raises(tflite.ModelFormatError, match="tensor name is not UTF-8"):
+    with pytest.raises(flatbuffer.ModelFormatError, match="tensor name is not UTF-8"):
         edgetpu.analyze(bad)
 
 
@@ -132,11 +133,11 @@ def _read_all(args) -> None:
     index, reader, outcome (ok or the exception's class name), with a ``start`` line first so a
     crash is pinned to its read."""
     def score(data):
-        c = tflite.TFLiteClassifier(data)
+        c = interpreter.TFLiteClassifier(data)
         c.predict({k: np.zeros([1] + list(d["shape"][1:]), np.float32)
                    for k, d in c._in.items()})  # pylint: disable=protected-access
-    readers = {"read_flatbuffer": tflite.read_flatbuffer, "edgetpu.analyze": edgetpu.analyze,
-               "inspect_integer": tflite.inspect_integer, "TFLiteClassifier": score}
+    readers = {"read_flatbuffer": flatbuffer.read_flatbuffer, "edgetpu.analyze": edgetpu.analyze,
+               "inspect_integer": validate.inspect_integer, "TFLiteClassifier": score}
     for arg in args:
         index, path = arg.split("=", 1)
         with open(path, "rb") as f:

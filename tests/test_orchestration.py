@@ -4,20 +4,20 @@ import json
 
 import pytest
 
-from components.integer_exporter.spec import IntegerExporterSpec
-from components.quant_evaluator.spec import QuantEvaluatorSpec
-from components.quantize_trainer.spec import QuantizeTrainerSpec
-from pipelines import cli
-from quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
+from tfx_qat.components.integer_exporter.spec import IntegerExporterSpec
+from tfx_qat.components.quant_evaluator.spec import QuantEvaluatorSpec
+from tfx_qat.components.quantize_trainer.spec import QuantizeTrainerSpec
+from tfx_qat.pipelines import cli
+from tfx_qat.quant_lib.config import EvalConfig, ExportConfig, QuantizationConfig
 
 pytest.importorskip("kfp.pipeline_spec", reason="the kfp extra is part of the dev install")
 
 OURS = {"QuantizeTrainer": (QuantizeTrainerSpec, QuantizationConfig,
-                            "components.quantize_trainer.executor.Executor"),
+                            "tfx_qat.components.quantize_trainer.executor.Executor"),
         "IntegerExporter": (IntegerExporterSpec, ExportConfig,
-                            "components.integer_exporter.executor.Executor"),
+                            "tfx_qat.components.integer_exporter.executor.Executor"),
         "QuantEvaluator": (QuantEvaluatorSpec, EvalConfig,
-                           "components.quant_evaluator.executor.Executor")}
+                           "tfx_qat.components.quant_evaluator.executor.Executor")}
 BEAM = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
         "--temp_location=gs://bucket/tmp"]
 
@@ -48,7 +48,7 @@ def test_spec_has_every_step_in_dependency_order(job):
     assert "QuantEvaluator" in tasks["Pusher"]["dependentTasks"]
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/tfx-qat/pipeline_root"
     # The Trainer imports the installed module in the container; no local file path leaks in.
-    assert _const(tasks["Trainer"], "run_fn") == "pipelines.modules.cnn_trainer.run_fn"
+    assert _const(tasks["Trainer"], "run_fn") == "tfx_qat.pipelines.modules.cnn_trainer.run_fn"
     assert "/work/" not in json.dumps(job) and "module_file" not in tasks["Trainer"]["inputs"][
         "parameters"]
 
@@ -104,7 +104,7 @@ def test_eval_config_file_reaches_the_evaluator_and_conflicts_are_refused(tmp_pa
     assert cli.main(base + ["--eval-config", str(gate_file)]) == 0
     with open(tmp_path / "p.json") as f:
         task = json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"]["QuantEvaluator"]
-    from quant_lib import gate  # the executor parses what the spec carries
+    from tfx_qat.quant_lib.evaluation import gate  # the executor parses what the spec carries
     sent = gate.parse_eval_config(_const(task, "eval_config"))
     metric = sent.metrics_specs[0].metrics[0]
     assert metric.class_name == "SparseCategoricalAccuracy"
@@ -122,7 +122,7 @@ def test_eval_config_file_reaches_the_evaluator_and_conflicts_are_refused(tmp_pa
 def test_build_pipeline_gives_other_orchestrators_the_cli_pipeline(tmp_path, capsys):
     """What the Airflow DAG schedules: the pipeline a CLI command line defines, not run; bad
     settings are refused before anything is built, naming the flag or command."""
-    from quant_lib.config import ConfigError
+    from tfx_qat.quant_lib.config import ConfigError
     built = cli.build_pipeline(["run", "--dataset", "digits", "--output-root", str(tmp_path),
                                 "--max-accuracy-drop-pt", "1.5", "--qat-epochs", "3"])
     ids = [c.id for c in built.pipeline.components]

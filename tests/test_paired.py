@@ -1,4 +1,4 @@
-"""Paired evidence (quant_lib.paired) on known counts, the guard's false-block rate on simulated
+"""Paired evidence (tfx_qat.quant_lib.evaluation.paired) on known counts, the guard's false-block rate on simulated
 models with no harm, the mergeable per-class discordant counts and top-1 ties of SliceStats, and
 the paired AUC against DeLong's definition computed pair by pair."""
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from quant_lib import metrics, paired
-from quant_lib.config import ConfigError, EvalConfig, DataSpec
+from tfx_qat.quant_lib.config import ConfigError, DataSpec, EvalConfig
+from tfx_qat.quant_lib.evaluation import metrics, paired
 
 
 def test_bonett_price_interval_on_known_counts():

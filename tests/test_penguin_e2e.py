@@ -15,13 +15,13 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.types import artifact_utils, standard_artifacts
 
 import int8_edit
-from components import keys
-from components.quant_evaluator.executor import Executor
-from components.utils import read_record
-from quant_lib import records
-from pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_module_file,
+from tfx_qat.components import keys
+from tfx_qat.components.quant_evaluator.executor import Executor
+from tfx_qat.components.utils import read_record
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.pipelines.penguin import (PROCESSED_CSV, create_pipeline, penguin_module_file,
                                write_processed_csv)
-from pipelines.summary import build_summary
+from tfx_qat.pipelines.summary import build_summary
 from conftest import clear_disagreements, qat_vs_int8_accuracy_bound
 
 pytestmark = pytest.mark.slow
@@ -225,9 +225,9 @@ def test_quantize_trainer_on_transformed_examples_still_serves_raw_examples(run,
     features need no Transform at training time, and the QAT SavedModel still serves raw
     tf.Examples through the Transform layer."""
     from tfx.types import artifact_utils, standard_artifacts
-    from components import keys
-    from components.quantize_trainer.executor import Executor
-    from quant_lib.config import FeatureSpec, QuantizationConfig
+    from tfx_qat.components import keys
+    from tfx_qat.components.quantize_trainer.executor import Executor
+    from tfx_qat.quant_lib.config import FeatureSpec, QuantizationConfig
     root, _, _ = run
     pr = os.path.join(root, "pipeline_root")
 

@@ -44,11 +44,11 @@ def test_readme_is_short_with_contents_and_its_links_exist():
 
 
 def test_every_command_the_readme_shows_is_accepted():
-    """Each `python -m pipelines.cli ...` line parses with the CLI's own parser; each `make X`
+    """Each `python -m tfx_qat.pipelines.cli ...` line parses with the CLI's own parser; each `make X`
     names a Makefile target."""
-    from pipelines import cli
+    from tfx_qat.pipelines import cli
     text = _readme()
-    commands = re.findall(r"python -m pipelines\.cli ([^\n`]+)", text)
+    commands = re.findall(r"python -m tfx_qat\.pipelines\.cli ([^\n`]+)", text)
     assert len(commands) >= 4, commands
     for line in commands:
         argv = [a for a in line.split() if not a.startswith("[")]
@@ -79,9 +79,9 @@ def test_bench_markdown_is_the_json_rendered():
 
 def test_guard_block_is_its_results_file_and_the_guard_is_the_products():
     """The guard's false-block table renders benchmarks/results/bench_guard_results.json, whose
-    observed verdict is what quant_lib.paired.guard says on the recorded per-class counts."""
+    observed verdict is what tfx_qat.quant_lib.evaluation.paired.guard says on the recorded per-class counts."""
     from benchmarks import bench_guard
-    from quant_lib import paired
+    from tfx_qat.quant_lib.evaluation import paired
     with open(bench_guard.RESULTS) as f:
         r = json.load(f)
     assert bench_guard.to_markdown(r) in _all_docs()

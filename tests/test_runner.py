@@ -4,7 +4,7 @@ import os
 import pytest
 from tfx import v1 as tfx
 
-from pipelines.runner import LOG_FILE, PipelineFailed, run_pipeline
+from tfx_qat.pipelines.runner import LOG_FILE, PipelineFailed, run_pipeline
 
 
 def test_failure_names_the_component_and_the_log(tmp_path):

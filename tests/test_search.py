@@ -10,12 +10,15 @@ import pytest
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import keys
-from components.utils import read_record
-from components.integer_exporter.executor import Executor as ExporterExecutor
-from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from quant_lib import qat, records, search, tflite
-from quant_lib.config import ConfigError, ExportConfig, QuantizationConfig, SearchConfig
+from tfx_qat.components import keys
+from tfx_qat.components.integer_exporter.executor import Executor as ExporterExecutor
+from tfx_qat.components.quantize_trainer.executor import Executor as QuantizeExecutor
+from tfx_qat.components.utils import read_record
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.config import ConfigError, ExportConfig, QuantizationConfig, SearchConfig
+from tfx_qat.quant_lib.qat import keras2, plan, saving, train
+from tfx_qat.quant_lib.search import search, sensitivity
+from tfx_qat.quant_lib.tflite import convert, flatbuffer, interpreter, validate
 from conftest import clear_disagreements, make_examples_artifact
 
 
@@ -62,21 +65,21 @@ def test_mixed_precision_keeps_named_layers_at_8_bits(float_model_artifact, digi
     file, the others INT4 (Dense included: TFMOT's n-bit registry shares its bit widths between
     instances, so a second registry would silently turn them all to one width)."""
     (xt, _), _ = digits_arrays
-    model = qat.load_model(path_utils.serving_model_dir(float_model_artifact.uri))
+    model = saving.load_model(path_utils.serving_model_dir(float_model_artifact.uri))
     sizes = {}
     for names in ((), ("block4_pw", "logits")):
         cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, int8_weight_names=names)
-        q = qat.quantize(search.fresh_copy(model), cfg)
-        qat.calibrate_ranges(q, [xt[:64]])
-        data = tflite.convert_int8(q, xt[:100])
-        types = tflite.weight_types(data)
+        q = plan.quantize(sensitivity.fresh_copy(model), cfg)
+        train.calibrate_ranges(q, [xt[:64]])
+        data = convert.convert_int8(q, xt[:100])
+        types = flatbuffer.weight_types(data)
         assert {k for k, v in types.items() if v == "INT8"} == set(names), types
         assert {v for k, v in types.items() if k not in names} == {"INT4"}, types
         sizes[names] = len(data)
-    full8 = len(tflite.convert_int8(qat.quantize(search.fresh_copy(model)), xt[:100]))
+    full8 = len(convert.convert_int8(plan.quantize(sensitivity.fresh_copy(model)), xt[:100]))
     assert sizes[()] < sizes[("block4_pw", "logits")] < full8, (sizes, full8)
-    with pytest.raises(qat.QuantizationError, match="int8_weight_names names.*'nope'"):
-        qat.quantize(model, QuantizationConfig(scheme="n_bit", weight_bits=4,
+    with pytest.raises(keras2.QuantizationError, match="int8_weight_names names.*'nope'"):
+        plan.quantize(model, QuantizationConfig(scheme="n_bit", weight_bits=4,
                                                int8_weight_names=("nope",)))
 
 
@@ -86,8 +89,8 @@ def hard_model_setup(digits_dir, tmp_path_factory):
     every image: the float function is unchanged, but the weight scale of each unit becomes so
     coarse that int8 rounds its real weights to 0. Examples with train / validation / eval."""
     import tf_keras as keras
-    from pipelines import data
-    from quant_lib.data import load_arrays
+    from tfx_qat.pipelines import data
+    from tfx_qat.quant_lib.examples.data import load_arrays
     d, spec = digits_dir
     (xt, yt), (xe, ye) = (load_arrays(os.path.join(d, s), spec) for s in ("train", "eval"))
     root = str(tmp_path_factory.mktemp("hard_data"))
@@ -103,7 +106,7 @@ def hard_model_setup(digits_dir, tmp_path_factory):
     inputs = keras.Input(spec.image_shape, name=spec.image_key)
     h = keras.layers.Dense(64, activation="relu", name="hidden")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
-    qat.compile_for_training(model, 1e-2)
+    train.compile_for_training(model, 1e-2)
     model.fit(xt[:1000], yt[:1000], batch_size=64, epochs=20, verbose=0)
     kernel, bias = model.get_layer("hidden").get_weights()
     kernel[dead, :] = 500.0
@@ -159,11 +162,11 @@ def test_cpu_search_keeps_the_hard_layer_float_and_the_edge_tpu_refuses(hard_mod
     # int8 model holds the float accuracy on the eval split the search never saw.
     out = _export(hard_model_setup, qat_out, tmp_path)
     data = open(os.path.join(path_utils.serving_model_dir(out.uri), keys.TFLITE_FILE), "rb").read()
-    report = tflite.validate_integer(data, float_layers=["hidden"])
+    report = validate.validate_integer(data, float_layers=["hidden"])
     assert report.float_ops == 1 and read_record(out, records.Int8Model).float_island_ops == 1
-    with pytest.raises(tflite.ExportValidationError, match="FULLY_CONNECTED runs on float"):
-        tflite.validate_integer(data)
-    int8_acc = float(np.mean(np.argmax(tflite.TFLiteClassifier(data).predict(
+    with pytest.raises(flatbuffer.ExportValidationError, match="FULLY_CONNECTED runs on float"):
+        validate.validate_integer(data)
+    int8_acc = float(np.mean(np.argmax(interpreter.TFLiteClassifier(data).predict(
         {spec.image_key: xe}), -1) == ye))
     # Within the 1 pt budget up to noise: the eval split is not the validation split the search
     # measured on (a collapse, the hard layer quantized, loses tens of points).
@@ -200,7 +203,7 @@ def test_missing_validation_split_is_named_before_training(hard_model_setup, tmp
 
 
 def test_report_section_ranks_layers_and_shows_edge_tpu_cost_per_trial():
-    from quant_lib import report
+    from tfx_qat.quant_lib.reports import report
     trial = dict(index=0, move="as configured", change="-", accuracy=0.5, drop_pt=40.0,
                  int8_bytes=1000, latency_ms=0.1, float_ops=0, within_budget=False, seconds=1.0,
                  config={}, edgetpu={"ops": 5, "predicted_on_tpu": 3,
@@ -225,13 +228,13 @@ def test_float_islands_at_the_output_and_around_everything(hard_model_setup, nam
     signature, not the layer), and so can every layer after the input's quantizer; the TFLite
     model then agrees with the QAT Keras model."""
     _, base, spec, (xe, ye), _ = hard_model_setup
-    model = qat.load_model(path_utils.serving_model_dir(base.uri))
-    q = qat.quantize(search.fresh_copy(model), QuantizationConfig(float_fallback_names=names))
-    qat.calibrate_ranges(q, [xe[:128]])
-    data = tflite.convert_int8(q, xe[:100], float_layers=names)
-    assert tflite.validate_integer(data, float_layers=names).float_ops == len(names)
+    model = saving.load_model(path_utils.serving_model_dir(base.uri))
+    q = plan.quantize(sensitivity.fresh_copy(model), QuantizationConfig(float_fallback_names=names))
+    train.calibrate_ranges(q, [xe[:128]])
+    data = convert.convert_int8(q, xe[:100], float_layers=names)
+    assert validate.validate_integer(data, float_layers=names).float_ops == len(names)
     keras_pred = np.argmax(q.predict(xe, verbose=0), -1)
-    tfl_pred = np.argmax(tflite.TFLiteClassifier(data).predict({spec.image_key: xe}), -1)
+    tfl_pred = np.argmax(interpreter.TFLiteClassifier(data).predict({spec.image_key: xe}), -1)
     assert np.mean(keras_pred == tfl_pred) >= 0.97
     if "hidden" in names:  # the hard layer float: the float model's accuracy is back
         assert np.mean(tfl_pred == ye) > 0.85
@@ -243,21 +246,21 @@ def test_paired_drop_interval_and_what_a_split_can_resolve():
     f = np.array([True] * 90 + [False] * 10)
     t = f.copy()
     t[:3] = False  # three examples float gets right, the trial wrong
-    drop, low, high = search.paired_drop(f, t)
+    drop, low, high = sensitivity.paired_drop(f, t)
     assert drop == pytest.approx(3.0) and low < 0 < drop < high  # 3 of 100: not resolved
-    assert search.paired_drop(f, f) == (0.0, -1.0, 1.0)
+    assert sensitivity.paired_drop(f, f) == (0.0, -1.0, 1.0)
     t[80:85] = False  # eight examples worse: resolved
-    assert search.paired_drop(f, t)[1] > 0
+    assert sensitivity.paired_drop(f, t)[1] > 0
     # The CLI's digits carve-out (120 examples at ~94 %) cannot resolve a 1 pt budget; the
     # Fashion-MNIST one (5,000 at ~90 %) can.
-    assert search.resolution_pt(120, 0.94) > 4 and search.resolution_pt(5000, 0.90) < 1.0
-    need = search.examples_needed(1.0, 0.94)
-    assert 2000 < need < 2500 and search.resolution_pt(need, 0.94) <= 1.0
+    assert sensitivity.resolution_pt(120, 0.94) > 4 and sensitivity.resolution_pt(5000, 0.90) < 1.0
+    need = sensitivity.examples_needed(1.0, 0.94)
+    assert 2000 < need < 2500 and sensitivity.resolution_pt(need, 0.94) <= 1.0
 
 
 def test_budget_below_resolution_is_refused_in_strict_mode_naming_the_examples_needed(
         hard_model_setup, tmp_path):
-    with pytest.raises(search.SearchError, match=r"SearchConfig.strict=True: the budget of 0.5 pt "
+    with pytest.raises(sensitivity.SearchError, match=r"SearchConfig.strict=True: the budget of 0.5 pt "
                        r"is below what \d+ 'validation' examples resolve.*needs about [\d,]+ "
                        r"validation examples"):
         _run_qat(hard_model_setup, tmp_path, SearchConfig(max_accuracy_drop_pt=0.5, strict=True))
@@ -265,7 +268,7 @@ def test_budget_below_resolution_is_refused_in_strict_mode_naming_the_examples_n
 
 
 def test_a_search_that_ends_with_every_weight_at_8_bits_says_so():
-    ranked = [search.LayerSensitivity(n, "Dense", 0.9, 1.0, 20.0) for n in ("a", "b")]
+    ranked = [sensitivity.LayerSensitivity(n, "Dense", 0.9, 1.0, 20.0) for n in ("a", "b")]
     cfg = QuantizationConfig(scheme="n_bit", weight_bits=4, search=SearchConfig())
     every = dataclasses.replace(cfg, int8_weight_names=("a", "b"))
     some = dataclasses.replace(cfg, int8_weight_names=("a",))
@@ -280,7 +283,7 @@ def three_hard_layers_setup(hard_model_setup, digits_dir, tmp_path_factory):
     without changing the float function: a unit that never fires (bias -1e4) feeds each of them
     with a weight of 500, so every output unit's int8 scale rounds its real weights to 0."""
     import tf_keras as keras
-    from quant_lib.data import load_arrays
+    from tfx_qat.quant_lib.examples.data import load_arrays
     examples, _, spec, _, _ = hard_model_setup
     d, _ = digits_dir
     xt, yt = load_arrays(os.path.join(d, "train"), spec)
@@ -290,7 +293,7 @@ def three_hard_layers_setup(hard_model_setup, digits_dir, tmp_path_factory):
     for i in range(5):
         h = keras.layers.Dense(48, activation="relu", name=f"h{i}")(h)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
-    qat.compile_for_training(model, 1e-2)
+    train.compile_for_training(model, 1e-2)
     model.fit(xt[:1000], yt[:1000], batch_size=64, epochs=30, verbose=0)
     for hard in (0, 2, 3):  # unit 0 of the layer before never fires; its outgoing weights: 500
         if hard:
@@ -336,8 +339,8 @@ def diabetes_setup(tmp_path_factory):
     """scikit-learn's diabetes regression (train / validation / eval) and a float MLP trained
     on it (the tabular pipeline's model and loss)."""
     import tf_keras as keras
-    from pipelines import tabular
-    from pipelines.modules.tabular_trainer import build_model, compile_for
+    from tfx_qat.pipelines import tabular
+    from tfx_qat.pipelines.modules.tabular_trainer import build_model, compile_for
     d = str(tmp_path_factory.mktemp("diabetes"))
     tabular.ingest("diabetes", d, validation_fraction=0.25)
     examples = make_examples_artifact(str(tmp_path_factory.mktemp("diabetes_ex")), d,
@@ -360,7 +363,7 @@ def test_regression_search_keeps_ptq_when_qat_does_worse(diabetes_setup, tmp_pat
     """The budget of a regression model is its MAE's relative increase; PTQ of the float model
     is the first candidate, and when QAT as configured (here at a learning rate that wrecks the
     fine-tuning) scores worse, the PTQ model is kept, recorded as such and exported."""
-    from quant_lib.config import FeatureSpec
+    from tfx_qat.quant_lib.config import FeatureSpec
     examples, base, label = diabetes_setup
     spec = FeatureSpec(label_key=label, task="regression")
     out = standard_artifacts.Model()
@@ -387,5 +390,5 @@ def test_regression_search_keeps_ptq_when_qat_does_worse(diabetes_setup, tmp_pat
     x = read_record(int8, records.Int8Model)
     assert x.integer_validated and x.parity_top1_agreement >= 0.9 and clear_disagreements(
         x.parity_top1_agreement, x.parity_near_ties, x.parity_examples) <= 2
-    assert set(tflite.weight_types(open(os.path.join(path_utils.serving_model_dir(int8.uri),
+    assert set(flatbuffer.weight_types(open(os.path.join(path_utils.serving_model_dir(int8.uri),
                                                      "tflite"), "rb").read()).values()) == {"INT8"}

@@ -9,9 +9,9 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from components.utils import read_record
-from pipelines import cli, data
-from quant_lib import records
+from tfx_qat.components.utils import read_record
+from tfx_qat.pipelines import cli, data
+from tfx_qat.quant_lib.artifacts import records
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_exported_model_is_the_chosen_mix(run):
     root, summary = run
     found = _qat_report(summary)["search"]
     chosen = found["trials"][found["chosen"]]
-    from quant_lib import tflite
+    from tfx_qat.quant_lib.tflite import flatbuffer
     path = os.path.join(summary["artifacts"]["int8_model"], "Format-Serving", "tflite")
     data_bytes = open(path, "rb").read()
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
@@ -71,7 +71,7 @@ def test_exported_model_is_the_chosen_mix(run):
     packed = read_record(art, records.Int8Model).metadata_bytes  # metadata + labels.txt inside
     assert 0 < packed < 4096 and len(data_bytes) - packed == chosen["int8_bytes"]
     eight = set(chosen["config"]["int8_weight_names"])
-    types = tflite.weight_types(data_bytes)  # 2-bit weights are stored as INT4 tensors
+    types = flatbuffer.weight_types(data_bytes)  # 2-bit weights are stored as INT4 tensors
     assert set(types) == {s["name"] for s in found["sensitivity"]}
     assert {k for k, v in types.items() if v == "INT8"} == eight, types
     assert {v for k, v in types.items() if k not in eight} == {"INT4"}, types

@@ -12,11 +12,11 @@ from tfx.components.statistics_gen.executor import Executor as StatisticsExecuto
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from components import keys
-from components.quantize_trainer.executor import Executor as QuantizeExecutor
-from quant_lib.config import QuantizationConfig
-from quant_lib.data import DataError
-from quant_lib.inputs import SAMPLE
+from tfx_qat.components import keys
+from tfx_qat.components.quantize_trainer.executor import Executor as QuantizeExecutor
+from tfx_qat.quant_lib.config import QuantizationConfig
+from tfx_qat.quant_lib.examples.data import DataError
+from tfx_qat.quant_lib.examples.inputs import SAMPLE
 
 
 def _records(examples, split):
@@ -151,7 +151,7 @@ def _stats(num_examples, **features):
      "label feature 'label' has values in [-1, 9]"),
 ], ids=["empty", "missing", "values_per_example", "inf", "negative_label"])
 def test_statistics_check_names_the_feature_and_the_fix(stats, expected):
-    from quant_lib import statistics, tasks
+    from tfx_qat.quant_lib.examples import statistics, tasks
     task = tasks.Task(tasks.MULTICLASS, 10, False, "test")
     with pytest.raises(DataError, match="StatisticsGen") as e:
         statistics.check(stats(), {"image": 64}, "label", task.label_problem, "x/FeatureStats.pb")
@@ -159,7 +159,7 @@ def test_statistics_check_names_the_feature_and_the_fix(stats, expected):
 
 
 def test_features_the_statistics_do_not_describe_are_left_to_the_sample():
-    from quant_lib import statistics, tasks
+    from tfx_qat.quant_lib.examples import statistics, tasks
     task = tasks.Task(tasks.MULTICLASS, 3, False, "test")
     facts = statistics.check(_stats(5, label=(0, 1, 1, 0, 2, 0)), {"culmen_xf": 1}, "label",
                              task.label_problem, "x")
@@ -203,7 +203,7 @@ def test_raw_uint8_images_train_like_the_float_pixels(digits_examples, float_mod
                                                       tmp_path):
     """The same digits as raw bytes (1/16 scale) parse to the same model inputs as the floats."""
     import dataclasses
-    from quant_lib.data import load_arrays
+    from tfx_qat.quant_lib.examples.data import load_arrays
     good, spec = digits_examples
     u8 = dataclasses.replace(spec, image_dtype="uint8", image_scale=1 / 16)
     ex = _examples(tmp_path / "examples", {

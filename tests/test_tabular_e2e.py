@@ -13,8 +13,8 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from pipelines import tabular
-from pipelines.summary import build_summary, format_summary
+from tfx_qat.pipelines import tabular
+from tfx_qat.pipelines.summary import build_summary, format_summary
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_binary_and_regression_pipelines_gate_on_tfma_thresholds(tmp_path, name)
             int8["mean_absolute_error"]["doubleValue"] - flt["mean_absolute_error"]["doubleValue"],
             abs=1e-4)
         assert "MAE change     : int8 - float" in format_summary(s)
-    from pipelines import lineage
+    from tfx_qat.pipelines import lineage
     [rec] = lineage.pushed_model_lineage(os.path.join(root, "metadata.sqlite"))
     assert rec["evaluation"]["task"] == task and rec["evaluation"]["blessed"]
     assert ("MAE float" in lineage.format_lineage([rec])) == (task == "regression")

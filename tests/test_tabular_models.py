@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import inputs as component_inputs
-from quant_lib import inputs, layer_configs, models, qat, tflite
-from quant_lib.config import ConfigError, FeatureSpec, QuantizationConfig
-from quant_lib.qat import QuantizationError
+from tfx_qat.components import inputs as component_inputs
+from tfx_qat.quant_lib.config import ConfigError, FeatureSpec, QuantizationConfig
+from tfx_qat.quant_lib.examples import inputs
+from tfx_qat.quant_lib.qat import folds, layer_configs, models, plan as qat_plan, saving, train
+from tfx_qat.quant_lib.qat.keras2 import QuantizationError
+from tfx_qat.quant_lib.tflite import convert, flatbuffer, interpreter, validate
 
 MODULE = '''
 import tf_keras as keras
@@ -156,19 +158,19 @@ def test_categorical_ids_stay_integer_inputs_of_a_full_integer_model(tmp_path):
     x, y = _data()
     model.compile("adam", "binary_crossentropy")
     model.fit(x, y, epochs=3, verbose=0)
-    q, decisions = qat.quantize_with_report(model, _cfg())
+    q, decisions = qat_plan.quantize_with_report(model, _cfg())
     assert isinstance(q._nested_inputs, dict)  # pylint: disable=protected-access
     plan = {d.cls: d.decision for d in decisions}
     assert {plan[c] for c in ("OneHotGather", "Normalization", "Embedding")} == {"quantized"}, plan
     # The rewritten float graph (GATHER one-hots, Normalization constants) is the same function.
-    np.testing.assert_allclose(qat.rewrite_layers(model)(x).numpy(), model(x).numpy(), atol=1e-6)
-    qat.calibrate_ranges(q, [{k: v[:100] for k, v in x.items()}, {k: v[100:] for k, v in x.items()}])
+    np.testing.assert_allclose(folds.rewrite_layers(model)(x).numpy(), model(x).numpy(), atol=1e-6)
+    train.calibrate_ranges(q, [{k: v[:100] for k, v in x.items()}, {k: v[100:] for k, v in x.items()}])
     q.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
     q.fit(x, y, epochs=2, verbose=0)
-    qat.save_model(q, str(tmp_path / "qat"))
-    q = qat.load_model(str(tmp_path / "qat"))
-    data = tflite.convert_int8(q, x)
-    report = tflite.inspect_integer(data)
+    saving.save_model(q, str(tmp_path / "qat"))
+    q = saving.load_model(str(tmp_path / "qat"))
+    data = convert.convert_int8(q, x)
+    report = validate.inspect_integer(data)
     assert not report.problems, report.problems
     interp = tf.lite.Interpreter(model_content=data)
     details = interp.get_signature_runner("serving_default").get_input_details()
@@ -176,14 +178,14 @@ def test_categorical_ids_stay_integer_inputs_of_a_full_integer_model(tmp_path):
         "x": np.int8, "cat": np.int32, "tags": np.int32}
     ops = {d["op_name"] for d in interp._get_ops_details()}  # pylint: disable=protected-access
     assert "GATHER" in ops and "DENSE_BINCOUNT" not in ops, ops
-    scores = tflite.TFLiteClassifier(data).predict(x).ravel()
+    scores = interpreter.TFLiteClassifier(data).predict(x).ravel()
     keras_scores = q(x).numpy().ravel()
     assert np.max(np.abs(scores - keras_scores)) <= 2 / 255 + 1e-6
     # Within two steps, a side of 0.5 can differ only for a Keras score within two steps of it.
     near = np.abs(keras_scores - 0.5) <= 2 / 255 + 1e-6
     assert np.all(((scores > 0.5) == (keras_scores > 0.5)) | near)
     # The float reference converts too (CategoryEncoding's DenseBincount has no TFLite kernel).
-    assert tflite.convert_float(model)
+    assert convert.convert_float(model)
 
 
 def test_transform_failure_is_blamed_on_the_transform_not_the_data():
@@ -229,10 +231,10 @@ def test_a_lookup_layer_in_the_model_is_refused_naming_the_layer_and_the_transfo
     ids = keras.layers.IntegerLookup(vocabulary=[10, 20, 30], name="ids")(raw)
     out = keras.layers.Dense(1, activation="sigmoid")(
         keras.layers.CategoryEncoding(4, output_mode="one_hot")(ids))
-    model = qat.quantize(keras.Model({"raw_id": raw}, out), _cfg())
+    model = qat_plan.quantize(keras.Model({"raw_id": raw}, out), _cfg())
     x = {"raw_id": np.array([[10], [20], [30], [40]], np.int64)}
-    with pytest.raises(tflite.ExportValidationError) as e:
-        tflite.convert_int8(model, x)
+    with pytest.raises(flatbuffer.ExportValidationError) as e:
+        convert.convert_int8(model, x)
     msg = str(e.value)
     assert "LookupTableFind" in msg and "ids (IntegerLookup" in msg, msg
     assert "tft.compute_and_apply_vocabulary" in msg
@@ -251,8 +253,8 @@ def test_signature_runner_without_allocate_skips_xnnpack_which_the_evaluator_use
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(xt, yt, epochs=3, verbose=0)
-    data = tflite.convert_int8(qat.quantize(model), xt[:200])
-    evaluator = tflite.TFLiteClassifier(data)
+    data = convert.convert_int8(qat_plan.quantize(model), xt[:200])
+    evaluator = interpreter.TFLiteClassifier(data)
     want = evaluator.predict(xe)
     step = evaluator.output_step
 
@@ -260,9 +262,9 @@ def test_signature_runner_without_allocate_skips_xnnpack_which_the_evaluator_use
         runner = interp.get_signature_runner("serving_default")
         (name, d), = runner.get_input_details().items()
         (out, od), = runner.get_output_details().items()
-        rows = [runner(**{name: tflite.quantize_input(xe[i:i + 1], *d["quantization"],
+        rows = [runner(**{name: interpreter.quantize_input(xe[i:i + 1], *d["quantization"],
                                                       np.int8)})[out] for i in range(len(xe))]
-        return tflite.dequantize(np.concatenate(rows), *od["quantization"]).reshape(len(xe), -1)
+        return interpreter.dequantize(np.concatenate(rows), *od["quantization"]).reshape(len(xe), -1)
 
     fresh = by_name(tf.lite.Interpreter(model_content=data))
     builtin = by_name(tf.lite.Interpreter(

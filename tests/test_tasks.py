@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from quant_lib import qat, tasks
-from quant_lib.models import keras_task
+from tfx_qat.quant_lib.examples import tasks
+from tfx_qat.quant_lib.qat import plan, saving, train
+from tfx_qat.quant_lib.qat.models import keras_task
 
 
 def _model(units, activation=None, loss=None):
@@ -57,7 +58,7 @@ def test_ambiguous_or_contradictory_task_is_a_clear_error(units, act, loss, conf
 def test_saved_training_loss_is_read_from_the_savedmodel(tmp_path):
     m = _model(1, None, keras.losses.BinaryCrossentropy(from_logits=True))
     m.save(str(tmp_path / "m"), save_format="tf")
-    loaded = qat.load_model(str(tmp_path / "m"))  # compile=False: no loss on the object
+    loaded = saving.load_model(str(tmp_path / "m"))  # compile=False: no loss on the object
     assert tasks.model_loss(loaded) is None
     t = keras_task(loaded, str(tmp_path / "m"), None)
     assert (t.kind, t.from_logits) == ("binary", True)
@@ -91,7 +92,7 @@ def test_probabilities_follow_the_head():
 def test_qat_trains_with_the_task_loss(kind, units, act):
     """A QAT fine-tune of a binary / regression head lowers its own loss (was: always
     SparseCategoricalCrossentropy)."""
-    from quant_lib.config import QuantizationConfig
+    from tfx_qat.quant_lib.config import QuantizationConfig
     import tensorflow as tf
     keras.utils.set_random_seed(0)
     rng = np.random.RandomState(0)
@@ -101,9 +102,9 @@ def test_qat_trains_with_the_task_loss(kind, units, act):
     task = tasks.resolve(kind, units, act)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).map(
         lambda a, b: (a, task.labels_for_training(b)))
-    q = qat.quantize(_model(units, act))
+    q = plan.quantize(_model(units, act))
     first_loss = float(task.loss()(task.labels_for_training(y), q(x)))
-    stats = qat.fine_tune(q, ds, QuantizationConfig(epochs=5, learning_rate=1e-2), task=task)
+    stats = train.fine_tune(q, ds, QuantizationConfig(epochs=5, learning_rate=1e-2), task=task)
     assert type(q.loss).__name__ == ("BinaryCrossentropy" if kind == "binary" else
                                      "MeanSquaredError")
     assert stats["train_metric"] == task.train_metric
@@ -115,8 +116,8 @@ def tabular_examples(tmp_path_factory):
     """Diabetes (a numeric target) as Examples, and an uncompiled one-unit linear model saved
     without a training config."""
     from conftest import make_examples_artifact
-    from pipelines import tabular
-    from pipelines.modules.tabular_trainer import build_model
+    from tfx_qat.pipelines import tabular
+    from tfx_qat.pipelines.modules.tabular_trainer import build_model
     from tfx.types import standard_artifacts
     from tfx.utils import path_utils
     d = str(tmp_path_factory.mktemp("diabetes"))
@@ -138,9 +139,9 @@ def tabular_examples(tmp_path_factory):
 ])
 def test_quantize_trainer_refuses_an_undecidable_task_or_wrong_labels_before_training(
         tabular_examples, tmp_path, task, error, match):
-    from components import keys
-    from components.quantize_trainer.executor import Executor
-    from quant_lib.config import FeatureSpec, QuantizationConfig
+    from tfx_qat.components import keys
+    from tfx_qat.components.quantize_trainer.executor import Executor
+    from tfx_qat.quant_lib.config import FeatureSpec, QuantizationConfig
     from tfx.types import standard_artifacts
     examples, float_model = tabular_examples
     out = standard_artifacts.Model()
@@ -165,10 +166,10 @@ def test_calibration_starts_qat_from_the_real_output_range():
         keras.layers.ReLU()(h))
     float_model = keras.Model(inp, out)
     want = float_model.predict(x, verbose=0)
-    q = qat.quantize(float_model)
+    q = plan.quantize(float_model)
     assert np.max(q.predict(x, verbose=0)) <= 6.1  # clamped by the initial range
     bn = [v for v in q.non_trainable_variables if "moving_mean" in v.name][0].numpy()
-    stats = qat.calibrate_ranges(q, [x[:64], x[64:128], x[128:192], x[192:]])
+    stats = train.calibrate_ranges(q, [x[:64], x[64:128], x[128:192], x[192:]])
     assert stats["calibrated_ranges"] >= 2 and stats["calibration_passes"] >= 1
     got = q.predict(x, verbose=0)
     assert np.max(np.abs(got - want)) < 0.02 * (want.max() - want.min())

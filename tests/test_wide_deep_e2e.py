@@ -15,8 +15,8 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from pipelines import wide_deep
-from pipelines.summary import build_summary
+from tfx_qat.pipelines import wide_deep
+from tfx_qat.pipelines.summary import build_summary
 from conftest import qat_vs_int8_accuracy_bound
 
 pytestmark = pytest.mark.slow

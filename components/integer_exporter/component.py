@@ -5,10 +5,10 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
-from components.integer_exporter.executor import Executor
-from components.integer_exporter.spec import IntegerExporterSpec
-from components.utils import typed_config
-from quant_lib.config import ExportConfig
+from tfx_qat.components.integer_exporter.executor import Executor
+from tfx_qat.components.integer_exporter.spec import IntegerExporterSpec
+from tfx_qat.components.utils import typed_config
+from tfx_qat.quant_lib.config import ExportConfig
 
 
 class IntegerExporter(base_component.BaseComponent):

@@ -12,14 +12,17 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
-from components import inputs, keys
-from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
-                              serving_model_dir, set_properties, single, split_uri)
-from quant_lib import (edgetpu, evaluation, export, model_metadata, models, qat, records,
-                       search, tflite)
-from quant_lib.config import DataSpec, ExportConfig
-from quant_lib.inputs import bind_model, keras_inputs
-from quant_lib.report_files import ExportReport
+from tfx_qat.components import inputs, keys
+from tfx_qat.components.utils import (data_errors_name, read_record, recorded_task, run_identity,
+                                      serving_model_dir, set_properties, single)
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import ExportReport
+from tfx_qat.quant_lib.config import DataSpec, ExportConfig
+from tfx_qat.quant_lib.evaluation import latency
+from tfx_qat.quant_lib.examples.inputs import bind_model, keras_inputs
+from tfx_qat.quant_lib.qat import models, saving
+from tfx_qat.quant_lib.search import search
+from tfx_qat.quant_lib.tflite import convert, edgetpu, export, model_metadata
 
 
 class EdgeTpuRequiredError(RuntimeError):
@@ -103,39 +106,38 @@ def _qat_report(qat_model: types.Artifact):
         return json.loads(f.read())
 
 
-def _model_to_convert(input_dict, cfg: ExportConfig):
+def _model_to_convert(wired: inputs.StepInputs, cfg: ExportConfig):
     """(model, its task): the QAT model; for int16x8 (post-training only: QAT ranges are 8-bit)
-    the float one. The task comes from the loss the model was trained with (quant_lib.tasks)."""
+    the float one. The task comes from the loss the model was trained with (tfx_qat.quant_lib.examples.tasks)."""
     configured = getattr(cfg.data, "task", None)
     if cfg.activations != "int16x8":
-        path = serving_model_dir(single(input_dict, keys.MODEL))
-        model = qat.load_model(path)
-        task = recorded_task(single(input_dict, keys.MODEL), int(model.outputs[0].shape[-1]),
-                             configured)
+        path = serving_model_dir(wired.required(keys.MODEL))
+        model = saving.load_model(path)
+        task = recorded_task(wired.model, int(model.outputs[0].shape[-1]), configured)
         if task is not None:
             return model, task
-    elif not input_dict.get(keys.BASE_MODEL):
+    elif wired.base_model is None:
         raise ValueError("ExportConfig.activations='int16x8' converts the float model: "
                          "wire the Trainer's model into IntegerExporter(base_model=...)")
     else:
-        path = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+        path = serving_model_dir(wired.base_model)
         model = models.load_float_model(path)
     return model, models.keras_task(model, path, configured)
 
 
-def _float_reference(input_dict, out: types.Artifact):
+def _float_reference(wired: inputs.StepInputs, out: types.Artifact):
     """Float TFLite (size/latency reference) of base_model when it is a Keras SavedModel, else of
     the Keras copy QuantizeTrainer saved of a rebuilt float model; None without either."""
     source = None
-    if input_dict.get(keys.BASE_MODEL):
-        base_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+    if wired.base_model:
+        base_dir = serving_model_dir(wired.base_model)
         source = base_dir if models.is_keras_savedmodel(base_dir) else None
     if source is None:
-        source = read_record(single(input_dict, keys.MODEL), records.QatModel).float_keras_model
+        source = read_record(wired.model, records.QatModel).float_keras_model
     if source is None:
         logging.info("IntegerExporter: no float TFLite reference (no Keras float model)")
         return None
-    data = tflite.convert_float(models.load_float_model(source))
+    data = convert.convert_float(models.load_float_model(source))
     _write_bytes(os.path.join(out.uri, keys.FLOAT_REFERENCE_TFLITE), data)
     return len(data)
 
@@ -166,7 +168,7 @@ def _float_islands(qat_model: types.Artifact, cfg: ExportConfig) -> List[str]:
     return names
 
 
-def _labels(cfg: ExportConfig, input_dict, task) -> Tuple[Tuple[str, ...], str]:
+def _labels(cfg: ExportConfig, wired: inputs.StepInputs, task) -> Tuple[Tuple[str, ...], str]:
     """(class names in class-id order, where they came from), checked before any conversion."""
     if not task.is_classification:
         return (), "none: a regression model"
@@ -174,7 +176,7 @@ def _labels(cfg: ExportConfig, input_dict, task) -> Tuple[Tuple[str, ...], str]:
     if cfg.labels:
         model_metadata.check_labels(cfg.labels, task.kind, task.num_classes, "ExportConfig.labels")
         return cfg.labels, "ExportConfig.labels"
-    vocab = inputs.label_vocabulary(input_dict, cfg.data.label_key)
+    vocab = inputs.label_vocabulary(wired, cfg.data.label_key)
     if vocab is not None and len(vocab) == want and len(set(vocab)) == want:
         return tuple(vocab), f"the Transform's vocabulary of {cfg.data.label_key!r}"
     return tuple(str(i) for i in range(want)), "class ids (ExportConfig.labels names them)"
@@ -201,7 +203,7 @@ def _write_report(out: types.Artifact, cfg: ExportConfig, result, float_bytes, e
     _write_text(os.path.join(out.uri, keys.EXPORT_REPORT_FILE), json.dumps(ExportReport(
         config=cfg.to_dict(), **result.report(), float_tflite_bytes=float_bytes,
         size_ratio_float_over_int8=float_bytes / len(result.int8_bytes) if float_bytes else None,
-        edgetpu=edge, op_profile=evaluation.op_profiles(result.int8_bytes, None).get("int8"),
+        edgetpu=edge, op_profile=latency.op_profiles(result.int8_bytes, None).get("int8"),
         qat_report=_qat_report(qat_model)).to_json(), indent=2))
 
 
@@ -232,25 +234,26 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = ExportConfig.from_json(exec_properties[keys.CONFIG])
-        examples = input_dict[keys.EXAMPLES]
+        wired = inputs.StepInputs.resolve(input_dict)
+        qat_model = wired.required(keys.MODEL)
         out = single(output_dict, keys.QUANTIZED_MODEL)
-        _refuse_failed_search(single(input_dict, keys.MODEL))
-        float_layers = _float_islands(single(input_dict, keys.MODEL), cfg)
-        model, task = _model_to_convert(input_dict, cfg)
+        _refuse_failed_search(qat_model)
+        float_layers = _float_islands(qat_model, cfg)
+        model, task = _model_to_convert(wired, cfg)
         if cfg.activations != "int16x8" and getattr(cfg.data, "raw_pixel_range", None):
-            pinned = qat.pin_input_range(model, *cfg.data.raw_pixel_range)
+            pinned = saving.pin_input_range(model, *cfg.data.raw_pixel_range)
             logging.info("IntegerExporter: input range of %s pinned to [0, %g]: 8-bit pixels are "
                          "the int8 model's raw input", pinned, cfg.data.raw_pixel_range[1])
-        labels, labels_source = _labels(cfg, input_dict, task)
+        labels, labels_source = _labels(cfg, wired, task)
         # The data against the model's inputs before conversion: a mismatch is one clear error.
-        rep_dir = split_uri(examples, cfg.representative_split)
+        rep_dir = wired.split_uri(cfg.representative_split)
         with data_errors_name("ExportConfig.representative_split", cfg.representative_split):
-            bound = bind_model(inputs.adapter_factory(cfg.data, input_dict, rep_dir)(),
+            bound = bind_model(inputs.adapter_factory(cfg.data, wired, rep_dir)(),
                                keras_inputs(model), rep_dir, int(model.outputs[0].shape[-1]),
                                task)
             rep_x, _ = bound.arrays(rep_dir, cfg.representative_examples)
         # A per-tensor QAT model (QuantizeTrainer records it) must be converted per-tensor.
-        per_channel = not read_record(single(input_dict, keys.MODEL), records.QatModel).per_tensor
+        per_channel = not read_record(qat_model, records.QatModel).per_tensor
         logging.info("IntegerExporter: converting to full-integer TFLite (%s activations, %s in, "
                      "%s out; inputs %s) with %d representative examples", cfg.activations,
                      cfg.inference_input_type, cfg.inference_output_type, sorted(rep_x),
@@ -263,7 +266,7 @@ class Executor(base_executor.BaseExecutor):
             info=_model_info(cfg, task, labels, self._context))
         if cfg.parity_examples:
             with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
-                px, _ = bound.arrays(split_uri(examples, cfg.parity_split), cfg.parity_examples)
+                px, _ = bound.arrays(wired.split_uri(cfg.parity_split), cfg.parity_examples)
             result.parity = export.parity(model, bound.keras_x(px), px, result.int8_bytes, cfg,
                                           cfg.parity_split, task)
 
@@ -272,11 +275,11 @@ class Executor(base_executor.BaseExecutor):
             edge = _edgetpu(out, result.int8_bytes, cfg)
         else:
             set_properties(out, records.Int8Model(edgetpu_compiler_status="skipped"))
-        float_bytes = _float_reference(input_dict, out)
+        float_bytes = _float_reference(wired, out)
         set_properties(out, result.to_properties().merged(task.to_properties()).merged(
             records.Int8Model(float_tflite_bytes=float_bytes, labels=list(labels) or None,
                               labels_source=labels_source)))
-        _write_report(out, cfg, result, float_bytes, edge, single(input_dict, keys.MODEL))
+        _write_report(out, cfg, result, float_bytes, edge, qat_model)
         int8_path = _put_in_place(out, staged_path, labels)
         logging.info("IntegerExporter: validated full-integer model (%d bytes, %d ops, parity %s, "
                      "inputs %s) written to %s", len(result.int8_bytes), result.integer.num_ops,

@@ -2,7 +2,7 @@
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys
+from tfx_qat.components import keys
 
 
 class IntegerExporterSpec(ComponentSpec):

@@ -7,12 +7,12 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, standard_artifacts
 
-from components.quant_evaluator.executor import Executor
-from components.quant_evaluator.spec import (PlatformClassificationMetrics, PlatformMetrics,
+from tfx_qat.components.quant_evaluator.executor import Executor
+from tfx_qat.components.quant_evaluator.spec import (PlatformClassificationMetrics, PlatformMetrics,
                                              QuantEvaluatorSpec)
-from components.utils import typed_config
-from quant_lib import gate
-from quant_lib.config import ConfigError, EvalConfig
+from tfx_qat.components.utils import typed_config
+from tfx_qat.quant_lib.config import ConfigError, EvalConfig
+from tfx_qat.quant_lib.evaluation import gate
 
 _TYPED_GATE = ("max_accuracy_drop_pt", "min_int8_accuracy", "thresholds", "slicing_features",
                "tfma_metrics")
@@ -42,7 +42,7 @@ class QuantEvaluator(base_beam_component.BaseBeamComponent):
     value and change thresholds), e.g. the one the pipeline's Evaluator uses: the float model is
     the baseline, the int8 model the candidate, and TFMA's validation decides the blessing; its
     ``model_specs`` are replaced by those two. Without it the typed thresholds of ``config``
-    build one (``quant_lib.gate.from_typed``); with it they must stay at their defaults.
+    build one (``tfx_qat.quant_lib.evaluation.gate.from_typed``); with it they must stay at their defaults.
     Results load with ``tfma.load_eval_result(evaluation.uri, model_name="int8")`` and
     ``tfma.load_validation_result(evaluation.uri)``.
     ``baseline_model``: the latest blessed int8 model (wire a Resolver with TFX's

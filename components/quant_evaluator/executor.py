@@ -14,16 +14,23 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components import inputs, keys
-from components.quant_evaluator.tfma_gate import GateWithTFMA
-from components.utils import (data_errors_name, read_record, recorded_task, run_identity,
-                              serving_model_dir, set_properties, single, split_uri)
-from quant_lib import (cpu, evaluation, gate, model_card, platform_metrics, records, report,
-                       tasks, tflite)
-from quant_lib.config import EvalConfig
-from quant_lib.data import DataError, count_records
-from quant_lib.inputs import SAMPLE, bind_model, first_records, tflite_inputs
-from quant_lib.report_files import ExportReport
+from tfx_qat.components import inputs, keys
+from tfx_qat.components.quant_evaluator.tfma_gate import GateWithTFMA
+from tfx_qat.components.utils import (data_errors_name, read_record, recorded_task, run_identity,
+                                      serving_model_dir, set_properties, single)
+from tfx_qat.quant_lib.evaluation import (gate, latency as evaluation_latency,
+                                          metrics as evaluation_metrics,
+                                          scoring as evaluation_scoring,
+                                          verdict as evaluation_verdict)
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import ExportReport
+from tfx_qat.quant_lib.config import EvalConfig
+from tfx_qat.quant_lib.examples import tasks
+from tfx_qat.quant_lib.examples.data import DataError, count_records
+from tfx_qat.quant_lib.examples.inputs import SAMPLE, bind_model, first_records
+from tfx_qat.quant_lib.reports import model_card, platform_metrics, report
+from tfx_qat.quant_lib.tflite import cpu, flatbuffer, validate
+from tfx_qat.quant_lib.tflite.interpreter import tflite_inputs
 
 STATS_FILE = "slice_stats.jsonl"
 POINTS_FILE = "points.json"
@@ -53,9 +60,9 @@ def _integer_model(quantized: types.Artifact):
                          "IntegerExporter's 'quantized_model' output into QuantEvaluator")
     with fileio.open(tflite_path, "rb") as f:
         int8_bytes = f.read()
-    integer = tflite.inspect_integer(int8_bytes, "int8", "int8")
+    integer = validate.inspect_integer(int8_bytes, "int8", "int8")
     if integer.input_dtype not in ("int8", "uint8", "int16"):
-        raise tflite.ExportValidationError(
+        raise flatbuffer.ExportValidationError(
             f"quantized_model {tflite_path} takes {integer.input_dtype} input, not an integer "
             "model: export it with IntegerExporter (full-integer) before evaluating")
     return tflite_path, int8_bytes
@@ -69,16 +76,16 @@ def _task(cfg: EvalConfig, quantized: types.Artifact, float_dir: str,
     width = int(tf.lite.Interpreter(model_content=int8_bytes).get_output_details()[0]["shape"][-1])
     configured = getattr(cfg.data, "task", None)
     return recorded_task(quantized, width, configured) or tasks.resolve(
-        configured, width, tflite.head(int8_bytes), tasks.saved_training_loss(float_dir))
+        configured, width, validate.head(int8_bytes), tasks.saved_training_loss(float_dir))
 
 
-def _scoring_inputs(cfg: EvalConfig, input_dict, eval_uri: str, int8_bytes: bytes,
-                    task: tasks.Task) -> evaluation.ScoringInputs:
+def _scoring_inputs(cfg: EvalConfig, wired: inputs.StepInputs, eval_uri: str, int8_bytes: bytes,
+                    task: tasks.Task) -> evaluation_scoring.ScoringInputs:
     """The eval features bound to the int8 model's inputs (by signature name), checked here."""
     model_inputs = tflite_inputs(int8_bytes)
-    factory = inputs.adapter_factory(cfg.data, input_dict, eval_uri)
+    factory = inputs.adapter_factory(cfg.data, wired, eval_uri)
     bound = bind_model(factory(), model_inputs, eval_uri, task.outputs, task)
-    return evaluation.ScoringInputs(factory, bound.mapping, tuple(model_inputs), task.outputs,
+    return evaluation_scoring.ScoringInputs(factory, bound.mapping, tuple(model_inputs), task.outputs,
                                     task)
 
 
@@ -89,17 +96,18 @@ def _gate_config(cfg: EvalConfig, exec_properties, task: tasks.Task, label_key: 
     return gate.for_models(user, label_key)
 
 
-def _deployed_model(input_dict, cfg: EvalConfig, task: tasks.Task) -> Optional[types.Artifact]:
+def _deployed_model(wired: inputs.StepInputs, cfg: EvalConfig,
+                    task: tasks.Task) -> Optional[types.Artifact]:
     """The latest blessed int8 model, when a regression gate against it is configured."""
     if cfg.max_regression_vs_baseline_pt is not None and not task.is_classification:
         raise ValueError("EvalConfig.max_regression_vs_baseline_pt compares accuracy; a "
                          f"{task.kind} model has none: leave it None")
-    if cfg.max_regression_vs_baseline_pt is None or not input_dict.get(keys.BASELINE_MODEL):
+    if cfg.max_regression_vs_baseline_pt is None:
         return None
-    return single(input_dict, keys.BASELINE_MODEL)
+    return wired.baseline_model
 
 
-def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
+def _bless(blessing: types.Artifact, result: evaluation_verdict.EvaluationResult,
            quantized: types.Artifact) -> None:
     """The blessing the (Verified)Pusher reads: marker file, ``blessed``, the model it is for
     and the sha256 of the bytes that were evaluated."""
@@ -114,7 +122,7 @@ def _bless(blessing: types.Artifact, result: evaluation.EvaluationResult,
         baseline_int8_accuracy=base.get("baseline_int8_accuracy")).merged(result.to_properties()))
 
 
-def _platform_metrics(output_dict, result: evaluation.EvaluationResult,
+def _platform_metrics(output_dict, result: evaluation_verdict.EvaluationResult,
                       quantized: types.Artifact) -> None:
     """The ``system.Metrics`` scalars a KFP / Vertex run comparison shows, and the int8 confusion
     matrix its UI draws (custom properties)."""
@@ -127,14 +135,13 @@ def _platform_metrics(output_dict, result: evaluation.EvaluationResult,
         artifact.set_json_value_custom_property(platform_metrics.CONFUSION_MATRIX_KEY, matrix)
 
 
-def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
+def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], wired: inputs.StepInputs,
                 context) -> None:
     """model_card.json / .md in the blessing: what the int8 model was judged on and against;
     VerifiedPusher pushes them beside the model."""
-    examples, quantized = input_dict[keys.EXAMPLES][0], single(input_dict, keys.QUANTIZED_MODEL)
-    float_model = single(input_dict, keys.MODEL)
+    examples, quantized, float_model = wired.examples[0], wired.quantized_model, wired.model
     splits = artifact_utils.decode_split_names(examples.split_names)
-    sizes = {s: count_records(split_uri(input_dict[keys.EXAMPLES], s)) for s in splits}
+    sizes = {s: count_records(wired.split_uri(s)) for s in splits}
     pipeline, run_id, execution = run_identity(context)
     lineage = model_card.Lineage(
         pipeline=pipeline, run_id=run_id, evaluator_execution=execution,
@@ -148,6 +155,31 @@ def _write_card(blessing: types.Artifact, metrics: Dict[str, Any], input_dict,
         f.write(json.dumps(card, indent=2))
     with fileio.open(os.path.join(blessing.uri, model_card.MD_FILE), "w") as f:
         f.write(model_card.to_markdown(card))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What the Beam job reads and where it writes, resolved once in ``Do``."""
+    cfg: EvalConfig
+    eval_uri: str
+    float_dir: str
+    tflite_path: str
+    deployed: Optional[types.Artifact]
+    gate_cfg: Any
+    out_uri: str
+    top_k: int
+
+    @property
+    def deployed_path(self) -> Optional[str]:
+        return self.deployed and os.path.join(serving_model_dir(self.deployed), keys.TFLITE_FILE)
+
+    @property
+    def stats_prefix(self) -> str:
+        return os.path.join(self.out_uri, STATS_FILE)
+
+    @property
+    def points_prefix(self) -> str:
+        return os.path.join(self.out_uri, POINTS_FILE)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -166,39 +198,40 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = EvalConfig.from_json(exec_properties[keys.CONFIG])
-        quantized = single(input_dict, keys.QUANTIZED_MODEL)
+        wired = inputs.StepInputs.resolve(input_dict)
+        quantized = wired.required(keys.QUANTIZED_MODEL)
         blessing, out = single(output_dict, keys.BLESSING), single(output_dict, keys.EVALUATION)
-        eval_uri = split_uri(input_dict[keys.EXAMPLES], cfg.eval_split)
-        float_dir = serving_model_dir(single(input_dict, keys.MODEL))
+        eval_uri = wired.split_uri(cfg.eval_split)
+        float_dir = serving_model_dir(wired.required(keys.MODEL))
         tflite_path, int8_bytes = _integer_model(quantized)
         task = _task(cfg, quantized, float_dir, int8_bytes)
         gate_cfg = _gate_config(cfg, exec_properties, task, cfg.data.label_key)
-        deployed = _deployed_model(input_dict, cfg, task)
+        deployed = _deployed_model(wired, cfg, task)
         # Fail fast, naming the field, before Beam: features vs the int8 model's inputs, then
         # the first records (empty split, parse, NaN, labels). The Beam job checks every record
         # as it scores (framing and CRCs in Beam's reader, NaN and labels per batch).
         with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
-            scoring = _scoring_inputs(cfg, input_dict, eval_uri, int8_bytes, task)
+            scoring = _scoring_inputs(cfg, wired, eval_uri, int8_bytes, task)
             bound = scoring.bind()
             for _ in bound.batches(eval_uri, SAMPLE):
                 pass
-        evaluation.check_float_model(float_dir, bound, first_records(eval_uri, 8))
+        evaluation_scoring.check_float_model(float_dir, bound, first_records(eval_uri, 8))
+        job = _Job(cfg, eval_uri, float_dir, tflite_path, deployed, gate_cfg, out.uri,
+                   min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
         with data_errors_name("EvalConfig.eval_split", cfg.eval_split):
-            stats, points = self._score_and_gate(
-                eval_uri, float_dir, tflite_path, deployed, scoring, cfg, gate_cfg, out.uri,
-                min(cfg.top_k, task.num_classes - 1) if task.is_classification else 1)
-        check = evaluation.deployed_check(cfg.max_regression_vs_baseline_pt,
-                                          stats[evaluation.OVERALL], deployed and deployed.uri)
+            stats, points = self._score_and_gate(job, scoring)
+        check = evaluation_verdict.deployed_check(cfg.max_regression_vs_baseline_pt,
+                                          stats[evaluation_metrics.OVERALL], deployed and deployed.uri)
         latency, profile = self._latency(quantized, int8_bytes, eval_uri, bound)
         labels = read_record(quantized, records.Int8Model).labels or ()
-        latency, slow = evaluation.speed_gate(cfg, latency)
+        latency, slow = evaluation_latency.speed_gate(cfg, latency)
         verdict = gate.verdict(
             out.uri, ([check["reason"]] if check["status"] == "failed" else []) + slow
-            + evaluation.class_guard_failures(cfg, stats, labels),
+            + evaluation_verdict.class_guard_failures(cfg, stats, labels),
             typed=not exec_properties.get(keys.EVAL_CONFIG),
             paired={k: s.evidence() for k, s in stats.items()})
-        verdict.reasons.extend(evaluation.speed_notes(latency))
-        result = evaluation.EvaluationResult(
+        verdict.reasons.extend(evaluation_latency.speed_notes(latency))
+        result = evaluation_verdict.EvaluationResult(
             cfg.eval_split, task, stats, verdict, check, hashlib.sha256(int8_bytes).hexdigest(),
             gate.to_json(gate_cfg), latency, points, profile)
         metrics = result.metrics()
@@ -206,7 +239,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             f.write(json.dumps(metrics.to_json(), indent=2))
         set_properties(out, dataclasses.replace(result.to_properties(), report_status=(
             self._write_report(out.uri, quantized.uri, metrics))))
-        _write_card(blessing, metrics, input_dict, self._context)
+        _write_card(blessing, metrics, wired, self._context)
         _bless(blessing, result, quantized)
         _platform_metrics(output_dict, result, quantized)
         logging.info("QuantEvaluator: %s — %s (blessing at %s; TFMA results at %s: "
@@ -214,51 +247,45 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                      "BLESSED" if result.blessed else "NOT BLESSED",
                      "; ".join(verdict.reasons), blessing.uri, out.uri)
 
-    def _score_and_gate(self, eval_uri: str, float_dir: str, tflite_path: str,
-                        deployed: Optional[types.Artifact], scoring: evaluation.ScoringInputs,
-                        cfg: EvalConfig, gate_cfg, out_uri: str, top_k: int):
+    def _score_and_gate(self, job: _Job, scoring: evaluation_scoring.ScoringInputs):
         """One Beam job: every model over the eval split -> exact per-slice stats, a sample of
-        points for the report, and TFMA's metrics and validation in ``out_uri``."""
-        features = gate.slice_features(gate_cfg)
+        points for the report, and TFMA's metrics and validation in ``job.out_uri``."""
         logging.info("QuantEvaluator: scoring float, int8%s on %s with Beam; TFMA gate: %s",
-                     " and deployed int8" if deployed else "", eval_uri,
-                     gate.to_json(gate_cfg))
-        stats_prefix = os.path.join(out_uri, STATS_FILE)
-        points_prefix = os.path.join(out_uri, POINTS_FILE)
-        deployed_path = deployed and os.path.join(serving_model_dir(deployed), keys.TFLITE_FILE)
+                     " and deployed int8" if job.deployed else "", job.eval_uri,
+                     gate.to_json(job.gate_cfg))
         try:
-            self._run_beam(eval_uri, float_dir, tflite_path, deployed_path, scoring, features,
-                           top_k, cfg, gate_cfg, out_uri, stats_prefix, points_prefix)
+            self._run_beam(job, scoring)
         except Exception as e:  # noqa: BLE001  (Beam runners wrap what a DoFn raised)
-            problem = _data_problem(e, eval_uri)
+            problem = _data_problem(e, job.eval_uri)
             if problem is None:
                 raise
             raise DataError(problem) from e
-        with fileio.open(stats_prefix) as f:
-            stats = evaluation.decode(f.read().splitlines())
-        with fileio.open(points_prefix) as f:
+        with fileio.open(job.stats_prefix) as f:
+            stats = evaluation_scoring.decode(f.read().splitlines())
+        with fileio.open(job.points_prefix) as f:
             points = json.loads(f.read() or "[]")
-        if evaluation.OVERALL not in stats:
-            raise ValueError(f"eval split {cfg.eval_split!r} at {eval_uri} has no examples")
+        if evaluation_metrics.OVERALL not in stats:
+            raise ValueError(f"eval split {job.cfg.eval_split!r} at {job.eval_uri} has no examples")
         return stats, points
 
-    def _run_beam(self, eval_uri, float_dir, tflite_path, deployed_path, scoring, features,
-                  top_k, cfg, gate_cfg, out_uri, stats_prefix, points_prefix) -> None:
+    def _run_beam(self, job: _Job, scoring: evaluation_scoring.ScoringInputs) -> None:
         with self._make_beam_pipeline() as p:
             scored = (p
-                      | "Read" >> beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                      | "Score" >> evaluation.ScoreAndCombine(
-                          float_dir, tflite_path, scoring, features, top_k, cfg.batch_size,
-                          deployed_path))
+                      | "Read" >> beam.io.ReadFromTFRecord(os.path.join(job.eval_uri, "*"))
+                      | "Score" >> evaluation_scoring.ScoreAndCombine(
+                          job.float_dir, job.tflite_path, scoring,
+                          gate.slice_features(job.gate_cfg), job.top_k, job.cfg.batch_size,
+                          job.deployed_path))
             _ = (scored["stats"]
-                 | "Encode" >> beam.Map(evaluation.encode)
-                 | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+                 | "Encode" >> beam.Map(evaluation_scoring.encode)
+                 | "WriteStats" >> beam.io.WriteToText(job.stats_prefix, shard_name_template=""))
             _ = (scored["points"]
                  | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(POINTS_SAMPLE)
                  | "PointsJson" >> beam.Map(json.dumps)
-                 | "WritePoints" >> beam.io.WriteToText(points_prefix, shard_name_template=""))
+                 | "WritePoints" >> beam.io.WriteToText(job.points_prefix,
+                                                         shard_name_template=""))
             _ = scored["predictions"] | "Gate" >> GateWithTFMA(
-                gate_cfg, {gate.FLOAT: float_dir, gate.INT8: tflite_path}, out_uri)
+                job.gate_cfg, {gate.FLOAT: job.float_dir, gate.INT8: job.tflite_path}, job.out_uri)
 
     @staticmethod
     def _write_report(out_uri: str, quantized_uri: str, metrics) -> str:
@@ -288,9 +315,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if fileio.exists(ref):
             with fileio.open(ref, "rb") as f:
                 float_bytes = f.read()
-        lat = evaluation.compare_latency(int8_bytes, float_bytes, x)
+        lat = evaluation_latency.compare_latency(int8_bytes, float_bytes, x)
         if lat.float_latency_ms and lat.int8_latency_ms > lat.float_latency_ms:
             logging.warning("QuantEvaluator: the int8 model is SLOWER than float (%.3f vs %.3f ms "
                             "per example): %s", lat.int8_latency_ms, lat.float_latency_ms,
                             cpu.slow_cause(lat.to_properties()))
-        return lat, evaluation.op_profiles(int8_bytes, float_bytes)
+        return lat, evaluation_latency.op_profiles(int8_bytes, float_bytes)

@@ -5,14 +5,14 @@ from tfx import types
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys
+from tfx_qat.components import keys
 
 
 class PlatformMetrics(types.Artifact):
     """The run's scalars where a Kubeflow or Vertex team compares runs: the KFP UI's Compare page
     ("Scalar Metrics") and Vertex AI Experiments read only artifacts whose schema title is
-    ``system.Metrics``, one number per custom property (``quant_lib.platform_metrics``). TFX's
-    compiler gives a custom type its TYPE_NAME as the title; ``pipelines.kfp_entrypoint`` maps it
+    ``system.Metrics``, one number per custom property (``tfx_qat.quant_lib.reports.platform_metrics``). TFX's
+    compiler gives a custom type its TYPE_NAME as the title; ``tfx_qat.pipelines.kfp_entrypoint`` maps it
     back to this class in the container."""
     TYPE_NAME = "system.Metrics"
 

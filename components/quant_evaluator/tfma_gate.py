@@ -7,7 +7,7 @@ from typing import Dict
 
 import apache_beam as beam
 
-from quant_lib import gate
+from tfx_qat.quant_lib.evaluation import gate
 
 
 @beam.ptransform_fn

@@ -8,10 +8,10 @@ from tfx.proto import trainer_pb2
 from tfx.types import channel_utils, standard_artifacts, standard_component_specs as tss
 from tfx.utils import json_utils
 
-from components.quantize_trainer.executor import Executor
-from components.quantize_trainer.spec import QuantizeTrainerSpec
-from components.utils import typed_config
-from quant_lib.config import QuantizationConfig
+from tfx_qat.components.quantize_trainer.executor import Executor
+from tfx_qat.components.quantize_trainer.spec import QuantizeTrainerSpec
+from tfx_qat.components.utils import typed_config
+from tfx_qat.quant_lib.config import QuantizationConfig
 
 
 class QuantizeTrainer(base_component.BaseComponent):

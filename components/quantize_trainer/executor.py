@@ -13,13 +13,13 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.utils import path_utils
 
-from components import keys
-from components import inputs
-from components.utils import (data_errors_name, serving_model_dir, set_properties, single,
-                              split_statistics, split_uri)
-from quant_lib import models, qat, search
-from quant_lib.data import DataError
-from quant_lib.config import QuantizationConfig
+from tfx_qat.components import inputs, keys
+from tfx_qat.components.utils import (data_errors_name, serving_model_dir, set_properties, single,
+                                      split_statistics)
+from tfx_qat.quant_lib.config import QuantizationConfig
+from tfx_qat.quant_lib.examples.data import DataError
+from tfx_qat.quant_lib.qat import models, saving, train as qat_train
+from tfx_qat.quant_lib.search import search, sensitivity
 
 
 FLOAT_STAGE_DIR = "float_model"  # float model trained here when there is no base_model
@@ -30,7 +30,7 @@ def _train_float_with_user_module(input_dict, exec_properties, out_uri: str) -> 
     directory of the float serving model it saved."""
     from tfx.components.util import udf_utils
 
-    from components import tfx_internals
+    from tfx_qat.components import tfx_internals
     model = standard_artifacts.Model()
     model.uri = os.path.join(out_uri, FLOAT_STAGE_DIR)
     model_run = standard_artifacts.ModelRun()
@@ -62,12 +62,12 @@ def _check_all_examples_seen(stats: Dict[str, Any], examples: int, cfg: Quantiza
             "ran — regenerate the data (rerun ExampleGen and StatisticsGen)")
 
 
-def _validation_uri(input_dict, cfg: QuantizationConfig):
+def _validation_uri(wired: inputs.StepInputs, cfg: QuantizationConfig):
     """The search's validation split, checked before any training."""
     if cfg.search is None:
         return None
     try:
-        return split_uri(input_dict[keys.EXAMPLES], cfg.search.validation_split)
+        return wired.split_uri(cfg.search.validation_split)
     except ValueError as e:
         raise ValueError(f"SearchConfig.validation_split={cfg.search.validation_split!r}: {e}. "
                          "The search compares trials on a split that neither QAT nor the "
@@ -100,10 +100,10 @@ def _qat(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
 
 def _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
     def train(c: QuantizationConfig, fresh: bool = False):
-        load = (lambda: search.fresh_copy(float_model.model)) if fresh else (
+        load = (lambda: sensitivity.fresh_copy(float_model.model)) if fresh else (
             lambda: float_model.model if c.distribution == "none" else
             models.load_float_model(float_dir, build_fn))
-        return qat.run_qat(load, lambda: float_model.inputs.dataset(
+        return qat_train.run_qat(load, lambda: float_model.inputs.dataset(
             train_uri, c.batch_size, shuffle=True, seed=c.seed,
             repeat=c.steps_per_epoch is not None), c, float_model.task)
 
@@ -135,21 +135,21 @@ class Executor(base_executor.BaseExecutor):
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         cfg = QuantizationConfig.from_json(exec_properties[keys.CONFIG])
         out = single(output_dict, keys.QAT_MODEL)
-        train_uri = split_uri(input_dict[keys.EXAMPLES], cfg.train_split)
-        val_uri = _validation_uri(input_dict, cfg)
-        adapter = inputs.adapter_factory(cfg.data, input_dict, train_uri)()
-        build_fn = inputs.model_builder(exec_properties, cfg,
-                                        inputs.hyperparameters_artifact(input_dict))
-        if input_dict.get(keys.BASE_MODEL):
-            base_uri = single(input_dict, keys.BASE_MODEL).uri
-            float_dir = serving_model_dir(single(input_dict, keys.BASE_MODEL))
+        wired = inputs.StepInputs.resolve(input_dict)
+        train_uri = wired.split_uri(cfg.train_split)
+        val_uri = _validation_uri(wired, cfg)
+        adapter = inputs.adapter_factory(cfg.data, wired, train_uri)()
+        build_fn = inputs.model_builder(exec_properties, cfg, wired.hyperparameters)
+        if wired.base_model:
+            base_uri = wired.base_model.uri
+            float_dir = serving_model_dir(wired.base_model)
         else:
             float_dir = _train_float_with_user_module(input_dict, exec_properties, out.uri)
             base_uri = os.path.dirname(float_dir)
         # Before any training: the data against the model's inputs, the rebuilt model against
         # the Trainer's SavedModel, then the split: from StatisticsGen's statistics when wired
         # (count, missing, NaN/Inf, labels; plus the first records parsed), else one pass.
-        statistics, stats_path = split_statistics(input_dict, cfg.train_split)
+        statistics, stats_path = split_statistics(wired.statistics, cfg.train_split)
         with data_errors_name("QuantizationConfig.train_split", cfg.train_split):
             float_model = models.prepare_float_model(float_dir, build_fn, adapter, train_uri,
                                                      task=getattr(cfg.data, "task", None))
@@ -158,7 +158,7 @@ class Executor(base_executor.BaseExecutor):
         if float_model.source == "rebuilt":  # a Keras copy: the float TFLite reference needs one
             float_props = dataclasses.replace(
                 float_props, float_keras_model=os.path.join(out.uri, keys.FLOAT_KERAS_DIR))
-            qat.save_model(float_model.model, float_props.float_keras_model)
+            saving.save_model(float_model.model, float_props.float_keras_model)
         logging.info("QuantizeTrainer: float model %s (%s); %d training examples checked against "
                      "its inputs %s (%s)", float_dir, float_model.source, n,
                      sorted(float_model.inputs.mapping),
@@ -175,8 +175,8 @@ class Executor(base_executor.BaseExecutor):
             _check_all_examples_seen(stats, n, kept_cfg, stats_path)
 
         out_dir = path_utils.serving_model_dir(out.uri)
-        qat.save_model(qat_model, out_dir, float_model.inputs)
-        result = qat.QATResult(kept_cfg, base_uri, stats, decisions, float_props, searched)
+        saving.save_model(qat_model, out_dir, float_model.inputs)
+        result = qat_train.QATResult(kept_cfg, base_uri, stats, decisions, float_props, searched)
         with fileio.open(os.path.join(out.uri, keys.QAT_REPORT_FILE), "w") as f:
             f.write(json.dumps(result.report(), indent=2))
         set_properties(out, result.to_properties())

@@ -4,7 +4,7 @@ from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts, standard_component_specs as tss
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys
+from tfx_qat.components import keys
 
 
 class QuantizeTrainerSpec(ComponentSpec):

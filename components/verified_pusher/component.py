@@ -4,7 +4,7 @@ unblessed or changed models and verifies the pushed bytes."""
 from tfx.components import Pusher
 from tfx.dsl.components.base import executor_spec
 
-from components.verified_pusher import executor
+from tfx_qat.components.verified_pusher import executor
 
 
 class VerifiedPusher(Pusher):

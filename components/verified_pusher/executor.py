@@ -17,10 +17,11 @@ from tfx.proto import pusher_pb2
 from tfx.types import standard_component_specs as tss
 from tfx.utils import io_utils, proto_utils
 
-from components import keys
-from components.utils import read_record, set_properties, single
-from components.verified_pusher import publish
-from quant_lib import model_card, records
+from tfx_qat.components import keys
+from tfx_qat.components.utils import read_record, set_properties, single
+from tfx_qat.components.verified_pusher import publish
+from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.reports import model_card
 
 log = logging.getLogger(__name__)
 

@@ -126,19 +126,22 @@ def read_marker(path: str, tries: int = 5) -> Optional[PushMarker]:
     """The marker at ``path`` (a version's PUSH_COMPLETE.json or the base's LATEST.json).
 
     A read racing a replacement of LATEST.json can come back cut (seen through TF's gs:// on
-    fake-gcs-server: the new generation's bytes at the old one's length), so text that does not
-    parse is read again before it is an error."""
+    fake-gcs-server: the new generation's bytes at the old one's length) or be refused by TF's
+    gs:// reader ("File contents are inconsistent": the object changed under the read), so such
+    a read is made again before it is an error."""
     for attempt in range(tries):
         if not fileio.exists(path):
             return None
-        with fileio.open(path, "r") as f:
-            text = f.read()
         try:
+            with fileio.open(path, "r") as f:
+                text = f.read()
             return PushMarker.from_json(text)
-        except ValueError:
+        except Exception as e:  # noqa: BLE001  (ValueError: torn JSON; tf InternalError: changed)
+            if not isinstance(e, ValueError) and "inconsistent" not in str(e):
+                raise
             if attempt == tries - 1:
-                raise PushError(f"{path} is not a push marker (read {len(text)} bytes "
-                                f"{tries} times): {text[:200]!r}") from None
+                raise PushError(f"{path} could not be read whole as a push marker {tries} times: "
+                                f"{type(e).__name__}: {str(e)[:200]}") from e
             time.sleep(0.1 * (attempt + 1))
     return None
 
@@ -258,12 +261,13 @@ def _update_latest(base: str, marker: PushMarker) -> None:
 
 
 def _age(path: str) -> float:
+    """Seconds since ``path`` was written; 0 (young: never removed) when that is unknown."""
     try:
         st = fileio.stat(path)  # TF's FileStatistics, or os.stat_result from the local plugin
         ns = getattr(st, "mtime_nsec", None) or getattr(st, "st_mtime_ns", 0)
-        return time.time() - ns / 1e9
     except Exception:  # noqa: BLE001  (gone meanwhile)
         return 0.0
+    return time.time() - ns / 1e9 if ns else 0.0
 
 
 def _clean_stale(base: str) -> None:
@@ -280,6 +284,10 @@ def _clean_stale(base: str) -> None:
 
 
 def _newest_age(path: str) -> float:
-    """Age of the newest file under ``path`` (its own age when empty)."""
+    """Age of the newest file under ``path``; an empty one's own age on local disk. On an object
+    store a "directory" has no time of its own (TF's gs:// stats it as written at 0): seen empty,
+    it is a version whose claim was just withdrawn or a listing racing a new claim — young."""
     ages = [_age(os.path.join(path, n)) for n in _files(path)]
-    return min(ages) if ages else _age(path)
+    if ages:
+        return min(ages)
+    return _age(path) if is_local(path) else 0.0

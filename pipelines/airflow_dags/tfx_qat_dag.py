@@ -4,7 +4,7 @@ pipeline's name; a bad setting fails the DAG import with a message naming it.
 
 - ``TFX_QAT_PIPELINE=package.module:function``: your own pipeline definition (a function returning
   a ``tfx.dsl.Pipeline``); ``TFX_QAT_PIPELINE_KWARGS``: a JSON object of its keyword arguments.
-- else ``TFX_QAT_ARGS``: a ``python -m pipelines.cli`` command line that defines a pipeline, every
+- else ``TFX_QAT_ARGS``: a ``python -m tfx_qat.pipelines.cli`` command line that defines a pipeline, every
   flag included (``run --csv train.csv --max-accuracy-drop-pt 1 --eval-config gate.pbtxt
   --output-root /shared/tfx-qat``; ``taxi``/``penguin``/``tabular``/``wide-deep`` as well). Default:
   ``run --dataset fashion_mnist --output-root runs/airflow_fashion_mnist`` under the repository.
@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 
-from pipelines.airflow_runner import dag_from_command_line, dag_from_factory
+from tfx_qat.pipelines.airflow_runner import dag_from_command_line, dag_from_factory
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_ARGS = ["run", "--dataset", "fashion_mnist", "--output-root",

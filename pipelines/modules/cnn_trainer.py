@@ -15,10 +15,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from quant_lib import qat  # noqa: E402
-from quant_lib.config import DataSpec  # noqa: E402
-from quant_lib.data import make_dataset  # noqa: E402
-from quant_lib.qat import TRAINING_STATS_FILE, StepTimer  # noqa: E402
+from tfx_qat.quant_lib.qat import saving  # noqa: E402
+from tfx_qat.quant_lib.config import DataSpec  # noqa: E402
+from tfx_qat.quant_lib.examples.data import make_dataset  # noqa: E402
+from tfx_qat.quant_lib.qat.train import TRAINING_STATS_FILE, StepTimer  # noqa: E402
 
 
 def _conv_bn_relu6(x, filters, stride, name):
@@ -77,7 +77,7 @@ def run_fn(fn_args):
     hist = model.fit(train_ds, epochs=int(cfg.get("epochs", 3)), callbacks=[timer], verbose=0)
     # A Keras SavedModel with its serving signature; built-in layers only, so without per-layer
     # traces (~2.5 s less to write, ~1.5 s less for each of the three components that load it).
-    qat.save_model(model, fn_args.serving_model_dir)
+    saving.save_model(model, fn_args.serving_model_dir)
     logging.info("float model written to %s", fn_args.serving_model_dir)
     # Training facts go to the ModelRun artifact (not the serving dir, which Pusher would ship).
     tf.io.gfile.makedirs(fn_args.model_run_dir)

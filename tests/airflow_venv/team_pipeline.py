@@ -5,7 +5,7 @@ import os
 
 import tensorflow_model_analysis as tfma
 
-from pipelines import penguin
+from tfx_qat.pipelines import penguin
 
 
 def team_gate(max_drop: float = 0.02) -> tfma.EvalConfig:

@@ -1,7 +1,7 @@
 """Airflow 2, as a platform team uses it: the one DAG file (pipelines/airflow_dags) names a team's
 own pipeline factory (tests/airflow_venv/team_pipeline.py: TFX's penguin example with Transform, a
 module file and the team's EvalConfig gate), and `airflow dags test` runs it to a verified push; or
-a `pipelines.cli` command line with the gate and an EvalConfig file, which reach QuantEvaluator;
+a `tfx_qat.pipelines.cli` command line with the gate and an EvalConfig file, which reach QuantEvaluator;
 a bad setting fails the DAG import naming it. Real Airflow on a throw-away SQLite database, in
 .venv-airflow (`make test-airflow`)."""
 import json
