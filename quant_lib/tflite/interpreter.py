@@ -61,7 +61,7 @@ def load_interpreter(model_bytes: bytes, num_threads: int = 1, rt: str = runtime
         interp = runtime.interpreter(model_bytes, rt, num_threads)
     except (ValueError, RuntimeError) as e:
         raise flatbuffer.ModelFormatError(f"not a loadable TFLite model: {e}") from e
-    try:  # names the interpreter hands to Python (tensors, signatures) must be flatbuffer.text
+    try:  # names the interpreter hands to Python (tensors, signatures) must be text
         interp.get_tensor_details()
         interp.get_signature_list()
     except UnicodeDecodeError as e:
