@@ -2,7 +2,7 @@
 # The one install of tfx-qat, used by `make venv` (and so by CI) and by the Dockerfile:
 #   scripts/install.sh system                      what installing needs: runtime + a C/C++ compiler
 #   scripts/install.sh runtime                     what running needs (the image's final stage)
-#   scripts/install.sh python PYTHON EXTRAS [-e]   pip, then tfx-qat[EXTRAS] with constraints.txt
+#   scripts/install.sh python PYTHON EXTRAS [-e]   tfx-qat[EXTRAS] with constraints.txt (uv)
 #   scripts/install.sh trim VENV                   drops what no step uses (the image's venv)
 # tflite-support's native modules link libusb-1.0 (Debian: libusb-1.0-0); pyfarmhash, a TFX
 # dependency, is published as a source archive only and is compiled by pip (gcc and g++). Nothing
@@ -42,15 +42,30 @@ trim() {
   rm -rf "$1"/lib/python3.10/site-packages/tensorflow/include
 }
 
+# uv (pinned, installed by pip into the venv) installs the pinned set: the same packages pip's
+# resolver picks under constraints.txt, in ~30 s instead of ~130 s on 2 cores (pip spends it
+# unpacking ~2 GB of wheels one at a time). TFX_QAT_INSTALLER=pip installs with pip instead (e.g.
+# behind an index only pip.conf names: uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip.conf).
+UV_VERSION=0.9.5
 python_pkgs() {
-  local py=$1 extras=$2 editable=${3:-}
-  "$py" -m pip install -q --upgrade 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'
-  # --no-build-isolation: the pinned setuptools builds tfx-qat (no download of another one).
-  if [ "$editable" = "-e" ]; then
-    "$py" -m pip install -q --no-build-isolation -c constraints.txt -e ".[$extras]"
-  else
-    "$py" -m pip install -q --no-build-isolation --no-cache-dir -c constraints.txt ".[$extras]"
+  local py=$1 extras=$2 editable=${3:-} target
+  if [ "$editable" = "-e" ]; then target=(-e ".[$extras]"); else target=(".[$extras]"); fi
+  if [ "${TFX_QAT_INSTALLER:-uv}" = pip ]; then
+    "$py" -m pip install -q --upgrade 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'
+    # --no-build-isolation: the pinned setuptools builds tfx-qat (no download of another one).
+    if [ "$editable" = "-e" ]; then
+      "$py" -m pip install -q --no-build-isolation -c constraints.txt "${target[@]}"
+    else
+      "$py" -m pip install -q --no-build-isolation --no-cache-dir -c constraints.txt "${target[@]}"
+    fi
+    return
   fi
+  "$py" -m pip install -q "uv==$UV_VERSION"
+  local uv=("$py" -m uv pip install --python "$py" --quiet)
+  [ "$editable" = "-e" ] || uv+=(--no-cache)
+  "${uv[@]}" 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'
+  # --no-build-isolation: the pinned setuptools builds tfx-qat and pyfarmhash.
+  "${uv[@]}" --no-build-isolation -c constraints.txt "${target[@]}"
 }
 
 case "${1:-}" in
