@@ -29,7 +29,7 @@ from tfx_qat.pipelines import cli, summary
 from tfx_qat.quant_lib.artifacts import records
 from tfx_qat.quant_lib.config import DataSpec
 from tfx_qat.quant_lib.examples.data import load_arrays
-from tfx_qat.quant_lib.tflite import interpreter, validate
+from tfx_qat.quant_lib.tflite import interpreter
 from conftest import clear_disagreements
 
 pytestmark = pytest.mark.slow
@@ -143,19 +143,6 @@ def test_lineage_of_the_pushed_model_comes_from_mlmd(runs, capsys):
     assert cli.main(["lineage", str(root)]) == 0
     out = capsys.readouterr().out
     assert r["pushed"]["version"] in out and "QuantizeTrainer" in out
-
-
-def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(tmp_path):
-    """`run --per-tensor` (the README's way to cut the per-channel parameters) exports: BN is
-    folded before QAT and every kernel is fake-quantized per tensor."""
-    s = _run(tmp_path, "--per-tensor")
-    assert s["parity_top1_agreement"] >= 0.9 and s["blessed"], s
-    assert clear_disagreements(s["parity_top1_agreement"], s["parity_near_ties"],
-                               s["parity_examples"]) <= 2, s
-    assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
-    with open(s["pushed_path"], "rb") as f:
-        counts = validate.weight_scale_counts(f.read())
-    assert len(counts) == 10 and set(counts.values()) == {1}, counts
 
 
 def test_bench_evaluator_runs_on_the_pipeline_outputs(runs):

@@ -480,13 +480,13 @@ def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_mod
                                                       int8_model_artifact, tmp_path):
     """The deployed (baseline) int8 model is scored in the same Beam job as float and int8, not
     loaded into the driver with the whole split (as before): the driver's peak Python memory on
-    an eval split 16x larger stays flat."""
+    an eval split 8x larger stays flat."""
     import tracemalloc
     from tfx.dsl.components.base import base_beam_executor
     examples, _ = digits_examples
     cfg = EvalConfig(data=SPEC, max_accuracy_drop_pt=100, max_regression_vs_baseline_pt=0.0)
     peaks = {}
-    for factor in (1, 16):
+    for factor in (1, 8):
         ex, n = _examples_with_eval_repeated(examples, factor, tmp_path / f"ex{factor}")
         blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / f"b{factor}")
         evaluation = _artifact(standard_artifacts.ModelEvaluation, tmp_path / f"e{factor}")
@@ -505,7 +505,8 @@ def test_deployed_model_gate_keeps_driver_memory_flat(digits_examples, float_mod
         assert read_record(blessing, records.Blessing).baseline_check.startswith("passed")
         assert read_record(blessing, records.Blessing).baseline_int8_accuracy == pytest.approx(
             read_record(blessing, records.Blessing).int8_accuracy)
-    assert peaks[16] < 1.5 * peaks[1], peaks
+    print("driver peak bytes by eval-split factor:", peaks)
+    assert peaks[8] < 1.5 * peaks[1], peaks
 
 
 def test_quant_evaluator_min_int8_speedup_blocks_an_int8_model_below_it(

@@ -15,9 +15,10 @@ from sklearn.datasets import load_digits
 from tfx.orchestration import metadata
 
 from tfx_qat.components.utils import mlmd_properties
-from conftest import render_in_chromium
+from conftest import clear_disagreements, render_in_chromium
 from tfx_qat.pipelines import cli, experiments
 from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.tflite import validate
 
 pytestmark = pytest.mark.slow
 RUNS = [("default", []), ("per_tensor", ["--per-tensor"]),
@@ -89,6 +90,22 @@ def test_one_row_per_run_equal_to_each_runs_summary(store_runs, capsys):
     assert len(lines) == 1 + len(RUNS) and lines[0].startswith("run_id,pipeline,time,status")
     frame = experiments.frame(str(root))
     assert list(frame["status"]) == [r["status"] for r in rows]
+
+
+def test_per_tensor_qat_exports_faithfully_with_one_scale_per_weight_tensor(store_runs):
+    """`run --per-tensor` (the README's way to cut the per-channel parameters) exports: BN is
+    folded before QAT and every kernel is fake-quantized per tensor."""
+    _, summaries, _ = store_runs
+    s = summaries["per_tensor"]
+    assert s["parity_top1_agreement"] >= 0.9 and s["blessed"], s
+    assert clear_disagreements(s["parity_top1_agreement"], s["parity_near_ties"],
+                               s["parity_examples"]) <= 2, s
+    assert s["qat"]["folded_layers"] == 9 and s["qat"]["float_layers"] == 0
+    with open(s["pushed_path"], "rb") as f:
+        counts = validate.weight_scale_counts(f.read())
+    assert len(counts) == 10 and set(counts.values()) == {1}, counts
+    with open(summaries["default"]["pushed_path"], "rb") as f:  # per channel: one per filter
+        assert max(validate.weight_scale_counts(f.read()).values()) > 1
 
 
 def test_diff_shows_exactly_the_changed_fields(store_runs, capsys):
