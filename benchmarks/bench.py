@@ -357,8 +357,9 @@ def search_low_bit(args) -> Dict[str, Any]:
             validation_examples=nval, max_accuracy_drop_pt=args.search_budget_pt,
             moves=("int8_weights",), max_trials=args.search_trials))
         t = time.perf_counter()
-        *_, result = search.run(f0, cfg, train, ({SPEC.image_key: xv}, yv, xv), rep, None,
-                                [xtr[i:i + 64] for i in range(0, 256, 64)], observe=observe)
+        *_, result = search.run(f0, cfg, train, search.SearchData(
+            {SPEC.image_key: xv}, yv, xv, rep, [xtr[i:i + 64] for i in range(0, 256, 64)]),
+            observe=observe)
         case = {"weight_bits": bits, "seconds": time.perf_counter() - t, **result.report()}
         for tr in case["trials"]:
             tr["test"] = dict(test[tr["index"]], drop_pt=100 * (fa - test[tr["index"]]["accuracy"]))
@@ -399,8 +400,9 @@ def _digits_warned_case(args) -> Dict[str, Any]:
                                  validation_examples=max(nval, 100), max_accuracy_drop_pt=1.0,
                                  moves=("int8_weights",), max_trials=args.search_trials))
     t = time.perf_counter()
-    *_, result = search.run(f0, cfg, train, ({spec.image_key: xv}, yv, xv), xtr[:200], None,
-                            [xtr[i:i + 64] for i in range(0, 256, 64)], observe=observe)
+    *_, result = search.run(f0, cfg, train, search.SearchData(
+        {spec.image_key: xv}, yv, xv, xtr[:200], [xtr[i:i + 64] for i in range(0, 256, 64)]),
+        observe=observe)
     case = {"weight_bits": 3, "seconds": time.perf_counter() - t, "float_test_accuracy": fa,
             "train": len(xtr), "test": len(xe), **result.report()}
     for tr in case["trials"]:

@@ -61,7 +61,9 @@ def main(argv=None) -> int:
             path = os.path.join(tmp, "stats.jsonl")
             with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as bp:
                 scored = (bp | beam.io.ReadFromTFRecord(os.path.join(eval_uri, "*"))
-                          | evaluation_scoring.ScoreAndCombine(float_dir, int8_path, scoring, (), 3, 256))
+                          | evaluation_scoring.ScoreAndCombine(
+                              evaluation_scoring.ScoredModels(float_dir, int8_path), scoring, (),
+                              3, 256))
                 _ = (scored["stats"]
                      | beam.Map(evaluation_scoring.encode)
                      | beam.io.WriteToText(path, shard_name_template=""))

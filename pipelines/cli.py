@@ -136,14 +136,14 @@ def _run_and_print(run, args) -> int:
     NOT blessed is exit 3 with ``--fail-if-not-blessed``."""
     from tfx_qat.pipelines.runner import PipelineFailed, print_summary
     try:
-        summary = run()
+        summary, path = run()
     except PipelineFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    print_summary(summary)
-    if getattr(args, "fail_if_not_blessed", False) and not summary.get("blessed"):
+    print_summary(summary, path)
+    if getattr(args, "fail_if_not_blessed", False) and not summary.blessed:
         print(f"NOT blessed (exit {EXIT_NOT_BLESSED}, --fail-if-not-blessed): "
-              f"{'; '.join(summary.get('blessing_reasons') or ['no blessing recorded'])}",
+              f"{'; '.join(summary.blessing_reasons or ['no blessing recorded'])}",
               file=sys.stderr)
         return EXIT_NOT_BLESSED
     return 0

@@ -1,21 +1,21 @@
 """Local runner: LocalDagRunner + SQLite MLMD + Beam DirectRunner, then the run summary."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Any, Dict
+from typing import Tuple
 
 from tfx.dsl.io import fileio
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.pipeline import Pipeline
 
-from tfx_qat.pipelines.pipeline import PipelineSettings, create_pipeline
 from tfx_qat.pipelines.summary import build_summary, format_summary
+from tfx_qat.quant_lib.artifacts.run_summary import RunSummary
 
 log = logging.getLogger(__name__)
-SUMMARY_FILE = "summary.json"
 LOG_FILE = "pipeline.log"
 
 
@@ -53,14 +53,10 @@ def _record_failure(metadata_path: str, error: BaseException):
     return types[last.type_id]
 
 
-def run_local(settings: PipelineSettings) -> Dict[str, Any]:
-    """Runs the pipeline to completion and writes ``<output_root>/summary.json``."""
-    return run_pipeline(create_pipeline(settings), settings.output_root, settings.metadata_path)
-
-
 def run_pipeline(pipeline: Pipeline, output_root: str,
-                 metadata_path: str) -> Dict[str, Any]:
-    """Runs any tfx-qat pipeline with LocalDagRunner; the summary is read back from MLMD."""
+                 metadata_path: str) -> Tuple[RunSummary, str]:
+    """Runs any tfx-qat pipeline with LocalDagRunner; the summary is read back from MLMD and
+    written to ``<output_root>/summary.json``. Returns (summary, where it was written)."""
     fileio.makedirs(output_root)
     t0 = time.time()
     log_path = os.path.join(output_root, LOG_FILE)
@@ -83,17 +79,15 @@ def run_pipeline(pipeline: Pipeline, output_root: str,
     finally:
         root.removeHandler(handler)
         handler.close()
-    summary = build_summary(metadata_path, pipeline.pipeline_info.pipeline_name)
-    summary["wall_seconds"] = round(time.time() - t0, 1)
-    summary["output_root"] = os.path.abspath(output_root)
-    path = os.path.join(output_root, SUMMARY_FILE)
+    summary = dataclasses.replace(
+        build_summary(metadata_path, pipeline.pipeline_info.pipeline_name),
+        wall_seconds=round(time.time() - t0, 1), output_root=os.path.abspath(output_root))
+    path = os.path.join(output_root, RunSummary.FILE)
     with fileio.open(path, "w") as f:
-        f.write(json.dumps(summary, indent=2))
-    summary["summary_path"] = path
-    return summary
+        f.write(json.dumps(summary.to_json(), indent=2))
+    return summary, path
 
 
-def print_summary(summary: Dict[str, Any]) -> None:
+def print_summary(summary: RunSummary, path: str) -> None:
     print(format_summary(summary))
-    print(f"summary written to {summary['summary_path']} (pipeline wall time "
-          f"{summary['wall_seconds']:.0f}s)")
+    print(f"summary written to {path} (pipeline wall time {summary.wall_seconds:.0f}s)")

@@ -203,7 +203,8 @@ def kfp_run(request, tmp_path_factory):
             spec = json.load(f)
         done = kfp_launcher.run(spec, str(logs), mlmd_path=mlmd, run_id=run_id,
                                 contract=request.param)
-        summaries.append(summary.build_summary(mlmd, spec["pipelineSpec"]["pipelineInfo"]["name"]))
+        summaries.append(summary.build_summary(
+            mlmd, spec["pipelineSpec"]["pipelineInfo"]["name"]).to_json())
         if run_id == "run-1":
             job, produced = spec, done
     return job, produced, {(t, k): read_record(_artifact(produced[t][k]), r)

@@ -398,6 +398,7 @@ def test_report_that_cannot_be_written_is_said_not_swallowed(digits_examples, fl
     """A damaged export report (the report's second input) leaves no report.html; the blessing
     still stands (the gate decided), and report_status says why for the run summary."""
     from tfx_qat.pipelines.summary import report_line
+    from tfx_qat.quant_lib.artifacts.run_summary import RunSummary
     examples, _ = digits_examples
     damaged = _artifact(standard_artifacts.Model, tmp_path / "int8")
     shutil.copytree(int8_model_artifact.uri, damaged.uri, dirs_exist_ok=True)
@@ -411,7 +412,7 @@ def test_report_that_cannot_be_written_is_said_not_swallowed(digits_examples, fl
     assert status.startswith("failed: JSONDecodeError"), status
     assert not os.path.exists(os.path.join(evaluation.uri, keys.REPORT_FILE))
     assert read_record(blessing, records.Blessing).blessed == 1
-    line = report_line({"report": None, "report_status": status})
+    line = report_line(RunSummary(report=None, report_status=status))
     assert "NOT WRITTEN" in line and "JSONDecodeError" in line, line
 
 

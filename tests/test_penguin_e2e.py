@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     mlmd = os.path.join(root, "metadata.sqlite")
     LocalDagRunner().run(create_pipeline(os.path.join(root, "pipeline_root"), data,
                                          os.path.join(root, "serving"), mlmd))
-    return root, mlmd, build_summary(mlmd, "penguin-qat")
+    return root, mlmd, build_summary(mlmd, "penguin-qat").to_json()
 
 
 def _states(mlmd):

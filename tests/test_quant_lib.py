@@ -316,6 +316,40 @@ def test_report_files_own_their_keys():
     with pytest.raises(ValueError, match="export_report.json"):
         ExportReport.load({"int8_bytes": 1})
     assert not ExportReport.load(None) and ExportReport(op_counts={"ADD": 1})
+    # export_report.json's nested data: typed when written from dicts, every key kept (nulls too).
+    verdict = {"index": 0, "op": "ADD", "version": 1, "supported": False,
+               "predicted_on_tpu": False, "reasons": ["float"]}
+    doc = {"parity": {"examples": 9, "top1_agreement": 1.0, "near_ties": 0, "rule": "top-1",
+                      "max_abs_error": 0.1},
+           "edgetpu": {"prediction": {"total_ops": 1, "predicted_on_tpu": 0, "predicted_on_cpu": 1,
+                                      "first_unmapped": verdict, "ops": [verdict]},
+                       "compile": {"status": "not_available", "compiler": None,
+                                   "compiled_path": None, "log_path": None, "message": "",
+                                   "parsed": None}},
+           "qat_report": {"config": {"scheme": "default_8bit"}, "layers": [
+               {"name": "d", "cls": "Dense", "decision": "quantized", "reason": ""}],
+               "search": None, "base_model": None, "float_model": None, "training": None,
+               "counts": None}}
+    e = ExportReport.load(json.loads(json.dumps(doc)))
+    assert e.to_json() == doc and e.parity.rule == "top-1"
+    assert e.edgetpu.prediction.ops[0].op == "ADD" and e.qat_report.layers[0].cls == "Dense"
+    with pytest.raises(ValueError, match=r"export_report.json: keys \['decison'\] are not"):
+        ExportReport(qat_report={"config": {}, "layers": [{"decison": "float"}]})
+
+
+def test_summary_json_is_owned_by_one_record():
+    """summary.json (the CI interface): every key a RunSummary field, written even when null;
+    nested parts typed; a key no field names is an error naming the file."""
+    from tfx_qat.quant_lib.artifacts.run_summary import RunSummary
+    doc = RunSummary(blessed=True, qat={"quantized_layers": 3, "search": {"status": "s"}},
+                     per_class={"0": {"support": 2, "float": 1.0, "int8": 0.5, "delta_pt": -50.0,
+                                      "interval_pt": [-90.0, -1.0]}}).to_json()
+    back = RunSummary.load(json.loads(json.dumps(doc)))
+    assert back.to_json() == doc and doc["float_accuracy"] is None and "pushed_path" in doc
+    assert back.qat.search.status == "s" and back.per_class["0"].beyond_noise
+    assert doc["per_class"]["0"]["float"] == 1.0 and doc["qat"]["folded_layers"] is None
+    with pytest.raises(ValueError, match=r"summary.json: keys \['blesed'\]"):
+        RunSummary.load({"blesed": True})
 
 
 def test_product_functions_fit_on_a_screen():

@@ -216,7 +216,8 @@ def test_report_section_ranks_layers_and_shows_edge_tpu_cost_per_trial():
                              dict(name="b", cls="Dense", accuracy=0.89, drop_pt=1.0,
                                   output_snr_db=30.0)],
              "trials": [trial]}
-    html = report._search(found)  # pylint: disable=protected-access
+    from tfx_qat.quant_lib.artifacts.report_files import SearchReport
+    html = report._search(SearchReport.load(found))  # pylint: disable=protected-access
     assert "data:image/png" in html and 'class="bad"' in html
     assert "3/5 (split at #3 LOGISTIC)" in html
     assert html.index("<td class=\"l\">a</td>") < html.index("<td class=\"l\">b</td>")

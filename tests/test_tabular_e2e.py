@@ -35,7 +35,8 @@ def _run(root, name, eval_config=None):
         f"tab-{name}", os.path.join(root, "pipeline_root"), os.path.join(root, "data"),
         os.path.join(root, "serving"), os.path.join(root, "metadata.sqlite"), label, task,
         eval_config=eval_config))
-    return build_summary(os.path.join(root, "metadata.sqlite"), f"tab-{name}"), label, task
+    return (build_summary(os.path.join(root, "metadata.sqlite"), f"tab-{name}").to_json(), label,
+            task)
 
 
 def _raw_loop(tflite_path, eval_files, label_key):

@@ -35,7 +35,7 @@ def run(tmp_path_factory):
     tf.keras.utils.set_random_seed(0)
     LocalDagRunner().run(wide_deep.create_pipeline(
         os.path.join(root, "pipeline_root"), data, os.path.join(root, "serving"), mlmd))
-    return root, mlmd, build_summary(mlmd, "wide-deep-qat"), rows
+    return root, mlmd, build_summary(mlmd, "wide-deep-qat").to_json(), rows
 
 
 def _pr(root, pattern):

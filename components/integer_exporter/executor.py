@@ -16,7 +16,7 @@ from tfx_qat.components import inputs, keys
 from tfx_qat.components.utils import (data_errors_name, read_record, recorded_task, run_identity,
                                       serving_model_dir, set_properties, single)
 from tfx_qat.quant_lib.artifacts import records
-from tfx_qat.quant_lib.artifacts.report_files import ExportReport
+from tfx_qat.quant_lib.artifacts.report_files import ExportReport, QatReport
 from tfx_qat.quant_lib.config import DataSpec, ExportConfig
 from tfx_qat.quant_lib.evaluation import latency
 from tfx_qat.quant_lib.examples.inputs import bind_model, keras_inputs
@@ -97,13 +97,19 @@ def _edgetpu(out: types.Artifact, model_bytes: bytes, cfg: ExportConfig) -> Dict
     return {"prediction": prediction.to_dict(), "compile": result.to_dict()}
 
 
-def _qat_report(qat_model: types.Artifact):
-    """QuantizeTrainer's per-layer report, carried along so the run report needs one artifact."""
+def _qat_report(qat_model: types.Artifact) -> Optional[QatReport]:
+    """QuantizeTrainer's per-layer report, carried along so the run report needs one artifact;
+    one another tfx-qat version wrote (a cached QAT model) is left out, said in the log."""
     path = os.path.join(qat_model.uri, keys.QAT_REPORT_FILE)
     if not fileio.exists(path):
         return None
     with fileio.open(path) as f:
-        return json.loads(f.read())
+        doc = json.loads(f.read())
+    try:
+        return QatReport.load(doc)
+    except (TypeError, ValueError) as e:
+        logging.warning("IntegerExporter: %s left out of the export report: %s", path, e)
+        return None
 
 
 def _model_to_convert(wired: inputs.StepInputs, cfg: ExportConfig):

@@ -273,9 +273,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             scored = (p
                       | "Read" >> beam.io.ReadFromTFRecord(os.path.join(job.eval_uri, "*"))
                       | "Score" >> evaluation_scoring.ScoreAndCombine(
-                          job.float_dir, job.tflite_path, scoring,
-                          gate.slice_features(job.gate_cfg), job.top_k, job.cfg.batch_size,
-                          job.deployed_path))
+                          evaluation_scoring.ScoredModels(job.float_dir, job.tflite_path,
+                                                          job.deployed_path),
+                          scoring, gate.slice_features(job.gate_cfg), job.top_k,
+                          job.cfg.batch_size))
             _ = (scored["stats"]
                  | "Encode" >> beam.Map(evaluation_scoring.encode)
                  | "WriteStats" >> beam.io.WriteToText(job.stats_prefix, shard_name_template=""))

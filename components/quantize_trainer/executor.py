@@ -114,9 +114,9 @@ def _qat_or_search(cfg, float_model, float_dir, build_fn, train_uri, val_uri):
         features, labels = bound.arrays(val_uri, cfg.search.validation_examples)
     representative, _ = bound.arrays(train_uri, 200)
     calibration = [x for x, _ in bound.dataset(train_uri, cfg.batch_size).take(4)]
-    return search.run(float_model.model, cfg, lambda c: train(c, fresh=True),
-                      (features, labels, bound.keras_x(features)), representative,
-                      float_model.task, calibration, progress=logging.info)
+    return search.run(float_model.model, cfg, lambda c: train(c, fresh=True), search.SearchData(
+        features, labels, bound.keras_x(features), representative, calibration, float_model.task),
+        progress=logging.info)
 
 
 class Executor(base_executor.BaseExecutor):

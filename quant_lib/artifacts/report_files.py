@@ -4,37 +4,17 @@
 
 Writers build the dataclass (a misspelled key is a TypeError where it is written) and write
 ``to_json()``; readers ``load`` the parsed file (a key no field names is an error naming the file)
-and read attributes. What a slice holds (``Metrics.slices``) is typed here too (``SliceReport``,
-its per-class ``ClassAccuracy`` and the ``Paired*`` evidence): the evaluation writes them, the
-report, the model card, the summary and ``experiments`` read attributes, never keys.
+and read attributes. The nested data is typed here too: what a slice holds (``SliceReport``,
+its per-class ``ClassAccuracy``, the ``Paired*`` evidence) and what the export report carries
+(``Parity``, ``EdgeTpuReport``, QuantizeTrainer's ``QatReport`` with its ``SearchReport``,
+whose ``Trial`` / ``LayerSensitivity`` / ``LayerDecision`` the search and QAT code build
+directly). Readers (the report, the model card, the summary, ``experiments``) read attributes,
+never keys. ``run_summary`` owns summary.json the same way.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
-
-
-@dataclasses.dataclass(frozen=True)
-class _File:
-    FILE: ClassVar[str] = ""
-
-    def to_json(self) -> Dict[str, Any]:
-        """The file's content: every recorded (non-None) key."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not None}
-
-    @classmethod
-    def load(cls, doc: Optional[Mapping[str, Any]]):
-        """The parsed file back as its dataclass (None: the empty one, a file not written)."""
-        doc = doc or {}
-        unknown = sorted(set(doc) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{cls.FILE}: keys {unknown} are not {cls.__name__} fields "
-                             "(quant_lib/artifacts/report_files.py): written by another tfx-qat version?")
-        return cls(**doc)
-
-    def __bool__(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
 
 
 def _plain(value):
@@ -49,24 +29,59 @@ def _plain(value):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Record:
-    """A nested record: every field a key of its JSON object; unknown keys are refused."""
+class JsonRecord:
+    """A JSON object as a frozen dataclass: every field a key; unknown keys are refused.
+    ``NESTED`` names the fields holding records (or lists of them): typed on construction,
+    whether a writer passes dicts or a reader loads the file. ``KEEP_NONE``: unset keys are
+    written as null (a file whose readers index every key) instead of left out."""
+    FILE: ClassVar[str] = ""  # the file it is written in, named by errors
+    NESTED: ClassVar[Dict[str, type]] = {}
+    KEEP_NONE: ClassVar[bool] = False
+
+    def __post_init__(self):
+        for name, record in self.NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = [record.load(v) for v in value]
+            elif value is not None:
+                value = record.load(value)
+            object.__setattr__(self, name, value)
 
     def to_json(self) -> Dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not None}
+                if self.KEEP_NONE or getattr(self, f.name) is not None}
 
     @classmethod
     def load(cls, doc: Mapping[str, Any]):
+        if isinstance(doc, cls):
+            return doc
         unknown = sorted(set(doc) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"{Metrics.FILE}: keys {unknown} are not {cls.__name__} fields "
-                             "(quant_lib/artifacts/report_files.py)")
+            where = f"{cls.FILE}: " if cls.FILE else ""
+            raise ValueError(f"{where}keys {unknown} are not {cls.__name__} fields "
+                             f"({cls.__module__}): written by another tfx-qat version?")
         return cls(**doc)
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedEvidence(_Record):
+class JsonFile(JsonRecord):
+    """A whole file (``FILE``); ``load(None)`` is the empty one (a file not written)."""
+
+    @classmethod
+    def load(cls, doc: Optional[Mapping[str, Any]]):
+        return super().load(doc or {})
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class _MetricsRecord(JsonRecord):
+    FILE: ClassVar[str] = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedEvidence(_MetricsRecord):
     """Accuracy on paired examples (``evaluation.paired.PairedAccuracy``): ``float_only``
     examples only float gets right, ``int8_only`` the reverse; the int8-minus-float difference
     and its 95 % interval in percentage points."""
@@ -84,7 +99,7 @@ class PairedEvidence(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedMae(_Record):
+class PairedMae(_MetricsRecord):
     """Mean |error| int8 minus float on paired examples, with its 95 % interval."""
     n: int
     mae_diff: float
@@ -96,7 +111,7 @@ class PairedMae(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedAuc(_Record):
+class PairedAuc(_MetricsRecord):
     """ROC AUC int8 minus float (DeLong, paired; scores binned as TFMA's); ``n`` 0: not
     computable (one class only)."""
     n: int
@@ -109,7 +124,7 @@ class PairedAuc(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassAccuracy(_Record):
+class ClassAccuracy(_MetricsRecord):
     """One class on the slice: its examples, each model's accuracy on them (``float``,
     ``int8``, ``deployed`` keys in the file) and the paired evidence."""
     support: int
@@ -129,7 +144,7 @@ class ClassAccuracy(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class SliceReport(_Record):
+class SliceReport(_MetricsRecord):
     """One slice of ``metrics.json`` (``evaluation.metrics``' SliceStats / RegressionStats):
     per-model values are dicts keyed by model (``float``, ``int8``, ``deployed``)."""
     examples: int
@@ -171,7 +186,7 @@ class SliceReport(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class Metrics(_File):
+class Metrics(JsonFile):
     """QuantEvaluator's ``metrics.json``: what it measured on the eval split and decided."""
     FILE: ClassVar[str] = "metrics.json"
     eval_split: Optional[str] = None
@@ -218,10 +233,152 @@ class Metrics(_File):
         return (self.slices or {}).get("overall")
 
 
+# --- export_report.json's nested records (IntegerExporter; QuantizeTrainer's qat_report.json):
+# every key written, null included, as the dataclasses they replaced wrote them.
+
 @dataclasses.dataclass(frozen=True)
-class ExportReport(_File):
+class _ExportRecord(JsonRecord):
+    FILE: ClassVar[str] = "export_report.json"
+    KEEP_NONE: ClassVar[bool] = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity(_ExportRecord):
+    """Keras QAT model vs the int8 file on held-out examples (``tflite.export.parity``)."""
+    examples: int
+    top1_agreement: float
+    near_ties: int
+    rule: str
+    max_abs_error: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OpVerdict(_ExportRecord):
+    """One op of the int8 graph as the Edge TPU analyzer (``tflite.edgetpu``) judges it."""
+    index: int
+    op: str
+    version: int
+    supported: bool  # passes every rule on its own
+    predicted_on_tpu: bool  # supported and before the first unsupported op
+    reasons: List[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeTpuPredicted(_ExportRecord):
+    NESTED: ClassVar[Dict[str, type]] = {"first_unmapped": OpVerdict, "ops": OpVerdict}
+    total_ops: int
+    predicted_on_tpu: int
+    predicted_on_cpu: int
+    first_unmapped: Optional[OpVerdict]
+    ops: List[OpVerdict]
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeTpuCompiled(_ExportRecord):
+    """What ``edgetpu_compiler`` did (``tflite.edgetpu.CompileResult``)."""
+    status: str  # compiled | not_available | failed | timeout
+    compiler: Optional[str] = None
+    compiled_path: Optional[str] = None
+    log_path: Optional[str] = None
+    message: str = ""
+    parsed: Optional[dict] = None  # tflite.edgetpu_log.CompilerLog.to_dict()
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeTpuReport(_ExportRecord):
+    NESTED: ClassVar[Dict[str, type]] = {"prediction": EdgeTpuPredicted,
+                                         "compile": EdgeTpuCompiled}
+    prediction: Optional[EdgeTpuPredicted] = None
+    compile: Optional[EdgeTpuCompiled] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDecision(_ExportRecord):
+    """What QAT did with one layer (``qat.plan``)."""
+    name: str
+    cls: str
+    decision: str  # quantized | folded | float | input
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSensitivity(_ExportRecord):
+    """One layer quantized alone (``search.sensitivity``)."""
+    name: str
+    cls: str
+    accuracy: float  # top-1 with only this layer quantized
+    drop_pt: float  # float minus that, percentage points
+    output_snr_db: float  # model output vs the float model's
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialEdgeTpu(_ExportRecord):
+    """A trial's int8 graph as the Edge TPU analyzer sees it (search target ``edgetpu``)."""
+    ops: int
+    predicted_on_tpu: int
+    first_unmapped: Optional[str]  # "#index OP" where the graph leaves the TPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial(_ExportRecord):
+    """One candidate the accuracy-aware search converted and measured (``search.search``)."""
+    NESTED: ClassVar[Dict[str, type]] = {"edgetpu": TrialEdgeTpu}
+    index: int
+    move: str  # "as configured" | one of config.MOVES
+    change: str  # what differs from the configured model
+    accuracy: float  # int8 TFLite top-1 on the validation split
+    drop_pt: float
+    int8_bytes: int
+    latency_ms: float
+    float_ops: int
+    within_budget: bool
+    seconds: float
+    config: Dict[str, object]  # the QuantizationConfig fields this trial changed
+    edgetpu: Optional[TrialEdgeTpu] = None  # analyzer: ops mapped, where the graph splits
+    drop_low_pt: Optional[float] = None  # 95 % interval of the paired drop (same examples)
+    drop_high_pt: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchReport(_ExportRecord):
+    """The accuracy-aware search as ``qat_report.json`` holds it (``search.SearchResult``)."""
+    NESTED: ClassVar[Dict[str, type]] = {"sensitivity": LayerSensitivity, "trials": Trial}
+    status: str
+    reason: str
+    budget_pt: float
+    target: str
+    validation_split: str
+    examples: int
+    float_accuracy: float
+    chosen: int
+    seconds: float
+    sensitivity: List[LayerSensitivity]
+    trials: List[Trial]
+    resolution_pt: Optional[float] = None
+    warning: Optional[str] = None
+    metric: str = "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class QatReport(_ExportRecord):
+    """QuantizeTrainer's ``qat_report.json`` (``qat.train.QATResult.report``), also carried
+    inside ``export_report.json``."""
+    NESTED: ClassVar[Dict[str, type]] = {"layers": LayerDecision, "search": SearchReport}
+    config: dict
+    base_model: Optional[str] = None
+    float_model: Optional[dict] = None
+    training: Optional[dict] = None
+    counts: Optional[Dict[str, int]] = None
+    layers: Optional[List[LayerDecision]] = None
+    search: Optional[SearchReport] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport(JsonFile):
     """IntegerExporter's ``export_report.json``: what was converted and checked."""
     FILE: ClassVar[str] = "export_report.json"
+    NESTED: ClassVar[Dict[str, type]] = {"parity": Parity, "edgetpu": EdgeTpuReport,
+                                         "qat_report": QatReport}
     config: Optional[dict] = None             # the ExportConfig
     int8_tflite_bytes: Optional[int] = None
     float_tflite_bytes: Optional[int] = None
@@ -230,9 +387,9 @@ class ExportReport(_File):
     float_island_ops: Optional[int] = None
     input_dtype: Optional[str] = None
     output_dtype: Optional[str] = None
-    parity: Optional[dict] = None             # Keras QAT model vs the int8 file
+    parity: Optional[Parity] = None           # Keras QAT model vs the int8 file
     input_contract: Optional[list] = None     # what a client feeds each input
     metadata: Optional[dict] = None           # the TFLite metadata written
-    edgetpu: Optional[dict] = None
+    edgetpu: Optional[EdgeTpuReport] = None
     op_profile: Optional[dict] = None         # the int8 model's, tfx_qat.quant_lib.tflite.op_profile
-    qat_report: Optional[dict] = None         # QuantizeTrainer's qat_report.json
+    qat_report: Optional[QatReport] = None    # QuantizeTrainer's qat_report.json

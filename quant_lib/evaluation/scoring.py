@@ -48,20 +48,19 @@ class _ScoreBatch(beam.DoFn):
 
     PREDICTIONS, POINTS = "predictions", "points"
 
-    def __init__(self, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
-                 slicing_features: Sequence[str], top_k: int,
-                 deployed_path: Optional[str] = None):
-        self._float_dir, self._int8_path, self._inputs = float_model_dir, int8_path, inputs
+    def __init__(self, models: "ScoredModels", inputs: ScoringInputs,
+                 slicing_features: Sequence[str], top_k: int):
+        self._models, self._inputs = models, inputs
         self._features, self._k = tuple(slicing_features), top_k
-        self._deployed_path = deployed_path
 
     def setup(self):
         from tfx_qat.quant_lib.tflite import interpreter
         self._bound = self._inputs.bind()
         self._task = self._bound.task
-        self._float = float_scorer(self._float_dir, self._inputs.model_inputs, self._bound)
+        self._float = float_scorer(self._models.float_dir, self._inputs.model_inputs, self._bound)
         self._tflite = {}
-        for name, path in (("int8", self._int8_path), (DEPLOYED, self._deployed_path)):
+        for name, path in (("int8", self._models.int8_path),
+                           (DEPLOYED, self._models.deployed_path)):
             if path:
                 with tf_gfile_open(path) as f:
                     self._tflite[name] = interpreter.TFLiteClassifier(f.read())
@@ -213,19 +212,26 @@ class _MergeStats(beam.CombineFn):
         return acc
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoredModels:
+    """The model files one Beam job scores: the float SavedModel directory, the int8 file and
+    the deployed int8 file (None: no deployed-model check)."""
+    float_dir: str
+    int8_path: str
+    deployed_path: Optional[str] = None
+
+
 @beam.ptransform_fn
-def ScoreAndCombine(pcoll, float_model_dir: str, int8_path: str, inputs: ScoringInputs,
-                    slicing_features: Sequence[str], top_k: int, batch_size: int,
-                    deployed_path: Optional[str] = None):
+def ScoreAndCombine(pcoll, models: ScoredModels, inputs: ScoringInputs,
+                    slicing_features: Sequence[str], top_k: int, batch_size: int):
     """serialized tf.Examples -> {"stats": (slice key, stats) per slice, "predictions":
     prediction tf.Examples for TFMA, "points": (label, float, int8) for binary/regression}."""
     scored = (pcoll
               | "Batch" >> beam.BatchElements(min_batch_size=batch_size,
                                               max_batch_size=batch_size)
               | "Score" >> beam.ParDo(_ScoreBatch(
-                  float_model_dir, int8_path, inputs, slicing_features, top_k,
-                  deployed_path)).with_outputs(_ScoreBatch.PREDICTIONS, _ScoreBatch.POINTS,
-                                               main="stats"))
+                  models, inputs, slicing_features, top_k)).with_outputs(
+                      _ScoreBatch.PREDICTIONS, _ScoreBatch.POINTS, main="stats"))
     return {"stats": scored["stats"] | "Combine" >> beam.CombinePerKey(_MergeStats()),
             "predictions": scored[_ScoreBatch.PREDICTIONS],
             "points": scored[_ScoreBatch.POINTS]}

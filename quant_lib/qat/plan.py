@@ -3,7 +3,6 @@ the per-layer plan (TFMOT's registry, tfx-qat's layer configs, float fallbacks),
 and the QAT model ``quantize_with_report`` builds from it."""
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import List, Optional
 
@@ -14,6 +13,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from tfx_qat.quant_lib import internals
+from tfx_qat.quant_lib.artifacts.report_files import LayerDecision
 from tfx_qat.quant_lib.config import QuantizationConfig
 from tfx_qat.quant_lib.qat import folds, keras2, layer_configs, scale_fold
 
@@ -30,14 +30,6 @@ QUANTIZE, FOLD, FLOAT, INPUT = "quantized", "folded", "float", "input"
 
 
 FALLBACK_REASON = "float_fallback_names: float in the TFLite model too (a listed float island)"
-
-
-@dataclasses.dataclass
-class LayerDecision:
-    name: str
-    cls: str
-    decision: str  # quantized | folded | float | input
-    reason: str
 
 
 # A weight layer whose output only a ReLU reads: its output fake-quant is dropped (TFLite fuses

@@ -7,13 +7,14 @@ rebuilt from artifacts alone: ``python -m tfx_qat.quant_lib.reports.report METRI
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from tfx_qat.quant_lib.artifacts.report_files import ExportReport, Metrics
+from tfx_qat.quant_lib.artifacts.report_files import ExportReport, Metrics, QatReport, SearchReport
 
 SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency",
             "op-profile")
@@ -182,47 +183,47 @@ def _headline_rows(metrics, overall) -> List[List[Any]]:
     return rows
 
 
-def _search(found: Dict[str, Any]) -> str:
+def _search(found: SearchReport) -> str:
     """Accuracy-aware search: the sensitivity ranking (plot) and every trial (table)."""
     e = html.escape
-    sens = found["sensitivity"]
-    head, unit = ("MAE", "% of float MAE") if found.get("metric") == "mae" else ("top-1", "pt")
+    sens = found.sensitivity
+    head, unit = ("MAE", "% of float MAE") if found.metric == "mae" else ("top-1", "pt")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, max(2.0, 0.3 * len(sens) + 1)))
-    names = [s["name"] for s in sens][::-1]
-    drops = [s["drop_pt"] for s in sens][::-1]
-    ax.barh(names, drops, color=["#c33" if d > found["budget_pt"] else "#888" for d in drops])
-    ax.axvline(found["budget_pt"], color="#444", lw=.8, ls="--")
+    names = [s.name for s in sens][::-1]
+    drops = [s.drop_pt for s in sens][::-1]
+    ax.barh(names, drops, color=["#c33" if d > found.budget_pt else "#888" for d in drops])
+    ax.axvline(found.budget_pt, color="#444", lw=.8, ls="--")
     ax.set_xlabel(f"{head} drop ({unit}) with only this layer quantized "
-                  f"({found['validation_split']})")
+                  f"({found.validation_split})")
     ax.set_title("Per-layer sensitivity, most costly at the top (dashed: budget)")
-    status = "ok" if found["status"] == "within_budget" else "bad"
+    status = "ok" if found.status == "within_budget" else "bad"
     out = ['<h2 id="search">Accuracy-aware search</h2>',
-           f'<p class="{status}">{e(found["reason"])}</p>',
-           f"<p>Budget {found['budget_pt']} {unit} "
-           + (f"above float (MAE {found['float_accuracy']:.4g})" if head == "MAE" else
-              f"below float (top-1 {100 * found['float_accuracy']:.2f}%)")
-           + f" on {found['examples']:,} "
-           f"{e(found['validation_split'])!s} examples (not the gate's split); target "
-           f"{e(found['target'])}; {found['seconds']:.0f} s."
-           + (f" This split resolves drops of about {found['resolution_pt']:.2f} pt (95 %, "
-              "paired)." if found.get("resolution_pt") else "") + "</p>"
-           + (f'<p class="bad">WARNING: {e(found["warning"])}</p>' if found.get("warning")
+           f'<p class="{status}">{e(found.reason)}</p>',
+           f"<p>Budget {found.budget_pt} {unit} "
+           + (f"above float (MAE {found.float_accuracy:.4g})" if head == "MAE" else
+              f"below float (top-1 {100 * found.float_accuracy:.2f}%)")
+           + f" on {found.examples:,} "
+           f"{e(found.validation_split)!s} examples (not the gate's split); target "
+           f"{e(found.target)}; {found.seconds:.0f} s."
+           + (f" This split resolves drops of about {found.resolution_pt:.2f} pt (95 %, "
+              "paired)." if found.resolution_pt else "") + "</p>"
+           + (f'<p class="bad">WARNING: {e(found.warning)}</p>' if found.warning
               else ""), figure_png(fig),
            _table(["layer", "class", f"{head} alone", f"drop ({unit})", "output SNR (dB)"],
-                  [[s["name"], s["cls"], s["accuracy"], f"{s['drop_pt']:+.2f}",
-                    s["output_snr_db"]] for s in sens], left=2)]
+                  [[s.name, s.cls, s.accuracy, f"{s.drop_pt:+.2f}",
+                    s.output_snr_db] for s in sens], left=2)]
     rows = []
-    for t in found["trials"]:
-        etpu = t.get("edgetpu") or {}
-        ci = ("" if t.get("drop_low_pt") is None else
-              f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
-        rows.append([t["index"], t["move"], t["change"], t["accuracy"], f"{t['drop_pt']:+.2f}{ci}",
-                     t["int8_bytes"], t["latency_ms"], t["float_ops"],
-                     f"{etpu['predicted_on_tpu']}/{etpu['ops']} (split at "
-                     f"{etpu['first_unmapped']})" if etpu else "-",
-                     "chosen" if t["index"] == found["chosen"] else
-                     ("yes" if t["within_budget"] else "no")])
+    for t in found.trials:
+        etpu = t.edgetpu
+        ci = ("" if t.drop_low_pt is None else
+              f" [{t.drop_low_pt:+.2f}, {t.drop_high_pt:+.2f}]")
+        rows.append([t.index, t.move, t.change, t.accuracy, f"{t.drop_pt:+.2f}{ci}",
+                     t.int8_bytes, t.latency_ms, t.float_ops,
+                     f"{etpu.predicted_on_tpu}/{etpu.ops} (split at "
+                     f"{etpu.first_unmapped})" if etpu else "-",
+                     "chosen" if t.index == found.chosen else
+                     ("yes" if t.within_budget else "no")])
     out.append(_table(["trial", "move", "change", f"val {head}", f"drop ({unit}, 95% paired)",
                        "int8 bytes",
                        "latency (ms)", "float ops", "Edge TPU ops", "within budget"], rows,
@@ -241,7 +242,7 @@ def render(metrics, export=None, title: str = "tfx-qat run report") -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
            _headline(metrics, export), _decision(metrics), _task_sections(metrics),
-           _layers(export.qat_report or {}), _export_checks(export),
+           _layers(export.qat_report), _export_checks(export),
            _size_latency(metrics, export), "</body></html>"]
     return "\n".join(out)
 
@@ -316,25 +317,23 @@ def _task_sections(metrics: Metrics) -> str:
     return "\n".join(out)
 
 
-def _layers(qat: Dict[str, Any]) -> str:
+def _layers(qat: Optional[QatReport]) -> str:
     e = html.escape
     out = ['<h2 id="layers">Per-layer quantization (QuantizeTrainer)</h2>']
-    if qat.get("layers"):
-        counts = qat.get("counts", {})
-        tr = qat.get("training", {})
-        counts_text = ", ".join(f"{v} {k}" for k, v in counts.items())
+    if qat and qat.layers:
+        tr = qat.training or {}
+        counts_text = ", ".join(f"{v} {k}" for k, v in (qat.counts or {}).items())
         out.append(f"<p>{e(counts_text)} layers — scheme "
-                   f"{e(str(qat.get('config', {}).get('scheme')))}, "
+                   f"{e(str(qat.config.get('scheme')))}, "
                    f"{_fmt(tr.get('seconds_per_step'))} s/step at batch {tr.get('batch_size')}"
                    "</p>")
         out.append(_table(["layer", "class", "decision", "reason"],
-                          [[x["name"], x["cls"], x["decision"], x["reason"]]
-                           for x in qat["layers"]], left=4))
+                          [[x.name, x.cls, x.decision, x.reason] for x in qat.layers], left=4))
     else:
         out.append("<p>No per-layer report (the quantized model did not come from "
                    "QuantizeTrainer).</p>")
-    if qat.get("search"):
-        out.append(_search(qat["search"]))
+    if qat and qat.search:
+        out.append(_search(qat.search))
     return "\n".join(out)
 
 
@@ -343,25 +342,26 @@ def _export_checks(export: ExportReport) -> str:
     out = ['<h2 id="export">Export validation and Edge TPU</h2>']
     if not export:
         return out[0] + "\n<p>No export report found.</p>"
-    parity = export.parity or {}
+    parity = export.parity
     out.append(_table(["check", "result"], [
         ["input / output dtype", f"{export.input_dtype} / {export.output_dtype}"],
         ["float ops (listed float_fallback layers)", export.float_island_ops or 0],
         ["ops", json.dumps(export.op_counts)],
-        [f"Keras QAT vs TFLite agreement ({parity.get('rule', 'same predicted class')})",
-         f"{parity.get('top1_agreement')} on {parity.get('examples')} examples"],
-        ["max |score error|", parity.get("max_abs_error")],
+        [f"Keras QAT vs TFLite agreement ({parity.rule if parity else 'same predicted class'})",
+         f"{parity and parity.top1_agreement} on {parity and parity.examples} examples"],
+        ["max |score error|", parity and parity.max_abs_error],
     ], left=2))
-    edge = export.edgetpu or {}
-    pred, comp = edge.get("prediction") or {}, edge.get("compile") or {}
+    edge = export.edgetpu
+    pred, comp = edge and edge.prediction, edge and edge.compile
     if pred:
-        out.append(f"<p>Edge TPU: predicted {pred['predicted_on_tpu']}/{pred['total_ops']} ops "
-                   f"on the TPU (first unmapped: {e(str(pred.get('first_unmapped')))}); "
-                   f"compiler: {e(str(comp.get('status')))} — {e(str(comp.get('message')))}</p>")
+        first = pred.first_unmapped and dataclasses.asdict(pred.first_unmapped)
+        out.append(f"<p>Edge TPU: predicted {pred.predicted_on_tpu}/{pred.total_ops} ops "
+                   f"on the TPU (first unmapped: {e(str(first))}); "
+                   f"compiler: {e(str(comp and comp.status))} — "
+                   f"{e(str(comp and comp.message))}</p>")
         out.append(_table(["#", "op", "version", "on TPU", "why not"],
-                          [[o["index"], o["op"], o["version"],
-                            "yes" if o["predicted_on_tpu"] else "no", "; ".join(o["reasons"])]
-                           for o in pred.get("ops", [])], left=0))
+                          [[o.index, o.op, o.version, "yes" if o.predicted_on_tpu else "no",
+                            "; ".join(o.reasons)] for o in pred.ops], left=0))
     return "\n".join(out)
 
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from tfx_qat.quant_lib.artifacts.report_files import Trial, TrialEdgeTpu
 from tfx_qat.quant_lib.config import QuantizationConfig
 from tfx_qat.quant_lib.evaluation.latency import latency_ms
 from tfx_qat.quant_lib.search import sensitivity
+from tfx_qat.quant_lib.search.sensitivity import SearchData
 from tfx_qat.quant_lib.tflite import convert, interpreter, validate
 
 
@@ -29,24 +31,6 @@ log = logging.getLogger(__name__)
 
 
 WITHIN, NO_CANDIDATE = "within_budget", "no_candidate_within_budget"
-
-
-@dataclasses.dataclass
-class Trial:
-    index: int
-    move: str  # "as configured" | one of config.MOVES
-    change: str  # what differs from the configured model
-    accuracy: float  # int8 TFLite top-1 on the validation split
-    drop_pt: float
-    int8_bytes: int
-    latency_ms: float
-    float_ops: int
-    within_budget: bool
-    seconds: float
-    config: Dict[str, object]  # the QuantizationConfig fields this trial changed
-    edgetpu: Optional[Dict[str, object]] = None  # analyzer: ops mapped, where the graph splits
-    drop_low_pt: Optional[float] = None  # 95 % interval of the paired drop (same examples)
-    drop_high_pt: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -130,24 +114,21 @@ def candidates(cfg: QuantizationConfig, ranked: List[str]):
 
 
 def run(model, cfg: QuantizationConfig, train: Callable[[QuantizationConfig], tuple],
-        validation: Tuple[Dict[str, np.ndarray], np.ndarray, object], representative,
-        task, calibration, progress: Callable[[str], None] = log.info,
+        data: SearchData, progress: Callable[[str], None] = log.info,
         observe: Optional[Callable[[Trial, bytes], None]] = None):
     """The search. ``train(cfg)`` runs QAT from a fresh copy of the float model and returns
-    ``run_qat``'s (qat_model, decisions, stats); ``validation`` is (features by input name,
-    labels, the same features as the Keras model takes); ``observe(trial, tflite bytes)`` sees
-    each trial (make bench scores them on the test split). Returns (qat_model, decisions, stats,
+    ``run_qat``'s (qat_model, decisions, stats); ``observe(trial, tflite bytes)`` sees each
+    trial (make bench scores them on the test split). Returns (qat_model, decisions, stats,
     the trial's QuantizationConfig, SearchResult) of the chosen trial."""
     t_start = time.perf_counter()
-    features, labels, keras_x = validation
+    labels = data.labels
     s = cfg.search
-    metric = sensitivity.Metric.of(task, s)
-    float_v = metric.per_example(model.predict(keras_x, batch_size=256, verbose=0), labels)
+    metric = sensitivity.Metric.of(data.task, s)
+    float_v = metric.per_example(model.predict(data.keras_x, batch_size=256, verbose=0), labels)
     float_acc = float(np.mean(float_v))
     resolution, warning = _resolution_warning(s, metric, labels, float_acc, progress)
-    ranked = sensitivity.sensitivity(model, cfg, keras_x, labels, task, calibration, progress, metric)
-    trials = _Trials(cfg, train, metric, (features, labels, float_v), representative, progress,
-                     observe)
+    ranked = sensitivity.sensitivity(model, cfg, data, progress, metric)
+    trials = _Trials(cfg, train, metric, data, float_v, _Hooks(progress, observe))
     chosen, refined_from = _walk(model, cfg, ranked, trials)
     if chosen is not None:
         index, trained, trial_cfg = chosen
@@ -197,14 +178,19 @@ def _resolution_warning(s, metric, labels, float_acc, progress):
     return resolution, warning
 
 
+class _Hooks(NamedTuple):
+    progress: Callable[[str], None]
+    observe: Optional[Callable[[Trial, bytes], None]]
+
+
 class _Trials:
     """Runs and records trials: train (unless given), convert, validate, score on validation."""
 
-    def __init__(self, cfg, train, metric, validation, representative, progress, observe):
+    def __init__(self, cfg, train, metric, data: SearchData, float_v, hooks: _Hooks):
         self.cfg, self.train, self.metric = cfg, train, metric
-        self.features, self.labels, self.float_v = validation
-        self.representative = representative
-        self.progress, self.observe = progress, observe
+        self.features, self.labels, self.float_v = data.features, data.labels, float_v
+        self.representative = data.representative
+        self.progress, self.observe = hooks
         self.done: List[Trial] = []
         self.best = None  # (drop, index, trained, trial cfg)
 
@@ -314,25 +300,9 @@ def _no_mix(trial_cfg: QuantizationConfig, cfg: QuantizationConfig, ranked) -> O
     return None
 
 
-def _edgetpu(data: bytes) -> Dict[str, object]:
+def _edgetpu(data: bytes) -> TrialEdgeTpu:
     from tfx_qat.quant_lib.tflite import edgetpu
     p = edgetpu.analyze(data)
     first = p.first_unmapped
-    return {"ops": len(p.ops), "predicted_on_tpu": p.predicted_on_tpu,
-            "first_unmapped": None if first is None else f"#{first.index} {first.op}"}
-
-
-def markdown(result: Dict[str, object]) -> str:
-    """The trials table (from ``SearchResult.report()``)."""
-    mae = result.get("metric") == "mae"
-    rows = [f"| trial | move | change | val {'MAE' if mae else 'top-1'} | "
-            f"{'MAE increase (%' if mae else 'drop (pt'}, 95% paired) | int8 bytes | "
-            "latency (ms) | float ops | within budget |", "|---|---|---|---|---|---|---|---|---|"]
-    for t in result["trials"]:
-        ci = ("" if t.get("drop_low_pt") is None else
-              f" [{t['drop_low_pt']:+.2f}, {t['drop_high_pt']:+.2f}]")
-        value = f"{t['accuracy']:.4g}" if mae else f"{100 * t['accuracy']:.2f}%"
-        rows.append(f"| {t['index']} | {t['move']} | {t['change']} | {value} | "
-                    f"{t['drop_pt']:.2f}{ci} | {t['int8_bytes']:,} | {t['latency_ms']:.4f} | "
-                    f"{t['float_ops']} | {'yes' if t['within_budget'] else 'no'} |")
-    return "\n".join(rows)
+    return TrialEdgeTpu(ops=len(p.ops), predicted_on_tpu=p.predicted_on_tpu,
+                        first_unmapped=None if first is None else f"#{first.index} {first.op}")

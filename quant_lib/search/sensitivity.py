@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -14,6 +14,7 @@ import tfx_qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import tf_keras
 
+from tfx_qat.quant_lib.artifacts.report_files import LayerSensitivity
 from tfx_qat.quant_lib.config import QuantizationConfig
 from tfx_qat.quant_lib.qat import folds as qat_folds, plan, train
 
@@ -23,15 +24,6 @@ log = logging.getLogger(__name__)
 
 class SearchError(ValueError):
     """The search cannot run on this model/data; the message says why and what to change."""
-
-
-@dataclasses.dataclass
-class LayerSensitivity:
-    name: str
-    cls: str
-    accuracy: float  # top-1 with only this layer quantized
-    drop_pt: float  # float minus that, percentage points
-    output_snr_db: float  # model output vs the float model's
 
 
 def fresh_copy(model):
@@ -130,12 +122,27 @@ def weight_layers(decisions) -> List[str]:
     return [d.name for d in decisions if d.decision == plan.QUANTIZE and d.cls in WEIGHT_CLASSES]
 
 
-def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibration,
+@dataclasses.dataclass(frozen=True)
+class SearchData:
+    """What the search measures on: the validation split (``features`` by input name, their
+    ``labels``, ``keras_x`` the same features as the Keras model takes), ``representative``
+    inputs for conversion, ``calibration`` batches for QAT's activation ranges, the ``task``
+    (None: a classifier)."""
+    features: Dict[str, np.ndarray]
+    labels: np.ndarray
+    keras_x: Any
+    representative: Any
+    calibration: Any
+    task: Any = None
+
+
+def sensitivity(model, cfg: QuantizationConfig, data: SearchData,
                 progress: Callable[[str], None] = log.info,
                 metric: Optional[Metric] = None) -> List[LayerSensitivity]:
     """Each weight layer quantized alone (the rest float; a BatchNormalization folding into it
     goes with it), ranked most costly first (``drop_pt``: the metric's drop, pt or %)."""
-    metric = metric or Metric("accuracy", "pt", 0.0, task)
+    metric = metric or Metric("accuracy", "pt", 0.0, data.task)
+    keras_x, labels = data.keras_x, data.labels
     float_out = np.asarray(model.predict(keras_x, batch_size=256, verbose=0))
     float_v = metric.per_example(float_out, labels)
     _, decisions = plan.quantize_with_report(fresh_copy(model), _plain(cfg))
@@ -148,7 +155,7 @@ def sensitivity(model, cfg: QuantizationConfig, keras_x, labels, task, calibrati
         only = dataclasses.replace(_plain(cfg), keep_float_names=tuple(
             sorted(set(cfg.keep_float_names) | (set(quantized) - alone))))
         q = plan.quantize(fresh_copy(model), only)
-        train.calibrate_ranges(q, calibration)
+        train.calibrate_ranges(q, data.calibration)
         scores = np.asarray(q.predict(keras_x, batch_size=256, verbose=0))
         trial_v = metric.per_example(scores, labels)
         cls = next(d.cls for d in decisions if d.name == name)

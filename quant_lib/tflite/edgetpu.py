@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from typing import Dict, List, Optional
 
+from tfx_qat.quant_lib.artifacts.report_files import OpVerdict
 from tfx_qat.quant_lib.tflite import edgetpu_log, flatbuffer
 
 # Coral's supported-operations table (coral.ai/docs/edgetpu/models-intro), as TFLite builtin names.
@@ -36,16 +37,6 @@ NON_ACTIVATION_TYPES = frozenset({"INT32", "INT64"})
 
 
 AnalyzerError = flatbuffer.ModelFormatError  # malformed/truncated bytes: a clear error, never a crash
-
-
-@dataclasses.dataclass
-class OpVerdict:
-    index: int
-    op: str
-    version: int
-    supported: bool  # passes every rule on its own
-    predicted_on_tpu: bool  # supported and before the first unsupported op
-    reasons: List[str]
 
 
 @dataclasses.dataclass

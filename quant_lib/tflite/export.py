@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfx_qat.quant_lib.artifacts import records
+from tfx_qat.quant_lib.artifacts.report_files import Parity
 from tfx_qat.quant_lib.config import ExportConfig
 from tfx_qat.quant_lib.tflite import convert, interpreter, model_metadata, validate
 from tfx_qat.quant_lib.tflite.flatbuffer import ExportValidationError
@@ -19,20 +20,20 @@ class ExportResult:
 
     int8_bytes: bytes
     integer: validate.IntegerReport
-    parity: Dict[str, float]
+    parity: Optional[Parity]
     input_contract: List[Dict]
     activations: str
     metadata: Optional[model_metadata.MetadataResult] = None
 
     def to_properties(self) -> records.Int8Model:
-        p = self.parity or {}
+        p = self.parity
         return records.Int8Model(
             int8_tflite_bytes=len(self.int8_bytes), integer_validated=True,
             float_island_ops=self.integer.float_ops or None, activations=self.activations,
             input_dtype=self.integer.input_dtype, op_counts=self.integer.op_counts,
-            input_contract=self.input_contract, parity_top1_agreement=p.get("top1_agreement"),
-            parity_near_ties=p.get("near_ties"), parity_examples=p.get("examples"),
-            parity_max_abs_error=p.get("max_abs_error"), parity_rule=p.get("rule"),
+            input_contract=self.input_contract, parity_top1_agreement=p and p.top1_agreement,
+            parity_near_ties=p and p.near_ties, parity_examples=p and p.examples,
+            parity_max_abs_error=p and p.max_abs_error, parity_rule=p and p.rule,
             metadata_writer=self.metadata.writer if self.metadata else "none",
             metadata_bytes=self.metadata.added_bytes if self.metadata else 0,
             metadata_limits=list(self.metadata.limits) if self.metadata else None)
@@ -77,7 +78,7 @@ def agreement(keras_scores: np.ndarray, tfl_scores: np.ndarray, task,
 
 
 def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: bytes,
-           cfg: ExportConfig, split: str, task=None) -> Dict[str, float]:
+           cfg: ExportConfig, split: str, task=None) -> Parity:
     """Keras QAT vs TFLite agreement on held-out examples fed by name; raises when the
     agreement counting near ties as agreeing is below ``cfg.min_parity_agreement``: a
     converted model that does not reproduce the QAT model is never published."""
@@ -87,8 +88,8 @@ def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: by
     tfl_scores = runner.predict(features)
     n = len(tfl_scores)
     agree, ties, rule = agreement(keras_scores, tfl_scores, task, runner.output_step)
-    result = {"examples": n, "top1_agreement": agree, "near_ties": ties, "rule": rule,
-              "max_abs_error": float(np.max(np.abs(keras_scores - tfl_scores)))}
+    result = Parity(examples=n, top1_agreement=agree, near_ties=ties, rule=rule,
+                    max_abs_error=float(np.max(np.abs(keras_scores - tfl_scores))))
     if agree + ties / n < cfg.min_parity_agreement:
         raise ExportValidationError(
             f"Keras QAT vs TFLite agreement ({rule}) {agree:.4f} (+{ties} near ties) on {n} "
