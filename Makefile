@@ -40,7 +40,7 @@ $(STAMP): setup.py constraints.txt scripts/install.sh | sysdeps
 	  echo ">> creating $(VENV) with $$py ($$($$py --version))"; \
 	  "$$py" -m venv $(VENV); \
 	fi; \
-	echo ">> installing tfx-qat and its pinned dependencies into $(VENV) (first time: a few minutes)"; \
+	echo ">> installing tfx-qat and its pinned dependencies into $(VENV) (first time: about a minute with a download)"; \
 	scripts/install.sh python $(PY) dev -e; \
 	touch $(STAMP); \
 	echo ">> $(VENV) ready"
