@@ -148,8 +148,8 @@ $(AF_STAMP): $(STAMP) constraints-airflow.txt
 	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python3.10/site-packages')" \
 	  > $(AF_VENV)/lib/python3.10/site-packages/zz_tfx_qat_base.pth; \
 	echo ">> installing Airflow into $(AF_VENV) (layered over $(VENV))"; \
-	$(PY) -m uv pip install --quiet --compile-bytecode --python $(AF_VENV)/bin/python --no-deps \
-	  -r constraints-airflow.txt; \
+	$(PY) -m uv pip install --quiet --compile-bytecode --native-tls --python $(AF_VENV)/bin/python \
+	  --no-deps -r constraints-airflow.txt; \
 	touch $(AF_STAMP); echo ">> $(AF_VENV) ready"
 
 # DagBag import check + `airflow dags test` of the DAG on digits, on a throw-away SQLite Airflow.

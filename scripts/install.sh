@@ -63,7 +63,8 @@ python_pkgs() {
   "$py" -m pip install -q "uv==$UV_VERSION"
   # --compile-bytecode: as pip does; without .pyc files the first import of TensorFlow and TFX
   # compiles them (Airflow's 30 s DagBag import timeout fails on it; each KFP step starts slower).
-  local uv=("$py" -m uv pip install --python "$py" --quiet --compile-bytecode)
+  # --native-tls: the system's CA store, as pip with a `cert =` in pip.conf (a TLS proxy's CA).
+  local uv=("$py" -m uv pip install --python "$py" --quiet --compile-bytecode --native-tls)
   [ "$editable" = "-e" ] || uv+=(--no-cache)
   "${uv[@]}" 'pip==26.3' 'setuptools==69.5.1' 'wheel==0.48.0'
   # --no-build-isolation: the pinned setuptools builds tfx-qat and pyfarmhash.

@@ -243,6 +243,11 @@ def test_exporter_refuses_a_per_tensor_export_whose_weights_were_not_quantized_i
     ours = export.convert_and_verify(plan.quantize(_pattern("concatenate"), QuantizationConfig(
         per_tensor=True)), _x(32), ExportConfig(), per_channel=False)
     assert set(validate.weight_scale_counts(ours.int8_bytes).values()) == {1}
+    # No parity run yet (ExportConfig.parity_examples=0 leaves it so): the export report and the
+    # artifact's record say so, typed, instead of failing on an empty parity.
+    from tfx_qat.quant_lib.artifacts.report_files import ExportReport
+    assert ours.parity is None and ours.to_properties().parity_top1_agreement is None
+    assert ExportReport(**ours.report()).to_json()["int8_tflite_bytes"] == len(ours.int8_bytes)
 
 
 def _hard_sigmoid(x):  # as tf_keras.applications' MobileNetV3 builds it: TFOpLambda add/multiply

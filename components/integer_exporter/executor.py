@@ -274,7 +274,7 @@ class Executor(base_executor.BaseExecutor):
             with data_errors_name("ExportConfig.parity_split", cfg.parity_split):
                 px, _ = bound.arrays(wired.split_uri(cfg.parity_split), cfg.parity_examples)
             result.parity = export.parity(model, bound.keras_x(px), px, result.int8_bytes, cfg,
-                                          cfg.parity_split, task)
+                                          task)
 
         edge = None
         if cfg.edgetpu and cfg.activations == "int8":

@@ -78,7 +78,7 @@ def agreement(keras_scores: np.ndarray, tfl_scores: np.ndarray, task,
 
 
 def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: bytes,
-           cfg: ExportConfig, split: str, task=None) -> Parity:
+           cfg: ExportConfig, task=None) -> Parity:
     """Keras QAT vs TFLite agreement on held-out examples fed by name; raises when the
     agreement counting near ties as agreeing is below ``cfg.min_parity_agreement``: a
     converted model that does not reproduce the QAT model is never published."""
@@ -93,7 +93,7 @@ def parity(keras_model, keras_x, features: Dict[str, np.ndarray], int8_bytes: by
     if agree + ties / n < cfg.min_parity_agreement:
         raise ExportValidationError(
             f"Keras QAT vs TFLite agreement ({rule}) {agree:.4f} (+{ties} near ties) on {n} "
-            f"{split!r} examples is below ExportConfig.min_parity_agreement="
+            f"{cfg.parity_split!r} examples is below ExportConfig.min_parity_agreement="
             f"{cfg.min_parity_agreement}: the converted model does not reproduce the QAT model")
     return result
 
@@ -123,7 +123,7 @@ def convert_and_verify(model, representative: Dict[str, np.ndarray], cfg: Export
     rule = raw_pixel_rule(contract, cfg.data)
     if rule:
         contract[0]["client_feeds"] = rule
-    return ExportResult(data, report, {}, contract, cfg.activations, meta)
+    return ExportResult(data, report, None, contract, cfg.activations, meta)
 
 
 def raw_pixel_rule(contract: List[Dict], spec) -> Optional[str]:
