@@ -59,8 +59,8 @@ def _prepare_data(args, data_root: str):
         return data_root, data.ingest_fashion_mnist(data_root, limit=args.limit,
                                                     validation_fraction=fraction)
     if args.csv:
-        return data_root, data.ingest_csv(data_root, args.csv, args.csv_eval, args.label_column,
-                                          args.image_shape, args.num_classes)
+        return data_root, data.ingest_csv(data_root, args.csv, args.csv_eval, data.CsvLayout(
+            args.label_column, args.image_shape, args.num_classes))
     if args.tfrecords:
         if not args.num_classes:
             raise ConfigError("--tfrecords needs --num-classes N (and --image-shape H,W,C unless "

@@ -8,6 +8,7 @@ The files land in ``<dir>/train/`` and ``<dir>/eval/`` for ImportExampleGen's sp
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import logging
@@ -143,14 +144,17 @@ def write_split(out_dir: str, split: str, images: np.ndarray, labels: np.ndarray
     return path
 
 
-def write_dataset(out_dir: str, x_train, y_train, x_eval, y_eval, spec: DataSpec,
+def write_dataset(out_dir: str, train: Tuple[np.ndarray, np.ndarray],
+                  eval_: Tuple[np.ndarray, np.ndarray], spec: DataSpec,
                   validation_fraction: float = 0.0) -> DataSpec:
-    """Writes train/eval splits and ``dataspec.json``; a finished directory holding the same
+    """Writes the train and eval (examples, labels) as splits, and ``dataspec.json``; a finished
+    directory holding the same
     examples (sha256 of the arrays) is reused unchanged, so TFX's cache, which fingerprints input
     files, stays valid across runs, while new data (a refresh) is written and seen as new.
     ``validation_fraction``: the last such fraction of the (shuffled) training examples becomes a
     ``validation`` split instead (what an accuracy-aware search selects on)."""
     import hashlib
+    (x_train, y_train), (x_eval, y_eval) = train, eval_
     spec_path = os.path.join(out_dir, SPEC_FILE)
     digest = hashlib.sha256()
     for a in (x_train, y_train, x_eval, y_eval):
@@ -213,14 +217,14 @@ def ingest_fashion_mnist(out_dir: str, data_dir: str = FASHION_MNIST_DIR,
         xt, yt, xe, ye = xt[:limit], yt[:limit], xe[:max(limit // 6, 1)], ye[:max(limit // 6, 1)]
     spec = builtin_spec("fashion_mnist")
     f = lambda x: x.reshape(len(x), -1)  # noqa: E731  (uint8, as the IDX files hold them)
-    return write_dataset(out_dir, f(xt), yt, f(xe), ye, spec, validation_fraction)
+    return write_dataset(out_dir, (f(xt), yt), (f(xe), ye), spec, validation_fraction)
 
 
 def ingest_digits(out_dir: str, validation_fraction: float = 0.0) -> DataSpec:
     xt, yt, xe, ye = load_digits()
     spec = builtin_spec("digits")
-    return write_dataset(out_dir, xt.reshape(len(xt), -1), yt, xe.reshape(len(xe), -1), ye, spec,
-                         validation_fraction)
+    return write_dataset(out_dir, (xt.reshape(len(xt), -1), yt), (xe.reshape(len(xe), -1), ye),
+                         spec, validation_fraction)
 
 
 def _square_shape(n: int) -> Tuple[int, int, int]:
@@ -249,15 +253,24 @@ def _read_csv(path: str, label_column: str):
     return np.asarray(xs, np.float32), np.asarray(ys, np.int64)
 
 
-def ingest_csv(out_dir: str, train_csv: str, eval_csv: Optional[str] = None,
-               label_column: str = "label", image_shape: Optional[Sequence[int]] = None,
-               num_classes: Optional[int] = None, pixel_max: Optional[float] = None,
-               eval_fraction: float = 0.1, seed: int = 0) -> DataSpec:
-    """A CSV with a label column and one numeric column per pixel (e.g. Kaggle's MNIST CSVs).
+@dataclasses.dataclass(frozen=True)
+class CsvLayout:
+    """How the CSV holds its images: the label column, the image shape (None: square, one
+    channel), the number of classes (None: the largest label + 1) and what a pixel value is
+    divided by (None: 255 when any value exceeds 1, else 1)."""
+    label_column: str = "label"
+    image_shape: Optional[Sequence[int]] = None
+    num_classes: Optional[int] = None
+    pixel_max: Optional[float] = None
 
-    Values are divided by ``pixel_max`` (default: 255 when any value exceeds 1, else 1). Without
-    ``eval_csv`` a seeded ``eval_fraction`` of rows becomes the eval split.
-    """
+
+def ingest_csv(out_dir: str, train_csv: str, eval_csv: Optional[str] = None,
+               layout: CsvLayout = CsvLayout(), eval_fraction: float = 0.1,
+               seed: int = 0) -> DataSpec:
+    """A CSV with a label column and one numeric column per pixel (e.g. Kaggle's MNIST CSVs).
+    Without ``eval_csv`` a seeded ``eval_fraction`` of rows becomes the eval split."""
+    label_column, image_shape = layout.label_column, layout.image_shape
+    num_classes, pixel_max = layout.num_classes, layout.pixel_max
     x, y = _read_csv(train_csv, label_column)
     if eval_csv:
         xe, ye = _read_csv(eval_csv, label_column)
@@ -280,9 +293,9 @@ def ingest_csv(out_dir: str, train_csv: str, eval_csv: Optional[str] = None,
         # DataSpec says what a raw pixel means (the model's metadata tells the app team).
         spec = DataSpec(image_shape=shape, num_classes=classes, image_dtype="uint8",
                         image_scale=1 / 255.0)
-        return write_dataset(out_dir, x.astype(np.uint8), y, xe.astype(np.uint8), ye, spec)
+        return write_dataset(out_dir, (x.astype(np.uint8), y), (xe.astype(np.uint8), ye), spec)
     spec = DataSpec(image_shape=shape, num_classes=classes)
-    return write_dataset(out_dir, x / pixel_max, y, xe / pixel_max, ye, spec)
+    return write_dataset(out_dir, (x / pixel_max, y), (xe / pixel_max, ye), spec)
 
 
 def use_tfrecords(tfrecord_dir: str, image_shape: Optional[Sequence[int]], num_classes: int,
