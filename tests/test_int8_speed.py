@@ -265,8 +265,9 @@ def test_op_profile_and_the_warnings_on_a_model_built_to_be_slow_in_int8():
     one = op_profile.profile(int8, passes=1, reps=1, max_ops=3)
     assert [o.index for o in one.ops] == [0, 1, 2]
 
-    metrics = {"slices": {"overall": {}}, "op_profile": prof, **lat.to_properties()}
-    page = report._op_profile(metrics["op_profile"])  # pylint: disable=protected-access
+    from tfx_qat.quant_lib.artifacts.report_files import Metrics
+    metrics = Metrics(op_profile=prof, **lat.to_properties())  # as metrics.json holds it
+    page = report._op_profile(metrics.op_profile)  # pylint: disable=protected-access
     assert 'id="op-profile"' in page and "<td class=\"l\">MUL</td><td class=\"\">16</td>" in page
     assert "no int8 kernel for SOFTMAX" in page and "no int8 op of their type: HARD_SWISH" in page
     assert {r["op"]: r["loses"] for r in op_profile.compare(prof["int8"], prof["float"])}[
@@ -409,7 +410,8 @@ def test_the_comparison_says_why_int8_loses_op_type_by_op_type():
         "DEPTHWISE_CONV_2D": "slower kernel", "CONV_2D": "", "MUL": "more ops",
         "SOFTMAX": "builtin", "HARD_SWISH": ""}
     assert [r["op"] for r in op_profile.compare(int8, flt)][0] == "DEPTHWISE_CONV_2D"
-    page = report._op_profile({"int8": int8, "float": flt})  # pylint: disable=protected-access
+    from tfx_qat.quant_lib.artifacts.report_files import OpProfiles
+    page = report._op_profile(OpProfiles(int8=int8, float=flt))  # pylint: disable=protected-access
     assert "slower than its float kernel on this CPU for DEPTHWISE_CONV_2D (11 ops: int8 58 us, "\
         "float 40 us)" in page
 

@@ -316,6 +316,10 @@ def test_report_files_own_their_keys():
     with pytest.raises(ValueError, match="export_report.json"):
         ExportReport.load({"int8_bytes": 1})
     assert not ExportReport.load(None) and ExportReport(op_counts={"ADD": 1})
+    prof = Metrics(op_profile={"int8": {"whole_us": 1.0, "ops_sum_us": 0.9, "by_op": [
+        {"op": "ADD", "xnnpack": True, "count": 1, "us": 0.9}]}, "float": {"error": "cut"}})
+    assert prof.op_profile.int8.by_op[0].op == "ADD" and prof.op_profile.float.error == "cut"
+    assert Metrics.load(json.loads(json.dumps(prof.to_json()))) == prof
     # export_report.json's nested data: typed when written from dicts, every key kept (nulls too).
     verdict = {"index": 0, "op": "ADD", "version": 1, "supported": False,
                "predicted_on_tpu": False, "reasons": ["float"]}

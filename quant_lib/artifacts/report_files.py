@@ -186,6 +186,34 @@ class SliceReport(_MetricsRecord):
 
 
 @dataclasses.dataclass(frozen=True)
+class OpTypeTime(_MetricsRecord):
+    """One op type on one path (XNNPACK or builtin kernels): ``tflite.op_profile.Profile.by_op``."""
+    op: str
+    xnnpack: bool
+    count: int
+    us: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OpProfile(_MetricsRecord):
+    """Where one model's time goes (``tflite.op_profile.Profile.to_json``), or why it was not
+    profiled (``error``)."""
+    NESTED: ClassVar[Dict[str, type]] = {"by_op": OpTypeTime}
+    whole_us: Optional[float] = None
+    ops_sum_us: Optional[float] = None
+    by_op: Optional[List[OpTypeTime]] = None
+    error: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpProfiles(_MetricsRecord):
+    """The int8 and the float model's op profiles (``evaluation.latency.op_profiles``)."""
+    NESTED: ClassVar[Dict[str, type]] = {"int8": OpProfile, "float": OpProfile}
+    int8: Optional[OpProfile] = None
+    float: Optional[OpProfile] = None  # pylint: disable=redefined-builtin
+
+
+@dataclasses.dataclass(frozen=True)
 class Metrics(JsonFile):
     """QuantEvaluator's ``metrics.json``: what it measured on the eval split and decided."""
     FILE: ClassVar[str] = "metrics.json"
@@ -208,7 +236,7 @@ class Metrics(JsonFile):
     int8_sha256: Optional[str] = None
     eval_config: Optional[dict] = None        # the tfma.EvalConfig that decided
     points: Optional[list] = None             # (label, float, int8) sample for the report
-    op_profile: Optional[dict] = None         # int8 / float: tfx_qat.quant_lib.tflite.op_profile
+    op_profile: Optional[OpProfiles] = None   # int8 / float: tfx_qat.quant_lib.tflite.op_profile
     # Latency (evaluation.compare_latency): LiteRT's figures, TF's interpreter beside them.
     int8_latency_ms: Optional[float] = None
     float_latency_ms: Optional[float] = None
@@ -223,7 +251,10 @@ class Metrics(JsonFile):
     latency_int8_dot: Optional[bool] = None
     speed_gate: Optional[str] = None
 
+    NESTED: ClassVar[Dict[str, type]] = {"op_profile": OpProfiles}
+
     def __post_init__(self):
+        super().__post_init__()
         if self.slices is not None:  # typed whether written (dicts) or loaded (JSON)
             object.__setattr__(self, "slices", {k: SliceReport.load(v)
                                                 for k, v in self.slices.items()})
@@ -378,7 +409,7 @@ class ExportReport(JsonFile):
     """IntegerExporter's ``export_report.json``: what was converted and checked."""
     FILE: ClassVar[str] = "export_report.json"
     NESTED: ClassVar[Dict[str, type]] = {"parity": Parity, "edgetpu": EdgeTpuReport,
-                                         "qat_report": QatReport}
+                                         "qat_report": QatReport, "op_profile": OpProfile}
     config: Optional[dict] = None             # the ExportConfig
     int8_tflite_bytes: Optional[int] = None
     float_tflite_bytes: Optional[int] = None
@@ -391,5 +422,5 @@ class ExportReport(JsonFile):
     input_contract: Optional[list] = None     # what a client feeds each input
     metadata: Optional[dict] = None           # the TFLite metadata written
     edgetpu: Optional[EdgeTpuReport] = None
-    op_profile: Optional[dict] = None         # the int8 model's, tfx_qat.quant_lib.tflite.op_profile
+    op_profile: Optional[OpProfile] = None    # the int8 model's, tfx_qat.quant_lib.tflite.op_profile
     qat_report: Optional[QatReport] = None    # QuantizeTrainer's qat_report.json

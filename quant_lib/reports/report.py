@@ -14,7 +14,8 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from tfx_qat.quant_lib.artifacts.report_files import ExportReport, Metrics, QatReport, SearchReport
+from tfx_qat.quant_lib.artifacts.report_files import (ExportReport, Metrics, OpProfiles, QatReport,
+                                                      SearchReport)
 
 SECTIONS = ("headline", "blessing", "confusion", "per-class", "layers", "export", "size-latency",
             "op-profile")
@@ -374,30 +375,31 @@ def _size_latency(metrics: Metrics, export: ExportReport) -> str:
     if fl and il:
         out.append(_bars(["float", "int8"], [fl, il], "Latency per example on "
                          f"{metrics.latency_runtime or 'TFLite'} (1 thread, batch 1)", "ms"))
-    out.append(_op_profile(metrics.op_profile or {}))
+    out.append(_op_profile(metrics.op_profile))
     return "\n".join(out)
 
 
-def _op_profile(prof: Dict[str, Dict]) -> str:
+def _op_profile(prof: Optional[OpProfiles]) -> str:
     """Time per op type, int8 beside float: each op timed alone in the mode the whole model runs
     it (XNNPACK delegate or TFLite's builtin kernels); an op type int8 leaves to the builtin
     kernels while float gets it into XNNPACK is a runtime limit, named as such."""
     out = ['<h2 id="op-profile">Where the time goes (per op, deployment runtime, 1 thread)</h2>']
-    if not prof:
+    if prof is None or not (prof.int8 or prof.float):
         return out[0] + "<p>No per-op profile in these metrics.</p>"
-    for k in ("int8", "float"):
-        if "error" in prof.get(k, {}):
-            out.append(f"<p>{k}: not profiled — {html.escape(prof[k]['error'])}</p>")
+    models = (("int8", prof.int8), ("float", prof.float))
+    for k, p in models:
+        if p and p.error:
+            out.append(f"<p>{k}: not profiled — {html.escape(p.error)}</p>")
     from tfx_qat.quant_lib.tflite import op_profile  # pylint: disable=g-import-not-at-top
-    rows = op_profile.compare(prof.get("int8", {}), prof.get("float"))
+    rows = op_profile.compare(prof.int8.to_json() if prof.int8 else {},
+                              prof.float and prof.float.to_json())
     cells = [[r["op"]] + [r.get(f"{k}_{c}", "") for k in ("int8", "float")
                           for c in ("count", "us", "runs_in")] for r in rows]
     limits = [r["op"] for r in rows if r["loses"] == "builtin"]
     kernels = [f"{r['op']} ({r['int8_count']} ops: int8 {r['int8_us']:.0f} us, float "
                f"{r['float_us']:.0f} us)" for r in rows if r["loses"] == "slower kernel"]
-    whole = [f"{k}: the whole model {prof[k]['whole_us']:.1f} us, its ops alone sum to "
-             f"{prof[k]['ops_sum_us']:.1f} us" for k in ("int8", "float")
-             if "whole_us" in prof.get(k, {})]
+    whole = [f"{k}: the whole model {p.whole_us:.1f} us, its ops alone sum to "
+             f"{p.ops_sum_us:.1f} us" for k, p in models if p and p.whole_us is not None]
     out.append("<p>" + html.escape("; ".join(whole)) + " (each op is timed cut out on its own: no "
                "hand-offs between delegate partitions and builtin kernels).</p>")
     out.append(_table(["op", "int8 ops", "int8 us", "int8 runs in", "float ops", "float us",
